@@ -1,0 +1,23 @@
+"""Course-wide settings: fast mode for tests and where data sets are cached.
+
+`COURSE_FAST=1` shrinks data, models and epochs so every notebook runs in about a minute;
+the notebooks call `pick(fast=..., full=...)` so the same cells run in both modes.
+"""
+import os
+from pathlib import Path
+
+
+def is_fast() -> bool:
+    """True when the environment variable COURSE_FAST is set to 1/true/yes."""
+    return os.environ.get("COURSE_FAST", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def pick(*, fast, full):
+    """Return `fast` in fast mode and `full` otherwise."""
+    return fast if is_fast() else full
+
+
+def data_dir() -> Path:
+    """Download cache for torchvision data sets: $COURSE_DATA_DIR or ~/.cache/pixelcnn-course."""
+    env = os.environ.get("COURSE_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pixelcnn-course"

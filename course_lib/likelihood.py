@@ -1,0 +1,100 @@
+"""Likelihood in nats and bits per dimension, the independent-pixel baseline, and dataset evaluation.
+
+Conventions: sum the negative log-likelihood over all D = C*H*W sub-pixels of an image, average over
+images. bits/dim = (nats per image) / (D * ln 2).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+
+def log_prob_from_logits(logits, x):
+    """Log-likelihood in nats of each image, shape (B,).
+
+    logits: (B, C, H, W) Bernoulli logits, or (B, K, C, H, W) categorical logits.
+    x: (B, C, H, W) integer levels (0/1 for Bernoulli, 0..K-1 for categorical).
+    """
+    if logits.dim() == 4:
+        per_dim = -F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    else:
+        per_dim = -F.cross_entropy(logits.float(), x.long(), reduction="none")
+    return per_dim.flatten(1).sum(1)
+
+
+def nll(model, x, labels=None):
+    """Negative log-likelihood of each image in nats, shape (B,)."""
+    return -log_prob_from_logits(model(x, labels), x)
+
+
+def bits_per_dim(nats_per_image, dims):
+    """Convert nats per image (a float or tensor) into bits per dimension, D = `dims` = C*H*W."""
+    return nats_per_image / (dims * math.log(2))
+
+
+class IndependentPixelModel(nn.Module):
+    """Baseline: every sub-pixel is an independent categorical (Bernoulli for 2 levels) with its own
+    probabilities, fitted by counting on the training set (with `alpha` pseudo-counts per level).
+
+    Its logits have the same layout as the autoregressive models', so `nll`, `evaluate` and
+    `sample` work with it too (it ignores x and labels).
+    """
+
+    def __init__(self, image_shape, levels=2, alpha=1.0):
+        super().__init__()
+        self.image_shape, self.levels, self.alpha = tuple(image_shape), levels, alpha
+        self.num_classes = None
+        self.register_buffer("log_probs", torch.full((levels, *self.image_shape), -math.log(levels)))
+
+    @classmethod
+    def fit(cls, dataset, alpha=1.0):
+        """Count level frequencies of every sub-pixel over all images of `dataset`."""
+        model = cls(dataset.image_shape, dataset.levels, alpha)
+        counts = torch.zeros(dataset.levels, *dataset.image_shape, dtype=torch.float64)
+        for x, _ in DataLoader(dataset, batch_size=1000):
+            counts += F.one_hot(x.long(), dataset.levels).sum(0).permute(3, 0, 1, 2).double()
+        probs = (counts + alpha) / (counts.sum(0, keepdim=True) + alpha * dataset.levels)
+        model.log_probs.copy_(probs.log().float())
+        return model
+
+    @property
+    def probs(self):
+        """Per-sub-pixel probabilities, shape (K, C, H, W)."""
+        return self.log_probs.exp()
+
+    def forward(self, x, labels=None):
+        b = x.shape[0]
+        if self.levels == 2:  # Bernoulli logit = log p(1) - log p(0)
+            return (self.log_probs[1] - self.log_probs[0]).expand(b, *self.image_shape)
+        return self.log_probs.expand(b, *self.log_probs.shape)
+
+
+def model_device(model) -> torch.device:
+    """The device holding the model's parameters (or buffers, for the baseline)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate(model, dataset, batch_size=256, device=None):
+    """Average NLL over *every* image of `dataset` (no dropped last batch).
+
+    Returns {"nats": nats per image, "bpd": bits per dim, "n_images": count}.
+    """
+    device = device or model_device(model)
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
+        x, y = x.to(device), y.to(device)
+        labels = y if getattr(model, "num_classes", None) else None
+        total += nll(model, x, labels).double().sum().item()
+        count += x.shape[0]
+    model.train(was_training)
+    assert count == len(dataset), "evaluation must cover every image"
+    nats = total / count
+    dims = math.prod(dataset.image_shape)
+    return {"nats": nats, "bpd": bits_per_dim(nats, dims), "n_images": count}

@@ -1,0 +1,193 @@
+"""PixelCNN (van den Oord et al. 2016) and Gated PixelCNN ("Conditional Image Generation with
+PixelCNN Decoders"), for binary (Bernoulli) or K-level (categorical) images with 1 or 3 channels.
+
+Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logits:
+    levels == 2:  (B, C, H, W)      one Bernoulli logit per sub-pixel
+    levels  > 2:  (B, K, C, H, W)   K-way categorical logits per sub-pixel (K = levels)
+so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
+Nothing mixes information across positions except the masked convolutions (no BatchNorm).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import CourseError
+from .likelihood import log_prob_from_logits
+from .masks import MaskedConv2d
+
+
+class AutoregressiveImageModel(nn.Module):
+    """Shared plumbing: configuration, input scaling, shape checks, logits layout, log-likelihood."""
+
+    def __init__(self, image_shape, levels, num_classes):
+        super().__init__()
+        if levels < 2 or levels > 256:
+            raise CourseError(f"levels={levels} is not supported; use 2 (binary) up to 256 levels.")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.levels = int(levels)
+        self.num_classes = num_classes
+        self.outputs_per_channel = 1 if self.levels == 2 else self.levels
+
+    @property
+    def config(self) -> dict:
+        """Keyword arguments that rebuild this model (stored in checkpoints)."""
+        return dict(self._config)
+
+    def _check_input(self, x, labels):
+        if tuple(x.shape[1:]) != self.image_shape:
+            got = "x".join(map(str, x.shape[1:]))
+            want = "x".join(map(str, self.image_shape))
+            raise CourseError(f"This model was built for {want} images but got {got}; "
+                              f"load data of that size or build the model with image_shape={tuple(x.shape[1:])}.")
+        if self.num_classes is not None and labels is None:
+            raise CourseError("This model is class-conditional; pass labels=... (one class index per image).")
+
+    def scale(self, x):
+        """Integer levels (B, C, H, W) -> floats in [-1, 1] of the weights' dtype (differentiable for float input)."""
+        dtype = next(self.parameters()).dtype
+        return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def to_logits(self, out):
+        """(B, C*K', H, W) network output -> (B, C, H, W) for binary, (B, K, C, H, W) otherwise."""
+        b, _, h, w = out.shape
+        c, k = self.image_shape[0], self.outputs_per_channel
+        if k == 1:
+            return out
+        return out.view(b, c, k, h, w).transpose(1, 2)
+
+    def log_prob(self, x, labels=None):
+        """Log-likelihood of each image in nats, shape (B,)."""
+        return log_prob_from_logits(self(x, labels), x)
+
+
+class ResidualBlock(nn.Module):
+    """PixelCNN residual block: 1x1 -> 3x3 mask B -> 1x1 with ReLUs, plus the identity. (B, ch, H, W) -> same."""
+
+    def __init__(self, channels, data_channels, kernel_size=3, dilation=1):
+        super().__init__()
+        half = max(channels // 2, data_channels)
+        self.reduce = MaskedConv2d(channels, half, 1, "B", data_channels)
+        self.conv = MaskedConv2d(half, half, kernel_size, "B", data_channels, dilation=dilation)
+        self.expand = MaskedConv2d(half, channels, 1, "B", data_channels)
+
+    def forward(self, x):
+        h = self.reduce(F.relu(x))
+        h = self.conv(F.relu(h))
+        return x + self.expand(F.relu(h))
+
+
+class PixelCNN(AutoregressiveImageModel):
+    """The original PixelCNN: 7x7 mask-A convolution, residual blocks of mask-B convolutions,
+    two 1x1 output layers. Its stacked masks leave a blind spot above and to the right.
+
+    x: (B, C, H, W) integer levels; labels: (B,) class indices if `num_classes` is set.
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), levels=2, channels=64, n_blocks=6,
+                 kernel_size=3, first_kernel_size=7, num_classes=None):
+        super().__init__(image_shape, levels, num_classes)
+        self._config = dict(image_shape=list(self.image_shape), levels=levels, channels=channels,
+                            n_blocks=n_blocks, kernel_size=kernel_size,
+                            first_kernel_size=first_kernel_size, num_classes=num_classes)
+        c = self.image_shape[0]
+        self.input_conv = MaskedConv2d(c, channels, first_kernel_size, "A", c)
+        self.blocks = nn.ModuleList(ResidualBlock(channels, c, kernel_size) for _ in range(n_blocks))
+        self.class_bias = nn.Embedding(num_classes, channels) if num_classes else None
+        self.out1 = MaskedConv2d(channels, channels, 1, "B", c)
+        self.out2 = MaskedConv2d(channels, c * self.outputs_per_channel, 1, "B", c)
+
+    def forward(self, x, labels=None):
+        self._check_input(x, labels)
+        h = self.input_conv(self.scale(x))
+        if self.class_bias is not None:
+            h = h + self.class_bias(labels)[:, :, None, None]
+        for block in self.blocks:
+            h = block(h)
+        h = self.out1(F.relu(h))
+        return self.to_logits(self.out2(F.relu(h)))
+
+
+def gate(x):
+    """Gated activation tanh(a) * sigmoid(b) of the two halves of the channels: (B, 2p, H, W) -> (B, p, H, W)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedBlock(nn.Module):
+    """One gated layer with a vertical stack (rows above) and a horizontal stack (pixels to the left).
+
+    v, h: (B, p, H, W) -> (B, p, H, W) each. The vertical features feed the horizontal stack through a
+    1x1 convolution before the gate; the horizontal stack has a residual connection.
+    """
+
+    def __init__(self, channels, data_channels, kernel_size=3, dilation=1, num_classes=None):
+        super().__init__()
+        p, c = channels, data_channels
+        self.v_conv = MaskedConv2d(p, 2 * p, kernel_size, "V", dilation=dilation)
+        self.h_conv = MaskedConv2d(p, 2 * p, (1, kernel_size), "B", c, dilation=dilation, out_chunks=2)
+        self.v_to_h = nn.Conv2d(2 * p, 2 * p, 1)  # the vertical stack only knows rows above: no mask needed
+        self.h_out = MaskedConv2d(p, p, 1, "B", c)
+        self.class_bias = nn.Embedding(num_classes, 4 * p) if num_classes else None
+
+    def forward(self, v, h, labels=None):
+        v_feat = self.v_conv(v)
+        h_feat = self.h_conv(h) + self.v_to_h(v_feat)
+        if self.class_bias is not None:
+            bv, bh = self.class_bias(labels)[:, :, None, None].chunk(2, dim=1)
+            v_feat, h_feat = v_feat + bv, h_feat + bh
+        return gate(v_feat), h + self.h_out(gate(h_feat))
+
+
+class GatedPixelCNN(AutoregressiveImageModel):
+    """Gated PixelCNN without a blind spot, with optional dilation and class conditioning.
+
+    x: (B, C, H, W) integer levels; labels: (B,) class indices if `num_classes` is set.
+    `dilations` gives one dilation per gated layer (its length is the number of layers).
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), levels=2, channels=32,
+                 dilations=(1, 2, 1, 4, 1), kernel_size=3, first_kernel_size=7, num_classes=None):
+        super().__init__(image_shape, levels, num_classes)
+        dilations = [int(d) for d in dilations]
+        self._config = dict(image_shape=list(self.image_shape), levels=levels, channels=channels,
+                            dilations=dilations, kernel_size=kernel_size,
+                            first_kernel_size=first_kernel_size, num_classes=num_classes)
+        c, k0 = self.image_shape[0], first_kernel_size
+        self.v_in = MaskedConv2d(c, channels, k0, "V0")
+        self.h_in = MaskedConv2d(c, channels, (1, k0), "A", c)
+        self.layers = nn.ModuleList(GatedBlock(channels, c, kernel_size, d, num_classes) for d in dilations)
+        self.out1 = MaskedConv2d(channels, channels, 1, "B", c)
+        self.out2 = MaskedConv2d(channels, c * self.outputs_per_channel, 1, "B", c)
+
+    def forward(self, x, labels=None):
+        self._check_input(x, labels)
+        x = self.scale(x)
+        v, h = self.v_in(x), self.h_in(x)
+        for layer in self.layers:
+            v, h = layer(v, h, labels)
+        h = self.out1(F.elu(h))
+        return self.to_logits(self.out2(F.elu(h)))
+
+
+MODELS = {"gated": GatedPixelCNN, "pixelcnn": PixelCNN}
+_CLASS_NAMES = {cls.__name__: key for key, cls in MODELS.items()}
+
+
+def model_name(model) -> str:
+    """Short registry name ("gated" or "pixelcnn") of a model instance."""
+    return _CLASS_NAMES[type(model).__name__]
+
+
+def build_model(name="gated", **config) -> AutoregressiveImageModel:
+    """Build a model by registry name ("gated" or "pixelcnn") with keyword configuration."""
+    key = _CLASS_NAMES.get(name, name)
+    if key not in MODELS:
+        raise CourseError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
+    if "image_shape" in config:
+        config["image_shape"] = tuple(config["image_shape"])
+    return MODELS[key](**config)
+
+
+def count_parameters(model) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,245 @@
+"""Training: one `fit(model, train_data, test_data, ...)` for CPU, CUDA and Apple MPS.
+
+Per epoch: shuffle with a seed derived from (seed, epoch), take gradient steps on the mean NLL in
+nats per image, evaluate every test image, then write the checkpoint atomically. Because every
+epoch re-seeds itself, a run resumed from its last checkpoint follows exactly the same path as one
+that was never interrupted (on the CPU).
+"""
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import check_same_architecture, load_checkpoint, save_checkpoint
+from .errors import CourseError, TrainingDiverged
+from .likelihood import bits_per_dim, evaluate, log_prob_from_logits
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def pick_device(device=None) -> torch.device:
+    """`None`/"auto" -> CUDA if present, else Apple MPS, else CPU. Any other string is used as given."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int):
+    """Seed Python, NumPy (when present) and torch (all devices)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a training run (stored in the checkpoint)."""
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"      # "cosine" (with linear warm-up) or "constant"
+    warmup_steps: int = 0
+    clip: float | None = 1.0      # max gradient norm, None to disable
+    precision: str = "fp32"       # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    eval_batch_size: int = 256
+    check_every: int = 20         # steps between NaN checks (each check syncs the GPU)
+
+
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine decay to zero (or constant)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Holds model, data, optimizer and settings; `run()` trains and returns the history dict."""
+
+    def __init__(self, model, train_data, test_data=None, config=None, *, device=None, checkpoint=None,
+                 log_dir=None, progress=None, on_epoch_end=None):
+        self.cfg = config or TrainConfig()
+        if self.cfg.precision not in PRECISIONS:
+            raise CourseError(f"Unknown precision {self.cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
+        if self.cfg.schedule not in ("cosine", "constant"):
+            raise CourseError(f"Unknown schedule {self.cfg.schedule!r}; use 'cosine' or 'constant'.")
+        if tuple(train_data.image_shape) != model.image_shape or train_data.levels != model.levels:
+            raise CourseError(f"The data are {train_data.levels}-level {train_data.image_shape} images but the model "
+                              f"expects {model.levels}-level {model.image_shape}; build the model for this data.")
+        self.device = pick_device(device)
+        if self.cfg.precision == "fp16" and self.device.type != "cuda":
+            raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
+        self.model = model.to(self.device)
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if self.cfg.compile else self.model
+        self.train_data, self.test_data = train_data, test_data
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.log_dir, self.on_epoch_end = log_dir, on_epoch_end
+        self.progress = (os.environ.get("TQDM_DISABLE", "") in ("", "0")) if progress is None else progress
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.cfg.precision == "fp16" else None
+        self.history = {k: [] for k in ("epoch", "train_nats", "test_nats", "test_bpd", "lr", "seconds")}
+        self.start_epoch = 0
+        self.steps_per_epoch = math.ceil(len(train_data) / self.cfg.batch_size)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def autocast(self):
+        """Autocast context for the chosen precision (a no-op for fp32)."""
+        if self.cfg.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def loss(self, x, y):
+        """Mean negative log-likelihood in nats per image of one batch."""
+        labels = y if self.model.num_classes else None
+        with self.autocast():
+            logits = self.forward(x, labels)
+        # the log-likelihood is computed in float32 even under autocast
+        return -log_prob_from_logits(logits, x).mean()
+
+    def step(self, x, y, lr):
+        """One optimisation step; returns the (detached) loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = self.loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loss.detach()
+
+    def loader(self, epoch):
+        """Training batches of `epoch`, shuffled by a generator seeded from (seed, epoch)."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        return DataLoader(self.train_data, batch_size=self.cfg.batch_size, shuffle=True, generator=g,
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=False)
+
+    def _check_finite(self, total, count, epoch, step):
+        if not math.isfinite(total.item()):
+            where = f" (the last good checkpoint {self.checkpoint} is untouched)" if self.checkpoint else ""
+            raise TrainingDiverged(f"The training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
+                                   f"lower the learning rate or turn on gradient clipping{where}.")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def resume(self):
+        """Restore model, optimizer and history from `self.checkpoint` (if it exists)."""
+        if not (self.checkpoint and self.checkpoint.exists()):
+            return
+        payload = load_checkpoint(self.checkpoint, map_location=self.device)
+        check_same_architecture(self.model, payload, self.checkpoint)
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.history = payload["history"]
+        self.start_epoch = payload["epoch"] + 1
+
+    def save(self, epoch):
+        save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
+                        history=self.history, train_config=asdict(self.cfg),
+                        data={"name": self.train_data.name, "levels": self.train_data.levels,
+                              "binarize": self.train_data.binarize})
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, resume=False):
+        """Train for the configured epochs (continuing after the checkpoint's epoch if `resume`)."""
+        if resume:
+            self.resume()
+        writer = None
+        if self.log_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(self.log_dir)
+        total_steps = self.cfg.epochs * self.steps_per_epoch
+        for epoch in range(self.start_epoch, self.cfg.epochs):
+            torch.manual_seed(self.cfg.seed * 100_003 + epoch)  # dynamic binarization draws from this
+            self.model.train()
+            start, total, count = time.perf_counter(), torch.zeros((), device=self.device), 0
+            bar = tqdm(self.loader(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+                       disable=not self.progress, leave=False)
+            for i, (x, y) in enumerate(bar):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if self.cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = learning_rate(self.cfg, epoch * self.steps_per_epoch + i, total_steps)
+                loss = self.step(x, y, lr)
+                total, count = total + loss * x.shape[0], count + x.shape[0]
+                if (i + 1) % self.cfg.check_every == 0:
+                    self._check_finite(total, count, epoch, i)
+                    bar.set_postfix(nats=f"{total.item() / count:.2f}")
+            self._check_finite(total, count, epoch, i)
+            self._record(epoch, total.item() / count, lr, time.perf_counter() - start, writer)
+            if self.checkpoint:
+                self.save(epoch)
+            if self.on_epoch_end:
+                self.on_epoch_end(epoch, self.history)
+        if writer:
+            writer.close()
+        return self.history
+
+    def _record(self, epoch, train_nats, lr, seconds, writer):
+        test = evaluate(self.model, self.test_data, self.cfg.eval_batch_size, self.device) if self.test_data else None
+        if test and not math.isfinite(test["nats"]):
+            raise TrainingDiverged(f"The test NLL became NaN at epoch {epoch + 1}; lower the learning rate "
+                                   f"(the last good checkpoint is untouched).")
+        h = self.history
+        h["epoch"].append(epoch + 1)
+        h["train_nats"].append(train_nats)
+        h["test_nats"].append(test["nats"] if test else None)
+        h["test_bpd"].append(test["bpd"] if test else None)
+        h["lr"].append(lr)
+        h["seconds"].append(seconds)
+        if writer:
+            dims = math.prod(self.model.image_shape)
+            writer.add_scalar("train/bpd", bits_per_dim(train_nats, dims), epoch + 1)
+            if test:
+                writer.add_scalar("test/bpd", test["bpd"], epoch + 1)
+                writer.add_scalar("test/nats", test["nats"], epoch + 1)
+
+
+def fit(model, train_data, test_data=None, *, device=None, checkpoint=None, resume=False, log_dir=None,
+        progress=None, on_epoch_end=None, **config):
+    """Train `model` on `train_data` and return the history dict
+    {"epoch", "train_nats", "test_nats", "test_bpd", "lr", "seconds"} (one entry per epoch).
+
+    config: any TrainConfig field (epochs, batch_size, lr, precision, channels_last, compile, clip, ...).
+    checkpoint: path written atomically after every epoch; resume=True continues from it.
+    on_epoch_end(epoch, history): called after each epoch's checkpoint is written.
+    """
+    unknown = set(config) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise CourseError(f"Unknown training option(s) {sorted(unknown)}; valid ones are the fields of TrainConfig.")
+    trainer = Trainer(model, train_data, test_data, TrainConfig(**config), device=device, checkpoint=checkpoint,
+                      log_dir=log_dir, progress=progress, on_epoch_end=on_epoch_end)
+    return trainer.run(resume=resume)
