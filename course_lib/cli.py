@@ -83,9 +83,14 @@ def cmd_train(args):
     print(f"Training {type(model).__name__} ({count_parameters(model):,} parameters) on {train} for "
           f"{args.epochs} epochs on {device}.", flush=True)
     start = time.perf_counter()
+
+    def report(epoch, history):
+        test_text = f", test {history['test_nats'][-1]:.2f} nats/image ({history['test_bpd'][-1]:.4f} bits/dim)"
+        print(f"epoch {epoch + 1}/{args.epochs}: train {history['train_nats'][-1]:.2f} nats/image{test_text}, "
+              f"{history['seconds'][-1]:.0f} s", flush=True)
     history = fit(model, train, test, device=device, checkpoint=out / "checkpoint.pt", resume=args.resume,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                  compile=args.compile, seed=args.seed, log_dir=out / "tensorboard" if args.tensorboard else None)
+                  compile=args.compile, seed=args.seed, on_epoch_end=report, log_dir=out / "tensorboard" if args.tensorboard else None)
     train_seconds = time.perf_counter() - start
     result = evaluate(model, test)
     baseline = evaluate(IndependentPixelModel.fit(train), test)

