@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TQDM_DISABLE ?= 1
 
-.PHONY: setup lab demo test test-fast clean
+.PHONY: setup lab demo test course clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,13 @@ lab: setup
 demo: setup
 	TQDM_DISABLE= $(BIN)/python -m course_lib train
 
+# unit tests, then every lesson and solution notebook executed under nbval in fast mode
 test: setup
-	COURSE_FAST=1 $(BIN)/python -m pytest -q
+	COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks solutions --nbval-lax --nbval-current-env
+
+# re-execute every lesson in full mode and store its outputs (what a learner sees on the web)
+course: setup
+	$(BIN)/python tools/build_course.py --html
 
 clean:
 	rm -rf runs .pytest_cache

@@ -1,0 +1,199 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Start here
+#
+# Welcome to **pixelcnn-course**: deep autoregressive image models, from the first principle
+# (the probability of an image) to a GPU-trained, sampled and fine-tuned Gated PixelCNN.
+#
+# ## What you will learn
+# - what the course covers, in what order, and how long each lesson takes;
+# - whether your machine is ready: Python, PyTorch, the device, the data sets;
+# - how the graded exercises work;
+# - a first taste: train a tiny PixelCNN in well under a minute and draw samples from it.
+#
+# **Who this is for.** You know Python and a little PyTorch (tensors, `nn.Module`, an optimiser).
+# No GPU is needed: every lesson runs on a laptop CPU, offline, in under ten minutes.
+# A GPU makes lesson 03 more interesting and everything faster.
+#
+# (Some tutorials call this family of models "Imagen"; that name belongs to Google's text-to-image
+# diffusion model. What you learn here is PixelCNN.)
+
+# %% [markdown]
+# ## The plan
+#
+# | lesson | the question it answers |
+# |---|---|
+# | 00 · start here | Is my machine ready, and what does a PixelCNN do? |
+# | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? |
+# | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? |
+# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? |
+# | 04 · sampling | How do I draw new images, complete half images, and choose the class? |
+# | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? |
+#
+# The lesson table in the repository's `README.md` lists the measured time of each lesson on a 2-core
+# CPU. Every notebook also has a *fast mode* (`COURSE_FAST=1`) that the tests use: same cells, smaller
+# sizes, about a minute each.
+#
+# Everything the notebooks use lives in the small library `course_lib/`, one module per idea
+# (`masks`, `models`, `likelihood`, `causality`, `data`, `train`, `checkpoint`, `sampling`, `plotting`).
+# Reading it top to bottom is part of the course.
+
+# %% [markdown]
+# ## Is your machine ready?
+#
+# The next cell reports what this kernel runs on. "No GPU" is fine: the course then runs on the CPU and
+# says so.
+
+# %%
+import platform
+import sys
+
+import torch
+
+import course_lib
+from course_lib import data_dir, is_fast, pick_device
+
+device = pick_device()
+print(f"Python      {platform.python_version()} ({sys.executable})")
+print(f"PyTorch     {torch.__version__}, {torch.get_num_threads()} CPU threads")
+print(f"course_lib  {course_lib.__version__}, fast mode: {is_fast()}")
+if device.type == "cuda":
+    print(f"Device      cuda: {torch.cuda.get_device_name(0)}")
+elif device.type == "mps":
+    print("Device      mps: Apple GPU")
+else:
+    print("Device      cpu: no GPU found, everything runs on the CPU")
+
+# %% [markdown]
+# **Which data sets can you use?** `mnist-subset` (5,000 real MNIST digits), `digits` (scikit-learn's
+# 8×8 digits) and `shapes` (procedural) ship with the installed packages and always work offline. The full
+# `mnist`, `fashion-mnist` and `kmnist` download once from the internet into a cache folder; offline they
+# fail with one clear message that points back to `mnist-subset`.
+
+# %%
+from course_lib import DatasetUnavailable, load_dataset
+from course_lib.data import OFFLINE_SETS, TORCHVISION_SETS
+
+print(f"cache folder for downloads: {data_dir()}  (set COURSE_DATA_DIR to move it)")
+for name in OFFLINE_SETS:
+    d = load_dataset(name, "test")
+    print(f"  {name:14s} offline     {len(d):5d} test images of {'x'.join(map(str, d.image_shape))}")
+for name, folder in TORCHVISION_SETS.items():
+    try:  # never download here: only look for an earlier download
+        load_dataset(name, "test", download=False)
+        print(f"  {name:14s} downloaded  (in the cache)")
+    except DatasetUnavailable:
+        print(f"  {name:14s} not cached  (load_dataset('{name}') downloads it when you are online)")
+
+# %% [markdown]
+# ## A first look at the data
+#
+# The default data set: real handwritten digits, *binarized* (a pixel is on when its intensity is above
+# one half). A binary 28×28 image is a point in a space of $2^{784}$ possible images; a generative model
+# puts a probability on every one of them.
+
+# %%
+import matplotlib.pyplot as plt
+
+from course_lib.plotting import show_grid
+
+train = load_dataset("mnist-subset", "train")
+test = load_dataset("mnist-subset", "test")
+print(train)
+print(test)
+show_grid(train.images[::400][:10], "Ten training digits (binarized at 0.5)", nrow=10,
+          xlabel="digit class 0 to 9", ylabel="image")
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(len(train), len(test), train.image_shape, torch.bincount(test.labels).tolist())
+
+# %% [markdown]
+# ## A first taste: train a PixelCNN in well under a minute
+#
+# A PixelCNN predicts every pixel from the pixels *before* it (above, and to the left). Trained only on
+# images, with no labels at all, it learns a probability distribution over images. We measure it in
+# **nats per image**: the average negative log-likelihood of the test digits. Lower is better.
+#
+# The reference point is a model that treats all 784 pixels as independent coins, each with its own
+# probability of being on. Lesson 01 explains both numbers in depth.
+
+# %%
+import time
+
+from course_lib import GatedPixelCNN, IndependentPixelModel, count_parameters, evaluate, fit, pick
+
+torch.manual_seed(0)
+small_train = load_dataset("mnist-subset", "train", limit=pick(fast=800, full=2000))
+small_test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=None))
+model = GatedPixelCNN(channels=16, dilations=(1, 2, 1))
+print(f"{count_parameters(model):,} parameters")
+start = time.perf_counter()
+history = fit(model, small_train, small_test, epochs=2, batch_size=32, lr=1e-2, device="cpu", progress=False)
+seconds = time.perf_counter() - start
+baseline = evaluate(IndependentPixelModel.fit(train), small_test)
+print(f"trained in {seconds:.0f} s on {len(small_train)} images")
+print(f"independent pixels: {baseline['nats']:6.1f} nats per test image")
+print(f"tiny PixelCNN:      {history['test_nats'][-1]:6.1f} nats per test image")
+
+# %% [markdown]
+# A check, as every lesson has: the PixelCNN, which sees the pixels before each pixel, must explain the
+# test digits far better than independent coins.
+
+# %%
+assert history["test_nats"][-1] < baseline["nats"] - 50, "the PixelCNN should beat independent pixels by far"
+
+# %% [markdown]
+# ### Drawing new digits
+#
+# Sampling runs the model once per pixel: draw pixel 1, feed it back, draw pixel 2, and so on, 784 times.
+# These are digits nobody wrote. With a tiny model and a minute of training they are rough; lesson 04
+# shows what a better model does.
+
+# %%
+from course_lib import sample
+
+samples = sample(model, 16, seed=0)
+noise = sample(IndependentPixelModel.fit(train), 16, seed=0)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+show_grid(samples, "Tiny PixelCNN: samples", ax=axes[0], xlabel="sample", ylabel="sample")
+show_grid(noise, "Independent pixels: samples", ax=axes[1], xlabel="sample", ylabel="sample")
+plt.tight_layout()
+plt.show()
+assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0, 1}
+
+# %% [markdown]
+# ## How the exercises work
+#
+# Each lesson 01–05 has a graded notebook in `exercises/` (its solved twin is in `solutions/`). You write
+# small, real pieces of the model (a mask, a log-likelihood, a sampling loop) between the marked lines;
+# a check cell right after each task tests your code on fresh random inputs and prints what passed, what
+# is wrong and a hint, never the answer. Instructors grade a whole folder of submissions with
+# `python -m course_lib.grade`, and can import the notebooks into nbgrader unchanged.
+#
+# ## Recap
+# - The course has six lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.
+# - `pick_device()` chose this machine's device; offline data sets always work, downloads are optional.
+# - A PixelCNN is trained on images alone and scored in nats per image; even a tiny one beats the
+#   independent-pixel model by a wide margin, and it can draw new digits pixel by pixel.
+#
+# ## Exercises
+# Lesson 00 has no graded exercise. Try this: change `epochs` or `channels` in the training cell and watch
+# the test nats and the samples change. Then open `01_self_supervised_likelihood` — its exercises
+# (`exercises/01_self_supervised_likelihood.ipynb`) ask you to write `nll`, `bits_per_dim` and the
+# independent baseline yourself.

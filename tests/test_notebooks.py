@@ -1,0 +1,32 @@
+"""Notebook hygiene: every .ipynb has its percent-format .py twin with the same cells, lessons are
+committed with outputs, exercises and solutions without."""
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for d in ("notebooks", "exercises", "solutions") for p in (ROOT / d).glob("*.ipynb"))
+
+
+def cells(path):
+    return [(c.cell_type, c.source.strip()) for c in jupytext.read(path).cells]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_pair_is_in_sync(notebook):
+    source = notebook.with_suffix(".py")
+    assert source.exists(), f"{notebook} has no paired .py source"
+    assert cells(notebook) == cells(source), f"{notebook.name} differs from its .py: run `jupytext --sync {source}`"
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.name)
+def test_lessons_are_committed_with_outputs(source):
+    notebook = source.with_suffix(".ipynb")
+    assert notebook.exists(), f"{source.name} has no .ipynb: run `make course`"
+    code = [c for c in jupytext.read(notebook).cells if c.cell_type == "code"]
+    assert code and all(c.get("outputs") is not None for c in code)
+    assert sum(bool(c.outputs) for c in code) >= len(code) // 3, "run `make course` to store full-mode outputs"
+    text = source.read_text()
+    assert "What you will learn" in text and "Recap" in text, "every lesson states its goals and ends with a recap"
+    assert "assert " in text, "every lesson checks its results with assertion cells"
