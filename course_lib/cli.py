@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import load_checkpoint, load_model
 from .data import DATASETS, load_dataset
 from .errors import CourseError
@@ -46,7 +47,7 @@ def build_parser():
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     t.add_argument("--out", default="runs/default", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--samples", type=int, default=16, help="number of samples to draw after training")
+    t.add_argument("--samples", type=int, default=16, help="number of samples to draw after training (0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tensorboard", action="store_true", help="log to OUT/tensorboard")
 
@@ -80,21 +81,46 @@ def cmd_train(args):
         config["channels"] = args.channels
     model = build_model(args.model, **config)
     device = pick_device(args.device)
-    print(f"Training {type(model).__name__} ({count_parameters(model):,} parameters) on {train} for "
-          f"{args.epochs} epochs on {device}.", flush=True)
+    rank, world_size, _ = distributed.world()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    where = f"{world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'})" if world_size > 1 else str(device)
+    say(f"Training {type(model).__name__} ({count_parameters(model):,} parameters) on {train} for "
+          f"{args.epochs} epochs on {where}.", flush=True)
     start = time.perf_counter()
 
     def report(epoch, history):
         test_text = f", test {history['test_nats'][-1]:.2f} nats/image ({history['test_bpd'][-1]:.4f} bits/dim)"
-        print(f"epoch {epoch + 1}/{args.epochs}: train {history['train_nats'][-1]:.2f} nats/image{test_text}, "
+        say(f"epoch {epoch + 1}/{args.epochs}: train {history['train_nats'][-1]:.2f} nats/image{test_text}, "
               f"{history['seconds'][-1]:.0f} s", flush=True)
     history = fit(model, train, test, device=device, checkpoint=out / "checkpoint.pt", resume=args.resume,
                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                  compile=args.compile, seed=args.seed, on_epoch_end=report, log_dir=out / "tensorboard" if args.tensorboard else None)
+                  compile=args.compile, seed=args.seed, on_epoch_end=report,
+                  log_dir=out / "tensorboard" if args.tensorboard else None)
     train_seconds = time.perf_counter() - start
+    if world_size > 1:
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return  # rank 0 alone evaluates, samples and writes the outputs
     result = evaluate(model, test)
     baseline = evaluate(IndependentPixelModel.fit(train), test)
-    labels = torch.arange(args.samples) % train.num_classes if args.conditional else None
+    _write_samples(model, test, args, out, levels)
+    metrics = {
+        "data": args.data, "levels": levels, "model": args.model, "parameters": count_parameters(model),
+        "epochs": len(history["epoch"]), "test_nats_per_image": result["nats"], "test_bits_per_dim": result["bpd"],
+        "test_images": result["n_images"], "baseline_test_nats_per_image": baseline["nats"],
+        "baseline_test_bits_per_dim": baseline["bpd"], "history": history, "processes": world_size,
+        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start, "device": _describe(device),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"Test NLL {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim); independent-pixel baseline "
+          f"{baseline['nats']:.2f} nats/image. Wrote {out}/checkpoint.pt, samples.png, completions.png, metrics.json.")
+
+
+def _write_samples(model, test, args, out, levels):
+    """samples.png: `args.samples` new images; completions.png: bottom halves of 8 test images, 3 times each."""
+    if args.samples <= 0:
+        return
+    labels = torch.arange(args.samples) % test.num_classes if args.conditional else None
     samples = sample(model, args.samples, labels=labels, seed=args.seed)
     save_grid(samples, out / "samples.png", f"{args.samples} samples, {args.data}", levels=levels)
     picks = range(0, len(test), max(1, len(test) // 8))[:8]
@@ -106,16 +132,6 @@ def cmd_train(args):
     grid = torch.cat([shown[:, None], done.view(len(shown), repeats, *done.shape[1:])], 1).flatten(0, 1)
     save_grid(grid, out / "completions.png", "Bottom-half completions (column 1: the real test digit)",
               nrow=repeats + 1, levels=levels, xlabel="original, then completions", ylabel="test digit")
-    metrics = {
-        "data": args.data, "levels": levels, "model": args.model, "parameters": count_parameters(model),
-        "epochs": len(history["epoch"]), "test_nats_per_image": result["nats"], "test_bits_per_dim": result["bpd"],
-        "test_images": result["n_images"], "baseline_test_nats_per_image": baseline["nats"],
-        "baseline_test_bits_per_dim": baseline["bpd"], "history": history,
-        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start, "device": _describe(device),
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"Test NLL {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim); independent-pixel baseline "
-          f"{baseline['nats']:.2f} nats/image. Wrote {out}/checkpoint.pt, samples.png, completions.png, metrics.json.")
 
 
 def cmd_sample(args):

@@ -8,7 +8,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+
+from .distributed import all_reduce_sum, world
 
 
 def log_prob_from_logits(logits, x):
@@ -79,22 +81,28 @@ def model_device(model) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model, dataset, batch_size=256, device=None):
+def evaluate(model, dataset, batch_size=256, device=None, distributed=False):
     """Average NLL over *every* image of `dataset` (no dropped last batch).
 
+    distributed=True (inside a torchrun job): each process scores a disjoint slice of the images and
+    the sums are added up, so every image counts exactly once.
     Returns {"nats": nats per image, "bpd": bits per dim, "n_images": count}.
     """
     device = device or model_device(model)
+    rank, size, _ = world() if distributed else (0, 1, 0)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=False):
+    shard = Subset(dataset, range(rank, len(dataset), size))
+    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False):
         x, y = x.to(device), y.to(device)
         labels = y if getattr(model, "num_classes", None) else None
         total += nll(model, x, labels).double().sum().item()
         count += x.shape[0]
     model.train(was_training)
-    assert count == len(dataset), "evaluation must cover every image"
+    if distributed:
+        total, count = all_reduce_sum(total, count, device=device)
+    assert count == len(dataset), "evaluation must cover every image exactly once"
     nats = total / count
     dims = math.prod(dataset.image_shape)
-    return {"nats": nats, "bpd": bits_per_dim(nats, dims), "n_images": count}
+    return {"nats": nats, "bpd": bits_per_dim(nats, dims), "n_images": int(count)}

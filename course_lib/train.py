@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import check_same_architecture, load_checkpoint, save_checkpoint
 from .errors import CourseError, TrainingDiverged
 from .likelihood import bits_per_dim, evaluate, log_prob_from_logits
@@ -50,7 +51,7 @@ def seed_everything(seed: int):
 class TrainConfig:
     """Everything that shapes a training run (stored in the checkpoint)."""
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int = 32          # the global batch: split evenly over the processes of a torchrun job
     lr: float = 2e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"      # "cosine" (with linear warm-up) or "constant"
@@ -88,22 +89,33 @@ class Trainer:
         if tuple(train_data.image_shape) != model.image_shape or train_data.levels != model.levels:
             raise CourseError(f"The data are {train_data.levels}-level {train_data.image_shape} images but the model "
                               f"expects {model.levels}-level {model.image_shape}; build the model for this data.")
-        self.device = pick_device(device)
+        self.rank, self.world, _ = distributed.world()
+        self.device = distributed.setup(pick_device(device))
         if self.cfg.precision == "fp16" and self.device.type != "cuda":
             raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
+        if self.cfg.batch_size % self.world:
+            raise CourseError(f"batch_size={self.cfg.batch_size} does not split evenly over {self.world} processes; "
+                              f"choose a multiple of {self.world}.")
+        self.local_batch = self.cfg.batch_size // self.world
         self.model = model.to(self.device)
         if self.cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if self.cfg.compile else self.model
+        self.forward = self.model
+        if self.world > 1:  # averages gradients over the processes during backward()
+            from torch.nn.parallel import DistributedDataParallel
+            self.forward = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if self.cfg.compile:
+            self.forward = torch.compile(self.forward)
         self.train_data, self.test_data = train_data, test_data
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.log_dir, self.on_epoch_end = log_dir, on_epoch_end
         self.progress = (os.environ.get("TQDM_DISABLE", "") in ("", "0")) if progress is None else progress
+        self.progress = self.progress and self.rank == 0
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda") if self.cfg.precision == "fp16" else None
         self.history = {k: [] for k in ("epoch", "train_nats", "test_nats", "test_bpd", "lr", "seconds")}
         self.start_epoch = 0
-        self.steps_per_epoch = math.ceil(len(train_data) / self.cfg.batch_size)
+        self.steps_per_epoch = math.ceil(math.ceil(len(train_data) / self.world) / self.local_batch)
 
     # -- pieces ---------------------------------------------------------------------------------
     def autocast(self):
@@ -142,14 +154,14 @@ class Trainer:
         return loss.detach()
 
     def loader(self, epoch):
-        """Training batches of `epoch`, shuffled by a generator seeded from (seed, epoch)."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
-        return DataLoader(self.train_data, batch_size=self.cfg.batch_size, shuffle=True, generator=g,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+        """This process's training batches of `epoch`, shuffled by a permutation seeded from (seed, epoch)."""
+        sampler = distributed.ShardSampler(len(self.train_data), self.cfg.seed, epoch, self.rank, self.world)
+        return DataLoader(self.train_data, batch_size=self.local_batch, sampler=sampler,
+                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
 
     def _check_finite(self, total, count, epoch, step):
-        if not math.isfinite(total.item()):
+        total = distributed.all_reduce_sum(total.item(), device=self.device)[0]  # every process stops together
+        if not math.isfinite(total):
             where = f" (the last good checkpoint {self.checkpoint} is untouched)" if self.checkpoint else ""
             raise TrainingDiverged(f"The training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
                                    f"lower the learning rate or turn on gradient clipping{where}.")
@@ -167,10 +179,14 @@ class Trainer:
         self.start_epoch = payload["epoch"] + 1
 
     def save(self, epoch):
-        save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
-                        history=self.history, train_config=asdict(self.cfg),
-                        data={"name": self.train_data.name, "levels": self.train_data.levels,
-                              "binarize": self.train_data.binarize})
+        """Write the checkpoint (rank 0 only; the others wait until it is on disk)."""
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
+                            history=self.history, train_config=asdict(self.cfg),
+                            data={"name": self.train_data.name, "levels": self.train_data.levels,
+                                  "binarize": self.train_data.binarize})
+        if self.world > 1:
+            torch.distributed.barrier()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, resume=False):
@@ -178,7 +194,7 @@ class Trainer:
         if resume:
             self.resume()
         writer = None
-        if self.log_dir:
+        if self.log_dir and self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(self.log_dir)
         total_steps = self.cfg.epochs * self.steps_per_epoch
@@ -199,7 +215,8 @@ class Trainer:
                     self._check_finite(total, count, epoch, i)
                     bar.set_postfix(nats=f"{total.item() / count:.2f}")
             self._check_finite(total, count, epoch, i)
-            self._record(epoch, total.item() / count, lr, time.perf_counter() - start, writer)
+            total, count = distributed.all_reduce_sum(total.item(), count, device=self.device)
+            self._record(epoch, total / count, lr, time.perf_counter() - start, writer)
             if self.checkpoint:
                 self.save(epoch)
             if self.on_epoch_end:
@@ -209,7 +226,9 @@ class Trainer:
         return self.history
 
     def _record(self, epoch, train_nats, lr, seconds, writer):
-        test = evaluate(self.model, self.test_data, self.cfg.eval_batch_size, self.device) if self.test_data else None
+        test = None
+        if self.test_data:
+            test = evaluate(self.model, self.test_data, self.cfg.eval_batch_size, self.device, distributed=self.world > 1)
         if test and not math.isfinite(test["nats"]):
             raise TrainingDiverged(f"The test NLL became NaN at epoch {epoch + 1}; lower the learning rate "
                                    f"(the last good checkpoint is untouched).")
