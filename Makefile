@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TQDM_DISABLE ?= 1
 
-.PHONY: setup lab demo test course clean
+.PHONY: setup lab demo test course exercises clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 # re-execute every lesson in full mode and store its outputs (what a learner sees on the web)
 course: setup
 	$(BIN)/python tools/build_course.py --html
+
+# regenerate the student notebooks in exercises/ from the solved ones in solutions/
+exercises: setup
+	$(BIN)/python tools/make_exercises.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -102,7 +102,8 @@ def evaluate(model, dataset, batch_size=256, device=None, distributed=False):
     model.train(was_training)
     if distributed:
         total, count = all_reduce_sum(total, count, device=device)
-    assert count == len(dataset), "evaluation must cover every image exactly once"
+    if count != len(dataset):
+        raise RuntimeError(f"evaluation scored {count} of {len(dataset)} images; it must cover every image once")
     nats = total / count
     dims = math.prod(dataset.image_shape)
     return {"nats": nats, "bpd": bits_per_dim(nats, dims), "n_images": int(count)}

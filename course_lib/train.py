@@ -90,6 +90,8 @@ class Trainer:
             raise CourseError(f"The data are {train_data.levels}-level {train_data.image_shape} images but the model "
                               f"expects {model.levels}-level {model.image_shape}; build the model for this data.")
         self.rank, self.world, _ = distributed.world()
+        if len(train_data) == 0:
+            raise CourseError("The training set is empty; check the data set name, split and limit.")
         self.device = distributed.setup(pick_device(device))
         if self.cfg.precision == "fp16" and self.device.type != "cuda":
             raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
@@ -175,6 +177,8 @@ class Trainer:
         check_same_architecture(self.model, payload, self.checkpoint)
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if self.scaler is not None and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
         self.history = payload["history"]
         self.start_epoch = payload["epoch"] + 1
 
@@ -183,6 +187,7 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
                             history=self.history, train_config=asdict(self.cfg),
+                            scaler=self.scaler.state_dict() if self.scaler is not None else None,
                             data={"name": self.train_data.name, "levels": self.train_data.levels,
                                   "binarize": self.train_data.binarize})
         if self.world > 1:

@@ -1,0 +1,230 @@
+"""Lesson 01 checks: the reference solutions pass, and planted wrong answers fail with their own message."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from course_lib.checks import CheckFailed
+from course_lib.checks import lesson01 as checks
+
+
+# ---------------------------------------------------------------- reference solutions (as in solutions/01)
+def nll(logits, x):
+    if logits.dim() == 4:
+        per = F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none")
+    else:
+        per = F.cross_entropy(logits, x.long(), reduction="none")
+    return per.flatten(1).sum(1)
+
+
+def bits_per_dim(nats_per_image, dims):
+    return nats_per_image / (dims * math.log(2))
+
+
+def fit_independent(images, levels=2, alpha=1.0):
+    counts = F.one_hot(images.long(), levels).sum(0).permute(3, 0, 1, 2).float()
+    return (counts + alpha) / (images.shape[0] + alpha * levels)
+
+
+def evaluate_nll(model, dataset, batch_size=64):
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, _ in DataLoader(dataset, batch_size=batch_size):
+            total += nll(model(x), x).sum().item()
+            count += x.shape[0]
+    model.train(was_training)
+    return total / count
+
+
+def failing(check, fn, match):
+    with pytest.raises(CheckFailed, match=match):
+        check(fn)
+
+
+def not_implemented(*args, **kwargs):
+    raise NotImplementedError()
+
+
+# ---------------------------------------------------------------- the references pass
+@pytest.mark.parametrize("check, fn", [(checks.check_nll, nll), (checks.check_bits_per_dim, bits_per_dim),
+                                       (checks.check_fit_independent, fit_independent),
+                                       (checks.check_evaluate, evaluate_nll)])
+def test_reference_passes(check, fn, capsys):
+    for _ in range(3):  # fresh random inputs every time
+        check(fn)
+    assert capsys.readouterr().out.count("✓") == 3
+
+
+@pytest.mark.parametrize("check", [checks.check_nll, checks.check_bits_per_dim, checks.check_fit_independent,
+                                   checks.check_evaluate])
+def test_not_implemented(check, capsys):
+    failing(check, not_implemented, "not implemented yet")
+    assert "✗" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- nll mutations
+def nll_bits(logits, x):
+    return nll(logits, x) / math.log(2)
+
+
+def nll_mean_pixels(logits, x):
+    return nll(logits, x) / x[0].numel()
+
+
+def nll_mean_everything(logits, x):
+    if logits.dim() == 4:
+        return F.binary_cross_entropy_with_logits(logits, x.float())
+    return F.cross_entropy(logits, x.long())
+
+
+def nll_batch_mean(logits, x):
+    return nll(logits, x).mean()
+
+
+def nll_per_pixel(logits, x):
+    return F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none")
+
+
+def nll_wrong_sign(logits, x):
+    return -nll(logits, x)
+
+
+def nll_bernoulli_only(logits, x):
+    return F.binary_cross_entropy_with_logits(logits, x.float(), reduction="none").flatten(1).sum(1)
+
+
+def nll_unstable(logits, x):
+    p = torch.sigmoid(logits)
+    if logits.dim() == 5:
+        return nll(logits, x)
+    return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1)
+
+
+def nll_flipped_target(logits, x):
+    if logits.dim() == 4:
+        return nll(logits, 1 - x)
+    return nll(logits, x)
+
+
+def nll_categorical_bits(logits, x):
+    return nll(logits, x) / (math.log(2) if logits.dim() == 5 else 1.0)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (nll_categorical_bits, "Bernoulli logits are right, but with categorical logits: you reported bits"),
+    (nll_bits, "you reported bits, not nats"),
+    (nll_mean_pixels, "mean over pixels instead of the sum"),
+    (nll_mean_everything, "mean over pixels and images"),
+    (nll_batch_mean, "averaged over the images"),
+    (nll_per_pixel, "one value per sub-pixel"),
+    (nll_wrong_sign, "the sign is wrong"),
+    (nll_bernoulli_only, "works for Bernoulli logits .* but raised"),
+    (nll_unstable, "not numerically stable"),
+    (nll_flipped_target, "log-odds of pixel = 1"),
+])
+def test_nll_mutations(fn, match):
+    failing(checks.check_nll, fn, match)
+
+
+# ---------------------------------------------------------------- bits_per_dim mutations
+@pytest.mark.parametrize("fn, match", [
+    (lambda n, d: n / d, "forgot to convert nats to bits"),
+    (lambda n, d: n / math.log(2), "forgot to divide by the number of dimensions"),
+    (lambda n, d: n * math.log(2) / d, "multiplied by ln 2 instead of dividing"),
+    (lambda n, d: n / (d * math.log10(2)), "log10"),
+])
+def test_bits_per_dim_mutations(fn, match):
+    failing(checks.check_bits_per_dim, fn, match)
+
+
+# ---------------------------------------------------------------- fit_independent mutations
+def fit_no_smoothing(images, levels=2, alpha=1.0):
+    return fit_independent(images, levels, 0.0)
+
+
+def fit_bad_denominator(images, levels=2, alpha=1.0):
+    counts = F.one_hot(images.long(), levels).sum(0).permute(3, 0, 1, 2).float()
+    return (counts + alpha) / (images.shape[0] + alpha)
+
+
+def fit_pooled(images, levels=2, alpha=1.0):
+    return fit_independent(images, levels, alpha).mean((1, 2, 3), keepdim=True).expand(
+        levels, *images.shape[1:]).clone()
+
+
+def fit_levels_last(images, levels=2, alpha=1.0):
+    return fit_independent(images, levels, alpha).permute(1, 2, 3, 0)
+
+
+def fit_p1_only(images, levels=2, alpha=1.0):
+    return fit_independent(images, levels, alpha)[1]
+
+
+@pytest.mark.parametrize("fn, match", [
+    (fit_no_smoothing, "no pseudo-counts"),
+    (fit_bad_denominator, "do not sum to 1"),
+    (fit_pooled, "one probability shared by all pixels"),
+    (fit_levels_last, "levels are the last dimension"),
+    (fit_p1_only, r"only p\(pixel = 1\)"),
+])
+def test_fit_independent_mutations(fn, match):
+    failing(checks.check_fit_independent, fn, match)
+
+
+# ---------------------------------------------------------------- evaluate_nll mutations
+def eval_drop_last(model, dataset, batch_size=64):
+    model.eval()
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for x, _ in DataLoader(dataset, batch_size=batch_size, drop_last=True):
+            total += nll(model(x), x).sum().item()
+            count += x.shape[0]
+    return total / count
+
+
+def eval_mean_of_batch_means(model, dataset, batch_size=64):
+    model.eval()
+    with torch.no_grad():
+        means = [nll(model(x), x).mean().item() for x, _ in DataLoader(dataset, batch_size=batch_size)]
+    return sum(means) / len(means)
+
+
+def eval_train_mode(model, dataset, batch_size=64):
+    with torch.no_grad():
+        return sum(nll(model(x), x).sum().item() for x, _ in DataLoader(dataset, batch_size=batch_size)) / len(dataset)
+
+
+def eval_with_grad(model, dataset, batch_size=64):
+    model.eval()
+    return sum(nll(model(x), x).sum().item() for x, _ in DataLoader(dataset, batch_size=batch_size)) / len(dataset)
+
+
+def eval_bits(model, dataset, batch_size=64):
+    return evaluate_nll(model, dataset, batch_size) / math.log(2)
+
+
+def eval_per_pixel(model, dataset, batch_size=64):
+    return evaluate_nll(model, dataset, batch_size) / math.prod(dataset[0][0].shape)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (eval_drop_last, "you dropped the last batch"),
+    (eval_mean_of_batch_means, "you averaged the batch means"),
+    (eval_train_mode, "train mode"),
+    (eval_with_grad, r"torch.no_grad\(\)"),
+    (eval_bits, "you reported bits, not nats"),
+    (eval_per_pixel, "averaged over pixels"),
+])
+def test_evaluate_mutations(fn, match):
+    failing(checks.check_evaluate, fn, match)
+
+
+def test_verdict_reveals_no_code(capsys):
+    with pytest.raises(CheckFailed):
+        checks.check_nll(nll_bits)
+    out = capsys.readouterr().out
+    assert out.startswith("✗") and "Hint:" in out and "binary_cross_entropy" not in out

@@ -1,0 +1,168 @@
+"""The graded exercises: exercises/ is exactly what `make exercises` generates from solutions/, every cell
+carries nbgrader metadata, and the autograder gives the solutions full marks and the exercises zero.
+
+The grading tests execute every lesson twice (fast mode, about a minute each); deselect them with
+`-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
+while solutions/ holds none."""
+import importlib.util
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from course_lib import grade
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
+NO_SOLUTIONS = "solutions/ holds no lesson notebooks yet (solutions/NN_<name>.py)"
+needs_solutions = pytest.mark.skipif(not SOLUTIONS, reason=NO_SOLUTIONS)
+NBGRADER_KEYS = {"grade", "grade_id", "locked", "schema_version", "solution", "task"}
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("make_exercises", ROOT / "tools" / "make_exercises.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_exercises = _load_tool()
+
+
+def lessons(items=SOLUTIONS):
+    """Parametrize over the lesson notebooks; a single skipped case while there are none."""
+    return pytest.mark.parametrize("source", items or [pytest.param(None, marks=pytest.mark.skip(reason=NO_SOLUTIONS))],
+                                   ids=lambda p: p.stem if p else "none")
+
+
+# ------------------------------------------------------------------------------------ the generator
+def test_solution_block_becomes_the_stub_at_its_indentation():
+    source = "def f(x):\n    \"\"\"Doc.\"\"\"\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n"
+    assert make_exercises.strip_solution(source) == (
+        "def f(x):\n    \"\"\"Doc.\"\"\"\n    # YOUR CODE HERE\n    raise NotImplementedError()\n")
+    assert make_exercises.strip_solution("### BEGIN SOLUTION\nx = 1\n### END SOLUTION") == \
+        "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+def test_several_blocks_hidden_tests_and_markdown():
+    source = "a = 1\n### BEGIN SOLUTION\nb = 2\n### END SOLUTION\nc = 3\n### BEGIN SOLUTION\nd = 4\n### END SOLUTION"
+    assert make_exercises.strip_solution(source).count("raise NotImplementedError()") == 2
+    hidden = "check(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 3\n### END HIDDEN TESTS\nprint('done')"
+    assert make_exercises.strip_solution(hidden) == "check(f)\nprint('done')"
+    answer = "Why?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION"
+    assert make_exercises.strip_solution(answer, "markdown") == "Why?\n\nYOUR ANSWER HERE"
+
+
+@pytest.mark.parametrize("source", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
+                                    "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+def test_unbalanced_markers_are_errors(source):
+    with pytest.raises(make_exercises.ExerciseError):
+        make_exercises.strip_solution(source)
+
+
+TOY = '''# %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# # Toy
+
+# %% nbgrader={"grade": false, "grade_id": "t00_f", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def f(x):
+    ### BEGIN SOLUTION
+    return x + 1
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "t00_f_check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+assert f(1) == 2
+'''
+
+
+def test_generation_is_deterministic_and_check_mode_names_the_file(tmp_path, capsys):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "solutions" / "00_toy.py").write_text(TOY)
+    assert make_exercises.main(["--root", str(tmp_path)]) == 0
+    first = {p.name: p.read_text() for p in (tmp_path / "exercises").iterdir()}
+    assert set(first) == {"00_toy.py", "00_toy.ipynb"}
+    assert "return x + 1" not in first["00_toy.py"] and "raise NotImplementedError()" in first["00_toy.py"]
+    assert '"grade_id": "t00_f_check"' in first["00_toy.ipynb"] and '"outputs": []' in first["00_toy.ipynb"]
+    assert make_exercises.main(["--root", str(tmp_path)]) == 0
+    assert {p.name: p.read_text() for p in (tmp_path / "exercises").iterdir()} == first
+    assert make_exercises.main(["--root", str(tmp_path), "--check"]) == 0
+    (tmp_path / "exercises" / "00_toy.ipynb").write_text(first["00_toy.ipynb"].replace("NotImplementedError", "Oops"))
+    capsys.readouterr()
+    assert make_exercises.main(["--root", str(tmp_path), "--check"]) == 1
+    assert "exercises/00_toy.ipynb differs" in capsys.readouterr().out
+    notebook = jupytext.read(tmp_path / "exercises" / "00_toy.py")
+    assert [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells] == ["intro", "t00_f", "t00_f_check"]
+
+
+# ------------------------------------------------------------------------------- the committed lessons
+@needs_solutions
+def test_committed_exercises_are_what_make_exercises_generates():
+    problems = make_exercises.check(ROOT)
+    assert not problems, "\n".join(problems) + "\nrun `make exercises`"
+
+
+@lessons()
+def test_solution_cells_carry_nbgrader_metadata(source):
+    cells = jupytext.read(source).cells
+    ids = []
+    for number, cell in enumerate(cells, 1):
+        data = cell.metadata.get("nbgrader")
+        assert isinstance(data, dict) and NBGRADER_KEYS <= set(data), f"cell {number} lacks nbgrader metadata"
+        ids.append(data["grade_id"])
+        if data["grade"]:
+            assert cell.cell_type == "code" and data["locked"] and not data["solution"], f"check cell {number}"
+            assert data["grade_id"].endswith("_check"), f"check cell {number}: grade_id must end in _check"
+            assert isinstance(data.get("points"), (int, float)) and data["points"] > 0, f"cell {number} has no points"
+        else:
+            assert not data["grade_id"].endswith("_check"), f"cell {number} is named like a check but has no points"
+        if data["solution"]:
+            assert "### BEGIN SOLUTION" in cell.source and not data["locked"], f"solution cell {number}"
+            following = cells[number] if number < len(cells) else None
+            assert following is not None and following.metadata["nbgrader"]["grade"], \
+                f"solution cell {number} ({data['grade_id']}) must be followed by its check cell"
+        else:
+            assert "### BEGIN SOLUTION" not in cell.source, f"cell {number} has a solution block but solution=false"
+    assert len(ids) == len(set(ids)), f"duplicate grade_ids: {sorted({i for i in ids if ids.count(i) > 1})}"
+    tasks = sum(bool(c.metadata["nbgrader"]["grade"]) for c in cells)
+    assert 3 <= tasks <= 6, f"{tasks} graded tasks; the course asks for three to six per lesson"
+
+
+@lessons()
+def test_exercises_hide_every_solution(source):
+    exercise = ROOT / "exercises" / source.name
+    assert exercise.exists(), "run `make exercises`"
+    text = exercise.read_text()
+    assert "### BEGIN SOLUTION" not in text and "### END SOLUTION" not in text
+    cells = jupytext.read(exercise.with_suffix(".ipynb")).cells
+    for cell in cells:
+        if cell.metadata["nbgrader"]["solution"] and cell.cell_type == "code":
+            assert "raise NotImplementedError()" in cell.source
+        assert not cell.get("outputs"), "exercise notebooks are committed without outputs"
+
+
+# ------------------------------------------------------------------------------- grading (slow)
+@pytest.fixture
+def fast_mode(monkeypatch):
+    monkeypatch.setenv("COURSE_FAST", "1")
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
+@lessons()
+def test_solution_scores_full_points(source, fast_mode):
+    report = grade.grade_notebook(source.with_suffix(".ipynb"), grade.load_references(ROOT / "solutions"),
+                                  timeout=600)
+    assert report.reference is not None and Path(report.reference).stem == source.stem
+    assert report.max > 0 and report.total == report.max, grade.format_report(report)
+    assert report.status == "ok", grade.format_report(report)
+    assert all(t.message.startswith("✓") for t in report.tasks), grade.format_report(report)
+
+
+@lessons()
+def test_exercise_scores_zero_without_crashing(source, fast_mode):
+    notebook = ROOT / "exercises" / source.with_suffix(".ipynb").name
+    assert notebook.exists(), "run `make exercises`"
+    report = grade.grade_notebook(notebook, grade.load_references(ROOT / "solutions"), timeout=600)
+    assert report.max > 0 and report.total == 0, grade.format_report(report)
+    assert report.status == "ok", grade.format_report(report)
+    assert all(t.message and not t.message.startswith(("not executed", "time limit")) for t in report.tasks), \
+        grade.format_report(report)

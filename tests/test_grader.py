@@ -1,0 +1,323 @@
+"""The autograder (`python -m course_lib.grade`) on tiny synthetic notebooks: full and zero marks, and a
+grader that survives notebooks that raise, loop forever, print megabytes, kill their kernel or edit and
+delete their check cells. Also the shared check machinery in `course_lib.checks`."""
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib import checks, grade
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def meta(grade_id, *, grade=False, solution=False, points=None):
+    data = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
+            "solution": solution, "task": False}
+    if points is not None:
+        data["points"] = points
+    return {"nbgrader": data}
+
+
+SOLUTION = """def square(x):
+    ### BEGIN SOLUTION
+    return x * x
+    ### END SOLUTION"""
+STUB = """def square(x):
+    # YOUR CODE HERE
+    raise NotImplementedError()"""
+CHECK_SQUARE = """try:
+    got = square(3)
+except NotImplementedError:
+    print("✗ square is not implemented yet. Hint: replace `raise NotImplementedError()`.")
+    raise
+assert got == 9, f"✗ square(3) returned {got}, expected 9. Hint: multiply x by itself."
+print("✓ square(3) == 9")"""
+CHECK_WITH_CHECKS = 'checks.verdict(checks.call(square, 3) == 9, "square(3) == 9", "square(3) should be 9")'
+CHECK_GREETING = """assert greeting == "hello", "✗ greeting is wrong. Hint: use lower case."
+print("✓ greeting is right")"""
+
+
+def notebook(square=SOLUTION, check_square=CHECK_SQUARE, middle="x = 1", greeting='greeting = "hello"',
+             drop_check=False):
+    """The synthetic lesson: two tasks (2 + 1 points) with a plain cell in between."""
+    cells = [
+        nbformat.v4.new_markdown_cell("# A tiny graded notebook", metadata=meta("intro")),
+        nbformat.v4.new_code_cell(square, metadata=meta("t_square", solution=True)),
+        nbformat.v4.new_code_cell(check_square, metadata=meta("t_square_check", grade=True, points=2)),
+        nbformat.v4.new_code_cell(middle, metadata=meta("middle")),
+        nbformat.v4.new_code_cell(greeting, metadata=meta("t_greeting", solution=True)),
+        nbformat.v4.new_code_cell(CHECK_GREETING, metadata=meta("t_greeting_check", grade=True, points=1)),
+    ]
+    if drop_check:
+        del cells[2]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def write(nb, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("solutions")
+    write(notebook(), folder / "lesson.ipynb")
+    write(notebook(check_square=CHECK_WITH_CHECKS), folder / "patched.ipynb")  # uses course_lib.checks
+    return folder
+
+
+SUBMISSIONS = {
+    "correct": dict(),
+    "not_implemented": dict(square=STUB),
+    "wrong": dict(square="def square(x):\n    return 2 * x"),
+    "raises": dict(middle="raise ValueError('a bug in an ungraded cell')"),
+    "megabytes": dict(middle="print('x' * 3_000_000)\nfor i in range(3000):\n    print('y' * 1000)"),
+    "edits_check": dict(square="def square(x):\n    return 0", check_square="pass"),
+    "deletes_check": dict(square="def square(x):\n    return 0", drop_check=True),
+    "kills_kernel": dict(middle="import os\nos._exit(1)"),
+    "uses_its_folder": dict(middle="open('side_effect.txt', 'w').write('x')",
+                            greeting="greeting = open('greeting.txt').read()"),
+}
+
+
+@pytest.fixture(scope="module")
+def folder_report(tmp_path_factory, reference):
+    """Grade a folder holding one submission per case, once, through main()."""
+    folder = tmp_path_factory.mktemp("submissions")
+    for name, variant in SUBMISSIONS.items():
+        write(notebook(**variant), folder / name / "lesson.ipynb")
+    (folder / "uses_its_folder" / "greeting.txt").write_text("hello")
+    # monkeypatches the check machinery before its (reference) check cell runs
+    patch = ("from course_lib import checks\n"
+             "checks.verdict = lambda *args, **kwargs: print('✓ fooled')\n"
+             "import course_lib.checks\ncourse_lib.checks.call = lambda f, *a: 9")
+    write(notebook(square="def square(x):\n    return 0\n" + patch, check_square=CHECK_WITH_CHECKS),
+          folder / "patches_checks" / "patched.ipynb")
+    out = tmp_path_factory.mktemp("out")
+    code = grade.main([str(folder), "--reference", str(reference), "--timeout", "60",
+                       "--json", str(out / "report.json"), "--csv", str(out / "grades.csv")])
+    assert code == 0
+    reports = json.loads((out / "report.json").read_text())
+    by_case = {Path(r["notebook"]).parent.name: r for r in reports}
+    return by_case, out, folder
+
+
+def tasks(report):
+    return {t["grade_id"]: t for t in report["tasks"]}
+
+
+def test_correct_notebook_scores_full_points(folder_report):
+    report = folder_report[0]["correct"]
+    assert (report["total"], report["max"], report["status"]) == (3, 3, "ok")
+    assert tasks(report)["t_square_check"]["message"] == "✓ square(3) == 9"
+
+
+def test_not_implemented_scores_zero_for_that_task(folder_report):
+    report = folder_report[0]["not_implemented"]
+    square = tasks(report)["t_square_check"]
+    assert square["points"] == 0 and square["max_points"] == 2
+    assert square["message"].startswith("✗ square is not implemented yet")
+    assert tasks(report)["t_greeting_check"]["points"] == 1
+    assert report["total"] == 1
+
+
+def test_wrong_answer_gets_the_checks_verdict(folder_report):
+    square = tasks(folder_report[0]["wrong"])["t_square_check"]
+    assert square["points"] == 0
+    assert square["message"] == "✗ square(3) returned 6, expected 9. Hint: multiply x by itself."
+
+
+def test_an_error_in_an_ungraded_cell_does_not_stop_later_checks(folder_report):
+    report = folder_report[0]["raises"]
+    assert report["total"] == 3 and report["status"] == "ok"
+
+
+def test_megabytes_of_output_are_survived(folder_report):
+    report = folder_report[0]["megabytes"]
+    assert report["total"] == 3
+    assert tasks(report)["t_greeting_check"]["message"] == "✓ greeting is right"
+
+
+def test_an_edited_check_cell_is_replaced_by_the_reference(folder_report):
+    square = tasks(folder_report[0]["edits_check"])["t_square_check"]
+    assert square["points"] == 0 and "returned 0" in square["message"]
+
+
+def test_a_deleted_check_cell_is_put_back(folder_report):
+    report = folder_report[0]["deletes_check"]
+    assert [t["grade_id"] for t in report["tasks"]] == ["t_square_check", "t_greeting_check"]
+    assert tasks(report)["t_square_check"]["points"] == 0
+    assert "returned 0" in tasks(report)["t_square_check"]["message"]
+    assert tasks(report)["t_greeting_check"]["points"] == 1
+
+
+def test_monkeypatched_checks_are_reimported(folder_report):
+    report = folder_report[0]["patches_checks"]
+    assert Path(report["reference"]).name == "patched.ipynb"
+    square = tasks(report)["t_square_check"]
+    assert square["points"] == 0 and square["message"] == "✗ square(3) should be 9."
+
+
+def test_a_kernel_that_dies_still_gets_a_report(folder_report):
+    report = folder_report[0]["kills_kernel"]
+    assert report["status"] == "kernel died"
+    assert tasks(report)["t_square_check"]["points"] == 2  # ran before the kernel died
+    greeting = tasks(report)["t_greeting_check"]
+    assert greeting["points"] == 0 and greeting["message"].startswith("not executed")
+
+
+def test_notebook_runs_in_a_copy_of_its_folder(folder_report):
+    by_case, _, folder = folder_report
+    assert by_case["uses_its_folder"]["total"] == 3  # read greeting.txt next to it
+    assert not (folder / "uses_its_folder" / "side_effect.txt").exists()  # wrote into the copy only
+
+
+def test_json_report_is_well_formed(folder_report):
+    for report in folder_report[0].values():
+        assert {"notebook", "total", "max", "tasks"} <= set(report)
+        assert report["max"] == 3 and 0 <= report["total"] <= 3
+        assert report["total"] == sum(t["points"] for t in report["tasks"])
+        for task in report["tasks"]:
+            assert set(task) == {"grade_id", "points", "max_points", "message"}
+            assert isinstance(task["message"], str) and task["message"]
+            assert len(task["message"]) <= grade.MESSAGE_CAP
+
+
+def test_csv_gradebook_has_one_row_per_notebook(folder_report):
+    by_case, out, _ = folder_report
+    rows = list(csv.DictReader((out / "grades.csv").open(encoding="utf-8")))
+    assert len(rows) == len(SUBMISSIONS) + 1
+    assert list(rows[0])[:3] == ["notebook", "t_square_check", "t_greeting_check"]
+    assert {"total", "max"} <= set(rows[0])
+    for row in rows:
+        case = Path(row["notebook"]).parent.name
+        assert float(row["total"]) == by_case[case]["total"]
+        assert float(row["max"]) == 3
+
+
+def test_infinite_loop_hits_the_time_limit_from_the_command_line(tmp_path, reference):
+    """The CLI in its own process: `while True: pass` ends in a report, not a hung grader."""
+    path = write(notebook(middle="while True:\n    pass"), tmp_path / "loop" / "lesson.ipynb")
+    report_file = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "course_lib.grade", str(path), "--reference", str(reference),
+                             "--timeout", "10", "--json", str(report_file)],
+                            capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_file.read_text())
+    assert report["status"] == "time limit exceeded"
+    assert tasks(report)["t_square_check"]["points"] == 2  # ran before the loop
+    assert tasks(report)["t_greeting_check"] == {"grade_id": "t_greeting_check", "points": 0, "max_points": 1,
+                                                 "message": "time limit exceeded"}
+    assert "total" in result.stdout and "2/3" in result.stdout
+    assert not (tmp_path / "grades.csv").exists()  # one notebook: no gradebook unless asked
+
+
+# ------------------------------------------------------------------------------- preparation, no kernel
+def test_prepare_uses_reference_check_cells_and_reference_points(reference):
+    ref = grade.load_references(reference)[0]
+    submission = notebook(check_square="print('✓ trust me')")
+    submission.cells[2].metadata["nbgrader"]["points"] = 100  # a submission cannot raise its own points
+    submission.cells[3].metadata = meta("sneaky_check", grade=True, points=50)  # nor add graded cells
+    submission.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ pre-filled")]
+    nb, check_cells = grade.prepare(submission, ref)
+    assert [(gid, points) for gid, points, _ in check_cells] == [("t_square_check", 2), ("t_greeting_check", 1)]
+    assert nb.cells[2].source == CHECK_SQUARE
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    nbformat.validate(nb)
+
+
+def test_prepare_drops_duplicated_check_cells(reference):
+    ref = grade.load_references(reference)[0]
+    submission = notebook()
+    submission.cells.insert(0, copy.deepcopy(submission.cells[5]))
+    nb, check_cells = grade.prepare(submission, ref)
+    assert sum(grade.grade_id(c) == "t_greeting_check" for c in nb.cells) == 1
+
+
+def test_reference_is_matched_by_name_then_by_grade_ids(reference, tmp_path):
+    refs = grade.load_references(reference)
+    assert grade.match_reference(Path("lesson.ipynb"), None, refs) is refs[0]
+    renamed = notebook()
+    assert grade.match_reference(Path("alice.ipynb"), renamed, refs) is refs[0]
+    assert grade.match_reference(Path("alice.ipynb"), nbformat.v4.new_notebook(), refs) is None
+
+
+def test_unreadable_notebook_gets_a_report(reference, tmp_path):
+    broken = tmp_path / "lesson.ipynb"
+    broken.write_text("{ not json")
+    report = grade.grade_notebook(broken, grade.load_references(reference), timeout=30)
+    assert report.total == 0 and report.max == 3 and report.status.startswith("error")
+    assert all(t.message.startswith("not executed") for t in report.tasks)
+
+
+def test_missing_path_is_an_error(tmp_path, capsys):
+    assert grade.main([str(tmp_path / "nope.ipynb")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- the check machinery
+def test_passed_and_fail_print_one_line_verdicts(capsys):
+    assert checks.passed("masks are causal") == "✓ masks are causal"
+    with pytest.raises(checks.CheckFailed) as error:
+        checks.fail("mask A and B are swapped", "the first layer uses mask A")
+    assert str(error.value) == "✗ mask A and B are swapped. Hint: the first layer uses mask A."
+    assert isinstance(error.value, AssertionError)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["✓ masks are causal", "✗ mask A and B are swapped. Hint: the first layer uses mask A."]
+
+
+def test_verdict_and_expect():
+    assert checks.verdict(True, "fine", "broken") == "✓ fine"
+    with pytest.raises(checks.CheckFailed, match="broken"):
+        checks.verdict(False, "fine", "broken", "fix it")
+    checks.expect(1 == 1, "never shown")
+    with pytest.raises(checks.CheckFailed, match="^✗ shapes differ.$"):
+        checks.expect(False, "shapes differ")
+
+
+def test_call_turns_learner_errors_into_verdicts():
+    def nll(logits, x):
+        raise NotImplementedError()
+
+    with pytest.raises(checks.CheckFailed, match="not implemented yet"):
+        checks.call(nll, 1, 2)
+
+    def broken(x):
+        return x.missing
+
+    with pytest.raises(checks.CheckFailed, match="broken raised AttributeError"):
+        checks.call(broken, 1)
+    with pytest.raises(checks.CheckFailed, match="expected a function"):
+        checks.call(3)
+    assert checks.call(lambda x: x + 1, 1) == 2
+
+
+def test_close_and_fresh_inputs():
+    import torch
+    assert checks.close(torch.ones(2), [1.0, 1.0])
+    assert not checks.close(torch.ones(2), torch.ones(3))
+    assert not checks.close(torch.ones(2), "nonsense")
+    draws = {torch.rand(1, generator=checks.fresh_generator()).item() for _ in range(5)}
+    assert len(draws) == 5
+    fixed = [torch.rand(1, generator=checks.fresh_generator(7)).item() for _ in range(2)]
+    assert fixed[0] == fixed[1]
+
+
+def test_check_failed_has_a_short_traceback_in_notebooks():
+    assert checks.CheckFailed("✗ wrong")._render_traceback_() == ["CheckFailed: ✗ wrong"]
+
+
+def test_lesson_modules_load_lazily():
+    with pytest.raises(AttributeError, match="no module 'lesson99'"):
+        checks.lesson99
