@@ -66,6 +66,10 @@ class IndependentPixelModel(nn.Module):
         """Per-sub-pixel probabilities, shape (K, C, H, W)."""
         return self.log_probs.exp()
 
+    def log_prob(self, x, labels=None):
+        """Log-likelihood of each image in nats, shape (B,)."""
+        return log_prob_from_logits(self(x), x)
+
     def forward(self, x, labels=None):
         b = x.shape[0]
         if self.levels == 2:  # Bernoulli logit = log p(1) - log p(0)

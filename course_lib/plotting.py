@@ -1,5 +1,7 @@
 """Figures: image grids and training curves, each with a title and labelled axes."""
+import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import torch
 
@@ -51,6 +53,7 @@ def plot_history(history, dims=None, ax=None, title="Learning curves"):
         ax.plot(history["epoch"][-len(test):], np.array(test) * scale, "s-", label="test")
     ax.set_title(title)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel(f"negative log-likelihood ({unit})")
     ax.legend()
     return ax
