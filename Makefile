@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TQDM_DISABLE ?= 1
+# busy shared CPUs: idle OpenMP threads must yield instead of spinning
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup lab demo test course exercises clean
 

@@ -1,0 +1,264 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "title", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# # Exercises 05 · Fine-tuning and the generative classifier
+#
+# A trained PixelCNN is a good starting point for new data and new tasks. Here you write the pieces that
+# reuse one: a fine-tuning routine that trains only chosen layers, and a classifier that needs no new
+# network at all, only Bayes' rule over class-conditional likelihoods.
+#
+# ## What you will practise
+# 1. **Fine-tuning with frozen layers**: train only the modules you name; everything else must stay
+#    exactly as it was (4 points).
+# 2. **Class-conditional log-likelihoods**: $\log p(x \mid y)$ of every image under every class, from one
+#    class-conditional model (2 points).
+# 3. **The generative classifier**: $\log p(y \mid x)$ by Bayes' rule, computed in log space (2 points).
+#
+# Each check runs your function on fresh tiny random models and inputs, prints `✓ ...` when it behaves like
+# the reference, or `✗ ...` with what is wrong and a hint. Run the cells from the top.
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import math
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from course_lib import GatedPixelCNN, checks, evaluate, fit, load_dataset, log_prob_from_logits, pick
+from course_lib.data import ImageDataset
+
+torch.manual_seed(0)
+torch.set_num_threads(1)  # small models: one CPU thread is faster than several competing for a busy CPU
+
+
+def digits_of(dataset, classes, limit=None):
+    """The images of `dataset` whose label is in `classes` (at most `limit` of them), as a new ImageDataset."""
+    keep = torch.isin(dataset.labels, torch.tensor(classes)).nonzero().flatten()[:limit]
+    return ImageDataset(dataset.name, dataset.intensities[keep], dataset.labels[keep], classes=dataset.classes)
+
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "pretrain_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## A pretrained model
+#
+# We pretrain a small Gated PixelCNN on 14×14 binarized digits 0-4 only. Later we adapt it to digits 5-9
+# it has never seen, and turn it into a classifier. (This takes well under a minute on a CPU.)
+
+# %% nbgrader={"grade": false, "grade_id": "pretrain", "locked": true, "schema_version": 3, "solution": false, "task": false}
+train_all = load_dataset("mnist-subset", "train", size=14)
+test_all = load_dataset("mnist-subset", "test", size=14)
+source = digits_of(train_all, [0, 1, 2, 3, 4], limit=pick(fast=256, full=2000))
+target_train = digits_of(train_all, [5, 6, 7, 8, 9], limit=pick(fast=128, full=1000))
+target_test = digits_of(test_all, [5, 6, 7, 8, 9], limit=pick(fast=100, full=None))
+
+torch.manual_seed(0)
+pretrained = GatedPixelCNN(image_shape=source.image_shape, channels=16, dilations=(1, 2, 1, 2))
+start = time.perf_counter()
+fit(pretrained, source, epochs=pick(fast=1, full=3), batch_size=32, lr=5e-3, device="cpu", progress=False)
+print(f"pretrained on {len(source)} digits 0-4 in {time.perf_counter() - start:.0f} s")
+print(f"test NLL on digits 5-9 it has never seen: {evaluate(pretrained, target_test)['nats']:.1f} nats/image")
+print("its modules:", ", ".join(name for name, _ in pretrained.named_children()))
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 1 · Fine-tuning with frozen layers (4 points)
+#
+# Write `fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0) -> list of floats`:
+#
+# - `train` is a list of module names, e.g. `["out1", "out2"]` (the output layers) or `["layers.3"]` (the
+#   fourth gated layer). A parameter **trains** when its name (from `model.named_parameters()`) *is* one of
+#   them or starts with one of them **followed by a dot** (`"layers.1"` covers `"layers.1.v_conv.weight"`
+#   but not `"layers.10.v_conv.weight"`). Give trainable parameters `requires_grad_(True)` and **freeze**
+#   every other parameter with `requires_grad_(False)`.
+# - Build `torch.optim.Adam` over the **trainable parameters only**. The model may arrive holding gradients
+#   from earlier training in `.grad`: they must not move anything.
+# - Put the model in training mode. For every epoch, shuffle with
+#   `DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))`
+#   and for every batch `(x, y)`: zero the gradients, loss = the NLL in **nats per image**
+#   (`-log_prob_from_logits(model(x, labels), x).mean()`, with `labels = y` for a class-conditional model,
+#   i.e. when `model.num_classes` is set, and `None` otherwise), backward, step.
+# - Return the mean loss of each epoch (averaged over its images), one float per epoch.
+#
+# **Check:** a tiny model with 12 gated layers, trained on 24 images with `train=["layers.1", "out2"]`
+# (and a class-conditional one, briefly)
+# after random gradients were left in every `.grad`. Every parameter outside those modules must be
+# bit-for-bit unchanged, those inside must have changed, and the NLL of the data must have fallen. Frozen
+# layers that still change (with `requires_grad` still on, or updated by the optimizer from old gradients),
+# a prefix that also matches `layers.10`, and losses in bits or per pixel get their own messages.
+
+# %% nbgrader={"grade": false, "grade_id": "t05_fine_tune", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0):
+    """Train only the parameters inside the modules named in `train`; return the mean loss of every epoch."""
+    ### BEGIN SOLUTION
+    trainable = []
+    for name, p in model.named_parameters():
+        learns = any(name == prefix or name.startswith(prefix + ".") for prefix in train)
+        p.requires_grad_(learns)
+        if learns:
+            trainable.append(p)
+    optimizer = torch.optim.Adam(trainable, lr=lr)
+    device = next(model.parameters()).device
+    model.train()
+    losses = []
+    for epoch in range(epochs):
+        g = torch.Generator().manual_seed(seed + epoch)
+        total, count = 0.0, 0
+        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g):
+            x = x.to(device)
+            labels = y.to(device) if model.num_classes else None
+            optimizer.zero_grad(set_to_none=True)
+            loss = -log_prob_from_logits(model(x, labels), x).mean()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * x.shape[0]
+            count += x.shape[0]
+        losses.append(total / count)
+    return losses
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "t05_fine_tune_check", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
+checks.lesson05.check_fine_tune(fine_tune)
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "transfer_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ### Transfer to new digits
+#
+# We adapt two copies of the pretrained model to digits 5-9, with the same small budget: one trains only
+# its output layers (`out1`, `out2`, a few percent of the parameters), the other every layer. A snapshot of
+# the weights shows what moved.
+
+# %% nbgrader={"grade": false, "grade_id": "transfer", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import copy
+
+every_module = [name for name, _ in pretrained.named_children()]
+for label, modules in (("output layers only", ["out1", "out2"]), ("every layer", every_module)):
+    model = copy.deepcopy(pretrained)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    losses = fine_tune(model, target_train, modules, epochs=pick(fast=1, full=2), lr=pick(fast=3e-3, full=1e-3))
+    moved = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    frozen_ok = all(any(name == m or name.startswith(m + ".") for m in modules) for name in moved)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"{label:19s}: {n_train:6,d} of {sum(p.numel() for p in model.parameters()):,} parameters trained, "
+          f"test NLL on 5-9 {evaluate(model, target_test)['nats']:.1f} nats/image, frozen ones unchanged: {frozen_ok}")
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 2 · Class-conditional log-likelihoods (2 points)
+#
+# A class-conditional model computes $\log p(x \mid y)$ for any label $y$ you pass: `model(x, labels)` gives
+# the logits, and `log_prob_from_logits(logits, x)` the log-likelihood of each image in nats (summed over
+# its sub-pixels), shape `(B,)`.
+#
+# Write `class_log_likelihoods(model, x) -> (B, K)` with `K = model.num_classes`: entry `[b, y]` is
+# $\log p(x_b \mid y)$, i.e. column `y` scores every image with `labels = torch.full((B,), y)` (on the
+# model's device). Compute in eval mode under `torch.no_grad()`, and restore the model's mode at the end.
+#
+# **Check:** a tiny class-conditional model with 3-5 classes on a few random images (more images than
+# classes, so rows and columns cannot be confused). The NLL instead of the log-likelihood, a mean over
+# pixels, bits, train mode and gradients each get their own message.
+
+# %% nbgrader={"grade": false, "grade_id": "t05_class_log_likelihoods", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def class_log_likelihoods(model, x):
+    """log p(x | y) in nats for every image of x (B, C, H, W) and every class y: shape (B, K)."""
+    ### BEGIN SOLUTION
+    device = next(model.parameters()).device
+    x = x.to(device)
+    was_training = model.training
+    model.eval()
+    columns = []
+    with torch.no_grad():
+        for y in range(model.num_classes):
+            labels = torch.full((x.shape[0],), y, dtype=torch.long, device=device)
+            columns.append(log_prob_from_logits(model(x, labels), x))
+    model.train(was_training)
+    return torch.stack(columns, dim=1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "t05_class_log_likelihoods_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.lesson05.check_class_log_likelihoods(class_log_likelihoods)
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "task3_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Task 3 · The generative classifier: Bayes' rule in log space (2 points)
+#
+# Bayes' rule turns class-conditional likelihoods into class probabilities:
+#
+# $$\log p(y \mid x) = \log p(x \mid y) + \log p(y) - \log \sum_{y'} p(x \mid y')\, p(y').$$
+#
+# Write `bayes_log_posterior(log_lik, log_prior=None) -> (B, K)`:
+# - `log_lik`: `(B, K)`, $\log p(x_b \mid y)$ as from Task 2; `log_prior`: `(K,)` log-probabilities of the
+#   classes, or `None` for the uniform prior $\log p(y) = -\log K$.
+# - Return the log-posteriors: each row, exponentiated, sums to one.
+#
+# Whole-image log-likelihoods are large: hundreds of nats for a binary digit, thousands for a colour image.
+# $e^{-1000}$ is 0 even in float64, so **stay in log space** (`torch.logsumexp`, or `torch.log_softmax`).
+#
+# **Check:** log-likelihoods around −1000 nats, with a uniform and a non-uniform prior. Underflow (NaN),
+# a missing normalisation, a normalisation over the images, an ignored prior and probabilities instead of
+# log-probabilities each get their own message.
+
+# %% nbgrader={"grade": false, "grade_id": "t05_bayes", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def bayes_log_posterior(log_lik, log_prior=None):
+    """log p(y | x) (B, K) from log p(x | y) (B, K) and log p(y) (K,) (uniform if None)."""
+    ### BEGIN SOLUTION
+    k = log_lik.shape[1]
+    if log_prior is None:
+        log_prior = torch.full((k,), -math.log(k), dtype=log_lik.dtype, device=log_lik.device)
+    joint = log_lik + log_prior.to(log_lik)
+    return joint - torch.logsumexp(joint, dim=1, keepdim=True)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "t05_bayes_check", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.lesson05.check_bayes(bayes_log_posterior)
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "classifier_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## Putting it together: a classifier from a generative model
+#
+# The pretrained model is unconditional. We give it a class input the way the lesson did: a
+# class-conditional copy with the same weights and a learned bias per class in every gated layer, started
+# at zero (so at first it computes exactly what the pretrained model computed). Then your `fine_tune`
+# trains only those class biases and the output layers on digits of all ten classes, and your two
+# functions classify test digits. Chance is 10%.
+
+# %% nbgrader={"grade": false, "grade_id": "classifier", "locked": true, "schema_version": 3, "solution": false, "task": false}
+conditional = GatedPixelCNN(**{**pretrained.config, "num_classes": 10})
+missing, unexpected = conditional.load_state_dict(pretrained.state_dict(), strict=False)
+assert not unexpected and all(name.endswith("class_bias.weight") for name in missing)
+with torch.no_grad():
+    for name in missing:
+        conditional.get_parameter(name).zero_()
+
+labelled = digits_of(train_all, list(range(10)), limit=pick(fast=300, full=2000))
+class_modules = [f"layers.{k}.class_bias" for k in range(len(conditional.layers))] + ["out1", "out2"]
+start = time.perf_counter()
+fine_tune(conditional, labelled, class_modules, epochs=pick(fast=1, full=3), lr=5e-3)
+print(f"fine-tuned the class biases and output layers in {time.perf_counter() - start:.0f} s")
+
+judge = digits_of(test_all, list(range(10)), limit=pick(fast=100, full=None))
+log_post = bayes_log_posterior(class_log_likelihoods(conditional, judge.images))
+accuracy = (log_post.argmax(1).cpu() == judge.labels).float().mean().item()
+print(f"generative classifier on {len(judge)} test digits: {accuracy:.0%} correct (chance: 10%)")
+print("posterior rows sum to one:", torch.allclose(log_post.exp().sum(1), torch.ones(len(judge)), atol=1e-4))
+
+# %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# ## What you wrote
+# - **Fine-tuning with frozen layers**: `requires_grad_(False)` on every parameter you do not train, an
+#   optimizer over the trainable ones only, and a check that nothing frozen moved, not even from gradients
+#   left over from earlier training. Name prefixes match at dot boundaries (`layers.1` is not `layers.10`).
+# - **Class-conditional log-likelihoods**: one forward pass per class, summed over pixels, in eval mode.
+# - **The generative classifier**: Bayes' rule in log space; `logsumexp` keeps it finite where `exp` would
+#   underflow.
+#
+# Lesson 05 and `course_lib/finetune.py` hold the library versions of these pieces: read them now and
+# compare.

@@ -1,0 +1,174 @@
+"""The lesson 04 checks: every reference solution passes, and planted bugs (mutations of the solution
+taken from solutions/04_sampling.py) fail with their own message."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.checks import CheckFailed
+from course_lib.checks import lesson04
+
+SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "04_sampling.py"
+TASKS = ["t04_temperature", "t04_sample", "t04_complete"]
+
+
+def cell_sources():
+    """{grade_id: source} of the code cells of the solution notebook (percent format)."""
+    cells, current, lines = {}, None, []
+    for line in SOLUTION.read_text().splitlines() + ["# %% END"]:
+        if line.startswith("# %%"):
+            if current:
+                cells[current] = "\n".join(lines)
+            match = re.search(r'"grade_id": "([^"]+)"', line)
+            current = match.group(1) if match and "[markdown]" not in line else None
+            lines = []
+        else:
+            lines.append(line)
+    return cells
+
+
+CELLS = cell_sources()
+
+
+def solution(grade_id, *replacements):
+    """The task function defined by cell `grade_id` (after the setup cell and the earlier tasks' reference
+    solutions, which later tasks use), with (old, new) source replacements applied to that cell."""
+    source = CELLS[grade_id]
+    for old, new in replacements:
+        assert old in source, f"mutation target not found in {grade_id}: {old!r}"
+        source = source.replace(old, new)
+    namespace = {}
+    exec(CELLS["setup"], namespace)
+    for earlier in TASKS[:TASKS.index(grade_id)]:
+        exec(CELLS[earlier], namespace)
+    exec(source, namespace)
+    name = re.search(r"^def (\w+)", source, re.MULTILINE).group(1)
+    return namespace[name]
+
+
+def stub(grade_id):
+    """The exercise version: the solution block replaced by raise NotImplementedError()."""
+    src = CELLS[grade_id]
+    block = src[src.index("    ### BEGIN SOLUTION"):src.index("### END SOLUTION") + len("### END SOLUTION")]
+    return solution(grade_id, (block, "    raise NotImplementedError()"))
+
+
+CHECKS = {
+    "t04_temperature": lesson04.check_temperature_probs,
+    "t04_sample": lesson04.check_sample,
+    "t04_complete": lesson04.check_complete,
+}
+
+
+def test_check_cells_call_these_checks():
+    for grade_id, check in CHECKS.items():
+        assert f"checks.lesson04.{check.__name__}(" in CELLS[grade_id + "_check"]
+
+
+@pytest.mark.parametrize("grade_id", list(CHECKS))
+def test_reference_solution_passes(grade_id, capsys):
+    fn = solution(grade_id)
+    capsys.readouterr()
+    CHECKS[grade_id](fn)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+@pytest.mark.parametrize("grade_id", list(CHECKS))
+def test_not_implemented(grade_id, capsys):
+    fn = stub(grade_id)
+    capsys.readouterr()
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        CHECKS[grade_id](fn)
+    assert capsys.readouterr().out.startswith("✗")
+
+
+DRAW = "x[:, ch, i, j] = draw(temperature_probs(site, temperature), generator)"
+MUTANTS = {
+    # task 1: temperature
+    "after the softmax": ("t04_temperature", [("return torch.softmax(scaled, dim=1)",
+                                               "return torch.softmax(logits.float(), dim=1) / temperature")],
+                          "temperature was applied after the softmax"),
+    "after the softmax, renormalised": ("t04_temperature", [
+        ("return torch.softmax(scaled, dim=1)",
+         "p = torch.softmax(logits.float(), dim=1) / temperature\n    return p / p.sum(1, keepdim=True)")],
+        "temperature had no effect"),
+    "after the sigmoid": ("t04_temperature", [("return torch.sigmoid(scaled)",
+                                               "return torch.sigmoid(logits.float()) / temperature")],
+                          "temperature was applied after the sigmoid"),
+    "temperature ignored": ("t04_temperature", [("scaled = logits.float() / temperature", "scaled = logits.float()")],
+                            "temperature was ignored"),
+    "temperature multiplied": ("t04_temperature", [("logits.float() / temperature", "logits.float() * temperature")],
+                               "multiplied the logits by T"),
+    "softmax over the batch": ("t04_temperature", [("torch.softmax(scaled, dim=1)", "torch.softmax(scaled, dim=0)")],
+                               "over the images (dim 0)"),
+    # task 2: sampling loop
+    "train mode": ("t04_sample", [("    model.eval()\n", "")], "ran with the model in train mode"),
+    "no no_grad": ("t04_sample", [("with torch.no_grad():", "if True:")], "without torch.no_grad()"),
+    "mode not restored": ("t04_sample", [("model.train(was_training)", "pass")], "left in eval mode"),
+    "one forward pass": ("t04_sample", [
+        ("    with torch.no_grad():\n", "    with torch.no_grad():\n        logits = model(x, labels)\n"),
+        ("                    logits = model(x, labels)\n", "")],
+        "single forward pass"),
+    "temperature after the sigmoid (loop)": ("t04_sample", [
+        (DRAW, "probs = temperature_probs(site, 1.0)\n"
+               "                    probs = probs / temperature if probs.dim() == 1 else probs\n"
+               "                    x[:, ch, i, j] = draw(probs, generator)")],
+        "temperature was applied after the sigmoid"),
+    "temperature ignored (loop)": ("t04_sample", [(DRAW, DRAW.replace("temperature)", "1.0)"))],
+                                   "ignore the temperature"),
+    "column order": ("t04_sample", [("for i in range(h):\n            for j in range(w):",
+                                     "for j in range(w):\n            for i in range(h):")],
+                     "column by column"),
+    "channel loop outermost": ("t04_sample", [
+        ("for i in range(h):\n            for j in range(w):\n                for ch in range(c):",
+         "for ch in range(c):\n            for i in range(h):\n                for j in range(w):")],
+        "one colour channel over the whole image"),
+    # task 3: completion
+    "given pixels overwritten": ("t04_complete", [("torch.where(given, x[:, ch, i, j], drawn)", "drawn")],
+                                 "given pixels were overwritten during completion"),
+    "blank canvas": ("t04_complete", [("x = images.clone().long().to(device)",
+                                       "x = torch.zeros_like(images).long().to(device)")],
+                     "given pixels are missing"),
+    "pasted at the end": ("t04_complete", [("x = images.clone().long().to(device)",
+                                            "x = torch.zeros_like(images).long().to(device)"),
+                                           ("    return x", "    return torch.where(known, images.to(device), x)")],
+                          "pasted in only at the end"),
+    "known sub-pixels drawn": ("t04_complete", [("if given.all():", "if False:")],
+                               "every image already knows were drawn too"),
+    "train mode (completion)": ("t04_complete", [("    model.eval()\n", "")], "ran with the model in train mode"),
+    "no no_grad (completion)": ("t04_complete", [("with torch.no_grad():", "if True:")], "without torch.no_grad()"),
+}
+
+
+@pytest.mark.parametrize("bug", list(MUTANTS))
+def test_planted_bug_fails_with_its_message(bug, capsys):
+    grade_id, replacements, message = MUTANTS[bug]
+    fn = solution(grade_id, *replacements)
+    capsys.readouterr()
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        CHECKS[grade_id](fn)
+    out = capsys.readouterr().out
+    assert out.startswith("✗") and message in out and "Hint:" in out
+
+
+def test_variant_loop_without_bugs_is_course_lib_sample():
+    """The checks' own loop, with no planted bug, draws exactly what course_lib.sample draws."""
+    model = lesson04._tiny_model(3, (3, 3, 3), levels=4, channels=6, dilations=(1,))
+    images = torch.randint(0, 4, (4, 3, 3, 3))
+    known = lesson04._masks(4, 3, 3, torch.Generator().manual_seed(0))
+    ours = lesson04._variant_loop(model, images, known, None, 0.8, 11)
+    assert torch.equal(ours, lesson04.sample(model, 4, temperature=0.8, given=(images, known), seed=11))
+
+
+def test_checks_leave_global_state_alone():
+    """The checks use their own seeds and restore the thread setting."""
+    threads = torch.get_num_threads()
+    temperature_probs, ancestral_sample = solution("t04_temperature"), solution("t04_sample")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    lesson04.check_temperature_probs(temperature_probs)
+    lesson04.check_sample(ancestral_sample)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads

@@ -1,0 +1,170 @@
+"""The lesson 05 checks: every reference solution passes, and planted bugs (mutations of the solution
+taken from solutions/05_fine_tuning.py) fail with their own message."""
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.checks import CheckFailed
+from course_lib.checks import lesson05
+
+SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "05_fine_tuning.py"
+TASKS = ["t05_fine_tune", "t05_class_log_likelihoods", "t05_bayes"]
+
+
+def cell_sources():
+    """{grade_id: source} of the code cells of the solution notebook (percent format)."""
+    cells, current, lines = {}, None, []
+    for line in SOLUTION.read_text().splitlines() + ["# %% END"]:
+        if line.startswith("# %%"):
+            if current:
+                cells[current] = "\n".join(lines)
+            match = re.search(r'"grade_id": "([^"]+)"', line)
+            current = match.group(1) if match and "[markdown]" not in line else None
+            lines = []
+        else:
+            lines.append(line)
+    return cells
+
+
+CELLS = cell_sources()
+
+
+def solution(grade_id, *replacements):
+    """The task function defined by cell `grade_id` (after the setup cell and the earlier tasks' reference
+    solutions, which later tasks use), with (old, new) source replacements applied to that cell."""
+    source = CELLS[grade_id]
+    for old, new in replacements:
+        assert old in source, f"mutation target not found in {grade_id}: {old!r}"
+        source = source.replace(old, new)
+    namespace = {}
+    exec(CELLS["setup"], namespace)
+    for earlier in TASKS[:TASKS.index(grade_id)]:
+        exec(CELLS[earlier], namespace)
+    exec(source, namespace)
+    name = re.search(r"^def (\w+)", source, re.MULTILINE).group(1)
+    return namespace[name]
+
+
+def stub(grade_id):
+    """The exercise version: the solution block replaced by raise NotImplementedError()."""
+    src = CELLS[grade_id]
+    block = src[src.index("    ### BEGIN SOLUTION"):src.index("### END SOLUTION") + len("### END SOLUTION")]
+    return solution(grade_id, (block, "    raise NotImplementedError()"))
+
+
+CHECKS = {
+    "t05_fine_tune": lesson05.check_fine_tune,
+    "t05_class_log_likelihoods": lesson05.check_class_log_likelihoods,
+    "t05_bayes": lesson05.check_bayes,
+}
+
+
+def test_check_cells_call_these_checks():
+    for grade_id, check in CHECKS.items():
+        assert f"checks.lesson05.{check.__name__}(" in CELLS[grade_id + "_check"]
+
+
+@pytest.mark.parametrize("grade_id", list(CHECKS))
+def test_reference_solution_passes(grade_id, capsys):
+    fn = solution(grade_id)
+    capsys.readouterr()
+    CHECKS[grade_id](fn)
+    assert capsys.readouterr().out.startswith("✓")
+
+
+@pytest.mark.parametrize("grade_id", list(CHECKS))
+def test_not_implemented(grade_id, capsys):
+    fn = stub(grade_id)
+    capsys.readouterr()
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        CHECKS[grade_id](fn)
+    assert capsys.readouterr().out.startswith("✗")
+
+
+ADAM = "optimizer = torch.optim.Adam(trainable, lr=lr)"
+STEP = ("            optimizer.zero_grad(set_to_none=True)\n"
+        "            loss = -log_prob_from_logits(model(x, labels), x).mean()\n"
+        "            loss.backward()\n"
+        "            optimizer.step()\n")
+MUTANTS = {
+    # task 1: fine-tuning with frozen layers
+    "nothing frozen": ("t05_fine_tune", [("p.requires_grad_(learns)", "pass"),
+                                         ("        if learns:\n            trainable.append(p)",
+                                          "        trainable.append(p)")],
+                       "layers meant to be frozen still changed"),
+    "module.requires_grad attribute": ("t05_fine_tune", [
+        ("p.requires_grad_(learns)", "pass"),
+        (ADAM, "for module in model.modules():\n        module.requires_grad = False\n"
+               "    optimizer = torch.optim.Adam(model.parameters(), lr=lr)")],
+        "requires_grad is still True"),
+    "optimizer over everything, stale gradients": ("t05_fine_tune", [
+        (ADAM, "optimizer = torch.optim.Adam(model.parameters(), lr=lr)"),
+        (STEP, STEP.replace("            optimizer.zero_grad(set_to_none=True)\n", "")
+         + "            optimizer.zero_grad(set_to_none=True)\n")],
+        "although their requires_grad is False"),
+    "prefix without dot boundary": ("t05_fine_tune", [('name.startswith(prefix + ".")', "name.startswith(prefix)")],
+                                    "also matched"),
+    "frozen still require gradients": ("t05_fine_tune", [("p.requires_grad_(learns)", "pass")],
+                                       "still require gradients"),
+    "labels not passed": ("t05_fine_tune", [("model(x, labels)", "model(x)")], "pass labels"),
+    "no optimizer step": ("t05_fine_tune", [("            optimizer.step()\n", "")], "meant to train did not change"),
+    "wrong sign": ("t05_fine_tune", [("loss = -log_prob_from_logits", "loss = log_prob_from_logits")],
+                   "made the NLL of the training images worse"),
+    "losses in bits": ("t05_fine_tune", [("total += loss.item() * x.shape[0]",
+                                          "total += loss.item() / math.log(2) * x.shape[0]")], "in bits, not nats"),
+    "mean over pixels": ("t05_fine_tune", [("loss = -log_prob_from_logits(model(x, labels), x).mean()",
+                                            "loss = -log_prob_from_logits(model(x, labels), x).mean() / x[0].numel()")],
+                         "averaged over the pixels"),
+    # task 2: class-conditional log-likelihoods
+    "train mode": ("t05_class_log_likelihoods", [("    model.eval()\n", "")], "in train mode"),
+    "no no_grad": ("t05_class_log_likelihoods", [("with torch.no_grad():", "if True:")], "with gradients on"),
+    "NLL instead of log-likelihood": ("t05_class_log_likelihoods", [("columns.append(log_prob_from_logits(",
+                                                                    "columns.append(-log_prob_from_logits(")],
+                                      "negative log-likelihood"),
+    "mean over pixels (log-likelihood)": ("t05_class_log_likelihoods", [
+        ("log_prob_from_logits(model(x, labels), x))", "log_prob_from_logits(model(x, labels), x) / x[0].numel())")],
+        "averaged over the pixels"),
+    "one row per class": ("t05_class_log_likelihoods", [("torch.stack(columns, dim=1)", "torch.stack(columns, dim=0)")],
+                          "one row per class"),
+    "labels ignored": ("t05_class_log_likelihoods", [("torch.full((x.shape[0],), y,", "torch.full((x.shape[0],), 0,")],
+                       "every class got the same log-likelihood"),
+    # task 3: Bayes' rule
+    "not normalised": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)", "return joint")],
+                       "not normalised"),
+    "underflow": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
+                                 "p = joint.exp()\n    return (p / p.sum(1, keepdim=True)).log()")],
+                  "NaN or infinity"),
+    "normalised over the images": ("t05_bayes", [("dim=1, keepdim=True", "dim=0, keepdim=True")],
+                                   "over the images (dim 0)"),
+    "prior ignored": ("t05_bayes", [("joint = log_lik + log_prior.to(log_lik)", "joint = log_lik")],
+                      "prior was ignored"),
+    "probabilities returned": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
+                                              "return (joint - torch.logsumexp(joint, dim=1, keepdim=True)).exp()")],
+                               "probabilities p(y | x), not log-probabilities"),
+}
+
+
+@pytest.mark.parametrize("bug", list(MUTANTS))
+def test_planted_bug_fails_with_its_message(bug, capsys):
+    grade_id, replacements, message = MUTANTS[bug]
+    fn = solution(grade_id, *replacements)
+    capsys.readouterr()
+    with pytest.raises(CheckFailed, match=re.escape(message)):
+        CHECKS[grade_id](fn)
+    out = capsys.readouterr().out
+    assert out.startswith("✗") and message in out and "Hint:" in out
+
+
+def test_checks_leave_global_state_alone():
+    """The checks use their own seeds and restore the thread setting."""
+    threads = torch.get_num_threads()
+    fine_tune, bayes = solution("t05_fine_tune"), solution("t05_bayes")
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    lesson05.check_fine_tune(fine_tune)
+    lesson05.check_bayes(bayes)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads
