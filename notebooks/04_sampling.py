@@ -1,0 +1,614 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Sampling: drawing, completing and steering images
+#
+# A trained PixelCNN gives the probability of any image. This lesson turns that around: we *draw* new
+# images from the model, fill in missing parts of real ones, choose which digit to draw, and ask what all
+# of this costs.
+#
+# ## What you will learn
+# - **ancestral sampling**: why drawing one sub-pixel at a time, each from the model's prediction given
+#   everything drawn so far, gives exact samples, and how to watch it step by step in a widget;
+# - **temperature**: how dividing the logits trades diversity for likelihood;
+# - **completion**: how to fill in the bottom half or a box of a real digit, keeping the given pixels, and
+#   why raster order makes the box harder than the bottom half;
+# - **class-conditional sampling**: one network that draws digits of a chosen class *and* digits of any
+#   class;
+# - whether the samples **copy the training set** (nearest training neighbours);
+# - what naive sampling **costs**: one full forward pass per sub-pixel, and what makes it cheaper.
+
+# %% [markdown]
+# ## Setup: data and one network for two models
+#
+# We need two distributions: $p(x)$, for drawing any digit, and $p(x \mid y)$, for drawing a digit of class
+# $y$. Instead of training two networks we train one **class-conditional Gated PixelCNN with an extra
+# class**, number 10, that means "no label". During training every image's label is hidden (replaced by
+# 10) with probability 0.3, so the network learns both at once:
+#
+# - label $y \in \{0, \dots, 9\}$ → a model of $p(x \mid y)$;
+# - label 10 → a model of $p(x)$, the digits of all classes mixed.
+#
+# The label enters every gated layer as a learned bias, so this costs nothing extra. (Diffusion models use
+# the same trick, under the name *conditioning dropout*, for classifier-free guidance.)
+#
+# The hiding is one small `Dataset` wrapper. It draws from torch's global generator, which `fit` reseeds at
+# every epoch, so training stays reproducible.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import torch
+from torch.utils.data import Dataset
+
+from course_lib import (GatedPixelCNN, IndependentPixelModel, count_parameters, evaluate, fit, load_dataset,
+                        occlude, pick, sample)
+from course_lib.data import ImageDataset
+from course_lib.plotting import plot_history, show_grid
+
+NULL = 10  # the extra class: "no label given"
+
+
+class HideLabels(Dataset):
+    """Yield (x, y) from `data`, but replace y by `null` with probability `p` at every access."""
+
+    def __init__(self, data, p, null=NULL):
+        self.data, self.p, self.null = data, p, null
+        self.name, self.image_shape, self.levels = data.name, data.image_shape, data.levels
+        self.binarize = data.binarize
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, k):
+        x, y = self.data[k]
+        return x, (torch.tensor(self.null) if torch.rand(()) < self.p else y)
+
+
+SIZE = pick(fast=14, full=28)   # fast mode (the tests) uses 14x14 digits: same cells, much cheaper sampling
+train = load_dataset("mnist-subset", "train", size=SIZE)
+test = load_dataset("mnist-subset", "test", size=SIZE)
+test_no_label = ImageDataset(test.name, test.intensities, torch.full_like(test.labels, NULL))
+C, H, W = train.image_shape
+print(train)
+print(test)
+
+# %% [markdown]
+# Training takes a few minutes on a CPU (lesson 03 shows how to go faster on a GPU). We also fit the
+# independent-pixel baseline of lesson 01, as a yardstick.
+
+# %%
+torch.manual_seed(0)
+model = GatedPixelCNN(image_shape=(C, H, W), channels=pick(fast=16, full=32),
+                      dilations=pick(fast=(1, 2, 1, 2), full=(1, 2, 1, 4, 1)), num_classes=11)
+print(f"Gated PixelCNN with {count_parameters(model):,} parameters, 11 classes (0-9 and 'no label')")
+start = time.perf_counter()
+history = fit(model, HideLabels(train, p=0.3), test_no_label, epochs=pick(fast=3, full=4), batch_size=32,
+              lr=5e-3, device="cpu", progress=False)
+print(f"trained {len(history['epoch'])} epochs in {time.perf_counter() - start:.0f} s")
+model.eval()  # from here on we only sample and score
+
+baseline = evaluate(IndependentPixelModel.fit(train), test)["nats"]
+unconditional = evaluate(model, test_no_label)["nats"]
+conditional = evaluate(model, test)["nats"]
+print(f"test NLL, independent pixels      : {baseline:6.1f} nats/image")
+print(f"test NLL, model with label 10     : {unconditional:6.1f} nats/image   (p(x))")
+print(f"test NLL, model with the true label: {conditional:6.1f} nats/image   (p(x | y))")
+print(f"the true label saves {unconditional - conditional:.1f} nats/image "
+      f"(a perfect model: at most ln 10 = {math.log(10):.2f})")
+
+plot_history(history, dims=C * H * W, title="Training the sampling model (test curve: label 'none')")
+plt.show()
+
+# %% [markdown]
+# Knowing the label makes test digits more likely. A perfect model would gain at most
+# $\ln 10 \approx 2.3$ nats per image from it: that is all the information a choice among ten classes
+# carries (the bulk of a digit's nats is in *how* it is written). Ours gains more, so the two are not
+# equally good: the "no label" model is further from the truth than the labelled one, which is plausible,
+# since its label is hidden in only 30% of the training examples. It is still far better than independent
+# pixels, and its samples below are digits.
+#
+# **Check.** The model must explain test digits far better than independent pixels, with or without the
+# label, and better with it.
+
+# %%
+assert unconditional < baseline - pick(fast=8, full=80), "the model should beat independent pixels by far"
+assert conditional < unconditional, "knowing the class should make test digits more likely"
+
+# %% [markdown]
+# ## 1 · Ancestral sampling, one sub-pixel at a time
+#
+# **How do you draw an image from a model that only predicts one sub-pixel at a time?** The chain rule
+# that defines the model,
+#
+# $$p(x) = \prod_{k=1}^{D} p(x_k \mid x_1, \dots, x_{k-1}),$$
+#
+# is also a recipe: draw $x_1$ from $p(x_1)$, then $x_2$ from $p(x_2 \mid x_1)$, and so on to $x_D$. Each
+# factor is one output of the network, computed from the sub-pixels drawn so far. This is **ancestral
+# sampling** ("parents before children"), and it is exact: the probability of drawing a particular image
+# is the product of the factors, which *is* $p(x)$. No Markov chain, no burn-in, no approximation.
+#
+# The order is the one the masks enforce: rows top to bottom, pixels left to right, and inside a pixel the
+# channels R, G, B. `course_lib.stepping.AncestralStepper` holds a partly drawn batch of images and advances
+# one sub-pixel per `step()`. Its `site(k)` says where step $k$ lands; for a tiny 2×3 colour image:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from course_lib.stepping import AncestralStepper
+
+tiny_colour = GatedPixelCNN(image_shape=(3, 2, 3), levels=4, channels=6, dilations=(1,))
+order = AncestralStepper(tiny_colour, 1, seed=0)
+print("step k -> (channel, row, column)")
+for k in range(order.total):
+    print(k, order.site(k), end="   " if k % 3 < 2 else "\n")
+
+# %% [markdown]
+# Now one digit, with no label (class 10), stepped all the way through. Every `Step` records the
+# probability the model gave the sub-pixel to be on, $P(x_k = 1 \mid x_{<k})$, and the value drawn.
+
+# %%
+stepper = AncestralStepper(model, 1, labels=NULL, seed=0)
+steps = [stepper.step() for _ in range(stepper.total)]
+digit = stepper.images
+p_on = torch.tensor([s.probs[0].item() for s in steps]).view(H, W)
+drawn = torch.tensor([s.value[0].item() for s in steps]).view(H, W)
+log_p_steps = torch.where(drawn == 1, p_on, 1 - p_on).log()
+print(f"{len(steps)} steps, {stepper.forward_passes} forward passes, done: {stepper.done}")
+print(f"sum of log-probabilities of the drawn values: {log_p_steps.sum().item():.2f} nats")
+print(f"model.log_prob of the finished image        : {model.log_prob(digit, torch.tensor([NULL])).item():.2f} nats")
+
+# %%
+fig, axes = plt.subplots(1, 5, figsize=(16, 3.4))
+for ax, k in zip(axes[:2], (H * W // 3, 2 * H * W // 3)):
+    done = (torch.arange(H * W) < k).view(H, W)
+    ax.imshow(torch.where(done, drawn.float(), torch.tensor(0.5)), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"after {k} of {H * W} steps\n(grey: not drawn yet)")
+axes[2].imshow(drawn, cmap="gray", vmin=0, vmax=1)
+axes[2].set_title("the finished sample")
+im = axes[3].imshow(p_on, cmap="magma", vmin=0, vmax=1)
+axes[3].set_title("P(pixel on | pixels before it)\nwhen it was drawn")
+fig.colorbar(im, ax=axes[3], fraction=0.046)
+im = axes[4].imshow(-log_p_steps, cmap="viridis")
+axes[4].set_title("surprise -log P(drawn value)\n(nats; the map sums to -log p(x))")
+fig.colorbar(im, ax=axes[4], fraction=0.046)
+for ax in axes:
+    ax.set_xlabel("column j")
+    ax.set_ylabel("row i")
+fig.suptitle("Ancestral sampling of one digit (label 'none')")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The two maps show where the sample's randomness went. Far from the stroke the model is sure a pixel is
+# off (black in the P(on) map), and once a stroke is under way its continuation is fairly predictable.
+# The surprise map shows which draws carried the information: most pixels cost almost nothing, and a few
+# stand out, where an unlikely value came up (typically the first pixel of a stroke, or a stroke ending
+# or turning). The map adds up to the sample's negative log-likelihood: sampling and scoring are the same
+# chain rule, read in two directions.
+#
+# **Check.** Stepping uses exactly the pieces of `sample()` (the same distributions, the same random draws
+# in the same order), so with the same seed it must give the same image. And the per-step log-probabilities
+# must add up to `model.log_prob`.
+
+# %%
+assert torch.equal(digit, sample(model, 1, labels=NULL, seed=0)), "stepping must reproduce sample()"
+assert torch.allclose(log_p_steps.sum(), model.log_prob(digit, torch.tensor([NULL]))[0], atol=1e-3)
+assert stepper.forward_passes == C * H * W
+
+# %% [markdown]
+# ### Try it: a stepping widget
+#
+# Press **next pixel** and watch the model's prediction for the framed pixel, then the draw. **next row**
+# takes $W$ steps, **finish** draws the rest, **new image** starts again with a new seed; the menu chooses
+# the class (10 = no label). The callbacks only call the stepper; the picture is drawn by `draw_state`.
+
+# %%
+import io
+
+import ipywidgets as widgets
+
+
+def draw_state(stepper, axes):
+    """Left: the image so far (grey: not drawn yet), the next pixel framed. Right: its predicted distribution."""
+    k, (_, i, j) = stepper.position, stepper.site(min(stepper.position, stepper.total - 1))
+    done = (torch.arange(H * W) < k).view(H, W)
+    axes[0].imshow(torch.where(done, stepper.images[0, 0].float(), torch.tensor(0.5)), cmap="gray", vmin=0, vmax=1)
+    axes[0].set(title=f"after {k} of {stepper.total} steps", xlabel="column j", ylabel="row i")
+    if stepper.done:
+        axes[1].set(title="finished", xlabel="value of the next pixel", ylabel="probability")
+        return
+    axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    p = stepper.predict()[0].item()
+    axes[1].bar(["0 (off)", "1 (on)"], [1 - p, p], color=["dimgray", "orange"])
+    axes[1].set(ylim=(0, 1), title=f"next pixel (row {i}, column {j}): P(on) = {p:.3f}",
+                xlabel="value of the next pixel", ylabel="probability")
+
+
+ui = {"stepper": AncestralStepper(model, 1, labels=NULL, seed=1)}
+picture = widgets.Image(format="png")
+buttons = {name: widgets.Button(description=name) for name in ("next pixel", "next row", "finish", "new image")}
+class_menu = widgets.Dropdown(options=[("none (10)", NULL)] + [(str(c), c) for c in range(10)], value=NULL,
+                              description="class")
+
+
+def redraw():
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    draw_state(ui["stepper"], axes)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=80)
+    plt.close(fig)
+    picture.value = png.getvalue()
+
+
+def advance(n):
+    ui["stepper"].run(n)
+    redraw()
+
+
+def restart(seed):
+    ui["stepper"] = AncestralStepper(model, 1, labels=class_menu.value, seed=seed)
+    redraw()
+
+
+buttons["next pixel"].on_click(lambda _: advance(1))
+buttons["next row"].on_click(lambda _: advance(W))
+buttons["finish"].on_click(lambda _: advance(None))
+buttons["new image"].on_click(lambda _: restart(ui["stepper"].seed + 1))
+class_menu.observe(lambda change: restart(ui["stepper"].seed), names="value")
+redraw()
+widgets.VBox([widgets.HBox([*buttons.values(), class_menu]), picture])
+
+# %% [markdown]
+# The widget can be driven from code too, which is how the tests exercise it: click **next pixel** five
+# times, **next row** once, then choose class 3 (which starts a new image).
+
+# %%
+for _ in range(5):
+    buttons["next pixel"].click()
+assert ui["stepper"].position == 5
+buttons["next row"].click()
+assert ui["stepper"].position == 5 + W
+class_menu.value = 3
+assert ui["stepper"].position == 0 and ui["stepper"].labels.tolist() == [3]
+print("widget: clicks advance the stepper one sub-pixel (or one row) at a time")
+
+# %% [markdown]
+# ## 2 · Temperature: sharper or wilder samples
+#
+# **Can we ask for "more typical" samples?** Temperature $T$ divides every logit before the sigmoid:
+#
+# $$P_T(x_k = 1 \mid x_{<k}) = \sigma\!\left(\ell_k / T\right).$$
+#
+# Below 1 it pushes each probability towards 0 or 1 (at $T \to 0$ every pixel takes its most likely
+# value); above 1 it pulls them towards $\tfrac12$. A logit of 2 (a probability of 0.88) becomes:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for T in (0.5, 0.8, 1.0, 1.25, 2.0):
+    print(f"T = {T:4}:  P(on) = {torch.sigmoid(torch.tensor(2.0) / T).item():.3f}")
+
+# %% [markdown]
+# Temperature acts on every one of the $D$ conditionals, so small changes compound over the $D$ draws.
+# We draw the same number of digits at four temperatures and score each with the model itself at $T = 1$.
+# For diversity we measure the average Hamming distance between two samples of the same temperature
+# (the number of pixels in which they differ).
+
+# %%
+from course_lib.neighbours import nearest_neighbours, pairwise_distances
+
+temperatures = (0.6, 0.8, 1.0, 1.3)
+per_t = 6
+by_t = {T: sample(model, per_t, labels=NULL, temperature=T, seed=1) for T in temperatures}
+no_label = torch.full((per_t,), NULL)
+log_lik = {T: model.log_prob(x, no_label).mean().item() for T, x in by_t.items()}
+spread = {T: pairwise_distances(x, x).sum().item() / (per_t * (per_t - 1)) for T, x in by_t.items()}
+for T in temperatures:
+    print(f"T = {T}: mean log p(x) = {log_lik[T]:7.1f} nats, mean distance between samples = {spread[T]:5.1f} pixels")
+print(f"for comparison, real test digits: mean log p(x) = {-unconditional:7.1f} nats")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"width_ratios": [2.2, 1, 1]})
+show_grid(torch.cat([by_t[T] for T in temperatures]), "Samples at four temperatures (no label)", nrow=per_t,
+          ax=axes[0], xlabel="sample", ylabel="T = " + ", ".join(map(str, temperatures)) + " (top to bottom)")
+axes[1].plot(temperatures, [log_lik[T] for T in temperatures], "o-", label="samples")
+axes[1].axhline(-unconditional, color="gray", linestyle="--", label="real test digits")
+axes[1].set(title="Likelihood of the samples", xlabel="temperature T", ylabel="mean log p(x) (nats, model at T=1)")
+axes[1].legend()
+axes[2].plot(temperatures, [spread[T] for T in temperatures], "o-")
+axes[2].set(title="Diversity of the samples", xlabel="temperature T", ylabel="mean Hamming distance (pixels)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Cold samples are clean but drift towards the simplest, most probable digits (thin 1s and 7s), so they
+# are more alike, and the model finds them *more* likely than real test digits: low temperature trades
+# diversity for likelihood. Hot samples gain stray pixels and broken strokes, and lose likelihood fast.
+# At $T = 1$ the samples score in the same range as real test digits, a little lower.
+#
+# Per-step temperature is not the same as sampling from $p(x)^{1/T}$ renormalised over whole images: each
+# conditional is sharpened separately, which is cheap but only approximately "the most typical images".
+#
+# **Check.** Colder samples must score higher under the model than samples at $T = 1$, hotter ones lower;
+# and the coldest must be more alike than the hottest.
+
+# %%
+assert log_lik[0.6] > log_lik[0.8] > log_lik[1.0] > log_lik[1.3], "likelihood should fall as T rises"
+assert spread[0.6] < spread[1.3], "cold samples should be more alike than hot ones"
+
+# %% [markdown]
+# ## 3 · Completion: fill in what is missing
+#
+# **Can the model finish a half-drawn digit?** Sampling can start from a partly known image: the known
+# sub-pixels are copied in and never drawn, the others are drawn in raster order as before
+# (`sample(..., given=(images, known))`; `occlude` builds the mask). For the **bottom half** this is exact
+# conditional sampling: every hidden pixel comes after all the given ones, so each draw sees everything
+# that is known, and the result is a sample of $p(\text{bottom} \mid \text{top})$.
+#
+# A **box** in the middle is different. The given pixels *below and to the right* of the box come later in
+# raster order, and the masks hide them from the predictions inside the box. The box is drawn from
+# $p(\text{box} \mid \text{pixels before it})$ only, so it may not join up with the strokes below it.
+# (Conditioning on the future needs another order or another model.)
+#
+# We hide part of four test digits and complete each three times, with no label, so the model has to
+# guess which digit it is looking at.
+
+# %%
+chosen = torch.stack([torch.nonzero(test.labels == c)[0, 0] for c in (2, 3, 4, 7)])
+originals = test.images[chosen]
+repeats = 3
+expanded = originals.repeat_interleave(repeats, 0)      # every digit three times
+completions = {}
+for region in ("bottom", "box"):
+    given = occlude(expanded, region)
+    completions[region] = sample(model, len(expanded), labels=NULL, given=given, seed=2)
+    known = given[1].expand_as(expanded)
+    assert torch.equal(completions[region][known], expanded[known]), "given pixels must stay unchanged"
+print(f"{len(chosen)} digits x {repeats} completions x 2 regions: the given pixels are unchanged")
+
+
+def completion_rows(originals, known, done):
+    """Per digit: original | what the model is given (hidden area grey) | the completions, as levels 0..2."""
+    rows = []
+    for k, x in enumerate(originals):
+        shown = torch.where(known[0], 2 * x, torch.ones_like(x))
+        rows += [2 * x, shown, *(2 * done[k * repeats:(k + 1) * repeats])]
+    return torch.stack(rows)
+
+
+fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+for ax, region in zip(axes, ("bottom", "box")):
+    known = occlude(originals, region)[1]
+    show_grid(completion_rows(originals, known, completions[region]), f"Completing the {region} (no label)",
+              nrow=2 + repeats, levels=3, ax=ax, xlabel="original | given (grey = hidden) | three completions",
+              ylabel="test digit")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The bottom completions vary, and not only in style: from the top half alone the model often finishes
+# a digit as *another* digit with the same top (a 2 as a 7 or a 3, a 7 with a loop like a 9), which is the
+# model saying that the top half is ambiguous. Box completions can leave seams and stray strokes at the
+# lower and right edges of the box, where the drawn pixels meet given ones that the model never saw.
+#
+# **Check** (done in the cell above): in every completion, every given sub-pixel is exactly the original.
+# And the three completions of a digit are genuine draws, not one deterministic answer:
+
+# %%
+differ = [not torch.equal(completions["bottom"][k * repeats], completions["bottom"][k * repeats + 1])
+          for k in range(len(chosen))]
+assert all(differ), "two completions of the same half digit should differ somewhere"
+
+# %% [markdown]
+# ## 4 · Class-conditional sampling: choose the digit
+#
+# **Can we ask for a 7?** With the labels 0-9 the same network gives $p(x \mid y)$: the label's learned
+# bias in every gated layer steers each conditional. We draw a few samples of every class.
+
+# %%
+per_class = 3
+class_labels = torch.arange(10).repeat(per_class)      # columns: classes 0..9; rows: samples
+by_class = sample(model, len(class_labels), labels=class_labels, seed=3)
+show_grid(by_class, "Class-conditional samples", nrow=10, xlabel="class 0 to 9 (left to right)", ylabel="sample")
+plt.show()
+
+# %% [markdown]
+# Several columns are clearly the requested digit; others are rough, from a small model trained for a
+# few minutes. How can we *measure* that a sample of class 3 looks like a 3, without a person looking? We
+# use a simple judge: the majority label of its 5 nearest training images (in Hamming distance, the number
+# of differing pixels). First we see how good that judge is on real test digits, then we let it judge the
+# samples. Chance is 10%.
+
+# %%
+from course_lib.neighbours import majority_label
+
+judge_test = test.images[::10]                    # 100 real test digits, 10 per class
+_, idx = nearest_neighbours(judge_test, train.images, k=5)
+judge_accuracy = (majority_label(idx, train.labels, 10) == test.labels[::10]).float().mean().item()
+_, idx = nearest_neighbours(by_class, train.images, k=5)
+judged = majority_label(idx, train.labels, 10)
+agreement = (judged == class_labels).float().mean().item()
+print(f"the judge on real test digits:  {judge_accuracy:.0%} correct")
+print(f"the judge on conditional samples: {agreement:.0%} judged as the class they were drawn for")
+print("judged labels (rows = samples, columns = requested class 0..9):")
+print(judged.view(per_class, 10))
+
+# %% [markdown]
+# The judge recognises the requested class several times more often than chance, though far less often
+# than it recognises real digits: the label clearly steers the samples, but many of them are still too
+# rough for the judge (or for a person) to be sure.
+#
+# **Check.** The judge must recognise the requested class far more often than chance (10%).
+
+# %%
+assert agreement >= 0.3, f"only {agreement:.0%} of class samples were recognised"
+
+# %% [markdown]
+# ## 5 · Do the samples copy the training set?
+#
+# A model with enough capacity could memorise its 4,000 training digits and replay them. The test: for
+# every sample, find the nearest training image. Copies would sit at distance 0. But "small" needs a
+# yardstick: real test digits are by definition new handwriting, so their distances to the nearest
+# training digit show what "new but typical" looks like.
+
+# %%
+samples = torch.cat([by_t[1.0], by_class])
+d_samples, i_samples = nearest_neighbours(samples, train.images, k=1)
+d_test, _ = nearest_neighbours(test.images[::5], train.images, k=1)
+print(f"nearest training image, Hamming distance (pixels out of {C * H * W}):")
+print(f"  samples ({len(samples)}):     min {d_samples.min():.0f}, median {d_samples.median():.0f}")
+print(f"  real test digits ({len(d_test)}): min {d_test.min():.0f}, median {d_test.median():.0f}")
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
+pairs = torch.cat([samples[:10], train.images[i_samples[:10, 0]]])
+show_grid(pairs, "Samples (top) and their nearest training images (bottom)", nrow=10, ax=axes[0],
+          xlabel="sample", ylabel="sample / nearest neighbour")
+bins = torch.linspace(0, max(d_samples.max(), d_test.max()).item() + 1, 25)
+axes[1].hist(d_test[:, 0], bins=bins, density=True, alpha=0.6, label="real test digits")
+axes[1].hist(d_samples[:, 0], bins=bins, density=True, alpha=0.6, label="samples")
+axes[1].set(title="Distance to the nearest training image", xlabel="Hamming distance (pixels)",
+            ylabel="density")
+axes[1].legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# No sample is a copy: even the closest differs from every training digit in many pixels. In fact
+# the samples sit *further* from the training set than real new digits do, because they are rougher than
+# real handwriting; their nearest neighbour is often a thin 1 or 7, which differs from almost any image in
+# few pixels (a weakness of pixel distances as a judge of likeness). Real test digits, for their part, can
+# come very close to a training digit: people write some digits in nearly the same way.
+#
+# **Check.** No sample is an exact copy, and samples are not much closer to the training set than real new
+# digits are (a memorising model would fail this).
+
+# %%
+assert d_samples.min() > 0, "a sample is an exact copy of a training image"
+assert d_samples.median() > 0.5 * d_test.median(), "samples sit much closer to the training set than new digits do"
+
+# %% [markdown]
+# ## 6 · What does sampling cost?
+#
+# **Why is sampling so much slower than scoring?** To score an image (and to train), one forward pass
+# gives the conditionals of all $D$ sub-pixels at once: the whole image is known, and the masks make each
+# output see only its past. In sampling, sub-pixel $k$ cannot be predicted before $k - 1$ has been drawn, so naive sampling
+# runs the *whole* network once per sub-pixel: $D = C \cdot H \cdot W$ passes, 784 for a binary 28×28
+# digit, each recomputing every position although only one input changed. We count the passes with a
+# forward hook.
+
+# %%
+def timed(f):
+    """Seconds taken by one call of f()."""
+    start = time.perf_counter()
+    f()
+    return time.perf_counter() - start
+
+
+calls = []
+hook = model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+naive_seconds = timed(lambda: sample(model, 1, labels=NULL, seed=0))
+naive_passes = len(calls)
+calls.clear()
+sample(model, 1, labels=NULL, given=occlude(test.images[:1], "bottom"), seed=0)
+completion_passes = len(calls)
+calls.clear()
+model.log_prob(test.images[:1], torch.tensor([NULL]))
+scoring_passes = len(calls)
+hook.remove()
+scoring_seconds = min(timed(lambda: model.log_prob(test.images[:1], torch.tensor([NULL]))) for _ in range(5))
+print(f"D = C*H*W = {C * H * W}")
+print(f"sampling one image:           {naive_passes} forward passes ({naive_seconds:.1f} s)")
+print(f"completing its bottom half:   {completion_passes} forward passes")
+print(f"scoring one image (log_prob): {scoring_passes} forward pass ({scoring_seconds * 1000:.0f} ms)")
+print(f"sampling took {naive_seconds / scoring_seconds:.0f} times as long as scoring")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("naive sampling makes C*H*W forward passes:", naive_passes == C * H * W)
+print("completion only passes over the hidden half:", completion_passes == C * H * W // 2)
+print("scoring an image takes one pass:", scoring_passes == 1)
+assert naive_passes == C * H * W and completion_passes == C * H * W // 2 and scoring_passes == 1
+
+# %% [markdown]
+# Sampling costs on the order of $D$ times as much as scoring, as the pass count says (the timings are
+# rough, and noisy on a busy machine).
+#
+# A pass over a batch of $B$ images draws one sub-pixel of each, so the cost per image is
+# $D \cdot t(B) / B$, with $t(B)$ the time of one forward pass at batch $B$. We time passes at each batch
+# size, in five interleaved rounds, and keep the fastest (the least disturbed by other programs).
+
+# %%
+batch_sizes = (1, 4, 16, 64)
+fastest = {b: float("inf") for b in batch_sizes}
+with torch.no_grad():
+    for _ in range(5):
+        for b in batch_sizes:
+            x, y = torch.zeros(b, C, H, W, dtype=torch.long), torch.full((b,), NULL)
+            fastest[b] = min(fastest[b], timed(lambda: model(x, y)))
+seconds_per_image = {b: C * H * W * fastest[b] / b for b in batch_sizes}
+for b in batch_sizes:
+    print(f"batch {b:3d}: {seconds_per_image[b]:.2f} s of naive sampling per image")
+
+fig, ax = plt.subplots(figsize=(6, 3.6))
+ax.plot(batch_sizes, [seconds_per_image[b] for b in batch_sizes], "o-")
+ax.set_xscale("log", base=2)
+ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
+ax.minorticks_off()
+ax.set_ylim(bottom=0)
+ax.set(title=f"Naive sampling cost on this machine ({C * H * W} passes per image)", xlabel="batch size B",
+       ylabel="seconds per sampled image")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What you can do about it, from cheapest to most work:
+#
+# - **Batch**: one pass draws a sub-pixel of every image in the batch. On a CPU the time of a pass grows
+#   roughly in proportion to the batch (the cores are already busy with one image), so the cost per image
+#   changes far less than the batch size does; on a GPU a pass over 64 images costs little more than a
+#   pass over one, so batching is the first and free speed-up there.
+# - **Draw only what is missing**: completion skips the given sub-pixels (half the passes above).
+# - **Smaller models and images**: the cost is $D$ times one pass; the tests of this lesson sample 14×14
+#   digits with a smaller network: four times fewer passes, each of them cheaper.
+# - **Cache**: each naive pass recomputes all $D$ positions although only one input changed; a *fast
+#   cached sampler* that updates only what changed (Ramachandran et al., 2017) will be added to this
+#   lesson by its own issue.
+#
+# ## Recap
+# - **Ancestral sampling** draws sub-pixels in the masks' raster-then-channel order, each from the model's
+#   conditional given everything drawn so far; it gives exact samples of $p(x)$, and the log-probabilities
+#   of the draws add up to the sample's log-likelihood. `AncestralStepper` is that loop, opened up.
+# - **Temperature** divides the logits; below 1 samples are cleaner, more alike and more likely under the
+#   model, above 1 noisier and less likely.
+# - **Completion** keeps given sub-pixels and draws the rest; it is exact when the hidden part comes last in
+#   raster order (bottom half), but a box is drawn without seeing the given pixels after it.
+# - **Class conditioning** is a label input; hiding the label during part of training (an extra "no label"
+#   class) gives $p(x \mid y)$ and $p(x)$ in one network. A nearest-neighbour judge recognises the
+#   requested class several times more often than chance.
+# - **No copying**: no sample is a training digit; samples are at least as far from the training set as
+#   real new digits are.
+# - **Cost**: naive sampling needs $C \cdot H \cdot W$ full forward passes per image (scoring needs one);
+#   batching, skipping known pixels, smaller models and caching make it cheaper.
+#
+# ## Exercises
+# The graded notebook `exercises/04_sampling.ipynb` (with its solved twin in `solutions/`) will have you
+# practise: writing the naive sampling loop yourself and matching `sample()` draw for draw with a seed;
+# applying temperature to Bernoulli and categorical logits; building completion masks and checking that
+# given pixels survive; scoring samples and finding their nearest training neighbours; and counting the
+# forward passes of a sampler.
