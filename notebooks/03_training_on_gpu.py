@@ -1,0 +1,335 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Training on a GPU (and on whatever you have)
+#
+# Lessons 01 and 02 trained small models for a minute. Real PixelCNNs train for hours, so *how* you
+# train starts to matter: on which device, in which precision, how fast, and how safely (a crash at
+# hour five must not cost five hours).
+#
+# ## What you will learn
+# - how `course_lib` picks a device (CUDA, Apple MPS, CPU) and what moves to it;
+# - how to measure training speed honestly: warm-up, device synchronisation, medians;
+# - what bf16 / fp16 mixed precision, `channels_last` and `torch.compile` buy, measured on this machine;
+# - the training loop opened up: loss, gradient clipping, learning-rate schedule, learning curves, overfitting;
+# - checkpoints, exact resuming and seeds;
+# - data-parallel training on several GPUs with `torchrun`, and how long full MNIST would take here.
+
+# %% [markdown]
+# ## 1 · Which device?
+#
+# `pick_device()` returns CUDA if PyTorch sees an NVIDIA GPU, else Apple's MPS, else the CPU. A model and
+# the batches it sees must live on the same device: `model.to(device)` once, `x.to(device)` every batch.
+# `fit` does both for you.
+
+# %%
+import math
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+from course_lib import GatedPixelCNN, count_parameters, fit, is_fast, load_dataset, pick, pick_device
+
+device = pick_device()
+has_gpu = device.type in ("cuda", "mps")
+print(f"device: {device}" + ("" if has_gpu else "  (no GPU found: everything in this lesson runs on the CPU)"))
+if device.type == "cuda":
+    print(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible")
+print(f"CPU threads used by PyTorch: {torch.get_num_threads()}")
+
+# %% [markdown]
+# **Feeding the device.** A `DataLoader` with `num_workers > 0` prepares batches in background processes,
+# and `pin_memory=True` puts them in page-locked memory so the copy to a GPU can overlap with compute
+# (`x.to(device, non_blocking=True)`). Our data sets are small tensors already in memory, so on a CPU
+# extra workers only add overhead; on a GPU with images decoded from disk they matter. `fit` pins memory
+# automatically on CUDA and takes `num_workers=` if you need it.
+
+# %% [markdown]
+# ## 2 · Measuring speed honestly
+#
+# GPU kernels run *asynchronously*: `loss.backward()` returns long before the GPU has finished. A timer
+# around it measures how fast Python queues work, not how fast the GPU does it. So we
+# 1. run a few **warm-up** steps (memory allocation, cuDNN autotuning, compilation happen there),
+# 2. **synchronise** the device before starting and before stopping the clock,
+# 3. report the **median** of several steps (robust to a noisy neighbour on the machine).
+#
+# `course_lib.benchmark.training_throughput` does exactly that through the real training step of `fit`.
+
+# %%
+from course_lib.benchmark import training_throughput
+
+torch.manual_seed(0)
+model = GatedPixelCNN()  # the default model: 1x28x28 binary images
+batch = pick(fast=16, full=32)
+steps = pick(fast=3, full=8)
+print(f"default GatedPixelCNN: {count_parameters(model):,} parameters, batch {batch}")
+
+results = {"CPU fp32": training_throughput(model, batch, steps=steps, device="cpu")}
+if has_gpu:
+    results["GPU fp32"] = training_throughput(model, batch, steps=steps, device=device)
+for name, r in results.items():
+    print(f"{name:10s} {r['images_per_s']:8.0f} images/s (median of {len(r['step_seconds'])} steps)")
+
+# %% [markdown]
+# **What dominates where?** On a CPU, the time goes into the convolutions themselves: a forward and
+# backward pass is a few GFLOP per batch, and two cores do only a few tens of GFLOP/s. On a GPU the same
+# arithmetic is almost free; for a model this small, the time goes into *launching* hundreds of small
+# kernels and moving memory. That is why on a GPU bigger batches, fewer launches (`torch.compile`) and
+# lighter memory traffic (bf16) help so much, and why they help little on a CPU.
+
+# %% [markdown]
+# ## 3 · Mixed precision, channels_last, compile
+#
+# - **bf16 autocast** runs matrix multiplies and convolutions in 16-bit *brain floats* (same exponent range
+#   as float32, fewer mantissa bits): half the memory traffic, and tensor cores on recent GPUs. No loss
+#   scaling is needed. `fit(..., precision="bf16")`.
+# - **fp16 autocast** has a smaller range: small gradients underflow to zero, so the loss is multiplied by a
+#   large factor before `backward()` and the gradients divided again before the step (a *gradient scaler*).
+#   `fit(..., precision="fp16")`, CUDA only.
+# - **channels_last** stores images as (B, H, W, C) in memory, the layout GPU convolution kernels prefer.
+# - **torch.compile** fuses the many small operations of the gated units into fewer kernels; it costs a
+#   compilation up front (tens of seconds on a GPU machine, minutes on a small CPU) and pays off over a long
+#   run. We measure it only when a GPU is present.
+#
+# The log-likelihood itself is always computed in float32 (`course_lib.train.Trainer.loss`). We measure
+# rather than assert: which of these helps depends on the hardware.
+
+# %%
+variants = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp32 + channels_last": {"channels_last": True}}
+if has_gpu:  # on a 2-core CPU, compiling takes minutes and gains little for a model this size
+    variants["fp32 + compile"] = {"compile": True}
+speed = {}
+for name, options in variants.items():
+    r = training_throughput(model, batch, steps=steps, device=device, **options)
+    speed[name] = r["images_per_s"]
+    print(f"{name:22s} {r['images_per_s']:8.0f} images/s   ({speed[name] / speed['fp32']:.2f}x fp32)")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.barh(list(speed), list(speed.values()), color="tab:blue")
+ax.set_title(f"Training throughput on {device.type.upper()}, batch {batch}")
+ax.set_xlabel("images per second (median)")
+ax.set_ylabel("variant")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# A sanity check that the measurements are real numbers, not a claim about which variant wins:
+
+# %%
+assert all(math.isfinite(v) and v > 0 for v in speed.values())
+
+# %% [markdown]
+# ## 4 · The training loop, opened up
+#
+# `fit` is about a hundred lines (`course_lib/train.py`). One step:
+#
+# ```python
+# loss = -log_prob_from_logits(model(x), x).mean()   # nats per image, averaged over the batch
+# optimizer.zero_grad(); loss.backward()
+# clip_grad_norm_(model.parameters(), 1.0)            # gradient clipping: no single step can explode
+# optimizer.step()                                    # Adam, with the learning rate set for this step
+# ```
+#
+# The **learning rate** warms up linearly (optional) and then decays along a cosine to zero: large steps
+# early, small careful ones at the end. After each epoch, `fit` evaluates *every* test image and records
+# train and test nats per image and test bits/dim.
+#
+# Let us train on a deliberately small training set to watch **overfitting**: the training loss keeps
+# falling while the test loss turns back up, because the model starts memorising its few images.
+
+# %%
+from course_lib.train import TrainConfig, learning_rate
+
+cfg = TrainConfig(epochs=10, lr=2e-3, warmup_steps=20)
+lrs = [learning_rate(cfg, s, 400) for s in range(400)]
+fig, ax = plt.subplots(figsize=(6, 2.5))
+ax.plot(lrs)
+ax.set_title("Learning-rate schedule: linear warm-up, then cosine decay")
+ax.set_xlabel("training step")
+ax.set_ylabel("learning rate")
+plt.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print([round(learning_rate(cfg, s, 400), 6) for s in (0, 19, 20, 210, 399)])
+
+# %%
+from course_lib.plotting import plot_history
+
+small_train = load_dataset("mnist-subset", "train", limit=pick(fast=100, full=400))
+test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=None))
+torch.manual_seed(0)
+overfit_model = GatedPixelCNN(channels=pick(fast=16, full=32))
+start = time.perf_counter()
+history = fit(overfit_model, small_train, test, epochs=pick(fast=8, full=25), batch_size=16, lr=3e-3,
+              device=device, progress=False)
+print(f"{len(small_train)} training images, {history['epoch'][-1]} epochs in {time.perf_counter() - start:.0f} s")
+best = min(range(len(history["test_nats"])), key=history["test_nats"].__getitem__)
+print(f"best test NLL {history['test_nats'][best]:.1f} nats at epoch {best + 1}; "
+      f"last: train {history['train_nats'][-1]:.1f}, test {history['test_nats'][-1]:.1f}")
+plot_history(history, dims=784, title=f"Overfitting: {len(small_train)} training images")
+plt.show()
+
+# %% [markdown]
+# The gap between the curves is the generalisation gap. With 4,000 images (or 60,000 for full MNIST) it
+# shrinks; with 400 it opens quickly. Early stopping (keeping the checkpoint with the best test loss) or a
+# smaller model are the usual remedies.
+
+# %%
+assert history["train_nats"][-1] < history["train_nats"][0], "training must reduce the training loss"
+gap = history["test_nats"][-1] - history["train_nats"][-1]
+if not is_fast():  # fast mode trains too briefly to overfit
+    assert gap > 5, "with a few hundred images the model should overfit visibly"
+
+# %% [markdown]
+# ## 5 · Checkpoints, resuming and seeds
+#
+# `fit(..., checkpoint=path)` writes a checkpoint after every epoch: the weights, the configuration that
+# rebuilds the model, the optimizer state and the history. It writes to a temporary file and renames it,
+# so a crash mid-write never leaves half a file where a good one was, and a run that fails (a NaN loss)
+# stops *before* writing. The file loads with `torch.load(path, weights_only=True)`, which cannot run code.
+#
+# Every epoch shuffles with a seed made from `(seed, epoch)`, so a run resumed from its checkpoint
+# takes exactly the steps the uninterrupted run would have taken. Let us check that on the CPU: train 3
+# epochs straight; then train, "crash" after epoch 1, and resume.
+
+# %%
+import tempfile
+from pathlib import Path
+
+from course_lib import load_model
+
+tiny_train = load_dataset("mnist-subset", "train", limit=pick(fast=64, full=256))
+settings = dict(epochs=3, batch_size=32, lr=3e-3, device="cpu", seed=7, progress=False)
+folder = Path(tempfile.mkdtemp())
+
+
+def new_model():
+    torch.manual_seed(1)
+    return GatedPixelCNN(channels=8, dilations=(1, 2))
+
+
+straight = new_model()
+fit(straight, tiny_train, checkpoint=folder / "straight.pt", **settings)
+
+
+def crash_after_first_epoch(epoch, history):
+    if epoch == 0:
+        raise KeyboardInterrupt("simulated crash")
+
+
+try:
+    fit(new_model(), tiny_train, checkpoint=folder / "resumed.pt", on_epoch_end=crash_after_first_epoch, **settings)
+except KeyboardInterrupt as crash:
+    print(f"interrupted: {crash}")
+resumed = new_model()
+fit(resumed, tiny_train, checkpoint=folder / "resumed.pt", resume=True, **settings)
+same = all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+print("resumed run ends with exactly the same weights:", same)
+rebuilt = load_model(folder / "resumed.pt")
+print("the checkpoint rebuilds its own model:", type(rebuilt).__name__, rebuilt.config["dilations"])
+
+# %%
+assert same
+assert torch.load(folder / "resumed.pt", weights_only=True)["epoch"] == 2
+
+# %% [markdown]
+# (On a GPU, some kernels are not bit-for-bit deterministic, so a resumed GPU run ends *statistically*
+# equivalent rather than identical; `torch.use_deterministic_algorithms(True)` trades speed for exactness.)
+
+# %% [markdown]
+# ## 6 · Beyond one GPU: data parallelism with `torchrun`
+#
+# With N GPUs, `torchrun` starts N processes, one per GPU. Each holds a full copy of the model and takes
+# its own slice of every **global batch**; during `backward()`, DistributedDataParallel averages the
+# gradients over the processes, so every copy takes the same step, as one process would on the whole
+# global batch.
+#
+# ```bash
+# torchrun --nproc_per_node 4 -m course_lib train --batch-size 256 --lr 4e-3   # 4 GPUs: NCCL
+# torchrun --nproc_per_node 2 -m course_lib train --device cpu                # 2 CPU processes: gloo
+# ```
+#
+# - `--batch-size` is the **global** batch: 256 over 4 GPUs is 64 per GPU.
+# - A bigger global batch means fewer, less noisy steps per epoch; a common rule of thumb scales the
+#   learning rate with the batch (linearly for SGD, more gently, about with its square root, for Adam), with a
+#   warm-up.
+# - Each process draws the same shuffled order and takes every N-th image (`course_lib.distributed.ShardSampler`),
+#   only rank 0 writes checkpoints and logs, and evaluation splits the test set so that every image is
+#   scored exactly once.
+#
+# The test suite checks that two CPU processes end with the same weights as one process on the same global
+# batch. The cell below runs a real multi-process job only where several GPUs exist.
+
+# %%
+import subprocess
+import sys
+
+n_gpus = torch.cuda.device_count()
+if n_gpus > 1:
+    out = folder / "ddp"
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}",
+                          "-m", "course_lib", "train", "--epochs", "1", "--samples", "0", "--batch-size", str(64 * n_gpus),
+                          "--out", str(out)], capture_output=True, text=True)
+    print(job.stdout[-1500:])
+    assert job.returncode == 0, job.stderr[-2000:]
+else:
+    print(f"{n_gpus} GPU(s) visible: skipping the multi-process run (it needs several devices).")
+
+# %% [markdown]
+# ## 7 · How long would full MNIST take?
+#
+# Full MNIST has 60,000 training images. From the throughput measured above we can estimate one epoch,
+# and the 50+ epochs a paper-quality model needs. For a GPU that is not here, we quote a reference
+# measurement instead of inventing one: on one H200, a larger gated model (852k parameters, 256-way
+# output) trained at about 9,900 images/s in fp32 and about 37,800 images/s with bf16, channels_last,
+# compile and batch 1024.
+
+# %%
+cpu_speed = results["CPU fp32"]["images_per_s"]
+rows = [("this CPU, measured", cpu_speed)]
+if has_gpu:
+    rows.append((f"this {device.type.upper()}, measured", results["GPU fp32"]["images_per_s"]))
+rows += [("H200 fp32 (reference, bigger model)", 9_900), ("H200 bf16+compile (reference)", 37_800)]
+for name, ips in rows:
+    epoch = 60_000 / ips
+    print(f"{name:38s} {ips:9.0f} images/s -> one epoch {epoch / 60:7.1f} min, 50 epochs {50 * epoch / 3600:6.1f} h")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.barh([r[0] for r in rows], [50 * 60_000 / r[1] / 3600 for r in rows], color="tab:orange")
+ax.set_xscale("log")
+ax.set_title("Estimated time for 50 epochs of full MNIST")
+ax.set_xlabel("hours (log scale)")
+ax.set_ylabel("hardware")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Recap
+# - `pick_device()` chooses CUDA, MPS or the CPU; `fit` moves model and batches and pins memory on CUDA.
+# - Time GPU work only after warm-up and with synchronisation; report medians.
+# - bf16 autocast, fp16 with a gradient scaler, `channels_last` and `torch.compile` are switches of `fit`;
+#   measure them on your hardware: on a small CPU model they barely matter, on a GPU they multiply throughput.
+# - The loop: mean NLL per image, clipping, warm-up + cosine learning rate, full test evaluation each epoch;
+#   watch the train/test gap for overfitting.
+# - Checkpoints are atomic, safe to load, rebuild their model, and resume to exactly the same weights on a CPU.
+# - `torchrun --nproc_per_node N -m course_lib train` trains data-parallel; `--batch-size` is global.
+#
+# ## Exercises
+# `exercises/03_training_on_gpu.ipynb`: write a training step with mixed precision, and an evaluation loop
+# that covers every test image (the check catches a dropped last batch and nats reported as bits).
