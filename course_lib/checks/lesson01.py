@@ -288,21 +288,25 @@ def check_evaluate(evaluate_nll):
     c, h, w = 1, 4, 4
     # images sorted by ink, so the last batch differs from the others and dropping it shows
     images = (torch.rand(n, c, h, w, generator=g) < torch.linspace(0.1, 0.9, n)[:, None, None, None]).long()
-    logits = torch.randn(c, h, w, generator=g)
+    # a model that expects little ink: an image's NLL grows with its ink, so the last batch scores worst
+    logits = torch.randn(c, h, w, generator=g) * 0.5 - 1.5
     model = _ProbeModel(logits)
     model.train()
     got = _as_float64(call(evaluate_nll, model, _ListDataset(images), bs), "evaluate_nll")
+    seen = sum(k for _, _, k in model.calls)
+    kept = (n // bs) * bs
+    if seen == kept < n:
+        fail(f"you dropped the last batch: only {kept} of the {n} images were scored",
+             "never use drop_last=True for evaluation; every test image counts")
     with torch.no_grad():
         per_image = _ref_nll(logits.expand(n, c, h, w), images)
     ref = per_image.mean()
     d = c * h * w
-    seen = sum(k for _, _, k in model.calls)
     if got.numel() != 1:
         fail(f"evaluate_nll returned {got.numel()} numbers", "return one float: the mean NLL per image")
     got = got.reshape(())
     ok = math.isclose(got.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-4)
     if not ok:
-        kept = (n // bs) * bs
         batch_means = torch.stack([per_image[s:s + bs].mean() for s in range(0, n, bs)])
         for value, msg, hint in (
                 (per_image[:kept].mean(), f"you dropped the last batch: only {kept} of the {n} images were scored",
