@@ -4,12 +4,12 @@
 raster-then-channel order and returns what the model predicted for it and what was drawn. It is built
 from the same pieces as `sampling.sample` (`_prepare`, `distribution_at`, `draw`, one seeded generator),
 used in the same order, so stepping to the end with a seed gives exactly the images that
-`sample(model, n, seed=...)` gives.
+`sample(model, n, seed=..., method="naive")` gives (and, up to float rounding, the cached sampler too).
 
     stepper = AncestralStepper(model, n=1, seed=0)
     step = stepper.step()      # Step(index=0, c=0, i=0, j=0, probs=tensor([0.01]), value=tensor([0]), ...)
     stepper.run()              # finish the image
-    stepper.images             # (n, C, H, W) int64, equal to sample(model, n, seed=0)
+    stepper.images             # (n, C, H, W) int64, equal to sample(model, n, seed=0, method="naive")
 """
 from dataclasses import dataclass
 

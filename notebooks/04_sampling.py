@@ -206,7 +206,7 @@ plt.show()
 # must add up to `model.log_prob`.
 
 # %%
-assert torch.equal(digit, sample(model, 1, labels=NULL, seed=0)), "stepping must reproduce sample()"
+assert torch.equal(digit, sample(model, 1, labels=NULL, seed=0, method="naive")), "stepping must reproduce sample()"
 assert torch.allclose(log_p_steps.sum(), model.log_prob(digit, torch.tensor([NULL]))[0], atol=1e-3)
 assert stepper.forward_passes == C * H * W
 
@@ -522,10 +522,10 @@ def timed(f):
 
 calls = []
 hook = model.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
-naive_seconds = timed(lambda: sample(model, 1, labels=NULL, seed=0))
+naive_seconds = timed(lambda: sample(model, 1, labels=NULL, seed=0, method="naive"))
 naive_passes = len(calls)
 calls.clear()
-sample(model, 1, labels=NULL, given=occlude(test.images[:1], "bottom"), seed=0)
+sample(model, 1, labels=NULL, given=occlude(test.images[:1], "bottom"), seed=0, method="naive")
 completion_passes = len(calls)
 calls.clear()
 model.log_prob(test.images[:1], torch.tensor([NULL]))

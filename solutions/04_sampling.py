@@ -202,7 +202,7 @@ temperatures = (0.7, 1.0, 1.3)
 drawn = {}
 for t in temperatures:
     drawn[t] = ancestral_sample(model, per_t, temperature=t, generator=torch.Generator().manual_seed(1))
-    same = torch.equal(drawn[t].cpu(), sample(model, per_t, temperature=t, seed=1))
+    same = torch.equal(drawn[t].cpu(), sample(model, per_t, temperature=t, seed=1, method="naive"))
     mean_log_p = model.log_prob(drawn[t]).mean().item()
     print(f"T = {t}: mean log p(x) = {mean_log_p:6.1f} nats; identical to course_lib.sample: {same}")
 show_grid(torch.cat([drawn[t].cpu() for t in temperatures]), "Your samples at T = 0.7, 1.0, 1.3 (top to bottom)",
@@ -214,7 +214,7 @@ originals = test.images[:6]
 images, known = occlude(originals, "bottom")
 filled = complete(model, images, known, generator=torch.Generator().manual_seed(2)).cpu()
 kept = torch.equal(filled[known.expand_as(filled)], originals[known.expand_as(originals)])
-same = torch.equal(filled, sample(model, len(originals), given=(images, known), seed=2))
+same = torch.equal(filled, sample(model, len(originals), given=(images, known), seed=2, method="naive"))
 print(f"given pixels kept: {kept}; identical to course_lib.sample(given=...): {same}")
 shown = torch.where(known, 2 * originals, torch.ones_like(originals))  # grey where hidden
 show_grid(torch.cat([2 * originals, shown, 2 * filled]), "Originals, what the model is given, your completions",

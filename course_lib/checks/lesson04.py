@@ -282,7 +282,7 @@ def _sample_setup(seed, n, temperature, labels, **model_config):
     for attempt in range(8):
         model = _tiny_model(seed + 1009 * attempt, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
-        reference = sample(model, n, temperature=temperature, labels=labels, seed=draw_seed)
+        reference = sample(model, n, temperature=temperature, labels=labels, seed=draw_seed, method="naive")
         if _distinct([reference] + [v[0] for v in _sample_variants(model, n, temperature, labels, draw_seed)]):
             break
     return model, draw_seed
@@ -290,7 +290,7 @@ def _sample_setup(seed, n, temperature, labels, **model_config):
 
 def _sample_case(ancestral_sample, model, n, temperature, labels, seed):
     c, h, w = model.image_shape
-    reference = sample(model, n, temperature=temperature, labels=labels, seed=seed)
+    reference = sample(model, n, temperature=temperature, labels=labels, seed=seed, method="naive")
     generator = torch.Generator().manual_seed(seed)
     result, calls = _run_watched(ancestral_sample, model, n, temperature=temperature, labels=labels,
                                  generator=generator)
@@ -369,7 +369,7 @@ def _complete_setup(seed, images, known, temperature, labels, **model_config):
         model = _tiny_model(seed + 1009 * attempt, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
         reference = sample(model, len(images), temperature=temperature, labels=labels, given=(images, known),
-                           seed=draw_seed)
+                           seed=draw_seed, method="naive")
         variants = _complete_variants(model, images, known, temperature, labels, draw_seed)
         if _distinct([reference, *variants.values()]):
             break
@@ -379,7 +379,8 @@ def _complete_setup(seed, images, known, temperature, labels, **model_config):
 def _complete_case(complete, model, images, known, temperature, labels, seed):
     n, c, h, w = images.shape
     known_full = known.expand(n, c, h, w)
-    reference = sample(model, n, temperature=temperature, labels=labels, given=(images, known), seed=seed)
+    reference = sample(model, n, temperature=temperature, labels=labels, given=(images, known), seed=seed,
+                       method="naive")
     generator = torch.Generator().manual_seed(seed)
     result, calls = _run_watched(complete, model, images.clone(), known.clone(), temperature=temperature,
                                  labels=labels, generator=generator)
