@@ -48,3 +48,63 @@ def training_throughput(model, batch_size=32, steps=10, warmup=3, device=None, *
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {"images_per_s": batch_size / median, "step_seconds": times, "device": str(device)}
+
+
+def _timed(f, device):
+    synchronize(device)
+    start = time.perf_counter()
+    f()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0):
+    """Median wall time in seconds of `sample(model, batch_size, method=...)` over `repeats` runs, after
+    a warm-up run on a small batch (first-call costs: memory allocation, kernel selection)."""
+    from .likelihood import model_device
+    from .sampling import sample
+    device = model_device(model)
+    labels = None if model.num_classes is None else 0
+    sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method)
+    return statistics.median(_timed(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method),
+                                    device) for _ in range(repeats))
+
+
+def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
+    """Estimated wall time in seconds of naive sampling of `batch_size` whole images: the median time
+    of naively sampling one row (C*W full forward passes; the other rows are given, and naive sampling
+    skips given sub-pixels) over `rows` different rows, times H. Every naive step is the same full
+    forward pass, so every row costs the same; this saves timing hours of identical passes."""
+    from .likelihood import model_device
+    from .sampling import sample
+    device = model_device(model)
+    c, h, w = model.image_shape
+    labels = None if model.num_classes is None else 0
+    images = torch.zeros(batch_size, c, h, w, dtype=torch.long)
+    times = []
+    for r in [round(k * (h - 1) / max(rows - 1, 1)) for k in range(rows)]:
+        known = torch.ones(1, 1, h, w, dtype=torch.bool)
+        known[..., r, :] = False
+        times.append(_timed(lambda: sample(model, batch_size, labels=labels, given=(images, known), seed=seed,
+                                           method="naive"), device))
+    return statistics.median(times) * h
+
+
+def machine(device) -> dict:
+    """A description of the machine a benchmark ran on (stored beside its numbers)."""
+    import os
+    import platform
+    device = torch.device(device)
+    info = {"device": str(device), "python": platform.python_version(), "torch": torch.__version__,
+            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            info["cpu"] = names[0]
+    except OSError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

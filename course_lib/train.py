@@ -66,6 +66,29 @@ class TrainConfig:
     check_every: int = 20         # steps between NaN checks (each check syncs the GPU)
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes in bf16 natively (AVX512-BF16 or AMX): bf16 autocast is then faster."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def fast_options(device, batch_size: int = 32, lr: float = 2e-3) -> dict:
+    """TrainConfig fields of the fast training path on `device` (what `--fast` picks).
+
+    CUDA: bf16 autocast (fp16 with a gradient scaler where the card lacks bf16), channels_last,
+    torch.compile, and a 4x larger batch with the learning rate scaled by sqrt(4) = 2 (a GPU is
+    underused by small batches; Adam tolerates the square-root rule). A CPU with native bf16: bf16
+    autocast, nothing else (compile and channels_last gain little there). Other devices: unchanged.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return dict(precision=precision, channels_last=True, compile=True, batch_size=4 * batch_size, lr=2 * lr)
+    if device.type == "cpu" and cpu_has_bf16():
+        return dict(precision="bf16", batch_size=batch_size, lr=lr)
+    return dict(batch_size=batch_size, lr=lr)
+
+
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate at `step`: linear warm-up, then cosine decay to zero (or constant)."""
     if step < cfg.warmup_steps:

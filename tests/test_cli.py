@@ -56,3 +56,13 @@ def test_bad_input_is_one_clear_line(tmp_path):
     result = run("sample", "--checkpoint", str(bad), check=False)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: Checkpoint") and "Traceback" not in result.stderr
+
+
+def test_fast_flag_applies_the_device_fast_path_and_explicit_flags_win(tmp_path):
+    from course_lib.train import fast_options
+    result = run("train", "--data", "shapes", "--limit", "32", "--epochs", "1", "--channels", "8", "--samples", "0",
+                 "--fast", "--precision", "fp32", "--out", str(tmp_path))
+    options = json.loads((tmp_path / "metrics.json").read_text())["options"]
+    want = {**fast_options("cpu", 32, 2e-3), "precision": "fp32"}
+    assert {k: options[k] for k in want} == want
+    assert "--fast:" in result.stdout

@@ -1,0 +1,63 @@
+"""Sampling speed: naive (one full forward pass per sub-pixel) against cached (`method="cached"`), for
+the default 28x28 Gated PixelCNN at several batch sizes. Prints a table, writes a JSON of medians.
+
+    python benchmarks/sampling.py                       # batch 1, 16, 64, 256 on the device found
+    python benchmarks/sampling.py --batch-sizes 64 --full-naive 64   # also one whole naive run
+
+Cached: median of --repeats whole runs. Naive: every step is the same full forward pass, so the whole
+run is estimated as H times the median time of one naively sampled row (--naive-rows rows timed);
+--full-naive B times one whole naive run at batch B as a check of that estimate.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import table, write  # noqa: E402
+from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
+from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, _timed  # noqa: E402
+from course_lib.sampling import sample  # noqa: E402
+from course_lib.train import pick_device  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
+    p.add_argument("--model", default="gated", choices=["gated", "pixelcnn"])
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--channels", type=int, default=None, help="hidden channels (default: the model's default)")
+    p.add_argument("--repeats", type=int, default=3, help="whole cached runs per batch size (median)")
+    p.add_argument("--naive-rows", type=int, default=3, help="rows timed for the naive estimate (median)")
+    p.add_argument("--full-naive", type=int, nargs="*", default=[], help="batch sizes to also sample naively in full")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/sampling_<device>.json)")
+    args = p.parse_args(argv)
+
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    cls = GatedPixelCNN if args.model == "gated" else PixelCNN
+    extra = {"channels": args.channels} if args.channels else {}
+    model = cls((1, args.image_size, args.image_size), **extra).to(device).eval()
+    print(f"{cls.__name__}, {count_parameters(model):,} parameters, 1x{args.image_size}x{args.image_size} binary, "
+          f"on {device}")
+    rows, results = [], []
+    for b in args.batch_sizes:
+        cached = sampling_seconds(model, b, "cached", repeats=args.repeats)
+        naive = naive_sampling_seconds(model, b, rows=args.naive_rows)
+        entry = {"batch_size": b, "cached_s": cached, "naive_s": naive, "speedup": naive / cached,
+                 "naive_estimated_from_rows": args.naive_rows}
+        if b in args.full_naive:
+            entry["naive_full_run_s"] = _timed(lambda: sample(model, b, seed=0, method="naive"), device)
+        results.append(entry)
+        rows.append([b, f"{naive:.2f}", f"{cached:.3f}", f"{naive / cached:.0f}x", f"{1000 * cached / b:.1f}",
+                     f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-"])
+    text = table(["batch", "naive s", "cached s", "speed-up", "cached ms/image", "naive full run s"], rows)
+    write("sampling", device, {"benchmark": "sampling", "model": type(model).__name__, "config": model.config,
+                               "parameters": count_parameters(model), "machine": machine(device),
+                               "results": results, "table": text}, args.out)
+
+
+if __name__ == "__main__":
+    main()
