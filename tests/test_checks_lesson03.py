@@ -1,52 +1,15 @@
 """The lesson 03 checks: every reference solution passes, and planted bugs (mutations of the solution
 taken from solutions/03_training_on_gpu.py) fail with their own message."""
 import re
-from pathlib import Path
 
 import pytest
 
 from course_lib.checks import CheckFailed
 from course_lib.checks import lesson03
+from solution_cells import SolutionCells
 
-SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "03_training_on_gpu.py"
-
-
-def cell_sources():
-    """{grade_id: source} of the code cells of the solution notebook (percent format)."""
-    cells, current, lines = {}, None, []
-    for line in SOLUTION.read_text().splitlines() + ["# %% END"]:
-        if line.startswith("# %%"):
-            if current:
-                cells[current] = "\n".join(lines)
-            match = re.search(r'"grade_id": "([^"]+)"', line)
-            current = match.group(1) if match and "[markdown]" not in line else None
-            lines = []
-        else:
-            lines.append(line)
-    return cells
-
-
-CELLS = cell_sources()
-
-
-def solution(grade_id, *replacements):
-    """The task function defined by cell `grade_id`, with (old, new) source replacements applied."""
-    source = CELLS[grade_id]
-    for old, new in replacements:
-        assert old in source, f"mutation target not found in {grade_id}: {old!r}"
-        source = source.replace(old, new)
-    namespace = {}
-    exec(CELLS["setup"], namespace)
-    exec(source, namespace)
-    name = re.search(r"^def (\w+)", source, re.MULTILINE).group(1)
-    return namespace[name]
-
-
-def stub(grade_id):
-    """The exercise version: the solution block replaced by raise NotImplementedError()."""
-    return solution(grade_id, (CELLS[grade_id][CELLS[grade_id].index("    ### BEGIN SOLUTION"):
-                                               CELLS[grade_id].index("### END SOLUTION") + len("### END SOLUTION")],
-                               "    raise NotImplementedError()"))
+NOTEBOOK = SolutionCells("03_training_on_gpu")
+CELLS, solution, stub = NOTEBOOK.cells, NOTEBOOK.solution, NOTEBOOK.stub
 
 
 CHECKS = {

@@ -1,57 +1,17 @@
 """The lesson 05 checks: every reference solution passes, and planted bugs (mutations of the solution
 taken from solutions/05_fine_tuning.py) fail with their own message."""
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib.checks import CheckFailed
 from course_lib.checks import lesson05
+from solution_cells import SolutionCells
 
-SOLUTION = Path(__file__).resolve().parents[1] / "solutions" / "05_fine_tuning.py"
 TASKS = ["t05_fine_tune", "t05_class_log_likelihoods", "t05_bayes"]
-
-
-def cell_sources():
-    """{grade_id: source} of the code cells of the solution notebook (percent format)."""
-    cells, current, lines = {}, None, []
-    for line in SOLUTION.read_text().splitlines() + ["# %% END"]:
-        if line.startswith("# %%"):
-            if current:
-                cells[current] = "\n".join(lines)
-            match = re.search(r'"grade_id": "([^"]+)"', line)
-            current = match.group(1) if match and "[markdown]" not in line else None
-            lines = []
-        else:
-            lines.append(line)
-    return cells
-
-
-CELLS = cell_sources()
-
-
-def solution(grade_id, *replacements):
-    """The task function defined by cell `grade_id` (after the setup cell and the earlier tasks' reference
-    solutions, which later tasks use), with (old, new) source replacements applied to that cell."""
-    source = CELLS[grade_id]
-    for old, new in replacements:
-        assert old in source, f"mutation target not found in {grade_id}: {old!r}"
-        source = source.replace(old, new)
-    namespace = {}
-    exec(CELLS["setup"], namespace)
-    for earlier in TASKS[:TASKS.index(grade_id)]:
-        exec(CELLS[earlier], namespace)
-    exec(source, namespace)
-    name = re.search(r"^def (\w+)", source, re.MULTILINE).group(1)
-    return namespace[name]
-
-
-def stub(grade_id):
-    """The exercise version: the solution block replaced by raise NotImplementedError()."""
-    src = CELLS[grade_id]
-    block = src[src.index("    ### BEGIN SOLUTION"):src.index("### END SOLUTION") + len("### END SOLUTION")]
-    return solution(grade_id, (block, "    raise NotImplementedError()"))
+NOTEBOOK = SolutionCells("05_fine_tuning", TASKS)
+CELLS, solution, stub = NOTEBOOK.cells, NOTEBOOK.solution, NOTEBOOK.stub
 
 
 CHECKS = {
