@@ -35,21 +35,24 @@
 # %% [markdown]
 # ## The plan
 #
-# | lesson | the question it answers |
-# |---|---|
-# | 00 · start here | Is my machine ready, and what does a PixelCNN do? |
-# | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? |
-# | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? |
-# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? |
-# | 04 · sampling | How do I draw new images, complete half images, and choose the class? |
-# | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? |
+# | lesson | the question it answers | full mode, 2-core CPU |
+# |---|---|---|
+# | 00 · start here | Is my machine ready, and what does a PixelCNN do? | under 1 min |
+# | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? | about 2 min |
+# | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? | about 1.5 min |
+# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 4.5 min |
+# | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 3.5 min |
+# | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 1.5 min |
 #
-# The lesson table in the repository's `README.md` lists the measured time of each lesson on a 2-core
-# CPU. Every notebook also has a *fast mode* (`COURSE_FAST=1`) that the tests use: same cells, smaller
-# sizes, about a minute each.
+# The times were measured on an idle 2-core CPU without a GPU (the repository's `README.md` has the exact
+# figures); a busy or older laptop may take two or three times as long. On a GPU the training and sampling
+# cells run faster, but these small models leave most of a GPU idle; GPU timings have not been measured yet.
+# Every notebook also has a *fast mode* (`COURSE_FAST=1`) that the tests use: same cells, smaller sizes,
+# about a minute each.
 #
 # Everything the notebooks use lives in the small library `course_lib/`, one module per idea
-# (`masks`, `models`, `likelihood`, `causality`, `data`, `train`, `checkpoint`, `sampling`, `plotting`).
+# (`masks`, `models`, `likelihood`, `causality`, `data`, `train`, `checkpoint`, `sampling`,
+# `cached_sampling`, `plotting`, ...).
 # Reading it top to bottom is part of the course.
 
 # %% [markdown]

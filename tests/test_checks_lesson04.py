@@ -133,3 +133,14 @@ def test_checks_leave_global_state_alone():
     lesson04.check_sample(ancestral_sample)
     assert torch.equal(torch.rand(3), expected)
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("seed", [190, 718, 1306])
+def test_drawing_known_sub_pixels_is_named_even_when_it_looks_like_pasting(seed, monkeypatch, capsys):
+    """With these check seeds, a loop that draws (and discards) known sub-pixels once gave the same images
+    as the "pasted at the end" bug. The check must compare it with a loop that keeps given values while
+    drawing them, and name the right mistake."""
+    monkeypatch.setattr(lesson04, "fresh_seed", lambda: seed)
+    fn = solution("t04_complete", ("if given.all():", "if False:"))
+    with pytest.raises(CheckFailed, match="every image already knows were drawn too"):
+        lesson04.check_complete(fn)

@@ -151,7 +151,9 @@ def _variant_loop(model, images, known, labels, temperature, seed, *, order="ras
         if not todo.any():
             continue
         value = draw(_variant_probs(model(x, labels), i, j, ch, temperature, variant), g)
-        x[:, ch, i, j] = torch.where(todo, value, x[:, ch, i, j])
+        # a loop that draws known sub-pixels too still keeps the given values (unless it pastes them at the end)
+        keep = todo if paste_at_end else ~known[:, ch, i, j]
+        x[:, ch, i, j] = torch.where(keep, value, x[:, ch, i, j])
     model.train(was_training)
     return torch.where(known, images, x) if paste_at_end else x
 
