@@ -31,7 +31,7 @@
 # - whether the samples **copy the training set** (nearest training neighbours);
 # - what naive sampling **costs**: one full forward pass per sub-pixel, and what makes it cheaper;
 # - **fast cached sampling**: why a masked network's activations never change once computed, and how keeping
-#   them turns each step into a few small matrix products (hundreds of times faster, same images).
+#   them turns each step into a few small matrix products (over a hundred times faster at batch 64, same images).
 
 # %% [markdown]
 # ## Setup: data and one network for two models
@@ -711,8 +711,8 @@ plt.show()
 # - **Cost**: naive sampling needs $C \cdot H \cdot W$ full forward passes per image (scoring needs one);
 #   batching, skipping known pixels, smaller models and caching make it cheaper.
 # - **Caching**: masked activations never change once computed; keeping them and computing one row of the
-#   vertical stack per row and one position of each layer per pixel gives the same images, hundreds of times
-#   faster at batch 64 on a CPU. `sample()` does it by default.
+#   vertical stack per row and one position of each layer per pixel gives the same images, over a hundred
+#   times faster at batch 64 on a 2-core CPU. `sample()` does it by default.
 #
 # ## Exercises
 # The graded notebook `exercises/04_sampling.ipynb` (with its solved twin in `solutions/`) will have you
