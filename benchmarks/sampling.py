@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write  # noqa: E402
 from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
-from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, _timed  # noqa: E402
+from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, timed_call  # noqa: E402
 from course_lib.sampling import sample  # noqa: E402
 from course_lib.train import pick_device  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(argv=None):
         entry = {"batch_size": b, "cached_s": cached, "naive_s": naive, "speedup": naive / cached,
                  "naive_estimated_from_rows": args.naive_rows}
         if b in args.full_naive:
-            entry["naive_full_run_s"] = _timed(lambda: sample(model, b, seed=0, method="naive"), device)
+            entry["naive_full_run_s"] = timed_call(lambda: sample(model, b, seed=0, method="naive"), device)
         results.append(entry)
         rows.append([b, f"{naive:.2f}", f"{cached:.3f}", f"{naive / cached:.0f}x", f"{1000 * cached / b:.1f}",
                      f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-"])

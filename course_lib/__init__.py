@@ -2,7 +2,7 @@
 
 Read the modules in this order: masks (causal convolutions) -> models (PixelCNN, Gated PixelCNN)
 -> likelihood (nats, bits/dim, baseline, evaluation) -> data -> train -> checkpoint -> sampling
--> plotting -> cli.
+-> cached_sampling (fast, exact) -> plotting -> benchmark -> cli.
 """
 from .checkpoint import load_checkpoint, load_into, load_model, save_checkpoint
 from .config import data_dir, is_fast, pick

@@ -50,7 +50,8 @@ def training_throughput(model, batch_size=32, steps=10, warmup=3, device=None, *
     return {"images_per_s": batch_size / median, "step_seconds": times, "device": str(device)}
 
 
-def _timed(f, device):
+def timed_call(f, device):
+    """Wall time in seconds of one call of f(), with `device` synchronised before and after."""
     synchronize(device)
     start = time.perf_counter()
     f()
@@ -66,7 +67,7 @@ def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0):
     device = model_device(model)
     labels = None if model.num_classes is None else 0
     sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method)
-    return statistics.median(_timed(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method),
+    return statistics.median(timed_call(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method),
                                     device) for _ in range(repeats))
 
 
@@ -85,7 +86,7 @@ def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
     for r in [round(k * (h - 1) / max(rows - 1, 1)) for k in range(rows)]:
         known = torch.ones(1, 1, h, w, dtype=torch.bool)
         known[..., r, :] = False
-        times.append(_timed(lambda: sample(model, batch_size, labels=labels, given=(images, known), seed=seed,
+        times.append(timed_call(lambda: sample(model, batch_size, labels=labels, given=(images, known), seed=seed,
                                            method="naive"), device))
     return statistics.median(times) * h
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from .errors import CourseError
 from .masks import MaskedConv2d, raster_mask, vertical_mask
+from .models import GatedPixelCNN, PixelCNN, gate
 
 
 def _masked_weight(conv: MaskedConv2d) -> torch.Tensor:
@@ -46,12 +47,12 @@ def _canonical_mask(conv: MaskedConv2d, data_channels: int, out_chunks: int = 1)
     return raster_mask((kh, kw), conv.mask_type, conv.in_channels, conv.out_channels, data_channels, out_chunks)
 
 
-def masks_are_causal(model) -> bool:
-    """True when `model` is a course_lib GatedPixelCNN or PixelCNN whose first layers have masks
-    "V0"/"A" and every masked layer holds exactly the mask its type prescribes: the condition under
-    which cached activations never go stale. A model whose masks were edited (the mask-B-first bug
-    of lesson 02) may see the pixel it predicts; only naive sampling reproduces what it does."""
-    from .models import GatedPixelCNN, PixelCNN
+def supports_cache(model) -> bool:
+    """True when the cache can sample `model` exactly: a course_lib GatedPixelCNN or PixelCNN (not a
+    subclass, whose forward might differ) whose first layers have masks "V0"/"A" and whose masked layers
+    all hold exactly the mask their type prescribes, so cached activations never go stale. A model
+    whose masks were edited (the mask-B-first bug of lesson 02) may see the pixel it predicts; only
+    naive sampling reproduces what it does."""
     if type(model) is GatedPixelCNN:
         first_ok = model.v_in.mask_type == "V0" and model.h_in.mask_type == "A"
         gate_convs = [layer.h_conv for layer in model.layers]
@@ -66,12 +67,6 @@ def masks_are_causal(model) -> bool:
             if not torch.equal(module.mask.cpu(), _canonical_mask(module, c, chunks)):
                 return False
     return first_ok
-
-
-def supports_cache(model) -> bool:
-    """True when `cached_logits` can sample this model exactly (a course_lib PixelCNN or
-    GatedPixelCNN with its causal masks intact)."""
-    return masks_are_causal(model)
 
 
 class GatedPixelCNNCache:
@@ -119,8 +114,7 @@ class GatedPixelCNNCache:
             v_w = _masked_weight(layer.v_conv)[:, :, :k // 2 + 1, :]     # rows above and the centre row
             h_w = _masked_weight(layer.h_conv)[:, :, 0, :layer.h_conv.kernel_size[1] // 2 + 1]
             taps = [h_w[:, :, t].t().contiguous() for t in range(h_w.shape[2])]  # (p, 2p) each, left to right
-            self.layer_w.append(dict(v=v_w, taps=taps, v_to_h=_pointwise(layer.v_to_h),
-                                     out=_pointwise(layer.h_out)))
+            self.layer_w.append(dict(v=v_w, taps=taps, out=_pointwise(layer.h_out)))
         self.out1, self.out2 = _pointwise(m.out1), _pointwise(m.out2)
 
     def _scale(self, x):
@@ -143,7 +137,7 @@ class GatedPixelCNNCache:
                 bv, bh = layer.class_bias(self.labels)[:, :, None, None].chunk(2, dim=1)
                 v_feat, to_h = v_feat + bv, to_h + bh[:, :, :, 0]
             self.v_to_h_row[l] = to_h.permute(2, 0, 1).contiguous()      # (W, B, 2p)
-            v = _gate(v_feat)
+            v = gate(v_feat)
         self.x_row.zero_()
         self.x_row[:, :, self.left:] = self._scale(x[:, :, i])
         self.row = i
@@ -164,7 +158,7 @@ class GatedPixelCNNCache:
             for t, tap in enumerate(lw["taps"]):
                 feat = torch.addmm(feat, self.h[l][L + j - d * (n_taps - 1 - t)], tap)
             w_out, b_out = lw["out"]
-            h = h + torch.addmm(b_out, _gate(feat), w_out)
+            h = h + torch.addmm(b_out, gate(feat), w_out)
         out = torch.addmm(self.out2[1], F.elu(torch.addmm(self.out1[1], F.elu(h), self.out1[0])), self.out2[0])
         return _select(out, c, m.outputs_per_channel)
 
@@ -172,7 +166,7 @@ class GatedPixelCNNCache:
 class PixelCNNCache:
     """Activations of a `PixelCNN` for a batch being sampled in raster order (same interface as
     `GatedPixelCNNCache`). Every layer is computed at one position per pixel from the cached
-    activations of the layer below; `start_row` only records the row."""
+    activations of the layer below; `start_row` only refreshes the cached input rows."""
 
     skip_given_rows = False  # later rows read every layer's activations at every pixel
 
@@ -237,12 +231,6 @@ class PixelCNNCache:
         return _select(out, c, m.outputs_per_channel)
 
 
-def _gate(x):
-    """tanh(a) * sigmoid(b) of the two halves of dim 1."""
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
-
-
 def _select(out, c, k):
     """From the 1x1 output (B, C*k), the logits of channel c: (B,) if k == 1, else (B, k)."""
     return out[:, c] if k == 1 else out[:, c * k:(c + 1) * k]
@@ -250,7 +238,6 @@ def _select(out, c, k):
 
 def make_cache(model, x, labels=None):
     """The cache for `model` (a GatedPixelCNN or PixelCNN with causal masks) over images x (B, C, H, W)."""
-    from .models import GatedPixelCNN, PixelCNN
     if not supports_cache(model):
         raise CourseError(f"Cached sampling needs a course_lib GatedPixelCNN or PixelCNN with its causal masks "
                           f"intact, not this {type(model).__name__}; use method='naive'.")
