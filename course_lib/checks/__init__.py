@@ -155,6 +155,27 @@ def fresh_generator(seed: int | None = None) -> torch.Generator:
     return g
 
 
+class ForwardSpy:
+    """Watches a learner's function use `model`: records, at every forward call, the training mode,
+    whether gradients were on, the autocast state and dtype, and the input's device. `remove()` stops it."""
+
+    def __init__(self, model):
+        self.calls = []
+        self.param_device = next(model.parameters()).device
+        self.handle = model.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        x = args[0] if args else None
+        dev = self.param_device.type
+        self.calls.append({"training": module.training, "grad": torch.is_grad_enabled(),
+                           "autocast": torch.is_autocast_enabled(dev),
+                           "dtype": torch.get_autocast_dtype(dev),
+                           "device": x.device if torch.is_tensor(x) else None})
+
+    def remove(self):
+        self.handle.remove()
+
+
 def __getattr__(name: str):
     """Import lesson modules lazily: ``checks.lesson01`` works after ``from course_lib import checks``."""
     if name.startswith("lesson"):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.checks import call, fail, fresh_seed, not_implemented, passed
+from course_lib.checks import ForwardSpy, call, fail, fresh_seed, not_implemented, passed
 from course_lib.data import ImageDataset
 from course_lib.likelihood import log_prob_from_logits
 from course_lib.models import GatedPixelCNN
@@ -66,26 +66,6 @@ def _call(fn, *args, **kwargs):
 
     guarded.__name__ = name
     return call(guarded, *args, **kwargs) if callable(fn) else call(fn, *args, **kwargs)
-
-
-class _Spy:
-    """Records, at every forward call, the mode, grad state, autocast state and input device."""
-
-    def __init__(self, model):
-        self.calls = []
-        self.param_device = next(model.parameters()).device
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        x = args[0] if args else None
-        dev = self.param_device.type
-        self.calls.append({"training": module.training, "grad": torch.is_grad_enabled(),
-                           "autocast": torch.is_autocast_enabled(dev),
-                           "dtype": torch.get_autocast_dtype(dev),
-                           "device": x.device if torch.is_tensor(x) else None})
-
-    def remove(self):
-        self.handle.remove()
 
 
 def _flat_params(model):
@@ -191,7 +171,7 @@ def _run_learner_step(train_step, model, x, precision, clip, noise=None):
         for p, n in zip(model.parameters(), noise):
             p.grad = n.clone().to(device)
     before = _flat_params(model)
-    spy = _Spy(model)
+    spy = ForwardSpy(model)
     try:
         loss = _call(train_step, model, optimizer, x.clone(), precision=precision, clip=clip)
     finally:
@@ -303,7 +283,7 @@ def check_evaluate(evaluate_nll):
     batch_means = [per_image[i:i + batch_size].mean().item() for i in range(0, n, batch_size)]
 
     model.train()
-    spy = _Spy(model)
+    spy = ForwardSpy(model)
     try:
         result = _call(evaluate_nll, model, dataset, batch_size)
     finally:

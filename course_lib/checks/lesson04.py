@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-from course_lib.checks import call, close, fail, fresh_seed, passed
+from course_lib.checks import ForwardSpy, call, close, fail, fresh_seed, passed
 from course_lib.models import GatedPixelCNN
 from course_lib.sampling import draw, sample
 
@@ -57,24 +57,10 @@ def _tiny_model(seed, image_shape, levels=2, num_classes=None, channels=8, dilat
     return model
 
 
-class _Spy:
-    """Records, at every forward call of `model`, whether it ran in training mode and with gradients on."""
-
-    def __init__(self, model):
-        self.calls = []
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls.append({"training": module.training, "grad": torch.is_grad_enabled()})
-
-    def remove(self):
-        self.handle.remove()
-
-
 def _run_watched(fn, model, *args, **kwargs):
     """Call the learner's `fn` with `model` in training mode, watching every forward pass."""
     model.train()
-    spy = _Spy(model)
+    spy = ForwardSpy(model)
     try:
         result = call(fn, model, *args, **kwargs)
     finally:

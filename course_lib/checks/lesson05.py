@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from course_lib.checks import call, close, fail, fresh_seed, passed
+from course_lib.checks import ForwardSpy, call, close, fail, fresh_seed, passed
 from course_lib.data import ImageDataset
 from course_lib.likelihood import log_prob_from_logits
 from course_lib.models import GatedPixelCNN
@@ -47,20 +47,6 @@ def _model(seed, image_shape, **config):
 def _matches(name, prefix):
     """Is parameter `name` inside module `prefix` (at a dot boundary)?"""
     return name == prefix or name.startswith(prefix + ".")
-
-
-class _Spy:
-    """Records, at every forward call of `model`, whether it ran in training mode and with gradients on."""
-
-    def __init__(self, model):
-        self.calls = []
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        self.calls.append({"training": module.training, "grad": torch.is_grad_enabled()})
-
-    def remove(self):
-        self.handle.remove()
 
 
 def _examples(names, k=3):
@@ -193,7 +179,7 @@ def check_class_log_likelihoods(class_log_likelihoods):
         model.eval()
         ref = torch.stack([log_prob_from_logits(model(x, torch.full((b,), y)), x) for y in range(k)], 1).double()
     model.train()
-    spy = _Spy(model)
+    spy = ForwardSpy(model)
     try:
         got = call(class_log_likelihoods, model, x.clone())
     finally:
