@@ -8,7 +8,7 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo test course exercises bench bench-precision clean
+.PHONY: setup lab demo test course exercises bench bench-precision mutation clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: setup
 # quality: bf16 autocast against fp32 on the same run (about 8 minutes on a 2-core CPU)
 bench-precision: setup
 	$(BIN)/python benchmarks/precision.py
+
+# test strength: plausible one-line bugs planted in each course_lib module, one at a time; how many
+# do the unit tests catch? (about an hour on a 2-core CPU; MODULES="masks data" for some modules)
+mutation: setup
+	$(BIN)/python tools/mutate.py $(MODULES)
 
 clean:
 	rm -rf runs .pytest_cache
