@@ -47,7 +47,7 @@ def dependency_matrix(model, seed=0):
             logits = logits[0]
         return logits.reshape(-1, c, h, w)
 
-    jac = torch.autograd.functional.jacobian(f, x)  # (K, C, H, W, 1, C, H, W)
+    jac = torch.autograd.functional.jacobian(f, x, vectorize=True)  # (K, C, H, W, 1, C, H, W)
     jac = jac.abs().sum(0)[:, :, :, 0]              # (C, H, W, C, H, W): outputs, then inputs
     jac = jac.permute(1, 2, 0, 4, 5, 3)             # (H, W, C, H, W, C): raster-then-channel order
     return jac.reshape(h * w * c, h * w * c) != 0

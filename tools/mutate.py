@@ -66,7 +66,7 @@ class Mutant:
     module: str
     index: int          # position in this module's list of mutants
     line: int           # line number in the original file
-    original: str       # the original source line, stripped
+    original: str       # the statement it changes, as ast.unparse writes it (first line): formatting-proof
     mutation: str       # what changed, e.g. "`<` -> `<=`"
     status: str = ""    # killed, timeout, survived, equivalent
     seconds: float = 0.0
@@ -79,10 +79,21 @@ class _Sites(ast.NodeVisitor):
 
     def __init__(self):
         self.sites = []
+        self.statements = []     # the statements being visited, innermost last
         self.assigned = [set()]  # names bound so far in each enclosing function
 
     def add(self, node, text, apply):
-        self.sites.append((node.lineno, text, apply))
+        statement = ast.unparse(self.statements[-1]).splitlines()[0] if self.statements else ""
+        self.sites.append((node.lineno, statement, text, apply))
+
+    def visit(self, node):
+        if isinstance(node, ast.stmt):
+            self.statements.append(node)
+            try:
+                return super().visit(node)
+            finally:
+                self.statements.pop()
+        return super().visit(node)
 
     # parts that are never mutated: messages, docstrings, annotations, signatures' defaults
     def visit_Raise(self, node):
@@ -262,12 +273,11 @@ def mutants(module):
     """All mutants of course_lib/<module>.py: a list of (Mutant, mutated source)."""
     path = ROOT / LIB / f"{module}.py"
     source = path.read_text()
-    lines = source.splitlines()
     reference = ast.unparse(ast.parse(source))
-    out, seen = [], set()
+    out, seen, count = [], set(), {}
     for k in range(len(_sites(ast.parse(source)))):
         tree = ast.parse(source)
-        line, text, apply = _sites(tree)[k]
+        line, statement, text, apply = _sites(tree)[k]
         apply()
         try:
             mutated = ast.unparse(ast.fix_missing_locations(tree))
@@ -277,7 +287,8 @@ def mutants(module):
         if mutated == reference or mutated in seen:
             continue
         seen.add(mutated)
-        out.append((Mutant(module, len(out), line, lines[line - 1].strip(), text), mutated))
+        n = count[(statement, text)] = count.get((statement, text), 0) + 1
+        out.append((Mutant(module, len(out), line, statement, text if n == 1 else f"{text} #{n}"), mutated))
     return out
 
 
@@ -351,10 +362,11 @@ def run_module(module, jobs, base, equivalents, progress=True):
     mirrors = [make_mirror(base) for _ in range(jobs)]
     original = (ROOT / LIB / f"{module}.py").read_text()
     todo = []
+    lines = original.splitlines()
     for m, source in mutants(module):
-        key = (module, m.original, m.mutation)
-        if key in equivalents:
-            m.status, m.reason = "equivalent", equivalents[key]
+        for text in (m.original, lines[m.line - 1].strip()):  # the statement, or the raw source line
+            if (module, text, m.mutation) in equivalents:
+                m.status, m.reason = "equivalent", equivalents[(module, text, m.mutation)]
         todo.append((m, source))
     queue = [(None, original)] + [(m, s) for m, s in todo if not m.status]
     running, free, timeout, baseline = {}, list(mirrors), 1200.0, None
