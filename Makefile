@@ -8,14 +8,16 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo test course exercises bench bench-precision mutation clean
+.PHONY: setup lab demo lint format test course exercises bench bench-precision mutation clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	  echo "pixelcnn-course needs Python 3.10 or newer, but '$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing); run 'make PYTHON=python3.12 lab' (or any 3.10+ interpreter)."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[notebooks,test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
 lab: setup
@@ -24,8 +26,17 @@ lab: setup
 demo: setup
 	TQDM_DISABLE= $(BIN)/python -m course_lib train
 
-# unit tests, then every lesson and solution notebook executed under nbval in fast mode
-test: setup
+# ruff (configured in pyproject.toml): lint and check the formatting; `make format` rewrites
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# lint, unit tests, then every lesson and solution notebook executed under nbval in fast mode
+test: setup lint
 	$(TEST_ENV) COURSE_FAST=1 $(BIN)/python -m pytest -q tests notebooks solutions --nbval-lax --nbval-current-env
 
 # re-execute every lesson in full mode and store its outputs (what a learner sees on the web)
@@ -51,4 +62,5 @@ mutation: setup
 	$(BIN)/python tools/mutate.py $(MODULES)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +

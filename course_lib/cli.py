@@ -24,10 +24,38 @@ from .sampling import occlude, sample
 from .train import fast_options, fit, pick_device, seed_everything
 
 
+def _number(kind, low, high=None, what="a number"):
+    """An argparse type: a `kind` (int or float) in [low, high]; anything else stops with one sentence."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high) or (kind is float and not math.isfinite(value)):
+            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use {what} {bound}")
+        return value
+    return parse
+
+
+COUNT = _number(int, 1, what="a whole number")               # epochs, batch size, images, channels
+LEVELS = _number(int, 2, 256, what="a number of levels")
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is out of range: use a positive number such as 1.0")
+    return value
+
+
 def _data_args(p, default=None):
     p.add_argument("--data", default=default, choices=DATASETS, help="data set (default: mnist-subset, or the checkpoint's)")
-    p.add_argument("--levels", type=int, default=None, help="2 for binary images (default), up to 256")
-    p.add_argument("--limit", type=int, default=None, help="use only this many images of each split")
+    p.add_argument("--levels", type=LEVELS, default=None, help="2 for binary images (default), up to 256")
+    p.add_argument("--limit", type=COUNT, default=None, help="use only this many images of each split")
 
 
 def build_parser():
@@ -37,11 +65,11 @@ def build_parser():
     t = sub.add_parser("train", help="train a model and write checkpoint, samples, completions and metrics")
     _data_args(t, "mnist-subset")
     t.add_argument("--model", default="gated", choices=list(MODELS), help="architecture (default: gated)")
-    t.add_argument("--channels", type=int, default=None, help="hidden channels (default: the model's default)")
+    t.add_argument("--channels", type=COUNT, default=None, help="hidden channels (default: the model's default)")
     t.add_argument("--conditional", action="store_true", help="condition the model on class labels")
-    t.add_argument("--epochs", type=int, default=8)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--epochs", type=COUNT, default=8)
+    t.add_argument("--batch-size", type=COUNT, default=32)
+    t.add_argument("--lr", type=_positive_float, default=2e-3)
     t.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"], help="default: fp32 (or --fast's)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
     t.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
@@ -51,14 +79,15 @@ def build_parser():
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     t.add_argument("--out", default="runs/default", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--samples", type=int, default=16, help="number of samples to draw after training (0: none)")
+    t.add_argument("--samples", type=_number(int, 0, what="a whole number"), default=16,
+                   help="number of samples to draw after training (0: none)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tensorboard", action="store_true", help="log to OUT/tensorboard")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
     s.add_argument("--checkpoint", required=True)
-    s.add_argument("--n", type=int, default=16)
-    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--n", type=COUNT, default=16)
+    s.add_argument("--temperature", type=_positive_float, default=1.0)
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
@@ -104,9 +133,13 @@ def cmd_train(args):
         speed["precision"] = args.precision
     speed["compile"] = speed.get("compile", False) or args.compile
     speed["channels_last"] = speed.get("channels_last", False) or args.channels_last
-    history = fit(model, train, test, device=device, checkpoint=out / "checkpoint.pt", resume=args.resume,
-                  epochs=args.epochs, seed=args.seed, on_epoch_end=report, **speed,
-                  log_dir=out / "tensorboard" if args.tensorboard else None)
+    try:
+        history = fit(model, train, test, device=device, checkpoint=out / "checkpoint.pt", resume=args.resume,
+                      epochs=args.epochs, seed=args.seed, on_epoch_end=report, **speed,
+                      log_dir=out / "tensorboard" if args.tensorboard else None)
+    except KeyboardInterrupt:
+        say(_interrupted(out / "checkpoint.pt", args.epochs), file=sys.stderr, flush=True)
+        raise
     train_seconds = time.perf_counter() - start
     if world_size > 1:
         torch.distributed.destroy_process_group()
@@ -114,7 +147,7 @@ def cmd_train(args):
             return  # rank 0 alone evaluates, samples and writes the outputs
     result = evaluate(model, test)
     baseline = evaluate(IndependentPixelModel.fit(train), test)
-    _write_samples(model, test, args, out, levels)
+    written = ["checkpoint.pt", *_write_samples(model, test, args, out, levels), "metrics.json"]
     metrics = {
         "data": args.data, "levels": levels, "model": args.model, "parameters": count_parameters(model),
         "epochs": len(history["epoch"]), "test_nats_per_image": result["nats"], "test_bits_per_dim": result["bpd"],
@@ -124,13 +157,25 @@ def cmd_train(args):
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"Test NLL {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim); independent-pixel baseline "
-          f"{baseline['nats']:.2f} nats/image. Wrote {out}/checkpoint.pt, samples.png, completions.png, metrics.json.")
+          f"{baseline['nats']:.2f} nats/image. Wrote {', '.join(written)} to {out}.")
+
+
+def _interrupted(path, epochs):
+    """One line after Ctrl-C: which epoch the checkpoint holds and the command that resumes."""
+    argv = [a for a in sys.argv[1:] if a != "--resume"] + ["--resume"]
+    resume = "python -m course_lib " + " ".join(argv)
+    try:
+        done = load_checkpoint(path)["epoch"] + 1
+    except CourseError:
+        return f"Interrupted before the first epoch ended: no checkpoint was written. Start again with: {resume}"
+    return f"Interrupted: {path} holds epoch {done} of {epochs}. Resume with: {resume}"
 
 
 def _write_samples(model, test, args, out, levels):
-    """samples.png: `args.samples` new images; completions.png: bottom halves of 8 test images, 3 times each."""
+    """samples.png: `args.samples` new images; completions.png: bottom halves of 8 test images, 3 times each.
+    Returns the names of the files written (none for --samples 0)."""
     if args.samples <= 0:
-        return
+        return []
     labels = torch.arange(args.samples) % test.num_classes if args.conditional else None
     samples = sample(model, args.samples, labels=labels, seed=args.seed)
     save_grid(samples, out / "samples.png", f"{args.samples} samples, {args.data}", levels=levels)
@@ -143,6 +188,7 @@ def _write_samples(model, test, args, out, levels):
     grid = torch.cat([shown[:, None], done.view(len(shown), repeats, *done.shape[1:])], 1).flatten(0, 1)
     save_grid(grid, out / "completions.png", "Bottom-half completions (column 1: the real test digit)",
               nrow=repeats + 1, levels=levels, xlabel="original, then completions", ylabel="test digit")
+    return ["samples.png", "completions.png"]
 
 
 def cmd_sample(args):
@@ -179,4 +225,6 @@ def main(argv=None):
     except CourseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -37,7 +37,8 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from course_lib import GatedPixelCNN, checks, evaluate, fit, load_dataset, log_prob_from_logits, pick
+from course_lib import GatedPixelCNN, evaluate, fit, load_dataset, log_prob_from_logits, pick
+from coursework import checks
 from course_lib.data import ImageDataset
 
 torch.manual_seed(0)

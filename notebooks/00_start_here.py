@@ -187,7 +187,7 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 # small, real pieces of the model (a mask, a log-likelihood, a sampling loop) between the marked lines;
 # a check cell right after each task tests your code on fresh random inputs and prints what passed, what
 # is wrong and a hint, never the answer. Instructors grade a whole folder of submissions with
-# `python -m course_lib.grade`, and can import the notebooks into nbgrader unchanged.
+# `pixelcnn-grade`, and can import the notebooks into nbgrader unchanged.
 #
 # ## Recap
 # - The course has six lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.

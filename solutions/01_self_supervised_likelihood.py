@@ -31,7 +31,7 @@
 # **How it works.** Write your code where a cell says `# YOUR CODE HERE` (delete the
 # `raise NotImplementedError()` line), run the cell, then run the check cell right below it. A check tests
 # your function on fresh random inputs and prints `✓ ...` when it is right, or `✗ what is wrong. Hint: ...`.
-# The autograder (`python -m course_lib.grade`) runs the same checks. Do not edit the check cells.
+# The autograder (`pixelcnn-grade`) runs the same checks. Do not edit the check cells.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from course_lib import IndependentPixelModel, checks, evaluate, load_dataset, pick
+from course_lib import IndependentPixelModel, evaluate, load_dataset, pick
+from coursework import checks
 
 torch.manual_seed(0)
 train = load_dataset("mnist-subset", "train", limit=pick(fast=500, full=None))  # binarized at 0.5

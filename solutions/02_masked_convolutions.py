@@ -29,14 +29,15 @@
 # **How it works.** Write your code where a cell says `# YOUR CODE HERE` (delete the
 # `raise NotImplementedError()` line), run the cell, then run the check cell right below it. A check tests
 # your code on fresh random inputs and prints `✓ ...` when it is right, or `✗ what is wrong. Hint: ...`.
-# The autograder (`python -m course_lib.grade`) runs the same checks. Do not edit the check cells.
+# The autograder (`pixelcnn-grade`) runs the same checks. Do not edit the check cells.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib import PixelCNN, checks, pick
+from course_lib import PixelCNN, pick
+from coursework import checks
 
 torch.manual_seed(0)
 print("checks loaded:", checks.lesson02.__name__)

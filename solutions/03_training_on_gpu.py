@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from course_lib import GatedPixelCNN, checks, load_dataset, log_prob_from_logits, pick
+from course_lib import GatedPixelCNN, load_dataset, log_prob_from_logits, pick
+from coursework import checks
 
 torch.manual_seed(0)
 print("CUDA available:", torch.cuda.is_available())

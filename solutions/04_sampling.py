@@ -38,7 +38,8 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
-from course_lib import GatedPixelCNN, checks, fit, load_dataset, occlude, pick, sample
+from course_lib import GatedPixelCNN, fit, load_dataset, occlude, pick, sample
+from coursework import checks
 from course_lib.plotting import show_grid
 from course_lib.sampling import draw
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from course_lib.checks import CheckFailed
-from course_lib.checks import lesson01 as checks
+from coursework.checks import CheckFailed
+from coursework.checks import lesson01 as checks
 
 
 # ---------------------------------------------------------------- reference solutions (as in solutions/01)

@@ -4,8 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.checks import CheckFailed
-from course_lib.checks import lesson02 as checks
+from coursework.checks import CheckFailed
+from coursework.checks import lesson02 as checks
 
 
 # ---------------------------------------------------------------- reference solutions (as in solutions/02)

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from course_lib.checks import CheckFailed
-from course_lib.checks import lesson03
+from coursework.checks import CheckFailed
+from coursework.checks import lesson03
 from solution_cells import SolutionCells
 
 NOTEBOOK = SolutionCells("03_training_on_gpu")

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from course_lib.checks import CheckFailed
-from course_lib.checks import lesson04
+from coursework.checks import CheckFailed
+from coursework.checks import lesson04
 from solution_cells import SolutionCells
 
 TASKS = ["t04_temperature", "t04_sample", "t04_complete"]

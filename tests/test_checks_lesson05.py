@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from course_lib.checks import CheckFailed
-from course_lib.checks import lesson05
+from coursework.checks import CheckFailed
+from coursework.checks import lesson05
 from solution_cells import SolutionCells
 
 TASKS = ["t05_fine_tune", "t05_class_log_likelihoods", "t05_bayes"]

@@ -66,3 +66,67 @@ def test_fast_flag_applies_the_device_fast_path_and_explicit_flags_win(tmp_path)
     want = {**fast_options("cpu", 32, 2e-3), "precision": "fp32"}
     assert {k: options[k] for k in want} == want
     assert "--fast:" in result.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--epochs", "-1"], "argument --epochs: -1 is out of range: use a whole number at least 1"),
+    (["train", "--epochs", "0"], "argument --epochs: 0 is out of range"),
+    (["train", "--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
+    (["train", "--batch-size", "0"], "argument --batch-size: 0 is out of range"),
+    (["train", "--limit", "0"], "argument --limit: 0 is out of range"),
+    (["train", "--channels", "0"], "argument --channels: 0 is out of range"),
+    (["train", "--levels", "1"], "argument --levels: 1 is out of range: use a number of levels from 2 to 256"),
+    (["train", "--levels", "257"], "argument --levels: 257 is out of range"),
+    (["train", "--lr", "0"], "argument --lr: 0 is out of range: use a positive number"),
+    (["train", "--lr", "nan"], "argument --lr: nan is out of range"),
+    (["train", "--samples", "-2"], "argument --samples: -2 is out of range: use a whole number at least 0"),
+    (["sample", "--checkpoint", "x.pt", "--n", "0"], "argument --n: 0 is out of range"),
+    (["sample", "--checkpoint", "x.pt", "--temperature", "0"], "argument --temperature: 0 is out of range"),
+    (["evaluate", "--checkpoint", "x.pt", "--limit", "-5"], "argument --limit: -5 is out of range"),
+])
+def test_impossible_numbers_stop_with_one_sentence(args, words, capsys):
+    """Nothing is trained, sampled or written: argparse stops with exit code 2 and names the option and the range."""
+    from course_lib.cli import main
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_samples_0_reports_only_the_files_it_wrote(tmp_path):
+    result = run("train", "--data", "shapes", "--limit", "32", "--epochs", "1", "--channels", "4", "--samples", "0",
+                 "--out", str(tmp_path))
+    assert f"Wrote checkpoint.pt, metrics.json to {tmp_path}." in result.stdout
+    assert not (tmp_path / "samples.png").exists() and not (tmp_path / "completions.png").exists()
+
+
+def test_ctrl_c_says_which_epoch_the_checkpoint_holds_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    """An interrupted run exits with 130 and one line; the checkpoint of the last finished epoch stays."""
+    from course_lib import cli
+    from course_lib.checkpoint import load_checkpoint, save_checkpoint
+
+    def interrupted_fit(model, *args, checkpoint, **kwargs):
+        save_checkpoint(checkpoint, model, epoch=1)  # two epochs done, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted_fit)
+    argv = ["train", "--data", "shapes", "--limit", "16", "--epochs", "5", "--channels", "4", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["course_lib", *argv])
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"Interrupted: {tmp_path / 'checkpoint.pt'} holds epoch 2 of 5. Resume with: "
+                   f"python -m course_lib {' '.join(argv)} --resume"]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch, capsys):
+    from course_lib import cli
+
+    def interrupted_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "fit", interrupted_fit)
+    argv = ["train", "--data", "shapes", "--limit", "16", "--channels", "4", "--out", str(tmp_path)]
+    assert cli.main(argv) == 130
+    assert "no checkpoint was written" in capsys.readouterr().err

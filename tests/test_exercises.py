@@ -10,7 +10,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from course_lib import grade
+from coursework import grade
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))

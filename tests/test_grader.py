@@ -1,6 +1,6 @@
-"""The autograder (`python -m course_lib.grade`) on tiny synthetic notebooks: full and zero marks, and a
+"""The autograder (`pixelcnn-grade`) on tiny synthetic notebooks: full and zero marks, and a
 grader that survives notebooks that raise, loop forever, print megabytes, kill their kernel or edit and
-delete their check cells. Also the shared check machinery in `course_lib.checks`."""
+delete their check cells. Also the shared check machinery in `coursework.checks`."""
 import copy
 import csv
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import checks, grade
+from coursework import checks, grade, notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,8 @@ except NotImplementedError:
     raise
 assert got == 9, f"✗ square(3) returned {got}, expected 9. Hint: multiply x by itself."
 print("✓ square(3) == 9")"""
-CHECK_WITH_CHECKS = 'checks.verdict(checks.call(square, 3) == 9, "square(3) == 9", "square(3) should be 9")'
+CHECK_WITH_CHECKS = ('checks.passed("square(3) == 9") if checks.call(square, 3) == 9 '
+                     'else checks.fail("square(3) should be 9")')
 CHECK_GREETING = """assert greeting == "hello", "✗ greeting is wrong. Hint: use lower case."
 print("✓ greeting is right")"""
 
@@ -72,7 +73,7 @@ def write(nb, path):
 def reference(tmp_path_factory):
     folder = tmp_path_factory.mktemp("solutions")
     write(notebook(), folder / "lesson.ipynb")
-    write(notebook(check_square=CHECK_WITH_CHECKS), folder / "patched.ipynb")  # uses course_lib.checks
+    write(notebook(check_square=CHECK_WITH_CHECKS), folder / "patched.ipynb")  # uses coursework.checks
     return folder
 
 
@@ -98,9 +99,9 @@ def folder_report(tmp_path_factory, reference):
         write(notebook(**variant), folder / name / "lesson.ipynb")
     (folder / "uses_its_folder" / "greeting.txt").write_text("hello")
     # monkeypatches the check machinery before its (reference) check cell runs
-    patch = ("from course_lib import checks\n"
-             "checks.verdict = lambda *args, **kwargs: print('✓ fooled')\n"
-             "import course_lib.checks\ncourse_lib.checks.call = lambda f, *a: 9")
+    patch = ("from coursework import checks\n"
+             "checks.fail = lambda *args, **kwargs: print('✓ fooled')\n"
+             "import coursework.checks\ncoursework.checks.call = lambda f, *a: 9")
     write(notebook(square="def square(x):\n    return 0\n" + patch, check_square=CHECK_WITH_CHECKS),
           folder / "patches_checks" / "patched.ipynb")
     out = tmp_path_factory.mktemp("out")
@@ -210,7 +211,7 @@ def test_infinite_loop_hits_the_time_limit_from_the_command_line(tmp_path, refer
     path = write(notebook(middle="while True:\n    pass"), tmp_path / "loop" / "lesson.ipynb")
     report_file = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "course_lib.grade", str(path), "--reference", str(reference),
+    result = subprocess.run([sys.executable, "-m", "coursework.grade", str(path), "--reference", str(reference),
                              "--timeout", "10", "--json", str(report_file)],
                             capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -230,7 +231,7 @@ def test_prepare_uses_reference_check_cells_and_reference_points(reference):
     submission.cells[2].metadata["nbgrader"]["points"] = 100  # a submission cannot raise its own points
     submission.cells[3].metadata = meta("sneaky_check", grade=True, points=50)  # nor add graded cells
     submission.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ pre-filled")]
-    nb, check_cells = grade.prepare(submission, ref)
+    nb, check_cells = notebooks.prepare(submission, ref)
     assert [(gid, points) for gid, points, _ in check_cells] == [("t_square_check", 2), ("t_greeting_check", 1)]
     assert nb.cells[2].source == CHECK_SQUARE
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
@@ -241,16 +242,16 @@ def test_prepare_drops_duplicated_check_cells(reference):
     ref = grade.load_references(reference)[0]
     submission = notebook()
     submission.cells.insert(0, copy.deepcopy(submission.cells[5]))
-    nb, check_cells = grade.prepare(submission, ref)
-    assert sum(grade.grade_id(c) == "t_greeting_check" for c in nb.cells) == 1
+    nb, check_cells = notebooks.prepare(submission, ref)
+    assert sum(notebooks.grade_id(c) == "t_greeting_check" for c in nb.cells) == 1
 
 
 def test_reference_is_matched_by_name_then_by_grade_ids(reference, tmp_path):
     refs = grade.load_references(reference)
-    assert grade.match_reference(Path("lesson.ipynb"), None, refs) is refs[0]
+    assert notebooks.match_reference(Path("lesson.ipynb"), None, refs) is refs[0]
     renamed = notebook()
-    assert grade.match_reference(Path("alice.ipynb"), renamed, refs) is refs[0]
-    assert grade.match_reference(Path("alice.ipynb"), nbformat.v4.new_notebook(), refs) is None
+    assert notebooks.match_reference(Path("alice.ipynb"), renamed, refs) is refs[0]
+    assert notebooks.match_reference(Path("alice.ipynb"), nbformat.v4.new_notebook(), refs) is None
 
 
 def test_unreadable_notebook_gets_a_report(reference, tmp_path):
@@ -277,15 +278,6 @@ def test_passed_and_fail_print_one_line_verdicts(capsys):
     assert lines == ["✓ masks are causal", "✗ mask A and B are swapped. Hint: the first layer uses mask A."]
 
 
-def test_verdict_and_expect():
-    assert checks.verdict(True, "fine", "broken") == "✓ fine"
-    with pytest.raises(checks.CheckFailed, match="broken"):
-        checks.verdict(False, "fine", "broken", "fix it")
-    checks.expect(1 == 1, "never shown")
-    with pytest.raises(checks.CheckFailed, match="^✗ shapes differ.$"):
-        checks.expect(False, "shapes differ")
-
-
 def test_call_turns_learner_errors_into_verdicts():
     def nll(logits, x):
         raise NotImplementedError()
@@ -308,6 +300,9 @@ def test_close_and_fresh_inputs():
     assert checks.close(torch.ones(2), [1.0, 1.0])
     assert not checks.close(torch.ones(2), torch.ones(3))
     assert not checks.close(torch.ones(2), "nonsense")
+    assert not checks.close(None, 1.0) and not checks.close(float("inf"), float("inf"))
+    assert checks.close(1.0, 1.0 + 1e-6) and not checks.close(1.0, 1.001)
+    assert checks.close(1.0, 1.001, rtol=1e-2)
     draws = {torch.rand(1, generator=checks.fresh_generator()).item() for _ in range(5)}
     assert len(draws) == 5
     fixed = [torch.rand(1, generator=checks.fresh_generator(7)).item() for _ in range(2)]
@@ -318,6 +313,23 @@ def test_check_failed_has_a_short_traceback_in_notebooks():
     assert checks.CheckFailed("✗ wrong")._render_traceback_() == ["CheckFailed: ✗ wrong"]
 
 
-def test_lesson_modules_load_lazily():
-    with pytest.raises(AttributeError, match="no module 'lesson99'"):
-        checks.lesson99
+def test_every_lesson_module_is_imported_explicitly():
+    import importlib
+    assert [name for name in checks.__all__ if name.startswith("lesson")] == [f"lesson0{k}" for k in range(1, 6)]
+    for k in range(1, 6):
+        assert getattr(checks, f"lesson0{k}") is importlib.import_module(f"coursework.checks.lesson0{k}")
+
+
+def test_isolated_checks_leave_the_random_state_and_threads_alone():
+    import torch
+
+    @checks.isolated
+    def noisy():
+        torch.set_num_threads(1)
+        return torch.rand(3)
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    noisy()
+    assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads

@@ -13,19 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.checks import call, fail, fresh_generator, passed
+from .helpers import LN2, call, close, fail, fresh_generator, isolated, passed
 
 
-def _keeps_random_state(check):
-    """Run a check without touching the notebook's global random state (fresh inputs come from
-    `fresh_generator`; the learner's code and the references may still draw from torch's generator)."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        with torch.random.fork_rng():
-            return check(*args, **kwargs)
-    return wrapper
 
-LN2 = math.log(2)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -39,7 +30,7 @@ def _as_float64(value, what):
 
 
 def _close(a, b, rtol=1e-4, atol=1e-4):
-    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+    return close(a, b, rtol=rtol, atol=atol)
 
 
 def _ref_nll(logits, x):
@@ -114,7 +105,7 @@ def _diagnose_nll(got, ref, logits, x):
             "per sub-pixel, -log p(x) with p = sigmoid(logit) for x = 1 and 1 - sigmoid(logit) for x = 0")
 
 
-@_keeps_random_state
+@isolated
 def check_nll(nll):
     """Task 1: `nll(logits, x)` returns the NLL in nats of each image, shape (B,), for Bernoulli logits
     (B, C, H, W) and categorical logits (B, K, C, H, W)."""
@@ -154,7 +145,7 @@ def check_nll(nll):
 
 # ---------------------------------------------------------------------------------------------------
 # task 2: bits_per_dim(nats_per_image, dims)
-@_keeps_random_state
+@isolated
 def check_bits_per_dim(bits_per_dim):
     """Task 2: `bits_per_dim(nats_per_image, dims)` = nats / (dims * ln 2), for floats and tensors."""
     g = fresh_generator()
@@ -194,7 +185,7 @@ def _ref_independent(images, levels, alpha):
     return (counts + alpha) / (images.shape[0] + alpha * levels)
 
 
-@_keeps_random_state
+@isolated
 def check_fit_independent(fit_independent):
     """Task 3: `fit_independent(images, levels, alpha)` -> probabilities (K, C, H, W) by counting, with
     `alpha` pseudo-counts per level."""
@@ -278,7 +269,7 @@ class _ListDataset(torch.utils.data.Dataset):
         return self.images[i], torch.tensor(0)
 
 
-@_keeps_random_state
+@isolated
 def check_evaluate(evaluate_nll):
     """Task 4: `evaluate_nll(model, dataset, batch_size)` returns the average NLL in nats per image over
     every image of `dataset` (last, smaller batch included), in eval mode, without gradients."""

@@ -13,19 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.causality import receptive_field
-from course_lib.checks import call, fail, fresh_generator, passed
+from .helpers import call, fail, fresh_generator, isolated, passed
 from course_lib.masks import MaskedConv2d as _RefConv
 from course_lib.masks import raster_mask, vertical_mask
 
 
-def _keeps_random_state(check):
-    """Run a check without touching the notebook's global random state (fresh inputs come from
-    `fresh_generator`; the learner's code and the references may still draw from torch's generator)."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        with torch.random.fork_rng():
-            return check(*args, **kwargs)
-    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -110,7 +102,7 @@ def _diagnose_mask(got, k, t, cin, cout, dc):
             + "; ".join(regions), "compare your mask with the pictures of the lesson, printed as integers")
 
 
-@_keeps_random_state
+@isolated
 def check_mask(make_mask):
     """Task 1: `make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1)` returns the
     raster-order mask (out_channels, in_channels, k, k) of type "A" or "B" with colour channel groups."""
@@ -143,7 +135,7 @@ def _conv_with(conv, mask, x, k):
     return F.conv2d(x, conv.weight * mask, conv.bias, padding=k // 2)
 
 
-@_keeps_random_state
+@isolated
 def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
     padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass."""
@@ -245,7 +237,7 @@ def _ref_field(model, i, j, c):
     return receptive_field(model, i, j, c) != 0
 
 
-@_keeps_random_state
+@isolated
 def check_receptive_field(receptive_field_map):
     """Task 3: `receptive_field_map(model, i, j, c=0)` returns a boolean (C, H, W) map: True where the
     logit of sub-pixel (c, i, j) has a non-zero gradient with respect to the input."""
@@ -297,7 +289,7 @@ def check_receptive_field(receptive_field_map):
 
 # ---------------------------------------------------------------------------------------------------
 # task 4: is_causal(model)
-@_keeps_random_state
+@isolated
 def check_is_causal(is_causal):
     """Task 4: `is_causal(model)` returns True when no output depends on its own sub-pixel or a later one
     (raster order, then R -> G -> B inside a pixel), False otherwise."""

@@ -16,30 +16,18 @@ from pathlib import Path
 
 import torch
 
-from course_lib.checks import ForwardSpy, call, fail, fresh_seed, not_implemented, passed
+from .helpers import LN2, ForwardSpy, call, close, fail, fresh_seed, not_implemented, passed, tiny_gated
 from course_lib.data import ImageDataset
 from course_lib.likelihood import log_prob_from_logits
 from course_lib.models import GatedPixelCNN
 
 IMAGE = (1, 8, 8)
 DIMS = math.prod(IMAGE)
-LN2 = math.log(2)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def _tiny_model(seed, bias=0.0):
-    """A small random Gated PixelCNN for 1x8x8 binary images (built without touching the global RNG)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GatedPixelCNN(image_shape=IMAGE, channels=8, dilations=(1, 2))
-    if bias:
-        with torch.no_grad():
-            model.out2.bias.fill_(bias)
-    return model
-
-
 def _close(a, b, rtol=1e-3, atol=1e-6):
-    return a is not None and b is not None and math.isfinite(a) and abs(a - b) <= atol + rtol * abs(b)
+    return close(a, b, rtol=rtol, atol=atol)
 
 
 def _as_float(value):
@@ -243,7 +231,7 @@ def check_train_step(train_step):
     """train_step(model, optimizer, x, *, precision="bf16", clip=1.0) -> float loss in nats per image."""
     seed = fresh_seed()
     g = torch.Generator().manual_seed(seed)
-    model = _tiny_model(seed)
+    model = tiny_gated(seed, IMAGE)
     batch = 6
     x = (torch.rand(batch, *IMAGE, generator=g) < 0.35).long()
     _, _, raw = _reference_step(model, x, "bf16", None)
@@ -275,7 +263,7 @@ def check_evaluate(evaluate_nll):
     batch_size = 8
     n = batch_size * int(torch.randint(3, 6, (), generator=g)) + int(torch.randint(1, batch_size // 2, (), generator=g))
     dataset = _eval_data(seed, n)
-    model = _tiny_model(seed, bias=2.5)  # confident: dense images are cheap, sparse ones expensive
+    model = tiny_gated(seed, IMAGE, out_bias=2.5)  # confident: dense images are cheap, sparse ones expensive
     with torch.no_grad():
         per_image = -log_prob_from_logits(model(dataset.images), dataset.images).double()
     full = per_image.mean().item()
@@ -421,7 +409,7 @@ def check_save_checkpoint(save_checkpoint_atomically):
 # -- task 5: resume --------------------------------------------------------------------------------------
 def _trained(seed, steps):
     """A tiny model and its Adam optimizer after `steps` steps on random images."""
-    model = _tiny_model(seed)
+    model = tiny_gated(seed, IMAGE)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):

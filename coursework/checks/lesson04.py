@@ -16,47 +16,12 @@ from contextlib import contextmanager
 
 import torch
 
-from course_lib.checks import ForwardSpy, call, close, fail, fresh_seed, passed
+from .helpers import ForwardSpy, call, close, fail, fresh_seed, isolated, passed, tiny_gated
 from course_lib.models import GatedPixelCNN
 from course_lib.sampling import draw, sample
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-@contextmanager
-def _quiet_cpu():
-    """One CPU thread while checking (tiny models: threads only add overhead on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _isolated(check):
-    """Run a check without touching the notebook's global random state or thread setting."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        with torch.random.fork_rng(devices=[]), _quiet_cpu():
-            return check(*args, **kwargs)
-    return wrapper
-
-
-def _tiny_model(seed, image_shape, levels=2, num_classes=None, channels=8, dilations=(1, 2)):
-    """A small random Gated PixelCNN with confident, varied logits (built without touching the global RNG)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GatedPixelCNN(image_shape=image_shape, levels=levels, channels=channels, dilations=dilations,
-                              num_classes=num_classes)
-        with torch.no_grad():  # larger weights: every prediction depends clearly on the pixels before it
-            for name, p in model.named_parameters():
-                if p.dim() > 1 and not name.startswith("out2"):
-                    p.mul_(2)
-            model.out2.weight.mul_(4)
-            model.out2.bias.normal_(0, 1.5)
-    return model
-
-
 def _run_watched(fn, model, *args, **kwargs):
     """Call the learner's `fn` with `model` in training mode, watching every forward pass."""
     model.train()
@@ -205,7 +170,7 @@ def _probs_case(temperature_probs, logits, temperature, kind):
         _diagnose_probs(got, logits.double(), temperature, kind)
 
 
-@_isolated
+@isolated
 def check_temperature_probs(temperature_probs):
     """temperature_probs(logits, temperature) -> P(x=1) (B,) for Bernoulli logits (B,), or (B, K) for (B, K)."""
     g = torch.Generator().manual_seed(fresh_seed())
@@ -268,7 +233,7 @@ def _distinct(outputs):
 def _sample_setup(seed, n, temperature, labels, **model_config):
     """A model and a draw seed for which the correct samples and every known bug's samples all differ."""
     for attempt in range(8):
-        model = _tiny_model(seed + 1009 * attempt, **model_config)
+        model = tiny_gated(seed + 1009 * attempt, sharpen=True, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
         reference = sample(model, n, temperature=temperature, labels=labels, seed=draw_seed, method="naive")
         if _distinct([reference] + [v[0] for v in _sample_variants(model, n, temperature, labels, draw_seed)]):
@@ -307,7 +272,7 @@ def _sample_case(ancestral_sample, model, n, temperature, labels, seed):
          "(c, i, j) with temperature_probs, x[:, c, i, j] = draw(probs, generator)")
 
 
-@_isolated
+@isolated
 def check_sample(ancestral_sample):
     """ancestral_sample(model, n, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W) levels."""
     seed = fresh_seed()
@@ -354,7 +319,7 @@ def _complete_variants(model, images, known, temperature, labels, seed):
 def _complete_setup(seed, images, known, temperature, labels, **model_config):
     """A model and a draw seed for which the correct completions and every known bug's all differ."""
     for attempt in range(8):
-        model = _tiny_model(seed + 1009 * attempt, **model_config)
+        model = tiny_gated(seed + 1009 * attempt, sharpen=True, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
         reference = sample(model, len(images), temperature=temperature, labels=labels, given=(images, known),
                            seed=draw_seed, method="naive")
@@ -415,7 +380,7 @@ def _complete_case(complete, model, images, known, temperature, labels, seed):
          "logits = model(x, labels), draw(temperature_probs(...), generator), keep known values with torch.where")
 
 
-@_isolated
+@isolated
 def check_complete(complete):
     """complete(model, images, known, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W)."""
     seed = fresh_seed()

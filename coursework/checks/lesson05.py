@@ -14,36 +14,14 @@ import math
 
 import torch
 
-from course_lib.checks import ForwardSpy, call, close, fail, fresh_seed, passed
+from .helpers import LN2, ForwardSpy, call, close, fail, fresh_seed, isolated, passed, tiny_gated
 from course_lib.data import ImageDataset
 from course_lib.likelihood import log_prob_from_logits
 from course_lib.models import GatedPixelCNN
 
-LN2 = math.log(2)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def _isolated(check):
-    """Run a check without touching the notebook's global random state; one CPU thread for tiny models."""
-    @functools.wraps(check)
-    def wrapper(*args, **kwargs):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-    return wrapper
-
-
-def _model(seed, image_shape, **config):
-    """A small random Gated PixelCNN, built without touching the global random generator."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GatedPixelCNN(image_shape=image_shape, **config)
-
-
 def _matches(name, prefix):
     """Is parameter `name` inside module `prefix` (at a dot boundary)?"""
     return name == prefix or name.startswith(prefix + ".")
@@ -72,14 +50,14 @@ def _data_nll(model, dataset):
     return nll
 
 
-@_isolated
+@isolated
 def check_fine_tune(fine_tune):
     """fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0) -> per-epoch mean losses."""
     seed = fresh_seed()
     g = torch.Generator().manual_seed(seed)
     image = (1, 6, 6)
     dims = math.prod(image)
-    model = _model(seed, image, channels=4, dilations=(1,) * 12)  # 12 layers: 'layers.1' must not match 'layers.10'
+    model = tiny_gated(seed, image, channels=4, dilations=(1,) * 12)  # 12 layers: 'layers.1' must not match 'layers.10'
     dataset = _patterned_data(g, 24, image)
     train = ["layers.1", "out2"]
     epochs, batch_size = 2, 8
@@ -148,7 +126,7 @@ def check_fine_tune(fine_tune):
                  "average the loss over the images of each batch, and the epoch's loss over its images")
         fail(f"the first epoch's loss ({losses[0]:.2f}) is not the mean NLL per image (about {nll_before:.2f} nats "
              "before training)", "return the mean training loss in nats per image of each epoch")
-    conditional = _model(seed + 1, image, channels=4, dilations=(1,), num_classes=2)
+    conditional = tiny_gated(seed + 1, image, channels=4, dilations=(1,), num_classes=2)
     labelled = ImageDataset("check", dataset.intensities[:8], torch.arange(8) % 2)
     out2 = conditional.out2.weight.detach().clone()
     call(fine_tune, conditional, labelled, ["out2"], epochs=1, lr=1e-2, batch_size=4, seed=0)
@@ -160,7 +138,7 @@ def check_fine_tune(fine_tune):
 
 
 # -- task 2: class_log_likelihoods --------------------------------------------------------------------
-@_isolated
+@isolated
 def check_class_log_likelihoods(class_log_likelihoods):
     """class_log_likelihoods(model, x) -> (B, K) log p(x | y) in nats for every image and class."""
     seed = fresh_seed()
@@ -168,7 +146,7 @@ def check_class_log_likelihoods(class_log_likelihoods):
     k = int(torch.randint(3, 6, (), generator=g))
     image = (1, 6, 6)
     dims = math.prod(image)
-    model = _model(seed, image, channels=8, dilations=(1, 2), num_classes=k)
+    model = tiny_gated(seed, image, channels=8, dilations=(1, 2), num_classes=k)
     with torch.no_grad():  # clearly different classes
         for name, p in model.named_parameters():
             if name.endswith("class_bias.weight"):
@@ -263,7 +241,7 @@ def _bayes_case(bayes_log_posterior, log_lik, log_prior):
          "log p(y | x) = log p(x | y) + log p(y) - logsumexp_y'(log p(x | y') + log p(y')); uniform prior: log p(y) = -log K")
 
 
-@_isolated
+@isolated
 def check_bayes(bayes_log_posterior):
     """bayes_log_posterior(log_lik, log_prior=None) -> (B, K) log p(y | x) by Bayes' rule."""
     g = torch.Generator().manual_seed(fresh_seed())

@@ -1,0 +1,9 @@
+"""The course machinery beside the library: the exercise checks and the autograder.
+
+    coursework.checks      instant feedback for the graded exercises (one module per lesson)
+    coursework.notebooks   preparing a submission: its reference and the reference's check cells
+    coursework.executor    the separate process that runs a notebook in a fresh kernel
+    coursework.grade       the autograder's command line (`pixelcnn-grade`) and its reports
+
+It imports `course_lib`; `course_lib` never imports it.
+"""
