@@ -30,3 +30,17 @@ def test_lessons_are_committed_with_outputs(source):
     text = source.read_text()
     assert "What you will learn" in text and "Recap" in text, "every lesson states its goals and ends with a recap"
     assert "assert " in text, "every lesson checks its results with assertion cells"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_saving_in_jupyterlab_leaves_the_py_source_unchanged(notebook):
+    """JupyterLab with ipykernel saves the running kernel's kernelspec and its own jupytext version: the
+    paired .py, written with the project's jupytext.toml, must come out byte for byte the same."""
+    from jupytext.config import load_jupytext_config
+
+    source = notebook.with_suffix(".py")
+    nb = jupytext.read(notebook)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.metadata.setdefault("jupytext", {}).setdefault("text_representation", {})["jupytext_version"] = "9.9.9"
+    config = load_jupytext_config(str(source))
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == source.read_text()

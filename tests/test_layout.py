@@ -1,0 +1,116 @@
+"""The layout a learner reads: course_lib is the library and nothing else, the model sits directly on the
+masks, the course machinery lives beside it in coursework, and every package the code imports is declared."""
+import ast
+import sys
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# import name -> distribution name, where they differ
+DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "torch.utils.tensorboard": "tensorboard"}
+
+
+def imports(path):
+    """(module name, at module level?) of every import in a file; relative imports made absolute."""
+    package = path.parent.name
+    tree = ast.parse(path.read_text())
+    top_level = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) in top_level) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([package] + ([base] if base else []))
+            names = [f"{base}.{alias.name}" for alias in node.names] if node.level and not node.module else [base]
+            found += [(name, id(node) in top_level) for name in names]
+    return found
+
+
+def library_graph():
+    """{module: set of course_lib modules it imports} over course_lib/*.py."""
+    graph = {}
+    for path in (ROOT / "course_lib").glob("*.py"):
+        names = {name.split(".")[1] for name, _ in imports(path) if name.startswith("course_lib.")}
+        graph[path.stem] = names - {path.stem}
+    return graph
+
+
+def reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for name in graph.get(todo.pop(), ()):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+def test_the_library_never_imports_the_course_machinery():
+    for path in (ROOT / "course_lib").rglob("*.py"):
+        bad = [name for name, _ in imports(path) if name.split(".")[0] == "coursework"]
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+    assert not (ROOT / "course_lib" / "checks").exists() and not (ROOT / "course_lib" / "grade.py").exists()
+
+
+def test_models_sit_directly_on_the_masks():
+    """Building a model loads masks (and the error type), nothing of likelihood, data, training or distribution."""
+    graph = library_graph()
+    assert reachable(graph, "masks") <= {"errors"}
+    assert reachable(graph, "models") <= {"masks", "errors"}
+    assert "masks" in graph["models"]
+
+
+def test_the_package_docstring_gives_a_reading_order_that_follows_the_imports():
+    """Every module is named in course_lib's reading order, after every course_lib module it imports."""
+    import course_lib
+    order = [line.split()[0] for line in course_lib.__doc__.split("Reading order")[1].splitlines()[1:]
+             if line.startswith("    ") and line.split()[0].isidentifier()]
+    modules = {p.stem for p in (ROOT / "course_lib").glob("*.py")} - {"__init__", "__main__"}
+    assert sorted(order) == sorted(modules)
+    graph = library_graph()
+    for k, name in enumerate(order):
+        assert graph[name] <= set(order[:k]), f"{name} imports {graph[name] - set(order[:k])}, read later"
+
+
+def declared():
+    """(core dependencies, {extra: dependencies}) of pyproject.toml, as lower-case distribution names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def name(requirement):
+        for stop in "<>=!~[; ":
+            requirement = requirement.split(stop)[0]
+        return requirement.strip().lower()
+
+    extras = {k: {name(r) for r in v} for k, v in project["optional-dependencies"].items()}
+    return {name(r) for r in project["dependencies"]}, extras
+
+
+def distribution(module):
+    for prefix, dist in DISTRIBUTIONS.items():
+        if module == prefix or module.startswith(prefix + "."):
+            return dist
+    return module.split(".")[0].lower()
+
+
+@pytest.mark.parametrize("package, extra", [("course_lib", None), ("coursework", "grading")])
+def test_every_third_party_import_is_declared(package, extra):
+    """Module-level imports need core dependencies; an import inside a function may come from an extra, and
+    then the extras together must declare it (coursework's own needs: the `grading` extra)."""
+    core, extras = declared()
+    everything = core.union(*extras.values())
+    for path in (ROOT / package).rglob("*.py"):
+        for module, top_level in imports(path):
+            root = module.split(".")[0]
+            if root in sys.stdlib_module_names or root in ("course_lib", "coursework", "__future__"):
+                continue
+            dist = distribution(module)
+            allowed = core | (extras[extra] if extra else set())
+            where = f"{path.relative_to(ROOT)} imports {module}"
+            assert dist in (allowed if top_level else everything), f"{where}: declare {dist!r} in pyproject.toml"
