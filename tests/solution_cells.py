@@ -42,7 +42,7 @@ class SolutionCells:
         for earlier in self.tasks[:self.tasks.index(grade_id)] if grade_id in self.tasks else []:
             exec(self.cells[earlier], namespace)
         exec(source, namespace)
-        name = re.search(r"^def (\w+)", source, re.MULTILINE).group(1)
+        name = re.search(r"^(?:def|class) (\w+)", source, re.MULTILINE).group(1)
         return namespace[name]
 
     def stub(self, grade_id):

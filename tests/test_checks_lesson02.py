@@ -61,25 +61,6 @@ def failing(check, fn, match):
         check(fn)
 
 
-def not_implemented(*args, **kwargs):
-    raise NotImplementedError()
-
-
-@pytest.mark.parametrize("check, fn", [(checks.check_mask, make_mask), (checks.check_masked_conv, MaskedConv2d),
-                                       (checks.check_receptive_field, receptive_field_map),
-                                       (checks.check_is_causal, is_causal)])
-def test_reference_passes(check, fn, capsys):
-    for _ in range(2):
-        check(fn)
-    assert capsys.readouterr().out.count("✓") == 2
-
-
-@pytest.mark.parametrize("check", [checks.check_mask, checks.check_masked_conv, checks.check_receptive_field,
-                                   checks.check_is_causal])
-def test_not_implemented(check):
-    failing(check, not_implemented, "not implemented yet")
-
-
 def test_checks_leave_the_global_random_state_alone():
     torch.manual_seed(0)
     before = torch.rand(3)
