@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write  # noqa: E402
 from course_lib import GatedPixelCNN, count_parameters, evaluate, fit, load_dataset  # noqa: E402
 from course_lib.benchmark import machine  # noqa: E402
-from course_lib.train import pick_device  # noqa: E402
+from course_lib.device import pick_device  # noqa: E402
 
 
 def main(argv=None):

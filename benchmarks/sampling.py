@@ -19,7 +19,7 @@ from benchmarks.common import table, write  # noqa: E402
 from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
 from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, timed_call  # noqa: E402
 from course_lib.sampling import sample  # noqa: E402
-from course_lib.train import pick_device  # noqa: E402
+from course_lib.device import pick_device  # noqa: E402
 
 
 def main(argv=None):

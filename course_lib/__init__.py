@@ -1,8 +1,26 @@
 """pixelcnn-course: PixelCNN and Gated PixelCNN from first principles.
 
-Read the modules in this order: masks (causal convolutions) -> models (PixelCNN, Gated PixelCNN)
--> likelihood (nats, bits/dim, baseline, evaluation) -> data -> train -> checkpoint -> sampling
--> cached_sampling (fast, exact) -> plotting -> benchmark -> cli.
+Reading order (each module imports only modules above it):
+    errors           CourseError: one sentence naming the problem and the fix
+    config           fast mode for tests, the data folder, pick(fast=..., full=...)
+    device           CUDA, Apple MPS or the CPU; where a model lives; waiting for a GPU
+    toy              tiny enumerable worlds: exact joints, conditionals, the chain rule (lesson 01)
+    masks            masked convolutions: masks A and B, R -> G -> B groups, the vertical stack (lesson 02)
+    models           PixelCNN and Gated PixelCNN, the logits layout and its log-likelihood (lesson 02)
+    causality        the Jacobian test of causality, receptive fields (lesson 02)
+    distributed      data parallelism with torchrun: ranks, shards, sums over processes (lesson 03)
+    likelihood       nats and bits/dim, the independent-pixel baseline, evaluation of every image (lesson 01)
+    data             data sets, offline first: binarize, quantize, colour (lessons 00-05)
+    checkpoint       atomic checkpoints that rebuild their own model (lesson 03)
+    train            fit: precision, channels_last, compile, clipping, schedule, exact resume (lesson 03)
+    plotting         image grids and learning curves
+    cached_sampling  fast, exact sampling with activation caches (lesson 04)
+    sampling         ancestral sampling, temperature, completion (lesson 04)
+    stepping         sampling one sub-pixel at a time, for the widget (lesson 04)
+    neighbours       the nearest training images: memorised or new? (lesson 04)
+    finetune         freezing, added conditioning, classifiers, repair (lesson 05)
+    benchmark        honest speed measurements (lesson 03)
+    cli              the command line: python -m course_lib {train,sample,evaluate}
 """
 from .checkpoint import load_checkpoint, load_into, load_model, save_checkpoint
 from .config import data_dir, is_fast, pick
@@ -12,6 +30,7 @@ from .likelihood import IndependentPixelModel, bits_per_dim, evaluate, log_prob_
 from .masks import MaskedConv2d, raster_mask, vertical_mask
 from .models import GatedPixelCNN, PixelCNN, build_model, count_parameters
 from .sampling import occlude, sample
-from .train import TrainConfig, Trainer, fit, pick_device, seed_everything
+from .device import pick_device
+from .train import TrainConfig, Trainer, fit, seed_everything
 
 __version__ = "0.1.0"

@@ -6,16 +6,9 @@ import time
 import torch
 
 from .data import ImageDataset
-from .train import TrainConfig, Trainer, pick_device
-
-
-def synchronize(device):
-    """Wait until every queued kernel on `device` has finished (GPU work is asynchronous)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+from .device import model_device, pick_device, synchronize
+from .sampling import sample
+from .train import TrainConfig, Trainer
 
 
 def random_images(n, image_shape, levels=2, seed=0):
@@ -62,8 +55,6 @@ def timed_call(f, device):
 def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0):
     """Median wall time in seconds of `sample(model, batch_size, method=...)` over `repeats` runs, after
     a warm-up run on a small batch (first-call costs: memory allocation, kernel selection)."""
-    from .likelihood import model_device
-    from .sampling import sample
     device = model_device(model)
     labels = None if model.num_classes is None else 0
     sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method)
@@ -76,8 +67,6 @@ def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
     of naively sampling one row (C*W full forward passes; the other rows are given, and naive sampling
     skips given sub-pixels) over `rows` different rows, times H. Every naive step is the same full
     forward pass, so every row costs the same; this saves timing hours of identical passes."""
-    from .likelihood import model_device
-    from .sampling import sample
     device = model_device(model)
     c, h, w = model.image_shape
     labels = None if model.num_classes is None else 0

@@ -21,7 +21,8 @@ from .likelihood import IndependentPixelModel, evaluate
 from .models import MODELS, build_model, count_parameters
 from .plotting import save_grid
 from .sampling import occlude, sample
-from .train import fast_options, fit, pick_device, seed_everything
+from .device import pick_device
+from .train import fast_options, fit, seed_everything
 
 
 def _number(kind, low, high=None, what="a number"):

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .errors import CourseError
-from .likelihood import log_prob_from_logits, model_device
+from .device import model_device
+from .likelihood import log_prob_from_logits
 from .models import build_model, model_name
 from .sampling import sample
 

@@ -10,20 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
+from .device import model_device
+from .models import log_prob_from_logits  # defined with the logits layout it decodes
 from .distributed import all_reduce_sum, world
-
-
-def log_prob_from_logits(logits, x):
-    """Log-likelihood in nats of each image, shape (B,).
-
-    logits: (B, C, H, W) Bernoulli logits, or (B, K, C, H, W) categorical logits.
-    x: (B, C, H, W) integer levels (0/1 for Bernoulli, 0..K-1 for categorical).
-    """
-    if logits.dim() == 4:
-        per_dim = -F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
-    else:
-        per_dim = -F.cross_entropy(logits.float(), x.long(), reduction="none")
-    return per_dim.flatten(1).sum(1)
 
 
 def nll(model, x, labels=None):
@@ -75,13 +64,6 @@ class IndependentPixelModel(nn.Module):
         if self.levels == 2:  # Bernoulli logit = log p(1) - log p(0)
             return (self.log_probs[1] - self.log_probs[0]).expand(b, *self.image_shape)
         return self.log_probs.expand(b, *self.log_probs.shape)
-
-
-def model_device(model) -> torch.device:
-    """The device holding the model's parameters (or buffers, for the baseline)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()

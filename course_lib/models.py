@@ -7,17 +7,53 @@ Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logit
 so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
 Nothing mixes information across positions except the masked convolutions (no BatchNorm).
 """
+from typing import Protocol
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CourseError
-from .likelihood import log_prob_from_logits
 from .masks import MaskedConv2d
 
 
+def log_prob_from_logits(logits, x):
+    """Log-likelihood in nats of each image, shape (B,).
+
+    logits: (B, C, H, W) Bernoulli logits, or (B, K, C, H, W) categorical logits.
+    x: (B, C, H, W) integer levels (0/1 for Bernoulli, 0..K-1 for categorical).
+    """
+    if logits.dim() == 4:
+        per_dim = -F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    else:
+        per_dim = -F.cross_entropy(logits.float(), x.long(), reduction="none")
+    return per_dim.flatten(1).sum(1)
+
+
+class ImageModel(Protocol):
+    """The model contract: what `fit`, `evaluate`, `sample` and the checkpoints need of a model.
+
+    image_shape: (C, H, W); levels: K (2 = binary); num_classes: the number of classes it is conditioned
+    on, or None. Calling it with integer images x: (B, C, H, W) (and labels: (B,) when conditional)
+    returns logits in the layout above: (B, C, H, W) for K = 2, (B, K, C, H, W) otherwise.
+    Saving and loading also need `config` (the keyword arguments that rebuild it) and a registered name
+    (`register_model`). `AutoregressiveImageModel` subclasses provide all of it; `IndependentPixelModel`
+    (likelihood.py) provides the first part.
+    """
+
+    image_shape: tuple
+    levels: int
+    num_classes: int | None
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 class AutoregressiveImageModel(nn.Module):
-    """Shared plumbing: configuration, input scaling, shape checks, logits layout, log-likelihood."""
+    """Shared plumbing: configuration, input scaling, shape checks, logits layout, log-likelihood.
+
+    A subclass sets `self._config` to the keyword arguments of its constructor, so that
+    `build_model(name, **model.config)` rebuilds it (see `register_model`).
+    """
 
     def __init__(self, image_shape, levels, num_classes):
         super().__init__()
@@ -31,7 +67,11 @@ class AutoregressiveImageModel(nn.Module):
     @property
     def config(self) -> dict:
         """Keyword arguments that rebuild this model (stored in checkpoints)."""
-        return dict(self._config)
+        config = self.__dict__.get("_config")
+        if config is None:
+            raise CourseError(f"{type(self).__name__} does not record its configuration, so it cannot be saved; "
+                              f"set self._config = dict(...) of its constructor's arguments in __init__.")
+        return dict(config)
 
     def _check_input(self, x, labels):
         if tuple(x.shape[1:]) != self.image_shape:
@@ -170,17 +210,28 @@ class GatedPixelCNN(AutoregressiveImageModel):
 
 
 MODELS = {"gated": GatedPixelCNN, "pixelcnn": PixelCNN}
-_CLASS_NAMES = {cls.__name__: key for key, cls in MODELS.items()}
+
+
+def register_model(name: str, cls) -> None:
+    """Make `cls` (a subclass of AutoregressiveImageModel) known by `name`, so checkpoints can rebuild it."""
+    if not (isinstance(cls, type) and issubclass(cls, AutoregressiveImageModel)):
+        raise CourseError(f"register_model needs a subclass of AutoregressiveImageModel, not {cls!r}.")
+    MODELS[name] = cls
 
 
 def model_name(model) -> str:
-    """Short registry name ("gated" or "pixelcnn") of a model instance."""
-    return _CLASS_NAMES[type(model).__name__]
+    """Registry name ("gated", "pixelcnn", or one given to `register_model`) of a model instance."""
+    for name, cls in MODELS.items():
+        if type(model) is cls:
+            return name
+    cls = type(model).__name__
+    raise CourseError(f"{cls} is not a registered model, so a checkpoint could not rebuild it; "
+                      f"call course_lib.models.register_model('my-name', {cls}) first.")
 
 
 def build_model(name="gated", **config) -> AutoregressiveImageModel:
-    """Build a model by registry name ("gated" or "pixelcnn") with keyword configuration."""
-    key = _CLASS_NAMES.get(name, name)
+    """Build a model by registry name ("gated", "pixelcnn", ...) or class name, with keyword configuration."""
+    key = next((k for k, cls in MODELS.items() if cls.__name__ == name), name)
     if key not in MODELS:
         raise CourseError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
     if "image_shape" in config:

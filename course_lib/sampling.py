@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .cached_sampling import make_cache, supports_cache
 from .errors import CourseError
-from .likelihood import model_device
+from .device import model_device
 
 
 def probabilities(logits, temperature=1.0):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CourseError
-from .likelihood import model_device
+from .device import model_device
 from .sampling import _prepare, distribution_at, draw
 
 

@@ -19,21 +19,11 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import check_same_architecture, load_checkpoint, save_checkpoint
+from .device import cpu_has_bf16, pick_device
 from .errors import CourseError, TrainingDiverged
 from .likelihood import bits_per_dim, evaluate, log_prob_from_logits
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def pick_device(device=None) -> torch.device:
-    """`None`/"auto" -> CUDA if present, else Apple MPS, else CPU. Any other string is used as given."""
-    if device not in (None, "auto"):
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int):
@@ -64,12 +54,6 @@ class TrainConfig:
     num_workers: int = 0
     eval_batch_size: int = 256
     check_every: int = 20         # steps between NaN checks (each check syncs the GPU)
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes in bf16 natively (AVX512-BF16 or AMX): bf16 autocast is then faster."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def fast_options(device, batch_size: int = 32, lr: float = 2e-3) -> dict:

@@ -26,7 +26,8 @@ def test_naive_estimate_times_one_row_of_full_forward_passes():
 
 
 def test_fast_options_per_device():
-    from course_lib.train import cpu_has_bf16, fast_options
+    from course_lib.device import cpu_has_bf16
+    from course_lib.train import fast_options
     cpu = fast_options("cpu", 32, 1e-3)
     assert cpu["batch_size"] == 32 and cpu["lr"] == 1e-3
     assert cpu.get("precision") == ("bf16" if cpu_has_bf16() else None)

@@ -17,7 +17,7 @@ DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "torch.utils.tensor
 
 def imports(path):
     """(module name, at module level?) of every import in a file; relative imports made absolute."""
-    package = path.parent.name
+    package = path.relative_to(ROOT).parent.parts
     tree = ast.parse(path.read_text())
     top_level = {id(node) for node in tree.body}
     found = []
@@ -27,7 +27,7 @@ def imports(path):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join([package] + ([base] if base else []))
+                base = ".".join(list(package[: len(package) - node.level + 1]) + ([base] if base else []))
             names = [f"{base}.{alias.name}" for alias in node.names] if node.level and not node.module else [base]
             found += [(name, id(node) in top_level) for name in names]
     return found

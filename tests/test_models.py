@@ -237,3 +237,52 @@ def test_gate_is_tanh_times_sigmoid_of_the_two_halves():
     t = torch.tensor([[[[0.5]], [[-1.0]], [[2.0]], [[0.0]]]])
     expected = [torch.tanh(torch.tensor(0.5)) * torch.sigmoid(torch.tensor(2.0)), torch.tanh(torch.tensor(-1.0)) * 0.5]
     assert gate(t).flatten().tolist() == pytest.approx([e.item() for e in expected])
+
+
+class WiderOutput(GatedPixelCNN):
+    """A learner's variant: the Gated PixelCNN with an extra scale on its logits."""
+
+    def forward(self, x, labels=None):
+        return 2 * super().forward(x, labels)
+
+
+def test_a_registered_subclass_saves_and_loads_as_itself(tmp_path):
+    from course_lib.checkpoint import load_model, save_checkpoint
+    from course_lib.models import MODELS, register_model
+
+    register_model("wider", WiderOutput)
+    try:
+        model = WiderOutput((1, 4, 4), channels=4, dilations=(1,))
+        assert model_name(model) == "wider"
+        save_checkpoint(tmp_path / "w.pt", model)
+        again = load_model(tmp_path / "w.pt")
+        assert type(again) is WiderOutput
+        x = torch.randint(0, 2, (2, 1, 4, 4))
+        assert torch.equal(again(x), model.eval()(x))
+    finally:
+        MODELS.pop("wider")
+
+
+def test_what_cannot_be_saved_says_what_is_missing(tmp_path):
+    from course_lib.checkpoint import save_checkpoint
+    from course_lib.models import AutoregressiveImageModel, register_model
+
+    with pytest.raises(CourseError, match=r"WiderOutput is not a registered model.*register_model\('my-name', "
+                                          r"WiderOutput\)"):
+        save_checkpoint(tmp_path / "w.pt", WiderOutput((1, 4, 4), channels=4, dilations=(1,)))
+
+    class NoConfig(AutoregressiveImageModel):
+        def __init__(self):
+            super().__init__((1, 2, 2), 2, None)
+
+    with pytest.raises(CourseError, match=r"NoConfig does not record its configuration.*self._config"):
+        NoConfig().config
+    with pytest.raises(CourseError, match="subclass of AutoregressiveImageModel"):
+        register_model("plain", torch.nn.Conv2d)
+    assert not (tmp_path / "w.pt").exists()
+
+
+def test_the_logits_layout_is_decoded_where_it_is_defined():
+    """log_prob_from_logits lives in models (with the layout); likelihood re-exports the same function."""
+    from course_lib import likelihood, models
+    assert likelihood.log_prob_from_logits is models.log_prob_from_logits
