@@ -142,10 +142,8 @@ def cmd_train(args):
         say(_interrupted(out / "checkpoint.pt", args.epochs), file=sys.stderr, flush=True)
         raise
     train_seconds = time.perf_counter() - start
-    if world_size > 1:
-        torch.distributed.destroy_process_group()
-        if rank != 0:
-            return  # rank 0 alone evaluates, samples and writes the outputs
+    if rank != 0:
+        return  # rank 0 alone evaluates, samples and writes the outputs (fit has left the process group)
     result = evaluate(model, test)
     baseline = evaluate(IndependentPixelModel.fit(train), test)
     written = ["checkpoint.pt", *_write_samples(model, test, args, out, levels), "metrics.json"]

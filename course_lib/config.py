@@ -21,3 +21,9 @@ def data_dir() -> Path:
     """Download cache for torchvision data sets: $COURSE_DATA_DIR or ~/.cache/pixelcnn-course."""
     env = os.environ.get("COURSE_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pixelcnn-course"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch` of a run seeded with `seed`: every epoch shuffles (and, with dynamic
+    binarization, binarizes) with its own seed, so a resumed run repeats an uninterrupted one exactly."""
+    return seed * 100_003 + epoch

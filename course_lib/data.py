@@ -16,7 +16,6 @@ quantize to K levels (levels=2..256), and color=True for a 3-channel variant in 
 gets its own colour, so the R -> G -> B channel order of the masks matters.
 """
 import functools
-import math
 
 import numpy as np
 import torch
@@ -188,8 +187,3 @@ def make_shapes(n, size=20, seed=0):
             inside = (yy >= top) & (yy <= cy + ry) & (abs(xx - cx) <= rx * (yy - top) / (2 * ry))
         images[i, 0] = inside
     return torch.from_numpy(images), torch.from_numpy(labels).long()
-
-
-def dataset_dims(dataset) -> int:
-    """D = C * H * W, the number of sub-pixels per image."""
-    return math.prod(dataset.image_shape)

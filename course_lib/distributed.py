@@ -11,16 +11,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from .config import epoch_seed
+
 
 def world():
     """(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) for a plain run."""
     return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
             int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def is_main() -> bool:
-    """True in the process that writes files and prints (rank 0)."""
-    return world()[0] == 0
 
 
 def setup(device: torch.device) -> torch.device:
@@ -32,15 +29,26 @@ def setup(device: torch.device) -> torch.device:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    if not in_group():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def in_group() -> bool:
+    """True when this process has joined a process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def teardown():
+    """Leave the process group (the end of a data-parallel run); nothing to do in a plain run."""
+    if in_group():
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(*values, device="cpu"):
     """Sum floats over all processes (identity in a single process). Returns a list of floats."""
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
+    if in_group():
         dist.all_reduce(t)
     return t.tolist()
 
@@ -59,7 +67,7 @@ class ShardSampler(Sampler):
 
     def indices(self):
         if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(self.n)
         padded = -(-self.n // self.world) * self.world

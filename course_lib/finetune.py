@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader
 
 from .errors import CourseError
 from .device import model_device
+from .config import epoch_seed
 from .likelihood import log_prob_from_logits
-from .models import build_model, model_name
+from .models import build_model, eval_mode, model_name
 from .sampling import sample
 
 
@@ -189,7 +190,7 @@ def fit_classifier(model, dataset, *, epochs=10, batch_size=32, lr=1e-3, seed=0,
     optimizer = torch.optim.Adam(params, lr=lr)
     losses = []
     for epoch in range(epochs):
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
         total = 0.0
         for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g):
             x, y = x.to(device), y.to(device)
@@ -206,12 +207,10 @@ def fit_classifier(model, dataset, *, epochs=10, batch_size=32, lr=1e-3, seed=0,
 def accuracy(model, dataset, batch_size=256):
     """Fraction of `dataset`'s images whose label is the classifier's most likely class."""
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     correct = 0
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in DataLoader(dataset, batch_size=batch_size):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
     return correct / len(dataset)
 
 
@@ -231,10 +230,8 @@ def class_log_likelihoods(model_or_models, x):
     for y in range(k):
         m = models[y] if models else model_or_models
         labels = None if models else torch.full((x.shape[0],), y, dtype=torch.long, device=x.device)
-        was_training = m.training
-        m.eval()
-        columns.append(log_prob_from_logits(m(x, labels), x))
-        m.train(was_training)
+        with eval_mode(m):
+            columns.append(log_prob_from_logits(m(x, labels), x))
     return torch.stack(columns, dim=1)
 
 
@@ -264,11 +261,9 @@ def complete_best_of(model, images, known, k=4, *, labels=None, temperature=1.0,
     candidates = sample(model, k * b, temperature=temperature, labels=labels_rep, given=(repeated, known_rep),
                         seed=seed)
     device = model_device(model)
-    was_training = model.training
-    model.eval()
-    lp = log_prob_from_logits(model(candidates.to(device), None if labels_rep is None else labels_rep.to(device)),
-                              candidates.to(device)).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        lp = log_prob_from_logits(model(candidates.to(device), None if labels_rep is None else labels_rep.to(device)),
+                                  candidates.to(device)).cpu()
     best = lp.view(k, b).argmax(0)                            # (B,) which candidate wins for each image
     return candidates.view(k, b, *images.shape[1:])[best, torch.arange(b)]
 
@@ -297,8 +292,11 @@ def denoise(model, noisy, flip_prob, candidates=64, sweeps=2, labels=None):
     (lowest log p(x_k | x_<k)) one at a time and keep a flip when it raises the log-posterior. Unlike a
     pixel-by-pixel filter, each trial scores the *whole* image, so a flip is also judged by how it changes
     the probability of every later pixel. Returns the repaired images, same shape and dtype."""
-    was_training = model.training
-    model.eval()
+    with eval_mode(model):
+        return _denoise(model, noisy, flip_prob, candidates, sweeps, labels)
+
+
+def _denoise(model, noisy, flip_prob, candidates, sweeps, labels):
     device = model_device(model)
     noisy = noisy.to(device)
     x = noisy.clone()
@@ -319,5 +317,4 @@ def denoise(model, noisy, flip_prob, candidates=64, sweeps=2, labels=None):
             accept = gain > 0
             x = torch.where(accept[:, None, None, None], trial, x)
             score = torch.where(accept, new_score, score)
-    model.train(was_training)
     return x.cpu()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from .device import model_device
-from .models import log_prob_from_logits  # defined with the logits layout it decodes
+from .models import eval_mode, log_prob_from_logits  # log_prob_from_logits: defined with the logits layout
 from .distributed import all_reduce_sum, world
 
 
@@ -76,20 +76,18 @@ def evaluate(model, dataset, batch_size=256, device=None, distributed=False):
     """
     device = device or model_device(model)
     rank, size, _ = world() if distributed else (0, 1, 0)
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
     shard = Subset(dataset, range(rank, len(dataset), size))
-    for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False):
-        x, y = x.to(device), y.to(device)
-        labels = y if getattr(model, "num_classes", None) else None
-        total += nll(model, x, labels).double().sum().item()
-        count += x.shape[0]
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in DataLoader(shard, batch_size=batch_size, shuffle=False, drop_last=False):
+            x, y = x.to(device), y.to(device)
+            labels = y if getattr(model, "num_classes", None) else None
+            total += nll(model, x, labels).double().sum().item()
+            count += x.shape[0]
     if distributed:
         total, count = all_reduce_sum(total, count, device=device)
     if count != len(dataset):
         raise RuntimeError(f"evaluation scored {count} of {len(dataset)} images; it must cover every image once")
     nats = total / count
-    dims = math.prod(dataset.image_shape)
+    dims = math.prod(getattr(dataset, "image_shape", None) or dataset[0][0].shape)  # D = C*H*W
     return {"nats": nats, "bpd": bits_per_dim(nats, dims), "n_images": int(count)}

@@ -7,6 +7,7 @@ Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logit
 so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
 Nothing mixes information across positions except the masked convolutions (no BatchNorm).
 """
+from contextlib import contextmanager
 from typing import Protocol
 
 import torch
@@ -46,6 +47,19 @@ class ImageModel(Protocol):
     num_classes: int | None
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@contextmanager
+def eval_mode(model):
+    """Run a block with `model` in eval mode, then give it back the mode it had (train or eval), even
+    after an error: `with eval_mode(model): ...`. Scoring and sampling need eval mode; the caller's
+    training loop must not find its model switched."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class AutoregressiveImageModel(nn.Module):

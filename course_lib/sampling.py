@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .cached_sampling import make_cache, supports_cache
 from .errors import CourseError
+from .models import eval_mode
 from .device import model_device
 
 
@@ -130,12 +131,8 @@ def sample(model, n, *, temperature=1.0, labels=None, given=None, seed=None, met
     generator = torch.Generator(device=device)
     generator.manual_seed(seed) if seed is not None else generator.seed()
     x, known, labels = _prepare(model, n, labels, given, device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         x = SAMPLERS[method](model, x, known, labels, temperature, generator, progress)
-    finally:
-        model.train(was_training)
     return x.cpu()
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import CourseError
+from .models import eval_mode
 from .device import model_device
 from .sampling import _prepare, distribution_at, draw
 
@@ -109,12 +110,8 @@ class AncestralStepper:
             raise CourseError("The images are complete; call reset() to sample new ones.")
         if self._probs is None:
             c, i, j = self.site()
-            was_training = self.model.training
-            self.model.eval()
-            try:
+            with eval_mode(self.model):
                 logits = self.model(self.x, self.labels)
-            finally:
-                self.model.train(was_training)
             self.forward_passes += 1
             self._probs = distribution_at(logits, i, j, c, self.temperature)
         return self._probs

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import check_same_architecture, load_checkpoint, save_checkpoint
+from .config import epoch_seed
 from .device import cpu_has_bf16, pick_device
 from .errors import CourseError, TrainingDiverged
 from .likelihood import bits_per_dim, evaluate, log_prob_from_logits
@@ -73,6 +74,36 @@ def fast_options(device, batch_size: int = 32, lr: float = 2e-3) -> dict:
     return dict(batch_size=batch_size, lr=lr)
 
 
+DATA_FIELDS = ("name", "levels", "binarize", "image_shape")
+
+
+def describe_data(dataset) -> dict:
+    """What a checkpoint records of its training data: whichever of DATA_FIELDS the data set has."""
+    return {k: getattr(dataset, k) for k in DATA_FIELDS if hasattr(dataset, k)}
+
+
+def check_data_fits(model, dataset):
+    """Training needs (x, y) pairs with x: (C, H, W) integer levels that fit the model; the image shape is read
+    from the first pair, and `levels` is compared when the data set states it. Raises CourseError otherwise."""
+    if len(dataset) == 0:
+        raise CourseError("The training set is empty; check the data set name, split and limit.")
+    shape = tuple(dataset[0][0].shape)
+    levels = getattr(dataset, "levels", model.levels)
+    if shape != model.image_shape or levels != model.levels:
+        raise CourseError(f"The data are {levels}-level {shape} images but the model expects {model.levels}-level "
+                          f"{model.image_shape}; build the model for this data.")
+
+
+def tensorboard_writer(log_dir):
+    """A TensorBoard SummaryWriter into `log_dir`, or a CourseError saying how to install TensorBoard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CourseError("Logging to TensorBoard needs the tensorboard package; install it with "
+                          "pip install 'pixelcnn-course[tensorboard]' or train without log_dir.") from None
+    return SummaryWriter(log_dir)
+
+
 def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate at `step`: linear warm-up, then cosine decay to zero (or constant)."""
     if step < cfg.warmup_steps:
@@ -93,12 +124,9 @@ class Trainer:
             raise CourseError(f"Unknown precision {self.cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
         if self.cfg.schedule not in ("cosine", "constant"):
             raise CourseError(f"Unknown schedule {self.cfg.schedule!r}; use 'cosine' or 'constant'.")
-        if tuple(train_data.image_shape) != model.image_shape or train_data.levels != model.levels:
-            raise CourseError(f"The data are {train_data.levels}-level {train_data.image_shape} images but the model "
-                              f"expects {model.levels}-level {model.image_shape}; build the model for this data.")
+        check_data_fits(model, train_data)
         self.rank, self.world, _ = distributed.world()
-        if len(train_data) == 0:
-            raise CourseError("The training set is empty; check the data set name, split and limit.")
+        self.owns_group = self.world > 1 and not distributed.in_group()  # then run() leaves it at the end
         self.device = distributed.setup(pick_device(device))
         if self.cfg.precision == "fp16" and self.device.type != "cuda":
             raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
@@ -109,12 +137,12 @@ class Trainer:
         self.model = model.to(self.device)
         if self.cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward = self.model
+        self.network = self.model  # what runs the forward pass: the model, wrapped in DDP and/or compiled
         if self.world > 1:  # averages gradients over the processes during backward()
             from torch.nn.parallel import DistributedDataParallel
-            self.forward = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.network = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.cfg.compile:
-            self.forward = torch.compile(self.forward)
+            self.network = torch.compile(self.network)
         self.train_data, self.test_data = train_data, test_data
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.log_dir, self.on_epoch_end = log_dir, on_epoch_end
@@ -138,7 +166,7 @@ class Trainer:
         """Mean negative log-likelihood in nats per image of one batch."""
         labels = y if self.model.num_classes else None
         with self.autocast():
-            logits = self.forward(x, labels)
+            logits = self.network(x, labels)
         # the log-likelihood is computed in float32 even under autocast
         return -log_prob_from_logits(logits, x).mean()
 
@@ -195,8 +223,7 @@ class Trainer:
             save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
                             history=self.history, train_config=asdict(self.cfg),
                             scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                            data={"name": self.train_data.name, "levels": self.train_data.levels,
-                                  "binarize": self.train_data.binarize})
+                            data=describe_data(self.train_data))
         if self.world > 1:
             torch.distributed.barrier()
 
@@ -205,13 +232,20 @@ class Trainer:
         """Train for the configured epochs (continuing after the checkpoint's epoch if `resume`)."""
         if resume:
             self.resume()
-        writer = None
-        if self.log_dir and self.rank == 0:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(self.log_dir)
+        writer = tensorboard_writer(self.log_dir) if self.log_dir and self.rank == 0 else None
+        try:
+            self._epochs(writer)
+        finally:
+            if writer:
+                writer.close()
+            if self.owns_group:
+                distributed.teardown()
+        return self.history
+
+    def _epochs(self, writer):
         total_steps = self.cfg.epochs * self.steps_per_epoch
         for epoch in range(self.start_epoch, self.cfg.epochs):
-            torch.manual_seed(self.cfg.seed * 100_003 + epoch)  # dynamic binarization draws from this
+            torch.manual_seed(epoch_seed(self.cfg.seed, epoch))  # dynamic binarization draws from this
             self.model.train()
             start, total, count = time.perf_counter(), torch.zeros((), device=self.device), 0
             bar = tqdm(self.loader(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
@@ -233,9 +267,6 @@ class Trainer:
                 self.save(epoch)
             if self.on_epoch_end:
                 self.on_epoch_end(epoch, self.history)
-        if writer:
-            writer.close()
-        return self.history
 
     def _record(self, epoch, train_nats, lr, seconds, writer):
         test = None

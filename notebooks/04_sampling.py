@@ -67,12 +67,11 @@ NULL = 10  # the extra class: "no label given"
 
 
 class HideLabels(Dataset):
-    """Yield (x, y) from `data`, but replace y by `null` with probability `p` at every access."""
+    """Yield (x, y) from `data`, but replace y by `null` with probability `p` at every access.
+    `fit` needs nothing else of a data set: (x, y) pairs and a length."""
 
     def __init__(self, data, p, null=NULL):
         self.data, self.p, self.null = data, p, null
-        self.name, self.image_shape, self.levels = data.name, data.image_shape, data.levels
-        self.binarize = data.binarize
 
     def __len__(self):
         return len(self.data)

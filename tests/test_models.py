@@ -99,12 +99,12 @@ def test_logits_layout_puts_the_k_logits_of_channel_c_together():
     assert model.outputs_per_channel == 4
 
 
-def _conv(module, x):
-    """A (masked) convolution computed from its parts: kernel * mask, bias, centred padding, dilation."""
+def _conv(module, x, dilation=1):
+    """A (masked) convolution computed from its parts: kernel * mask, bias, centred padding, the dilation
+    the model was asked for."""
     w = module.weight * module.mask if hasattr(module, "mask") else module.weight
-    kh, kw = module.kernel_size
-    d = module.dilation
-    return F.conv2d(x, w, module.bias, padding=(d[0] * (kh // 2), d[1] * (kw // 2)), dilation=d)
+    kh, kw = w.shape[2:]
+    return F.conv2d(x, w, module.bias, padding=(dilation * (kh // 2), dilation * (kw // 2)), dilation=dilation)
 
 
 def _gate(t):
@@ -116,9 +116,9 @@ def reference_gated(model, x, labels=None):
     """The Gated PixelCNN of van den Oord et al. (2016), written out step by step: the test's spec."""
     s = x.double() * 2 / (model.levels - 1) - 1
     v, h = _conv(model.v_in, s), _conv(model.h_in, s)
-    for layer in model.layers:
-        v_feat = _conv(layer.v_conv, v)
-        h_feat = _conv(layer.h_conv, h) + _conv(layer.v_to_h, v_feat)
+    for layer, d in zip(model.layers, model.config["dilations"]):
+        v_feat = _conv(layer.v_conv, v, d)
+        h_feat = _conv(layer.h_conv, h, d) + _conv(layer.v_to_h, v_feat)
         if labels is not None:
             bias = layer.class_bias.weight[labels][:, :, None, None]
             p2 = v_feat.shape[1]

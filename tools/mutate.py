@@ -40,7 +40,8 @@ LIB = "course_lib"
 # The test files that protect each module (run in this order; fast files first).
 MODULES = {
     "masks": ["tests/test_masks.py", "tests/test_models.py", "tests/test_causality.py"],
-    "models": ["tests/test_models.py", "tests/test_causality.py", "tests/test_masks.py"],
+    "models": ["tests/test_models.py", "tests/test_masks.py", "tests/test_likelihood.py", "tests/test_causality.py"],
+    "device": ["tests/test_device.py"],
     "likelihood": ["tests/test_likelihood.py"],
     "data": ["tests/test_data.py"],
     "train": ["tests/test_training.py"],
