@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: argument defaults, table printing and JSON output."""
+
 import json
 from pathlib import Path
 

@@ -7,6 +7,7 @@ seed and run length, once in fp32 and once with bf16 autocast; compare test bits
 bf16 keeps fp32's exponent range but only 8 bits of mantissa; autocast runs convolutions and matrix
 products in bf16 and keeps the weights, the optimizer and the loss reduction in fp32.
 """
+
 import argparse
 import sys
 import time
@@ -39,23 +40,54 @@ def main(argv=None):
         torch.manual_seed(0)
         model = GatedPixelCNN(train.image_shape)
         start = time.perf_counter()
-        fit(model, train, test, epochs=args.epochs, batch_size=args.batch_size, precision=precision,
-            device=device, seed=0, progress=False)
+        fit(
+            model,
+            train,
+            test,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            precision=precision,
+            device=device,
+            seed=0,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
         result = evaluate(model, test)  # scored in fp32
-        results.append({"precision": precision, "test_bpd": result["bpd"], "test_nats": result["nats"],
-                        "train_seconds": seconds})
+        results.append(
+            {"precision": precision, "test_bpd": result["bpd"], "test_nats": result["nats"], "train_seconds": seconds}
+        )
         print(f"  {precision}: {result['bpd']:.4f} bits/dim, {seconds:.0f} s", flush=True)
     base = results[0]["test_bpd"]
     for r in results:
         r["relative_to_first"] = r["test_bpd"] / base - 1
-    rows = [[r["precision"], f"{r['test_bpd']:.4f}", f"{r['test_nats']:.2f}", f"{100 * r['relative_to_first']:+.2f}%",
-             f"{r['train_seconds']:.0f}"] for r in results]
+    rows = [
+        [
+            r["precision"],
+            f"{r['test_bpd']:.4f}",
+            f"{r['test_nats']:.2f}",
+            f"{100 * r['relative_to_first']:+.2f}%",
+            f"{r['train_seconds']:.0f}",
+        ]
+        for r in results
+    ]
     text = table(["precision", "test bits/dim", "test nats", f"vs {results[0]['precision']}", "train s"], rows)
-    write("precision", device, {"benchmark": "precision", "model": "GatedPixelCNN", "config": model.config,
-                                "parameters": count_parameters(model), "epochs": args.epochs,
-                                "train_images": len(train), "test_images": len(test), "machine": machine(device),
-                                "results": results, "table": text}, args.out)
+    write(
+        "precision",
+        device,
+        {
+            "benchmark": "precision",
+            "model": "GatedPixelCNN",
+            "config": model.config,
+            "parameters": count_parameters(model),
+            "epochs": args.epochs,
+            "train_images": len(train),
+            "test_images": len(test),
+            "machine": machine(device),
+            "results": results,
+            "table": text,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Cached: median of --repeats whole runs. Naive: every step is the same full forwa
 run is estimated as H times the median time of one naively sampled row (--naive-rows rows timed);
 --full-naive B times one whole naive run at batch B as a check of that estimate.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -18,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write  # noqa: E402
 from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
 from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, timed_call  # noqa: E402
-from course_lib.sampling import sample  # noqa: E402
 from course_lib.device import pick_device  # noqa: E402
+from course_lib.sampling import sample  # noqa: E402
 
 
 def main(argv=None):
@@ -40,23 +41,49 @@ def main(argv=None):
     cls = GatedPixelCNN if args.model == "gated" else PixelCNN
     extra = {"channels": args.channels} if args.channels else {}
     model = cls((1, args.image_size, args.image_size), **extra).to(device).eval()
-    print(f"{cls.__name__}, {count_parameters(model):,} parameters, 1x{args.image_size}x{args.image_size} binary, "
-          f"on {device}")
+    print(
+        f"{cls.__name__}, {count_parameters(model):,} parameters, 1x{args.image_size}x{args.image_size} binary, "
+        f"on {device}"
+    )
     rows, results = [], []
     for b in args.batch_sizes:
         cached = sampling_seconds(model, b, "cached", repeats=args.repeats)
         naive = naive_sampling_seconds(model, b, rows=args.naive_rows)
-        entry = {"batch_size": b, "cached_s": cached, "naive_s": naive, "speedup": naive / cached,
-                 "naive_estimated_from_rows": args.naive_rows}
+        entry = {
+            "batch_size": b,
+            "cached_s": cached,
+            "naive_s": naive,
+            "speedup": naive / cached,
+            "naive_estimated_from_rows": args.naive_rows,
+        }
         if b in args.full_naive:
-            entry["naive_full_run_s"] = timed_call(lambda: sample(model, b, seed=0, method="naive"), device)
+            entry["naive_full_run_s"] = timed_call(lambda b=b: sample(model, b, seed=0, method="naive"), device)
         results.append(entry)
-        rows.append([b, f"{naive:.2f}", f"{cached:.3f}", f"{naive / cached:.0f}x", f"{1000 * cached / b:.1f}",
-                     f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-"])
+        rows.append(
+            [
+                b,
+                f"{naive:.2f}",
+                f"{cached:.3f}",
+                f"{naive / cached:.0f}x",
+                f"{1000 * cached / b:.1f}",
+                f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-",
+            ]
+        )
     text = table(["batch", "naive s", "cached s", "speed-up", "cached ms/image", "naive full run s"], rows)
-    write("sampling", device, {"benchmark": "sampling", "model": type(model).__name__, "config": model.config,
-                               "parameters": count_parameters(model), "machine": machine(device),
-                               "results": results, "table": text}, args.out)
+    write(
+        "sampling",
+        device,
+        {
+            "benchmark": "sampling",
+            "model": type(model).__name__,
+            "config": model.config,
+            "parameters": count_parameters(model),
+            "machine": machine(device),
+            "results": results,
+            "table": text,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ against bf16 autocast, channels_last, torch.compile and the fast path (`train.fa
 Each row: median images/s over --steps timed steps after --warmup untimed ones (compilation and
 autotuning happen in the warm-up), with the device synchronised around every step.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -34,9 +35,11 @@ def variants(device, batch, compile_on_cpu=False):
     cuda = device.type == "cuda"
     if cuda:
         bf16 = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        rows += [(f"{bf16}", batch, dict(precision=bf16)),
-                 (f"{bf16} + channels_last", batch, dict(precision=bf16, channels_last=True)),
-                 (f"{bf16} + channels_last + compile", batch, dict(precision=bf16, channels_last=True, compile=True))]
+        rows += [
+            (f"{bf16}", batch, dict(precision=bf16)),
+            (f"{bf16} + channels_last", batch, dict(precision=bf16, channels_last=True)),
+            (f"{bf16} + channels_last + compile", batch, dict(precision=bf16, channels_last=True, compile=True)),
+        ]
     elif device.type == "cpu":
         rows.append(("channels_last", batch, dict(channels_last=True)))
         if cpu_has_bf16():
@@ -65,21 +68,43 @@ def main(argv=None):
     batch = args.batch_size or (128 if device.type == "cuda" else 32)
     torch.manual_seed(0)
     model = GatedPixelCNN(**MODELS[args.model])
-    print(f"GatedPixelCNN ({args.model}), {count_parameters(model):,} parameters, {model.levels} levels, "
-          f"{'x'.join(map(str, model.image_shape))}, on {device}", flush=True)
+    print(
+        f"GatedPixelCNN ({args.model}), {count_parameters(model):,} parameters, {model.levels} levels, "
+        f"{'x'.join(map(str, model.image_shape))}, on {device}",
+        flush=True,
+    )
     results, rows = [], []
     for name, b, options in variants(device, batch, args.compile_on_cpu):
         r = training_throughput(model, batch_size=b, steps=args.steps, warmup=args.warmup, device=device, **options)
-        results.append({"name": name, "batch_size": b, "options": options, "images_per_s": r["images_per_s"],
-                        "step_seconds": r["step_seconds"]})
+        results.append(
+            {
+                "name": name,
+                "batch_size": b,
+                "options": options,
+                "images_per_s": r["images_per_s"],
+                "step_seconds": r["step_seconds"],
+            }
+        )
         base = results[0]["images_per_s"]
         rows.append([name, b, f"{r['images_per_s']:.0f}", f"{r['images_per_s'] / base:.2f}x"])
         print(f"  {name}: {r['images_per_s']:.0f} images/s", flush=True)
     text = table(["configuration", "batch", "images/s", "vs fp32 eager"], rows)
-    write("training", device, {"benchmark": "training", "model": args.model, "config": model.config,
-                               "parameters": count_parameters(model), "machine": machine(device),
-                               "steps": args.steps, "warmup": args.warmup, "results": results, "table": text},
-          args.out)
+    write(
+        "training",
+        device,
+        {
+            "benchmark": "training",
+            "model": args.model,
+            "config": model.config,
+            "parameters": count_parameters(model),
+            "machine": machine(device),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "results": results,
+            "table": text,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ are dropped (at most OUTPUT_CAP characters per cell are kept while running). The
 session of its own, so a kernel that loops forever or prints megabytes never takes the grader down.
 It needs neither torch nor course_lib.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-OUTPUT_CAP = 200_000           # characters of output kept per cell while executing
+OUTPUT_CAP = 200_000  # characters of output kept per cell while executing
 
 
-MESSAGE_CAP = 500              # characters of a task's message
+MESSAGE_CAP = 500  # characters of a task's message
 
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
@@ -49,12 +50,14 @@ def _cell_record(cell, reply_status: str | None) -> dict:
     verdicts = [line for line in lines if line.startswith((PASS_MARK, FAIL_MARK))]
     verdict = verdicts[-1] if verdicts else None
     if error and FAIL_MARK in error and not (verdict or "").startswith(FAIL_MARK):
-        verdict = error[error.index(FAIL_MARK):]
+        verdict = error[error.index(FAIL_MARK) :]
     failed = error is not None or (reply_status not in (None, "ok"))
-    return {"status": "error" if failed else "ok",
-            "verdict": verdict[:MESSAGE_CAP] if verdict else None,
-            "error": error.splitlines()[0][:MESSAGE_CAP] if error else (None if not failed else "the cell failed"),
-            "last_line": next((line for line in reversed(lines) if line), "")[:MESSAGE_CAP]}
+    return {
+        "status": "error" if failed else "ok",
+        "verdict": verdict[:MESSAGE_CAP] if verdict else None,
+        "error": error.splitlines()[0][:MESSAGE_CAP] if error else (None if not failed else "the cell failed"),
+        "last_line": next((line for line in reversed(lines) if line), "")[:MESSAGE_CAP],
+    }
 
 
 def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd: Path) -> int:
@@ -65,6 +68,7 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
 
     class CappedClient(NotebookClient):
         """Keeps at most OUTPUT_CAP characters of output per cell; the rest is dropped."""
+
         sizes: dict = {}
 
         def output(self, outs, msg, display_id, cell_index):
@@ -74,8 +78,11 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
             self.sizes[cell_index] = used + size
             if msg.get("msg_type") != "error" and used + size > OUTPUT_CAP:
                 if used <= OUTPUT_CAP:
-                    outs.append(nbformat.v4.new_output(
-                        "stream", name="stderr", text=f"\n[grader: output cut after {OUTPUT_CAP} characters]\n"))
+                    outs.append(
+                        nbformat.v4.new_output(
+                            "stream", name="stderr", text=f"\n[grader: output cut after {OUTPUT_CAP} characters]\n"
+                        )
+                    )
                 return None
             return super().output(outs, msg, display_id, cell_index)
 
@@ -85,9 +92,18 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
     def on_cell_executed(cell, cell_index, execute_reply):
         replies[cell_index] = (execute_reply or {}).get("content", {}).get("status")
 
-    client = CappedClient(nb, timeout=120, kernel_name="python3", allow_errors=True, interrupt_on_timeout=False,
-                          shutdown_kernel="immediate", record_timing=False, iopub_timeout=15,
-                          on_cell_executed=on_cell_executed, resources={"metadata": {"path": str(cwd)}})
+    client = CappedClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=False,
+        shutdown_kernel="immediate",
+        record_timing=False,
+        iopub_timeout=15,
+        on_cell_executed=on_cell_executed,
+        resources={"metadata": {"path": str(cwd)}},
+    )
     outcome: dict = {"status": "running", "cells": {}}
     _write_json(result, outcome)
     try:
@@ -108,13 +124,16 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
                 try:
                     client.execute_cell(cell, index, execution_count=index + 1)
                 except CellTimeoutError:
-                    outcome["cells"][str(index)] = {"status": "timeout", "verdict": None, "error": None,
-                                                    "last_line": ""}
+                    outcome["cells"][str(index)] = {
+                        "status": "timeout",
+                        "verdict": None,
+                        "error": None,
+                        "last_line": "",
+                    }
                     outcome["status"] = "time limit exceeded"
                     break
                 except DeadKernelError:
-                    outcome["cells"][str(index)] = {"status": "dead", "verdict": None, "error": None,
-                                                    "last_line": ""}
+                    outcome["cells"][str(index)] = {"status": "dead", "verdict": None, "error": None, "last_line": ""}
                     outcome["status"] = "kernel died"
                     break
                 outcome["cells"][str(index)] = _cell_record(cell, replies.get(index))
@@ -130,8 +149,9 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursework.executor", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m coursework.executor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("given", type=Path, help="the prepared notebook to run")
     parser.add_argument("result", type=Path, help="where the per-cell records are written (JSON)")
     parser.add_argument("--timeout", type=float, required=True, help="seconds for the whole notebook")

@@ -25,6 +25,7 @@ notebook, a list for a folder); a folder also writes a CSV gradebook (``--csv FI
 Grading runs the submission's code with your permissions. It keeps honest mistakes from breaking the
 grading, not a determined attacker: grade untrusted submissions in a container or a throwaway account.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .executor import FAIL_MARK, MESSAGE_CAP
-from .notebooks import (PACKAGE_ROOT, default_reference, empty_notebook, find_notebooks, load_references,
-                        match_reference, prepare, read_notebook)
+from .notebooks import (
+    PACKAGE_ROOT,
+    Reference,
+    default_reference,
+    empty_notebook,
+    find_notebooks,
+    load_references,
+    match_reference,
+    prepare,
+    read_notebook,
+)
 
-DEFAULT_TIMEOUT = 900          # seconds per notebook
+DEFAULT_TIMEOUT = 900  # seconds per notebook
 
 
-STARTUP_GRACE = 120            # extra seconds for the executor and kernel to start and stop
+STARTUP_GRACE = 120  # extra seconds for the executor and kernel to start and stop
 
 
 COPY_BUDGET = (200_000_000, 2_000)  # bytes and files copied from a notebook's folder, at most
@@ -68,7 +78,7 @@ class Report:
     max: float
     tasks: list[Task] = field(default_factory=list)
     reference: str | None = None
-    status: str = "ok"            # ok | time limit exceeded | kernel died | error: ...
+    status: str = "ok"  # ok | time limit exceeded | kernel died | error: ...
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -97,8 +107,11 @@ def copy_folder(source: Path, target: Path, budget: tuple[int, int] = COPY_BUDGE
     used_bytes = used_files = 0
     target.mkdir(parents=True, exist_ok=True)
     for folder, subfolders, files in os.walk(source):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d not in
-                               ("__pycache__", "node_modules", "venv", "site-packages"))
+        subfolders[:] = sorted(
+            d
+            for d in subfolders
+            if not d.startswith(".") and d not in ("__pycache__", "node_modules", "venv", "site-packages")
+        )
         here = Path(folder)
         destination = target / here.relative_to(source)
         destination.mkdir(parents=True, exist_ok=True)
@@ -123,6 +136,7 @@ def run_notebook(nb, folder: Path, timeout: float) -> dict:
     or "error: ..." and holds one record per executed cell index.
     """
     import nbformat
+
     scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
     work = scratch / "work"
     try:
@@ -133,12 +147,30 @@ def run_notebook(nb, folder: Path, timeout: float) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         env.setdefault("TQDM_DISABLE", "1")
         env.setdefault("MPLBACKEND", "Agg")
-        command = [sys.executable, "-m", "coursework.executor", str(given), str(result),
-                   "--timeout", str(timeout), "--pidfile", str(pidfile), "--cwd", str(work)]
+        command = [
+            sys.executable,
+            "-m",
+            "coursework.executor",
+            str(given),
+            str(result),
+            "--timeout",
+            str(timeout),
+            "--pidfile",
+            str(pidfile),
+            "--cwd",
+            str(work),
+        ]
         status = None
         with open(scratch / "executor.log", "wb") as log:
-            process = subprocess.Popen(command, cwd=work, env=env, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 process.wait(timeout=timeout + STARTUP_GRACE)
             except subprocess.TimeoutExpired:
@@ -214,10 +246,15 @@ def grade_notebook(path: Path, references: list[Reference], timeout: float = DEF
                 points = max_points
                 message = verdict or record.get("last_line") or "passed"
         tasks.append(Task(gid, _number(points), _number(max_points), message[:MESSAGE_CAP]))
-    return Report(notebook=str(path), total=_number(sum(t.points for t in tasks)),
-                  max=_number(sum(t.max_points for t in tasks)), tasks=tasks,
-                  reference=str(reference.path) if reference else None, status=run_status,
-                  seconds=round(time.perf_counter() - start, 1))
+    return Report(
+        notebook=str(path),
+        total=_number(sum(t.points for t in tasks)),
+        max=_number(sum(t.max_points for t in tasks)),
+        tasks=tasks,
+        reference=str(reference.path) if reference else None,
+        status=run_status,
+        seconds=round(time.perf_counter() - start, 1),
+    )
 
 
 def _missing_message(run_status: str) -> str:
@@ -232,8 +269,10 @@ def _missing_message(run_status: str) -> str:
 
 def format_report(report: Report) -> str:
     name_width = max([len(t.grade_id) for t in report.tasks] + [5])
-    lines = [f"{report.notebook}  (reference: {report.reference or 'none: its own check cells'}; "
-             f"{report.seconds:.0f} s; {report.status})"]
+    lines = [
+        f"{report.notebook}  (reference: {report.reference or 'none: its own check cells'}; "
+        f"{report.seconds:.0f} s; {report.status})"
+    ]
     for task in report.tasks:
         score = f"{_number(task.points)}/{_number(task.max_points)}"
         lines.append(f"  {task.grade_id:<{name_width}}  {score:>7}  {task.message}")
@@ -253,19 +292,33 @@ def write_gradebook(reports: list[Report], path: Path) -> None:
         writer.writerow(["notebook", *columns, "total", "max", "status"])
         for report in reports:
             points = {t.grade_id: _number(t.points) for t in report.tasks}
-            writer.writerow([report.notebook, *(points.get(c, "") for c in columns),
-                             _number(report.total), _number(report.max), report.status])
+            writer.writerow(
+                [
+                    report.notebook,
+                    *(points.get(c, "") for c in columns),
+                    _number(report.total),
+                    _number(report.max),
+                    report.status,
+                ]
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pixelcnn-grade", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", type=Path, nargs="?", help="a notebook, or a folder of notebooks (searched recursively)")
+    parser = argparse.ArgumentParser(
+        prog="pixelcnn-grade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "path", type=Path, nargs="?", help="a notebook, or a folder of notebooks (searched recursively)"
+    )
     parser.add_argument("--json", type=Path, help="write the report as JSON (a list for a folder)")
     parser.add_argument("--csv", type=Path, help="write the CSV gradebook (default for a folder: grades.csv)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per notebook (default 900)")
-    parser.add_argument("--reference", type=Path, default=None,
-                        help="folder of solved notebooks whose check cells are used (default: solutions/)")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="folder of solved notebooks whose check cells are used (default: solutions/)",
+    )
     args = parser.parse_args(argv)
     if args.path is None:
         parser.error("the following arguments are required: path")
@@ -283,8 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     references = load_references(reference_dir)
     if not references:
-        print(f"warning: no reference notebooks in {reference_dir}: each notebook is graded with its own "
-              "check cells, which a submission can edit", file=sys.stderr)
+        print(
+            f"warning: no reference notebooks in {reference_dir}: each notebook is graded with its own "
+            "check cells, which a submission can edit",
+            file=sys.stderr,
+        )
     reports = []
     for path in notebooks:
         report = grade_notebook(path, references, args.timeout)

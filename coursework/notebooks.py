@@ -9,6 +9,7 @@
    check cell that calls ``checks.…``, ``coursework.checks`` is imported afresh, so a monkeypatched check
    function is not the one that grades.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,6 +29,7 @@ def read_notebook(path: Path):
     """A notebook from .ipynb or a jupytext .py file."""
     import jupytext
     import nbformat
+
     if path.suffix == ".ipynb":
         return nbformat.read(path, as_version=4)
     return jupytext.read(path)
@@ -42,8 +44,12 @@ def grade_id(cell) -> str | None:
 
 def is_check_cell(cell) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader")
-    return (cell.get("cell_type") == "code" and isinstance(meta, dict) and bool(meta.get("grade"))
-            and isinstance(meta.get("grade_id"), str))
+    return (
+        cell.get("cell_type") == "code"
+        and isinstance(meta, dict)
+        and bool(meta.get("grade"))
+        and isinstance(meta.get("grade_id"), str)
+    )
 
 
 def cell_points(cell) -> float:
@@ -124,6 +130,7 @@ def prepare(notebook, reference: Reference | None):
     Returns (notebook, checks) where checks lists (grade_id, max_points, cell index) in reference order.
     """
     import nbformat
+
     nb = copy.deepcopy(notebook)
     nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
     cells = []
@@ -146,8 +153,9 @@ def prepare(notebook, reference: Reference | None):
             if gid in seen:
                 continue  # a duplicated check cell runs once
             seen.add(gid)
-            fresh = nbformat.v4.new_code_cell(_check_source(reference_cells[gid].source),
-                                              metadata=copy.deepcopy(dict(reference_cells[gid].metadata)))
+            fresh = nbformat.v4.new_code_cell(
+                _check_source(reference_cells[gid].source), metadata=copy.deepcopy(dict(reference_cells[gid].metadata))
+            )
             cell = fresh
         kept.append(cell)
     # put back deleted check cells, right after the cell that precedes them in the reference
@@ -160,8 +168,9 @@ def prepare(notebook, reference: Reference | None):
         if position is not None:
             anchor = position
         elif gid in reference_cells:
-            fresh = nbformat.v4.new_code_cell(_check_source(ref_cell.source),
-                                              metadata=copy.deepcopy(dict(ref_cell.metadata)))
+            fresh = nbformat.v4.new_code_cell(
+                _check_source(ref_cell.source), metadata=copy.deepcopy(dict(ref_cell.metadata))
+            )
             anchor = len(kept) if anchor is None else anchor + 1
             kept.insert(anchor, fresh)
     nb.cells = kept
@@ -176,11 +185,13 @@ def prepare(notebook, reference: Reference | None):
 
 def empty_notebook():
     import nbformat
+
     return nbformat.v4.new_notebook()
 
 
 def find_notebooks(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*.ipynb")
-                      if not any(part.startswith(".") for part in p.relative_to(path).parts))
+        return sorted(
+            p for p in path.rglob("*.ipynb") if not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
     return [path]

@@ -62,6 +62,7 @@ print("checks loaded:", checks.lesson02.__name__)
 # ignored, reversed or interleaved, the centre row's right half kept, the future kept instead of the past,
 # in/out channels swapped.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t01_mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1):
     """Causal mask (out_channels, in_channels, k, k) of type "A" or "B" for raster and R -> G -> B order."""
@@ -75,8 +76,10 @@ checks.lesson02.check_mask(make_mask)
 # %% nbgrader={"grade": false, "grade_id": "t01_demo", "locked": true, "schema_version": 3, "solution": false, "task": false}
 print("mask A, 5x5:\n", make_mask(5, "A", 1, 1)[0, 0].int().numpy())
 print("mask B, 5x5:\n", make_mask(5, "B", 1, 1)[0, 0].int().numpy())
-print("centre of mask A, 3 -> 3 colour channels (rows: output R, G, B; columns: input R, G, B):\n",
-      make_mask(3, "A", 3, 3, 3)[:, :, 1, 1].int().numpy())
+print(
+    "centre of mask A, 3 -> 3 colour channels (rows: output R, G, B; columns: input R, G, B):\n",
+    make_mask(3, "A", 3, 3, 3)[:, :, 1, 1].int().numpy(),
+)
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "t02_conv_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 2 · `class MaskedConv2d(nn.Conv2d)` (2 points)
@@ -95,6 +98,7 @@ print("centre of mask A, 3 -> 3 colour channels (rows: output R, G, B; columns: 
 # **Checked:** outputs against a masked reference convolution with your layer's weights, for masks A and B,
 # single-channel and colour; then again after one SGD step. Mistakes recognised: no mask, A and B swapped,
 # channel order ignored, no padding, a mask that is a parameter, a mask applied only once.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t02_conv", "locked": false, "schema_version": 3, "solution": true, "task": false}
 class MaskedConv2d(nn.Conv2d):
@@ -117,14 +121,17 @@ checks.lesson02.check_masked_conv(MaskedConv2d)
 # outputs one Bernoulli logit per sub-pixel. (Any model with an `image_shape` attribute that maps a float
 # image `(1, C, H, W)` to logits `(1, C, H, W)` works with tasks 3 and 4.)
 
+
 # %% nbgrader={"grade": false, "grade_id": "t02_model", "locked": true, "schema_version": 3, "solution": false, "task": false}
 class TinyPixelCNN(nn.Module):
     def __init__(self, image_shape=(1, 7, 7), channels=8, n_layers=3, first_mask="A"):
         super().__init__()
         self.image_shape = tuple(image_shape)
         c = self.image_shape[0]
-        self.layers = nn.ModuleList([MaskedConv2d(c, channels, 3, first_mask, c)] +
-                                    [MaskedConv2d(channels, channels, 3, "B", c) for _ in range(n_layers - 1)])
+        self.layers = nn.ModuleList(
+            [MaskedConv2d(c, channels, 3, first_mask, c)]
+            + [MaskedConv2d(channels, channels, 3, "B", c) for _ in range(n_layers - 1)]
+        )
         self.head = MaskedConv2d(channels, c, 1, "B", c)
 
     def forward(self, x, labels=None):
@@ -150,6 +157,7 @@ class TinyPixelCNN(nn.Module):
 # **Checked:** against the exact (float64) gradient support on small random causal models, 1 and 3
 # channels. Mistakes recognised: rows and columns swapped, all channels of the pixel (or all outputs)
 # differentiated at once, a missing channel or an extra batch dimension.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t03_field", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def receptive_field_map(model, i, j, c=0):
@@ -189,6 +197,7 @@ for r in range(size):
 # **Checked:** on random models, causal and broken: correct single-channel and colour stacks, mask B on
 # the first layer, a residual from the raw input, a reversed colour order, a skip connection from green to
 # red, an unshifted vertical stack. Each missed leak (or false alarm) has its own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t04_causal", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def is_causal(model):

@@ -95,7 +95,7 @@ print(f"cache folder for downloads: {data_dir()}  (set COURSE_DATA_DIR to move i
 for name in OFFLINE_SETS:
     d = load_dataset(name, "test")
     print(f"  {name:14s} offline     {len(d):5d} test images of {'x'.join(map(str, d.image_shape))}")
-for name, folder in TORCHVISION_SETS.items():
+for name in TORCHVISION_SETS:
     try:  # never download here: only look for an earlier download
         load_dataset(name, "test", download=False)
         print(f"  {name:14s} downloaded  (in the cache)")
@@ -118,8 +118,13 @@ train = load_dataset("mnist-subset", "train")
 test = load_dataset("mnist-subset", "test")
 print(train)
 print(test)
-show_grid(train.images[::400][:10], "Ten training digits (binarized at 0.5)", nrow=10,
-          xlabel="digit class 0 to 9", ylabel="image")
+show_grid(
+    train.images[::400][:10],
+    "Ten training digits (binarized at 0.5)",
+    nrow=10,
+    xlabel="digit class 0 to 9",
+    ylabel="image",
+)
 plt.show()
 
 # %%

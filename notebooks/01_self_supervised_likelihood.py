@@ -40,16 +40,36 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from course_lib import (GatedPixelCNN, IndependentPixelModel, bits_per_dim, count_parameters, evaluate, fit,
-                        load_dataset, nll, pick, sample)
+from course_lib import (
+    GatedPixelCNN,
+    IndependentPixelModel,
+    bits_per_dim,
+    count_parameters,
+    evaluate,
+    fit,
+    load_dataset,
+    nll,
+    pick,
+    sample,
+)
 from course_lib.plotting import plot_history, show_grid
-from course_lib.toy import (all_binary_images, autoregressive_joint, column_order, conditionals, cross_entropy,
-                            empirical_joint, entropy, index_of, kl, raster_order)
+from course_lib.toy import (
+    all_binary_images,
+    autoregressive_joint,
+    column_order,
+    conditionals,
+    cross_entropy,
+    empirical_joint,
+    entropy,
+    index_of,
+    kl,
+    raster_order,
+)
 
 torch.manual_seed(0)
 train = load_dataset("mnist-subset", "train")  # 4,000 real MNIST digits, binarized at 0.5
-test = load_dataset("mnist-subset", "test")    # 1,000 more, never used for fitting
-D = math.prod(train.image_shape)               # dimensions (sub-pixels) per image
+test = load_dataset("mnist-subset", "test")  # 1,000 more, never used for fitting
+D = math.prod(train.image_shape)  # dimensions (sub-pixels) per image
 print(train, test, sep="\n")
 
 # %% [markdown]
@@ -80,15 +100,14 @@ print(train, test, sep="\n")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pixel = train.images[:, 0, 14, 20].double()    # the target is the pixel itself
-f = pixel.mean().item()                        # how often it is on
+pixel = train.images[:, 0, 14, 20].double()  # the target is the pixel itself
+f = pixel.mean().item()  # how often it is on
 q = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
 avg_nll = -(pixel[:, None] * q.log() + (1 - pixel[:, None]) * (1 - q).log()).mean(0)
 entropy_f = -(f * math.log(f) + (1 - f) * math.log(1 - f))
 best_q = q[avg_nll.argmin()].item()
 print(f"pixel (14, 20) is on in {f:.3f} of the training images")
-print(f"the NLL is smallest at q = {best_q:.2f}; "
-      f"its minimum {avg_nll.min():.4f} nats ≈ entropy H(f) = {entropy_f:.4f}")
+print(f"the NLL is smallest at q = {best_q:.2f}; its minimum {avg_nll.min():.4f} nats ≈ entropy H(f) = {entropy_f:.4f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -143,9 +162,11 @@ assert torch.allclose(per_pixel.sum((1, 2, 3)), -untrained.log_prob(x), rtol=1e-
 
 # %%
 # NBVAL_CHECK_OUTPUT
-coin_nats = D * math.log(2)                    # -log (1/2)^D
-print(f"D = {D} dimensions; a fair coin per pixel: {coin_nats:.2f} nats/image "
-      f"= {coin_nats / math.log(2):.0f} bits/image = {bits_per_dim(coin_nats, D):.3f} bits/dim")
+coin_nats = D * math.log(2)  # -log (1/2)^D
+print(
+    f"D = {D} dimensions; a fair coin per pixel: {coin_nats:.2f} nats/image "
+    f"= {coin_nats / math.log(2):.0f} bits/image = {bits_per_dim(coin_nats, D):.3f} bits/dim"
+)
 assert bits_per_dim(coin_nats, D) == 1.0
 
 # %% [markdown]
@@ -160,11 +181,12 @@ assert bits_per_dim(coin_nats, D) == 1.0
 # and **Laplace smoothing**, which adds one pseudo-count to every pattern:
 # $\hat p(v) = (\text{count}(v) + 1) / (N + 16)$.
 
+
 # %%
 # NBVAL_CHECK_OUTPUT
 def patches_2x2(dataset):
     """Every non-overlapping 2x2 patch of every image, as a pattern number 0..15: shape (N * 196,)."""
-    x = dataset.images[:, 0]                                 # (N, 28, 28)
+    x = dataset.images[:, 0]  # (N, 28, 28)
     return index_of(x.unfold(1, 2, 2).unfold(2, 2, 2).reshape(-1, 2, 2))
 
 
@@ -187,9 +209,13 @@ print("most frequent patterns:", [f"{v}: {p:.3f}" for p, v in zip(*freq.topk(3))
 print("rarest patterns:       ", [f"{v}: {p:.5f}" for p, v in zip(*freq.topk(2, largest=False))])
 
 # %%
-show_grid(all_binary_images(2, 2)[freq.argsort(descending=True), None],
-          "The 16 possible 2x2 patterns, most frequent first", nrow=16,
-          xlabel="pattern (left: blank background, right: rare checkerboards)", ylabel="2x2")
+show_grid(
+    all_binary_images(2, 2)[freq.argsort(descending=True), None],
+    "The 16 possible 2x2 patterns, most frequent first",
+    nrow=16,
+    xlabel="pattern (left: blank background, right: rare checkerboards)",
+    ylabel="2x2",
+)
 plt.show()
 
 # %% [markdown]
@@ -268,9 +294,11 @@ assert abs(ml_test[-1] - floor) < 0.01 and abs(lap_test[-1] - floor) < 0.01, "wi
 # %%
 baseline = IndependentPixelModel.fit(train)
 base_train, base_test = evaluate(baseline, train), evaluate(baseline, test)
-print(f"independent pixels: train {base_train['nats']:.2f} nats/image, "
-      f"test {base_test['nats']:.2f} nats/image = {base_test['bpd']:.4f} bits/dim "
-      f"(a fair coin: {coin_nats:.2f} nats, 1 bit/dim)")
+print(
+    f"independent pixels: train {base_train['nats']:.2f} nats/image, "
+    f"test {base_test['nats']:.2f} nats/image = {base_test['bpd']:.4f} bits/dim "
+    f"(a fair coin: {coin_nats:.2f} nats, 1 bit/dim)"
+)
 
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 4))
@@ -318,15 +346,17 @@ assert abs(base_samples.float().mean() - test.images.float().mean()) < 0.05, "..
 
 # %%
 # NBVAL_CHECK_OUTPUT
-per_image = nll(baseline, test.images)                # (1000,) nats, summed over the 784 pixels
+per_image = nll(baseline, test.images)  # (1000,) nats, summed over the 784 pixels
 right = per_image.mean().item()
-print(f"right:  {right:.2f} nats/image = {right / math.log(2):.2f} bits/image "
-      f"= {bits_per_dim(right, D):.4f} bits/dim")
-print(f"mistake 1, nats reported as bits: '{right:.2f} bits/image' "
-      f"(too good by a factor 1/ln 2 = {1 / math.log(2):.3f})")
+print(f"right:  {right:.2f} nats/image = {right / math.log(2):.2f} bits/image = {bits_per_dim(right, D):.4f} bits/dim")
+print(
+    f"mistake 1, nats reported as bits: '{right:.2f} bits/image' (too good by a factor 1/ln 2 = {1 / math.log(2):.3f})"
+)
 wrong = F.binary_cross_entropy_with_logits(baseline(test.images), test.images.float()).item()  # default: mean
-print(f"mistake 2, mean over pixels (PyTorch's default reduction): '{wrong:.4f} nats/image', "
-      f"{right / wrong:.0f}x too small; it is really {wrong:.4f} nats per *pixel*")
+print(
+    f"mistake 2, mean over pixels (PyTorch's default reduction): '{wrong:.4f} nats/image', "
+    f"{right / wrong:.0f}x too small; it is really {wrong:.4f} nats per *pixel*"
+)
 print(f"  ... and both at once: '{wrong:.4f} bits/dim' instead of {bits_per_dim(right, D):.4f}")
 assert abs(right / wrong / D - 1) < 1e-4 and abs(right - base_test["nats"]) < 1e-3
 
@@ -356,9 +386,9 @@ assert abs(right / wrong / D - 1) < 1e-4 and abs(right - base_test["nats"]) < 1e
 # %%
 # NBVAL_CHECK_OUTPUT
 digits = train.images[:, 0].to(torch.uint8)
-windows = digits.unfold(1, 3, 1).unfold(2, 3, 1).reshape(-1, 3, 3)   # every 3x3 window: (2,704,000, 3, 3)
-p = empirical_joint(windows, alpha=1.0)                            # the true distribution of our world: (512,)
-world = all_binary_images(3, 3)                                     # (512, 3, 3)
+windows = digits.unfold(1, 3, 1).unfold(2, 3, 1).reshape(-1, 3, 3)  # every 3x3 window: (2,704,000, 3, 3)
+p = empirical_joint(windows, alpha=1.0)  # the true distribution of our world: (512,)
+world = all_binary_images(3, 3)  # (512, 3, 3)
 print(f"{len(windows):,} windows; p sums to {p.sum().item():.6f}; entropy H(p) = {entropy(p).item():.4f} nats")
 
 # %% [markdown]
@@ -370,7 +400,7 @@ print(f"{len(windows):,} windows; p sums to {p.sum().item():.6f}; entropy H(p) =
 stroke = torch.tensor([[0, 0, 1], [0, 1, 0], [1, 0, 0]])
 n = index_of(stroke[None]).item()
 for name, order in (("raster", raster_order(3, 3)), ("column", column_order(3, 3))):
-    c = conditionals(p, order)[n]                                   # (9,): p(observed value | earlier pixels)
+    c = conditionals(p, order)[n]  # (9,): p(observed value | earlier pixels)
     print(f"{name} order {order}: conditionals", " ".join(f"{v:.3f}" for v in c.tolist()))
     print(f"    product = {c.prod().item():.6e}")
 print(f"p(stroke)        = {p[n].item():.6e}")
@@ -389,8 +419,11 @@ print(f"p(stroke)        = {p[n].item():.6e}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-orders = {"raster": raster_order(3, 3), "column": column_order(3, 3),
-          "random": torch.randperm(9, generator=torch.Generator().manual_seed(0)).tolist()}
+orders = {
+    "raster": raster_order(3, 3),
+    "column": column_order(3, 3),
+    "random": torch.randperm(9, generator=torch.Generator().manual_seed(0)).tolist(),
+}
 models = {"independent (context 0)": autoregressive_joint(p, orders["raster"], context=0)}
 for ctx in (1, 2, None):
     for name, order in orders.items():
@@ -400,18 +433,26 @@ kls = {label: round(kl(p, q).item(), 12) + 0.0 for label, q in models.items()}  
 print(f"random order: {orders['random']}")
 for label, q in models.items():
     err = (q - p).abs().max().item()
-    print(f"{label:<34} sums to {q.sum().item():.6f}   H(p,q) = {cross_entropy(p, q).item():.4f}   "
-          f"KL = {kls[label]:.4f} nats   max |q - p| = {f'{err:.1e}' if err > 1e-15 else '< 1e-15'}")
+    print(
+        f"{label:<34} sums to {q.sum().item():.6f}   H(p,q) = {cross_entropy(p, q).item():.4f}   "
+        f"KL = {kls[label]:.4f} nats   max |q - p| = {f'{err:.1e}' if err > 1e-15 else '< 1e-15'}"
+    )
 ink = index_of(torch.ones(1, 3, 3, dtype=torch.long)).item()
-print(f"the all-ink window: p = {p[ink].item():.4f}, "
-      f"independent q = {models['independent (context 0)'][ink].item():.1e}")
+print(
+    f"the all-ink window: p = {p[ink].item():.4f}, independent q = {models['independent (context 0)'][ink].item():.1e}"
+)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [1.2, 1]})
 top16 = p.argsort(descending=True)[:16]
 width = 0.27
-for k, (label, q) in enumerate([("true p", p), ("independent", models["independent (context 0)"]),
-                                ("chain rule, raster", models["raster, context all (chain rule)"])]):
+for k, (label, q) in enumerate(
+    [
+        ("true p", p),
+        ("independent", models["independent (context 0)"]),
+        ("chain rule, raster", models["raster, context all (chain rule)"]),
+    ]
+):
     axes[0].bar(torch.arange(16) + (k - 1) * width, q[top16], width, label=label)
 axes[0].set_yscale("log")
 axes[0].set_title("The 16 most probable 3x3 images: true vs model probabilities")
@@ -428,8 +469,9 @@ axes[1].set_xlabel("KL divergence (nats per 3x3 image)")
 axes[1].set_ylabel("model")
 plt.tight_layout()
 plt.show()
-show_grid(world[top16, None], "The 16 most probable 3x3 images, rank 0 to 15", nrow=16,
-          xlabel="rank under p", ylabel="3x3")
+show_grid(
+    world[top16, None], "The 16 most probable 3x3 images, rank 0 to 15", nrow=16, xlabel="rank under p", ylabel="3x3"
+)
 plt.show()
 
 # %%
@@ -463,7 +505,7 @@ assert kls["random, context 1"] > max(kls["raster, context 1"], kls["column, con
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"3x3 world: {2 ** 9 - 1} numbers for the joint, {sum(2 ** t for t in range(9))} for the exact conditionals")
+print(f"3x3 world: {2**9 - 1} numbers for the joint, {sum(2**t for t in range(9))} for the exact conditionals")
 print(f"28x28 binary images: 2^784 - 1 ≈ 10^{784 * math.log10(2):.0f} numbers")
 
 # %% [markdown]
@@ -476,23 +518,35 @@ print(f"28x28 binary images: 2^784 - 1 ≈ 10^{784 * math.log10(2):.0f} numbers"
 # trains a tiny model on 400 digits for one epoch.
 
 # %%
-cfg = pick(fast=dict(limit=400, channels=16, dilations=(1, 2, 1), epochs=1, batch_size=8, lr=5e-3,
-                     schedule="constant"),
-           full=dict(limit=None, channels=32, dilations=(1, 2, 1, 4, 1), epochs=3, batch_size=32, lr=2e-3,
-                     schedule="cosine"))
+cfg = pick(
+    fast=dict(limit=400, channels=16, dilations=(1, 2, 1), epochs=1, batch_size=8, lr=5e-3, schedule="constant"),
+    full=dict(limit=None, channels=32, dilations=(1, 2, 1, 4, 1), epochs=3, batch_size=32, lr=2e-3, schedule="cosine"),
+)
 train_ar = load_dataset("mnist-subset", "train", limit=cfg["limit"])
 torch.manual_seed(0)
 model = GatedPixelCNN(channels=cfg["channels"], dilations=cfg["dilations"])
 print(f"Gated PixelCNN with {count_parameters(model):,} parameters, trained on {len(train_ar):,} images")
-history = fit(model, train_ar, test, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-              schedule=cfg["schedule"], seed=0, progress=False)
+history = fit(
+    model,
+    train_ar,
+    test,
+    epochs=cfg["epochs"],
+    batch_size=cfg["batch_size"],
+    lr=cfg["lr"],
+    schedule=cfg["schedule"],
+    seed=0,
+    progress=False,
+)
 model = model.cpu().eval()
 ar_test = {"nats": history["test_nats"][-1], "bpd": history["test_bpd"][-1]}  # measured by fit on every test image
 for e, tr, te, b in zip(history["epoch"], history["train_nats"], history["test_nats"], history["test_bpd"]):
     print(f"epoch {e}: train {tr:.2f}, test {te:.2f} nats/image ({b:.4f} bits/dim)")
 print(f"\n{'model':<28}{'test nats/image':>16}{'test bits/dim':>15}")
-for name, r in (("fair coin", dict(nats=coin_nats, bpd=1.0)), ("independent pixels", base_test),
-                ("Gated PixelCNN", ar_test)):
+for name, r in (
+    ("fair coin", dict(nats=coin_nats, bpd=1.0)),
+    ("independent pixels", base_test),
+    ("Gated PixelCNN", ar_test),
+):
     print(f"{name:<28}{r['nats']:>16.2f}{r['bpd']:>15.4f}")
 
 # %%
@@ -521,8 +575,10 @@ with torch.no_grad():
     pix_ar = F.binary_cross_entropy_with_logits(model(x), x.float(), reduction="none")[:, 0]
     pix_base = F.binary_cross_entropy_with_logits(baseline(x), x.float(), reduction="none")[:, 0]
 k = 300  # a test image of the digit 3
-rows = [(f"test digit {k}", x[k, 0].float(), pix_base[k], pix_ar[k]),
-        ("mean test digit", x[:, 0].float().mean(0), pix_base.mean(0), pix_ar.mean(0))]
+rows = [
+    (f"test digit {k}", x[k, 0].float(), pix_base[k], pix_ar[k]),
+    ("mean test digit", x[:, 0].float().mean(0), pix_base.mean(0), pix_ar.mean(0)),
+]
 vmax = max(pix_base[k].max(), pix_ar[k].max()).item()
 fig, axes = plt.subplots(2, 3, figsize=(11, 7))
 for r, (name, img, nb, na) in enumerate(rows):
@@ -543,7 +599,7 @@ plt.show()
 # %%
 assert abs(pix_ar.sum((1, 2)).mean().item() - ar_test["nats"]) < 1e-2, "the per-pixel terms sum to the image NLL"
 stroke_pixels = x[:, 0].bool()
-assert (pix_ar[stroke_pixels].mean() < pix_base[stroke_pixels].mean()), "context makes stroke pixels cheaper"
+assert pix_ar[stroke_pixels].mean() < pix_base[stroke_pixels].mean(), "context makes stroke pixels cheaper"
 
 # %% [markdown]
 # The independent model pays on every pixel of the stroke, and a little on every pixel of the background
@@ -563,14 +619,17 @@ show_grid(base_samples, "Independent pixels: samples", ax=axes[1])
 show_grid(ar_samples, "Gated PixelCNN: samples", ax=axes[2])
 plt.show()
 
+
 # %%
 def neighbour_agreement(images):
     """Fraction of horizontally adjacent pixel pairs with equal values, averaged over images (N, 1, H, W)."""
     return (images[..., 1:] == images[..., :-1]).float().mean().item()
 
 
-agree = {name: neighbour_agreement(imgs) for name, imgs in
-         (("real", test.images), ("independent", base_samples), ("Gated PixelCNN", ar_samples))}
+agree = {
+    name: neighbour_agreement(imgs)
+    for name, imgs in (("real", test.images), ("independent", base_samples), ("Gated PixelCNN", ar_samples))
+}
 print("neighbouring pixels agree:", ", ".join(f"{k} {v:.3f}" for k, v in agree.items()))
 assert agree["Gated PixelCNN"] > agree["independent"], "autoregressive samples are smoother: neighbours depend"
 

@@ -42,8 +42,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from course_lib import (GatedPixelCNN, IndependentPixelModel, MaskedConv2d, PixelCNN, count_parameters,
-                        evaluate, fit, load_dataset, pick, raster_mask, sample, vertical_mask)
+from course_lib import (
+    GatedPixelCNN,
+    IndependentPixelModel,
+    MaskedConv2d,
+    PixelCNN,
+    count_parameters,
+    evaluate,
+    fit,
+    load_dataset,
+    pick,
+    raster_mask,
+    sample,
+    vertical_mask,
+)
 from course_lib.causality import causality_violations, dependency_matrix, receptive_field
 from course_lib.models import AutoregressiveImageModel
 from course_lib.plotting import show_grid
@@ -63,6 +75,7 @@ print(test)
 # Nothing. The target $x_{ij}$ is also an *input*: a 3×3 convolution centred on $(i, j)$ reads
 # $x_{ij}$ and can simply copy it. The loss goes to zero and the model has learnt nothing about digits.
 # Here is that "model": one plain 3×3 convolution (10 parameters), trained with the course's `fit`.
+
 
 # %%
 class PlainConvModel(AutoregressiveImageModel):
@@ -146,6 +159,7 @@ print("they differ only at the centre:", (mask_b - mask_a).nonzero().tolist())
 #
 # The PixelCNN's first layer is 7×7 with mask A; its later layers use 3×3 (and 1×1) mask-B kernels.
 
+
 # %%
 def draw_mask(ax, mask, title, xlabel="kernel column", ylabel="kernel row"):
     """Draw a 2-D 0/1 mask on `ax`: white = weight kept, black = weight zeroed."""
@@ -180,13 +194,13 @@ plt.show()
 for k in (3, 5, 7):
     a, b = raster_mask(k, "A", 1, 1)[0, 0], raster_mask(k, "B", 1, 1)[0, 0]
     assert a.sum() == (k * k - 1) // 2 and b.sum() == a.sum() + 1  # exactly the past half (+ centre)
-    assert a[k // 2:, :].flatten()[k // 2:].sum() == 0  # nothing from the centre onwards in raster order
+    assert a[k // 2 :, :].flatten()[k // 2 :].sum() == 0  # nothing from the centre onwards in raster order
     # a masked convolution is causal: changing a future pixel never changes the output at the centre
     conv = MaskedConv2d(1, 4, k, "A")
     x = torch.randn(1, 1, k, k)
     y = x.clone()
-    y[0, 0, k // 2, k // 2:] += 1
-    y[0, 0, k // 2 + 1:] += 1
+    y[0, 0, k // 2, k // 2 :] += 1
+    y[0, 0, k // 2 + 1 :] += 1
     assert torch.equal(conv(x)[..., k // 2, k // 2], conv(y)[..., k // 2, k // 2])
 print("masks A and B keep exactly the past (and, for B, the centre)")
 
@@ -219,8 +233,9 @@ for ax, m, title in ((axes[0], centre_a, "centre weight, mask A"), (axes[1], cen
     draw_mask(ax, m, title, xlabel="input colour group", ylabel="output colour group")
     ax.set_xticks(range(3), rgb)
     ax.set_yticks(range(3), rgb)
-draw_mask(axes[2], centre_hidden, "mask B, 6 hidden channels", xlabel="input channel (group)",
-          ylabel="output channel (group)")
+draw_mask(
+    axes[2], centre_hidden, "mask B, 6 hidden channels", xlabel="input channel (group)", ylabel="output channel (group)"
+)
 axes[2].set_xticks(range(6), [f"{k}({rgb[k // 2]})" for k in range(6)])
 axes[2].set_yticks(range(6), [f"{k}({rgb[k // 2]})" for k in range(6)])
 plt.tight_layout()
@@ -293,6 +308,7 @@ print(f"plain conv: {len(plain_leaks)} violations; PixelCNN: none")
 # (each block holds one 3×3 mask-B convolution). Colour: $\log_{10}$ of the gradient's size; white:
 # exactly zero; red box: the output pixel.
 
+
 # %%
 def draw_field(ax, field, i, j, title, holes=None):
     """Heat map of log10 |gradient| (white where exactly zero); red box = output pixel; x = blind spot."""
@@ -332,8 +348,8 @@ plt.show()
 # sees.
 
 # %%
-for n, field in pixelcnn_fields.items():
-    future = field.flatten()[i * 28 + j:]
+for field in pixelcnn_fields.values():
+    future = field.flatten()[i * 28 + j :]
     assert (future == 0).all(), "the output may not see its own pixel or any later one"
     assert field[i, j - 1] > 0 and field[i - 1, j] > 0, "the nearest past pixels must be seen"
 assert pixelcnn_fields[6][i - 1, j + 3] > 0 and pixelcnn_fields[6][i - 1, j + 4] == 0
@@ -354,11 +370,12 @@ print("all fields are causal; with 6 blocks the row above is seen only up to 3 c
 # We can count the blind spot. Call a past pixel a **hole** when the output ignores it although it sees
 # a pixel *further up in the same column*: a gap inside the receptive field, not its natural edge.
 
+
 # %%
 def blind_spot(seen, i):
     """Holes of a receptive field `seen` (H, W bool) of output row i: past pixels (rows above i) that
     are not seen although a pixel higher up in the same column is."""
-    seen_higher = torch.cummax(seen.int(), dim=0).values.bool()              # seen at this row or above
+    seen_higher = torch.cummax(seen.int(), dim=0).values.bool()  # seen at this row or above
     seen_higher = torch.cat([torch.zeros_like(seen[:1]), seen_higher[:-1]])  # strictly above
     holes = seen_higher & ~seen
     holes[i:] = False
@@ -410,12 +427,24 @@ gated_holes = {d: blind_spot(f > 0, i) for d, f in gated_fields.items()}
 
 fig, axes = plt.subplots(2, 5, figsize=(16, 6.4), layout="constrained")
 for ax, n in zip(axes[0], depths):
-    draw_field(ax, pixelcnn_fields[n][top], i, j, f"PixelCNN, {n} block{'s' * (n != 1)}\n{int(pixelcnn_holes[n].sum())} holes",
-               pixelcnn_holes[n][top])
+    draw_field(
+        ax,
+        pixelcnn_fields[n][top],
+        i,
+        j,
+        f"PixelCNN, {n} block{'s' * (n != 1)}\n{int(pixelcnn_holes[n].sum())} holes",
+        pixelcnn_holes[n][top],
+    )
 for ax, d in zip(axes[1], dilation_sets):
     name = "-".join(map(str, d)) or "none"
-    image = draw_field(ax, gated_fields[d][top], i, j, f"Gated, dilations {name}\n{int(gated_holes[d].sum())} holes",
-                       gated_holes[d][top])
+    image = draw_field(
+        ax,
+        gated_fields[d][top],
+        i,
+        j,
+        f"Gated, dilations {name}\n{int(gated_holes[d].sum())} holes",
+        gated_holes[d][top],
+    )
 fig.colorbar(image, ax=axes, shrink=0.6, label="log10 |d logit / d x|")
 plt.show()
 
@@ -438,7 +467,7 @@ for d in dilation_sets:
 assert pixelcnn_holes[6].sum() > 0 and all(pixelcnn_holes[n].sum() > 0 for n in depths[1:])
 assert all(h.sum() == 0 for h in gated_holes.values()), "the Gated PixelCNN has no blind spot"
 for d, field in gated_fields.items():
-    assert (field.flatten()[i * 28 + j:] == 0).all(), f"gated model with dilations {d} sees the future"
+    assert (field.flatten()[i * 28 + j :] == 0).all(), f"gated model with dilations {d} sees the future"
 assert (gated_fields[(1, 2, 1, 4, 1)] > 0).sum() > (pixelcnn_fields[6] > 0).sum()
 
 # %% [markdown]
@@ -492,8 +521,11 @@ show_grid(samples_correct, "correct PixelCNN: samples", ax=axes[0], xlabel="samp
 show_grid(samples_leaky, "leaky PixelCNN: samples", ax=axes[1], xlabel="sample", ylabel="image")
 plt.tight_layout()
 plt.show()
-ink = {"data": train.images.float().mean().item(), "correct": samples_correct.float().mean().item(),
-       "leaky": samples_leaky.float().mean().item()}
+ink = {
+    "data": train.images.float().mean().item(),
+    "correct": samples_correct.float().mean().item(),
+    "leaky": samples_leaky.float().mean().item(),
+}
 print("fraction of pixels on:", {k: round(v, 3) for k, v in ink.items()})
 
 # %% [markdown]
@@ -558,8 +590,10 @@ for name, first_mask in (("correct", "A"), ("leaky", "B")):
     fit(small, patches, None, epochs=2, batch_size=256, lr=3e-2, device="cpu", progress=False)
     with torch.no_grad():
         totals[name] = small.double().log_prob(every_image).exp().sum().item()
-    print(f"{name:8s} sum of p(x) over all 512 images = {totals[name]:8.3f}   "
-          f"({evaluate(small.float(), patches)['nats']:.3f} nats per training patch)")
+    print(
+        f"{name:8s} sum of p(x) over all 512 images = {totals[name]:8.3f}   "
+        f"({evaluate(small.float(), patches)['nats']:.3f} nats per training patch)"
+    )
 assert abs(totals["correct"] - 1) < 1e-3, "a causal model defines a distribution"
 assert totals["leaky"] > 10, "a leaky model's 'probabilities' sum to far more than 1"
 
@@ -592,8 +626,11 @@ for mode in ("train", "eval"):
     grads[mode] = torch.autograd.grad(out, x)[0][:, 0].abs()  # (4 images, 8, 8)
 
 fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), layout="constrained")
-panels = ((grads["train"][0], "train mode: image 0"), (grads["train"][1], "train mode: image 1"),
-          (grads["eval"][0], "eval mode: image 0 (all zero)"))
+panels = (
+    (grads["train"][0], "train mode: image 0"),
+    (grads["train"][1], "train mode: image 1"),
+    (grads["eval"][0], "eval mode: image 0 (all zero)"),
+)
 images = [draw_field(ax, g.numpy(), 0, 0, title) for ax, (g, title) in zip(axes, panels)]
 fig.colorbar(images[0], ax=axes, shrink=0.8, label="log10 |d output(0,0) / d x|")
 plt.show()
@@ -637,8 +674,9 @@ axes[0].set_ylabel("output")
 axes[0].set_ylim(-1.2, 2.2)
 axes[0].legend(fontsize=8)
 grid_a, grid_b = torch.meshgrid(a, a, indexing="xy")
-image = axes[1].imshow(torch.tanh(grid_a) * torch.sigmoid(grid_b), extent=(-4, 4, -4, 4), origin="lower",
-                       cmap="RdBu_r", vmin=-1, vmax=1)
+image = axes[1].imshow(
+    torch.tanh(grid_a) * torch.sigmoid(grid_b), extent=(-4, 4, -4, 4), origin="lower", cmap="RdBu_r", vmin=-1, vmax=1
+)
 axes[1].set_title("tanh(a)·sigmoid(b) over both inputs")
 axes[1].set_xlabel("value input a")
 axes[1].set_ylabel("gate input b")
@@ -670,8 +708,10 @@ assert count_parameters(gated10) - count_parameters(gated0) == n_layers * n_clas
 assert count_parameters(pixel10) - count_parameters(pixel0) == n_classes * 64
 torch.manual_seed(0)
 assert causality_violations(GatedPixelCNN((1, 8, 8), channels=8, dilations=(1, 2), num_classes=10)) == []
-print(f"conditioning costs {n_layers} layers x {n_classes} classes x 4p = {n_layers * n_classes * 4 * p:,} "
-      f"parameters, and the conditional model is still causal")
+print(
+    f"conditioning costs {n_layers} layers x {n_classes} classes x 4p = {n_layers * n_classes * 4 * p:,} "
+    f"parameters, and the conditional model is still causal"
+)
 
 # %% [markdown]
 # ## Recap

@@ -125,8 +125,11 @@ fast_batch = fast.pop("batch_size")
 fast.pop("lr")
 print(f"fast path on this {device.type}: {fast or 'fp32 eager (nothing faster here)'}, batch {fast_batch}")
 
-variants = {"fp32": (batch, {}), "bf16": (batch, {"precision": "bf16"}),
-            "fp32 + channels_last": (batch, {"channels_last": True})}
+variants = {
+    "fp32": (batch, {}),
+    "bf16": (batch, {"precision": "bf16"}),
+    "fp32 + channels_last": (batch, {"channels_last": True}),
+}
 if has_gpu:  # on a 2-core CPU, compiling takes minutes and gains little for a model this size
     variants["fp32 + compile"] = (batch, {"compile": True})
 variants["fast path"] = (fast_batch, fast)
@@ -203,12 +206,21 @@ test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=None))
 torch.manual_seed(0)
 overfit_model = GatedPixelCNN(channels=pick(fast=16, full=32))
 start = time.perf_counter()
-history = fit(overfit_model, small_train, test, epochs=pick(fast=8, full=40), device=device, progress=False,
-              **fast_options(device, batch_size=16, lr=3e-3))
+history = fit(
+    overfit_model,
+    small_train,
+    test,
+    epochs=pick(fast=8, full=40),
+    device=device,
+    progress=False,
+    **fast_options(device, batch_size=16, lr=3e-3),
+)
 print(f"{len(small_train)} training images, {history['epoch'][-1]} epochs in {time.perf_counter() - start:.0f} s")
 best = min(range(len(history["test_nats"])), key=history["test_nats"].__getitem__)
-print(f"best test NLL {history['test_nats'][best]:.1f} nats at epoch {best + 1}; "
-      f"last: train {history['train_nats'][-1]:.1f}, test {history['test_nats'][-1]:.1f}")
+print(
+    f"best test NLL {history['test_nats'][best]:.1f} nats at epoch {best + 1}; "
+    f"last: train {history['train_nats'][-1]:.1f}, test {history['test_nats'][-1]:.1f}"
+)
 plot_history(history, dims=784, title=f"Overfitting: {len(small_train)} training images")
 plt.show()
 
@@ -310,9 +322,28 @@ import sys
 n_gpus = torch.cuda.device_count()
 if n_gpus > 1:
     out = folder / "ddp"
-    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_gpus}",
-                          "-m", "course_lib", "train", "--epochs", "1", "--samples", "0", "--batch-size", str(64 * n_gpus),
-                          "--out", str(out)], capture_output=True, text=True)
+    job = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={n_gpus}",
+            "-m",
+            "course_lib",
+            "train",
+            "--epochs",
+            "1",
+            "--samples",
+            "0",
+            "--batch-size",
+            str(64 * n_gpus),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     print(job.stdout[-1500:])
     assert job.returncode == 0, job.stderr[-2000:]
 else:

@@ -58,8 +58,17 @@ import matplotlib.pyplot as plt
 import torch
 from torch.utils.data import Dataset
 
-from course_lib import (GatedPixelCNN, IndependentPixelModel, count_parameters, evaluate, fit, load_dataset,
-                        occlude, pick, sample)
+from course_lib import (
+    GatedPixelCNN,
+    IndependentPixelModel,
+    count_parameters,
+    evaluate,
+    fit,
+    load_dataset,
+    occlude,
+    pick,
+    sample,
+)
 from course_lib.data import ImageDataset
 from course_lib.plotting import plot_history, show_grid
 
@@ -81,7 +90,7 @@ class HideLabels(Dataset):
         return x, (torch.tensor(self.null) if torch.rand(()) < self.p else y)
 
 
-SIZE = pick(fast=14, full=28)   # fast mode (the tests) uses 14x14 digits: same cells, much cheaper sampling
+SIZE = pick(fast=14, full=28)  # fast mode (the tests) uses 14x14 digits: same cells, much cheaper sampling
 train = load_dataset("mnist-subset", "train", size=SIZE)
 test = load_dataset("mnist-subset", "test", size=SIZE)
 test_no_label = ImageDataset(test.name, test.intensities, torch.full_like(test.labels, NULL))
@@ -95,12 +104,24 @@ print(test)
 
 # %%
 torch.manual_seed(0)
-model = GatedPixelCNN(image_shape=(C, H, W), channels=pick(fast=16, full=32),
-                      dilations=pick(fast=(1, 2, 1, 2), full=(1, 2, 1, 4, 1)), num_classes=11)
+model = GatedPixelCNN(
+    image_shape=(C, H, W),
+    channels=pick(fast=16, full=32),
+    dilations=pick(fast=(1, 2, 1, 2), full=(1, 2, 1, 4, 1)),
+    num_classes=11,
+)
 print(f"Gated PixelCNN with {count_parameters(model):,} parameters, 11 classes (0-9 and 'no label')")
 start = time.perf_counter()
-history = fit(model, HideLabels(train, p=0.3), test_no_label, epochs=pick(fast=3, full=4), batch_size=32,
-              lr=5e-3, device="cpu", progress=False)
+history = fit(
+    model,
+    HideLabels(train, p=0.3),
+    test_no_label,
+    epochs=pick(fast=3, full=4),
+    batch_size=32,
+    lr=5e-3,
+    device="cpu",
+    progress=False,
+)
 print(f"trained {len(history['epoch'])} epochs in {time.perf_counter() - start:.0f} s")
 model.eval()  # from here on we only sample and score
 
@@ -110,8 +131,10 @@ conditional = evaluate(model, test)["nats"]
 print(f"test NLL, independent pixels      : {baseline:6.1f} nats/image")
 print(f"test NLL, model with label 10     : {unconditional:6.1f} nats/image   (p(x))")
 print(f"test NLL, model with the true label: {conditional:6.1f} nats/image   (p(x | y))")
-print(f"the true label saves {unconditional - conditional:.1f} nats/image "
-      f"(a perfect model: at most ln 10 = {math.log(10):.2f})")
+print(
+    f"the true label saves {unconditional - conditional:.1f} nats/image "
+    f"(a perfect model: at most ln 10 = {math.log(10):.2f})"
+)
 
 plot_history(history, dims=C * H * W, title="Training the sampling model (test curve: label 'none')")
 plt.show()
@@ -236,15 +259,20 @@ def draw_state(stepper, axes):
     axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     p = stepper.predict()[0].item()
     axes[1].bar(["0 (off)", "1 (on)"], [1 - p, p], color=["dimgray", "orange"])
-    axes[1].set(ylim=(0, 1), title=f"next pixel (row {i}, column {j}): P(on) = {p:.3f}",
-                xlabel="value of the next pixel", ylabel="probability")
+    axes[1].set(
+        ylim=(0, 1),
+        title=f"next pixel (row {i}, column {j}): P(on) = {p:.3f}",
+        xlabel="value of the next pixel",
+        ylabel="probability",
+    )
 
 
 ui = {"stepper": AncestralStepper(model, 1, labels=NULL, seed=1)}
 picture = widgets.Image(format="png")
 buttons = {name: widgets.Button(description=name) for name in ("next pixel", "next row", "finish", "new image")}
-class_menu = widgets.Dropdown(options=[("none (10)", NULL)] + [(str(c), c) for c in range(10)], value=NULL,
-                              description="class")
+class_menu = widgets.Dropdown(
+    options=[("none (10)", NULL)] + [(str(c), c) for c in range(10)], value=NULL, description="class"
+)
 
 
 def redraw():
@@ -325,8 +353,14 @@ print(f"for comparison, real test digits: mean log p(x) = {-unconditional:7.1f} 
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), gridspec_kw={"width_ratios": [2.2, 1, 1]})
-show_grid(torch.cat([by_t[T] for T in temperatures]), "Samples at four temperatures (no label)", nrow=per_t,
-          ax=axes[0], xlabel="sample", ylabel="T = " + ", ".join(map(str, temperatures)) + " (top to bottom)")
+show_grid(
+    torch.cat([by_t[T] for T in temperatures]),
+    "Samples at four temperatures (no label)",
+    nrow=per_t,
+    ax=axes[0],
+    xlabel="sample",
+    ylabel="T = " + ", ".join(map(str, temperatures)) + " (top to bottom)",
+)
 axes[1].plot(temperatures, [log_lik[T] for T in temperatures], "o-", label="samples")
 axes[1].axhline(-unconditional, color="gray", linestyle="--", label="real test digits")
 axes[1].set(title="Likelihood of the samples", xlabel="temperature T", ylabel="mean log p(x) (nats, model at T=1)")
@@ -373,7 +407,7 @@ assert spread[0.6] < spread[1.3], "cold samples should be more alike than hot on
 chosen = torch.stack([torch.nonzero(test.labels == c)[0, 0] for c in (2, 3, 4, 7)])
 originals = test.images[chosen]
 repeats = 3
-expanded = originals.repeat_interleave(repeats, 0)      # every digit three times
+expanded = originals.repeat_interleave(repeats, 0)  # every digit three times
 completions = {}
 for region in ("bottom", "box"):
     given = occlude(expanded, region)
@@ -388,16 +422,22 @@ def completion_rows(originals, known, done):
     rows = []
     for k, x in enumerate(originals):
         shown = torch.where(known[0], 2 * x, torch.ones_like(x))
-        rows += [2 * x, shown, *(2 * done[k * repeats:(k + 1) * repeats])]
+        rows += [2 * x, shown, *(2 * done[k * repeats : (k + 1) * repeats])]
     return torch.stack(rows)
 
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 5))
 for ax, region in zip(axes, ("bottom", "box")):
     known = occlude(originals, region)[1]
-    show_grid(completion_rows(originals, known, completions[region]), f"Completing the {region} (no label)",
-              nrow=2 + repeats, levels=3, ax=ax, xlabel="original | given (grey = hidden) | three completions",
-              ylabel="test digit")
+    show_grid(
+        completion_rows(originals, known, completions[region]),
+        f"Completing the {region} (no label)",
+        nrow=2 + repeats,
+        levels=3,
+        ax=ax,
+        xlabel="original | given (grey = hidden) | three completions",
+        ylabel="test digit",
+    )
 plt.tight_layout()
 plt.show()
 
@@ -411,8 +451,10 @@ plt.show()
 # And the three completions of a digit are genuine draws, not one deterministic answer:
 
 # %%
-differ = [not torch.equal(completions["bottom"][k * repeats], completions["bottom"][k * repeats + 1])
-          for k in range(len(chosen))]
+differ = [
+    not torch.equal(completions["bottom"][k * repeats], completions["bottom"][k * repeats + 1])
+    for k in range(len(chosen))
+]
 assert all(differ), "two completions of the same half digit should differ somewhere"
 
 # %% [markdown]
@@ -423,7 +465,7 @@ assert all(differ), "two completions of the same half digit should differ somewh
 
 # %%
 per_class = 3
-class_labels = torch.arange(10).repeat(per_class)      # columns: classes 0..9; rows: samples
+class_labels = torch.arange(10).repeat(per_class)  # columns: classes 0..9; rows: samples
 by_class = sample(model, len(class_labels), labels=class_labels, seed=3)
 show_grid(by_class, "Class-conditional samples", nrow=10, xlabel="class 0 to 9 (left to right)", ylabel="sample")
 plt.show()
@@ -438,7 +480,7 @@ plt.show()
 # %%
 from course_lib.neighbours import majority_label
 
-judge_test = test.images[::10]                    # 100 real test digits, 10 per class
+judge_test = test.images[::10]  # 100 real test digits, 10 per class
 _, idx = nearest_neighbours(judge_test, train.images, k=5)
 judge_accuracy = (majority_label(idx, train.labels, 10) == test.labels[::10]).float().mean().item()
 _, idx = nearest_neighbours(by_class, train.images, k=5)
@@ -478,13 +520,18 @@ print(f"  real test digits ({len(d_test)}): min {d_test.min():.0f}, median {d_te
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1.6, 1]})
 pairs = torch.cat([samples[:10], train.images[i_samples[:10, 0]]])
-show_grid(pairs, "Samples (top) and their nearest training images (bottom)", nrow=10, ax=axes[0],
-          xlabel="sample", ylabel="sample / nearest neighbour")
+show_grid(
+    pairs,
+    "Samples (top) and their nearest training images (bottom)",
+    nrow=10,
+    ax=axes[0],
+    xlabel="sample",
+    ylabel="sample / nearest neighbour",
+)
 bins = torch.linspace(0, max(d_samples.max(), d_test.max()).item() + 1, 25)
 axes[1].hist(d_test[:, 0], bins=bins, density=True, alpha=0.6, label="real test digits")
 axes[1].hist(d_samples[:, 0], bins=bins, density=True, alpha=0.6, label="samples")
-axes[1].set(title="Distance to the nearest training image", xlabel="Hamming distance (pixels)",
-            ylabel="density")
+axes[1].set(title="Distance to the nearest training image", xlabel="Hamming distance (pixels)", ylabel="density")
 axes[1].legend()
 plt.tight_layout()
 plt.show()
@@ -512,6 +559,7 @@ assert d_samples.median() > 0.5 * d_test.median(), "samples sit much closer to t
 # runs the *whole* network once per sub-pixel: $D = C \cdot H \cdot W$ passes, 784 for a binary 28×28
 # digit, each recomputing every position although only one input changed. We count the passes with a
 # forward hook.
+
 
 # %%
 def timed(f):
@@ -572,8 +620,11 @@ ax.set_xscale("log", base=2)
 ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
 ax.minorticks_off()
 ax.set_ylim(bottom=0)
-ax.set(title=f"Naive sampling cost on this machine ({C * H * W} passes per image)", xlabel="batch size B",
-       ylabel="seconds per sampled image")
+ax.set(
+    title=f"Naive sampling cost on this machine ({C * H * W} passes per image)",
+    xlabel="batch size B",
+    ylabel="seconds per sampled image",
+)
 plt.tight_layout()
 plt.show()
 
@@ -620,11 +671,11 @@ from course_lib.cached_sampling import make_cache
 
 digit, no_label = test.images[:1], torch.tensor([NULL])
 with torch.no_grad():
-    full = model(digit, no_label)                   # (1, C, H, W): every conditional at once
+    full = model(digit, no_label)  # (1, C, H, W): every conditional at once
     cache = make_cache(model, digit.clone(), no_label)
     from_cache = torch.zeros_like(full)
     for i in range(H):
-        cache.start_row(i)                          # vertical stack: one row of every layer
+        cache.start_row(i)  # vertical stack: one row of every layer
         for j in range(W):
             from_cache[:, 0, i, j] = cache.logits_at(j)  # horizontal stack: one position of every layer
 difference = (from_cache - full).abs().max().item()
@@ -649,8 +700,10 @@ naive_passes = len(passes)
 passes.clear()
 cached64 = sample(model64, n_check, labels=NULL, seed=4, method="cached")
 hook.remove()
-print(f"float64, {n_check} images, seed 4: identical = {torch.equal(naive64, cached64)}; "
-      f"full forward passes: naive {naive_passes}, cached {len(passes)}")
+print(
+    f"float64, {n_check} images, seed 4: identical = {torch.equal(naive64, cached64)}; "
+    f"full forward passes: naive {naive_passes}, cached {len(passes)}"
+)
 
 # %%
 assert difference < 1e-4, "cached logits must equal the full forward pass's"

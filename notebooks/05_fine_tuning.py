@@ -43,11 +43,33 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from course_lib import (GatedPixelCNN, IndependentPixelModel, count_parameters, evaluate, fit, is_fast,
-                        load_dataset, pick, sample)
-from course_lib.finetune import (FeatureClassifier, SmallCNN, accuracy, add_conditioning, changed_parameters,
-                                 complete_best_of, denoise, fit_classifier, freeze, generative_classify,
-                                 hidden_error, per_class, select_classes, snapshot)
+from course_lib import (
+    GatedPixelCNN,
+    IndependentPixelModel,
+    count_parameters,
+    evaluate,
+    fit,
+    is_fast,
+    load_dataset,
+    pick,
+    sample,
+)
+from course_lib.finetune import (
+    FeatureClassifier,
+    SmallCNN,
+    accuracy,
+    add_conditioning,
+    changed_parameters,
+    complete_best_of,
+    denoise,
+    fit_classifier,
+    freeze,
+    generative_classify,
+    hidden_error,
+    per_class,
+    select_classes,
+    snapshot,
+)
 from course_lib.plotting import show_grid
 
 print(f"fast mode: {is_fast()}")
@@ -75,17 +97,33 @@ target_test = per_class(select_classes(test, range(5, 10)), pick(fast=20, full=6
 print(f"source: {len(source_train)} training / {len(source_test)} test images of digits 0-4")
 print(f"target: up to {len(target_pool)} training / {len(target_test)} test images of digits 5-9")
 fig, axes = plt.subplots(1, 2, figsize=(11, 2.6))
-show_grid(source_train.images[:: len(source_train) // 10][:10], "Source task: digits 0-4", nrow=10,
-          ax=axes[0], xlabel="training image", ylabel="image")
-show_grid(target_pool.images[:: len(target_pool) // 10][:10], "Target task: digits 5-9", nrow=10,
-          ax=axes[1], xlabel="training image", ylabel="image")
+show_grid(
+    source_train.images[:: len(source_train) // 10][:10],
+    "Source task: digits 0-4",
+    nrow=10,
+    ax=axes[0],
+    xlabel="training image",
+    ylabel="image",
+)
+show_grid(
+    target_pool.images[:: len(target_pool) // 10][:10],
+    "Target task: digits 5-9",
+    nrow=10,
+    ax=axes[1],
+    xlabel="training image",
+    ylabel="image",
+)
 plt.tight_layout()
 plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(sorted(select_classes(train, range(5)).labels.unique().tolist()),
-      sorted(target_pool.labels.unique().tolist()), len(target_pool), target_pool.image_shape)
+print(
+    sorted(select_classes(train, range(5)).labels.unique().tolist()),
+    sorted(target_pool.labels.unique().tolist()),
+    len(target_pool),
+    target_pool.image_shape,
+)
 
 # %% [markdown]
 # ## 1 · Pretraining on the source digits
@@ -106,16 +144,26 @@ def new_model():
 
 torch.manual_seed(0)
 pretrained = new_model()
-fit(pretrained, source_train, None, epochs=pick(fast=4, full=3), batch_size=pick(fast=16, full=32),
-    lr=pick(fast=1e-2, full=5e-3), device="cpu", progress=False)
+fit(
+    pretrained,
+    source_train,
+    None,
+    epochs=pick(fast=4, full=3),
+    batch_size=pick(fast=16, full=32),
+    lr=pick(fast=1e-2, full=5e-3),
+    device="cpu",
+    progress=False,
+)
 zero_shot = evaluate(pretrained, target_test)
 on_source = evaluate(pretrained, source_test)
 independent = evaluate(IndependentPixelModel.fit(target_pool), target_test)
 print(f"Gated PixelCNN, {count_parameters(pretrained):,} parameters, trained on {len(source_train)} digits 0-4")
 print(f"  source test (0-4): {on_source['nats']:6.1f} nats/image = {on_source['bpd']:.4f} bits/dim")
 print(f"  target test (5-9): {zero_shot['nats']:6.1f} nats/image = {zero_shot['bpd']:.4f} bits/dim  (never saw a 5-9)")
-print(f"independent pixels fitted on all {len(target_pool)} target digits: "
-      f"{independent['nats']:6.1f} nats/image = {independent['bpd']:.4f} bits/dim")
+print(
+    f"independent pixels fitted on all {len(target_pool)} target digits: "
+    f"{independent['nats']:6.1f} nats/image = {independent['bpd']:.4f} bits/dim"
+)
 
 # %% [markdown]
 # The pretrained model scores the unseen digits only a little worse than the digits it was trained on, and
@@ -123,8 +171,9 @@ print(f"independent pixels fitted on all {len(target_pool)} target digits: "
 # is mostly *how pen strokes behave*, which every digit shares. That is why fine-tuning works.
 
 # %%
-assert zero_shot["nats"] < independent["nats"] - pick(fast=20, full=60), \
+assert zero_shot["nats"] < independent["nats"] - pick(fast=20, full=60), (
     "the pretrained model should beat independent pixels on digits it never saw"
+)
 
 # %% [markdown]
 # ## 2 · Fine-tuning against training from scratch
@@ -144,8 +193,10 @@ assert zero_shot["nats"] < independent["nats"] - pick(fast=20, full=60), \
 
 # %%
 SIZES = pick(fast=(10, 50, 200), full=(10, 100, 1000))
-PLAN = pick(fast={10: (10, 10), 50: (10, 4), 200: (16, 2)},      # N -> (batch size, epochs)
-            full={10: (10, 30), 100: (20, 10), 1000: (32, 2)})
+PLAN = pick(
+    fast={10: (10, 10), 50: (10, 4), 200: (16, 2)},  # N -> (batch size, epochs)
+    full={10: (10, 30), 100: (20, 10), 1000: (32, 2)},
+)
 FINETUNE_LR, SCRATCH_LR = 1e-3, 5e-3
 
 
@@ -163,9 +214,14 @@ for n in SIZES:
     finetuned[n] = adapt(copy.deepcopy(pretrained), target_sets[n], FINETUNE_LR)
     torch.manual_seed(1)
     scratch = adapt(new_model(), target_sets[n], SCRATCH_LR)
-    results[n] = {"fine-tune": evaluate(finetuned[n], target_test)["bpd"], "scratch": evaluate(scratch, target_test)["bpd"]}
-    print(f"N = {n:4d} target images:  fine-tuned {results[n]['fine-tune']:.4f}   "
-          f"scratch {results[n]['scratch']:.4f} bits/dim")
+    results[n] = {
+        "fine-tune": evaluate(finetuned[n], target_test)["bpd"],
+        "scratch": evaluate(scratch, target_test)["bpd"],
+    }
+    print(
+        f"N = {n:4d} target images:  fine-tuned {results[n]['fine-tune']:.4f}   "
+        f"scratch {results[n]['scratch']:.4f} bits/dim"
+    )
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -195,8 +251,10 @@ plt.show()
 # %%
 for n in SIZES[:2]:
     assert results[n]["fine-tune"] < results[n]["scratch"] - 0.01, f"fine-tuning should beat scratch at N={n}"
-assert results[SIZES[0]]["scratch"] - results[SIZES[0]]["fine-tune"] > \
-    results[SIZES[-1]]["scratch"] - results[SIZES[-1]]["fine-tune"], "the advantage of pretraining shrinks as N grows"
+assert (
+    results[SIZES[0]]["scratch"] - results[SIZES[0]]["fine-tune"]
+    > results[SIZES[-1]]["scratch"] - results[SIZES[-1]]["fine-tune"]
+), "the advantage of pretraining shrinks as N grows"
 
 # %% [markdown]
 # ## 3 · What to fine-tune, and how fast
@@ -235,8 +293,10 @@ table["all layers, lr 1e-3"] = (finetuned[n_mid], count_parameters(pretrained)) 
 scores = {}
 for name, (model, n_params) in table.items():
     scores[name] = (evaluate(model, target_test)["bpd"], evaluate(model, source_test)["bpd"])
-    print(f"{name:27s} {n_params:6,d} trained parameters   target {scores[name][0]:.4f}   "
-          f"source {scores[name][1]:.4f} bits/dim")
+    print(
+        f"{name:27s} {n_params:6,d} trained parameters   target {scores[name][0]:.4f}   "
+        f"source {scores[name][1]:.4f} bits/dim"
+    )
 
 # %%
 names = list(scores)
@@ -270,8 +330,10 @@ plt.show()
 
 # %%
 assert scores["all layers, lr 1e-3"][0] < scores["not fine-tuned"][0], "gentle fine-tuning helps on the target"
-assert scores["output layers only"][1] - scores["not fine-tuned"][1] < \
-    scores["all layers, lr 1e-2"][1] - scores["not fine-tuned"][1], "a large learning rate forgets more"
+assert (
+    scores["output layers only"][1] - scores["not fine-tuned"][1]
+    < scores["all layers, lr 1e-2"][1] - scores["not fine-tuned"][1]
+), "a large learning rate forgets more"
 
 # %% [markdown]
 # ## 4 · Adding class conditioning to a pretrained model
@@ -322,8 +384,10 @@ with torch.no_grad():
     true_nats = -conditional.log_prob(classify_test.images, classify_test.labels).mean().item()
     wrong_nats = -conditional.log_prob(classify_test.images, wrong).mean().item()
 base_nats = evaluate(base, classify_test)["nats"]
-print(f"test digits 0-9, nats/image:  conditional, true label {true_nats:6.1f}   "
-      f"conditional, wrong label {wrong_nats:6.1f}   unconditional start {base_nats:6.1f}")
+print(
+    f"test digits 0-9, nats/image:  conditional, true label {true_nats:6.1f}   "
+    f"conditional, wrong label {wrong_nats:6.1f}   unconditional start {base_nats:6.1f}"
+)
 
 # %%
 assert true_nats < wrong_nats - pick(fast=0.5, full=3), "the true label must make a digit more likely than a wrong one"
@@ -335,8 +399,13 @@ assert true_nats < wrong_nats - pick(fast=0.5, full=3), "the true label must mak
 # %%
 wanted = torch.arange(10)
 drawn = sample(conditional, len(wanted), labels=wanted, seed=0)
-show_grid(drawn, "Class-conditional samples, one per requested digit", nrow=10,
-          xlabel="requested digit: 0, 1, ..., 9", ylabel="sample")
+show_grid(
+    drawn,
+    "Class-conditional samples, one per requested digit",
+    nrow=10,
+    xlabel="requested digit: 0, 1, ..., 9",
+    ylabel="sample",
+)
 plt.show()
 
 # %% [markdown]
@@ -371,11 +440,21 @@ for k in LABELS_PER_CLASS:
         accuracies[name, k] = accuracy(clf, classify_test)
     torch.manual_seed(3)
     cnn = SmallCNN()
-    fit_classifier(cnn, few, epochs=pick(fast=10, full=30) if k == LABELS_PER_CLASS[0] else pick(fast=4, full=8),
-                   batch_size=32, lr=3e-3)
+    fit_classifier(
+        cnn,
+        few,
+        epochs=pick(fast=10, full=30) if k == LABELS_PER_CLASS[0] else pick(fast=4, full=8),
+        batch_size=32,
+        lr=3e-3,
+    )
     accuracies["small CNN", k] = accuracy(cnn, classify_test)
-    print(f"{k:3d} labels per class: " + "   ".join(f"{name} {accuracies[name, k]:.1%}"
-                                                   for name in ("PixelCNN body, pretrained", "PixelCNN body, scratch", "small CNN")))
+    print(
+        f"{k:3d} labels per class: "
+        + "   ".join(
+            f"{name} {accuracies[name, k]:.1%}"
+            for name in ("PixelCNN body, pretrained", "PixelCNN body, scratch", "small CNN")
+        )
+    )
 
 # %% [markdown]
 # With the same labels and the same number of steps, the pretrained body gives a clearly more accurate
@@ -387,9 +466,9 @@ for k in LABELS_PER_CLASS:
 # more labels the purpose-built CNN pulls ahead.
 
 # %%
-assert accuracies["PixelCNN body, pretrained", LABELS_PER_CLASS[0]] > \
-    accuracies["PixelCNN body, scratch", LABELS_PER_CLASS[0]] + pick(fast=0.0, full=0.04), \
-    "pretraining should help the classifier when labels are few"
+assert accuracies["PixelCNN body, pretrained", LABELS_PER_CLASS[0]] > accuracies[
+    "PixelCNN body, scratch", LABELS_PER_CLASS[0]
+] + pick(fast=0.0, full=0.04), "pretraining should help the classifier when labels are few"
 assert min(accuracies.values()) > 0.2, "every classifier should beat chance (10%) by far"
 
 # %% [markdown]
@@ -415,7 +494,9 @@ print(f"chance:                                {1 / 10:.1%}")
 # %%
 one_each = torch.stack([(classify_test.labels == c).nonzero()[0, 0] for c in range(10)])  # a test digit of each class
 fig, axes = plt.subplots(1, 2, figsize=(8, 6.2), gridspec_kw={"width_ratios": [1, 6]})
-show_grid(classify_test.images[one_each], "Test digits", nrow=1, ax=axes[0], xlabel="image", ylabel="one digit of each class")
+show_grid(
+    classify_test.images[one_each], "Test digits", nrow=1, ax=axes[0], xlabel="image", ylabel="one digit of each class"
+)
 im = axes[1].imshow(log_post[one_each].exp().numpy(), cmap="viridis", vmin=0, vmax=1)
 axes[1].set_xticks(range(10))
 axes[1].set_yticks(range(10), [f"a {y}" for y in range(10)])
@@ -444,8 +525,10 @@ print(f"average probability given to the predicted class: {confidence:.1%}; accu
 
 # %%
 recognised = (cnn(drawn).argmax(1) == wanted).float().mean().item()
-print(f"generative classifier accuracy {generative_acc:.1%}; "
-      f"the CNN recognises {recognised:.0%} of the {len(wanted)} conditional samples as the requested digit (chance 10%)")
+print(
+    f"generative classifier accuracy {generative_acc:.1%}; "
+    f"the CNN recognises {recognised:.0%} of the {len(wanted)} conditional samples as the requested digit (chance 10%)"
+)
 assert generative_acc > pick(fast=0.2, full=0.5), "Bayes' rule over class likelihoods should beat chance by far"
 
 # %% [markdown]
@@ -475,13 +558,19 @@ flipped = torch.rand(clean.shape, generator=torch.Generator().manual_seed(0)) < 
 noisy = torch.where(flipped, 1 - clean, clean)
 majority = (F.avg_pool2d(noisy.float(), 3, stride=1, padding=1, count_include_pad=False) > 0.5).long()
 repaired = denoise(base, noisy, eps, candidates=64, sweeps=2)
-errors = {name: (z != clean).float().mean().item() for name, z in
-          [("noisy", noisy), ("3x3 majority filter", majority), ("PixelCNN, max posterior", repaired)]}
+errors = {
+    name: (z != clean).float().mean().item()
+    for name, z in [("noisy", noisy), ("3x3 majority filter", majority), ("PixelCNN, max posterior", repaired)]
+}
 for name, err in errors.items():
     print(f"{name:24s} {err:.2%} of pixels wrong")
-show_grid(torch.cat([clean[::3], noisy[::3], majority[::3], repaired[::3]]),
-          "Rows: clean, 5% of pixels flipped, 3x3 majority filter, PixelCNN repair", nrow=10,
-          xlabel="test digit", ylabel="clean / noisy / majority / PixelCNN")
+show_grid(
+    torch.cat([clean[::3], noisy[::3], majority[::3], repaired[::3]]),
+    "Rows: clean, 5% of pixels flipped, 3x3 majority filter, PixelCNN repair",
+    nrow=10,
+    xlabel="test digit",
+    ylabel="clean / noisy / majority / PixelCNN",
+)
 plt.show()
 
 # %% [markdown]
@@ -501,11 +590,18 @@ hole[..., 9:19, 9:19] = False  # a 10x10 block is missing
 damaged = classify_test.images[:: len(classify_test) // 10][:10]
 filled = complete_best_of(base, damaged, hole, k=pick(fast=2, full=4), seed=0)
 blank = torch.where(hole, damaged, torch.zeros_like(damaged))
-print(f"hidden pixels wrong: filled with black {hidden_error(blank, damaged, hole).mean():.1%}, "
-      f"PixelCNN best of {pick(fast=2, full=4)} completions {hidden_error(filled, damaged, hole).mean():.1%}")
+print(
+    f"hidden pixels wrong: filled with black {hidden_error(blank, damaged, hole).mean():.1%}, "
+    f"PixelCNN best of {pick(fast=2, full=4)} completions {hidden_error(filled, damaged, hole).mean():.1%}"
+)
 assert torch.equal(filled[hole.expand_as(filled)], damaged[hole.expand_as(damaged)]), "known pixels are kept"
-show_grid(torch.cat([damaged, blank, filled]), "Rows: original, 10x10 block missing, PixelCNN completion",
-          nrow=10, xlabel="test digit", ylabel="original / damaged / repaired")
+show_grid(
+    torch.cat([damaged, blank, filled]),
+    "Rows: original, 10x10 block missing, PixelCNN completion",
+    nrow=10,
+    xlabel="test digit",
+    ylabel="original / damaged / repaired",
+)
 plt.show()
 
 # %% [markdown]
@@ -515,8 +611,9 @@ plt.show()
 
 # %%
 assert errors["PixelCNN, max posterior"] < errors["noisy"] / 2, "repair should remove most of the noise"
-assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(fast=0.02, full=0.0), \
+assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(fast=0.02, full=0.0), (
     "the digit model should repair at least as well as a filter that knows nothing about digits"
+)
 
 # %% [markdown]
 # ## Recap

@@ -67,6 +67,7 @@ print(train, test, sep="\n")
 # Mistakes recognised: bits instead of nats, mean instead of sum over pixels, a mean over the batch,
 # a wrong sign, the wrong target, an unstable log.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t01_nll", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def nll(logits, x):
     """NLL in nats of each image, shape (B,).
@@ -99,6 +100,7 @@ checks.lesson01.check_nll(nll)
 # **Checked:** on random NLLs and dimensions, a float and a tensor. Mistakes recognised: no conversion to
 # bits, no division by $D$, multiplying by $\ln 2$, $\log_{10}$ instead of $\ln$.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t02_bpd", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def bits_per_dim(nats_per_image, dims):
     """Bits per dimension of an NLL given in nats per image, with D = `dims` sub-pixels per image."""
@@ -126,6 +128,7 @@ checks.lesson01.check_bits_per_dim(bits_per_dim)
 # some pixel. Mistakes recognised: no pseudo-counts (zero probabilities), a denominator that does not
 # normalise, one probability for all pixels, levels in the wrong place or order.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t03_fit", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def fit_independent(images, levels=2, alpha=1.0):
     """Per-sub-pixel level probabilities (K, C, H, W) of `images` (N, C, H, W), with `alpha` pseudo-counts."""
@@ -145,8 +148,10 @@ checks.lesson01.check_fit_independent(fit_independent)
 # %% nbgrader={"grade": false, "grade_id": "t03_demo", "locked": true, "schema_version": 3, "solution": false, "task": false}
 probs = fit_independent(train.images, levels=2, alpha=1.0)
 reference = IndependentPixelModel.fit(train, alpha=1.0).probs
-print(f"P(pixel on) ranges from {probs[1].min():.4f} to {probs[1].max():.4f}; "
-      f"largest difference from course_lib: {(probs - reference).abs().max():.1e}")
+print(
+    f"P(pixel on) ranges from {probs[1].min():.4f} to {probs[1].max():.4f}; "
+    f"largest difference from course_lib: {(probs - reference).abs().max():.1e}"
+)
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "t04_eval_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 4 · `evaluate_nll(model, dataset, batch_size)` (2 points)
@@ -163,6 +168,7 @@ print(f"P(pixel on) ranges from {probs[1].min():.4f} to {probs[1].max():.4f}; "
 # **Checked:** with a model that records how it is called, on a data set whose size is not a multiple of
 # the batch size. Mistakes recognised: a dropped last batch, a mean of batch means, train mode, gradients
 # enabled, bits instead of nats, a mean over pixels, a total instead of a mean.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t04_eval", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def evaluate_nll(model, dataset, batch_size=64):
@@ -195,8 +201,10 @@ baseline = IndependentPixelModel(train.image_shape)
 baseline.log_probs.copy_(fit_independent(train.images, levels=2, alpha=1.0).log())
 mine = evaluate_nll(baseline, test, batch_size=96)
 theirs = evaluate(baseline, test)
-print(f"independent pixels on {len(test)} test digits: {mine:.2f} nats/image = "
-      f"{bits_per_dim(mine, D):.4f} bits/dim (course_lib: {theirs['nats']:.2f}, {theirs['bpd']:.4f})")
+print(
+    f"independent pixels on {len(test)} test digits: {mine:.2f} nats/image = "
+    f"{bits_per_dim(mine, D):.4f} bits/dim (course_lib: {theirs['nats']:.2f}, {theirs['bpd']:.4f})"
+)
 print(f"a fair coin per pixel: {D * math.log(2):.2f} nats/image = {bits_per_dim(D * math.log(2), D):.1f} bits/dim")
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}

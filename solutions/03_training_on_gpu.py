@@ -40,7 +40,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from course_lib import GatedPixelCNN, load_dataset, log_prob_from_logits, pick
@@ -61,6 +60,7 @@ print("CUDA available:", torch.cuda.is_available())
 #
 # **Check:** the check pretends to be machines with CUDA and MPS, only MPS, only CUDA, or no GPU at all,
 # and also passes explicit devices.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t03_pick_device", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def pick_device(device=None):
@@ -103,6 +103,7 @@ checks.lesson03.check_pick_device(pick_device)
 # and, where CUDA exists, a batch that arrives on the CPU. The check watches the forward pass for
 # autocast, training mode and gradients.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t03_train_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def train_step(model, optimizer, x, *, precision="bf16", clip=1.0):
     """One optimisation step on the batch x (B, C, H, W); returns the loss in nats per image (a float)."""
@@ -143,6 +144,7 @@ checks.lesson03.check_train_step(train_step)
 # compared with the NLL of every image computed by the reference. Dropping the last batch, averaging batch
 # means, reporting bits as nats or a mean over pixels each get their own message.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t03_evaluate", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def evaluate_nll(model, dataset, batch_size=256):
     """Mean NLL over every image of `dataset`: {"nats": per image, "bpd": bits/dim, "n_images": count}."""
@@ -182,6 +184,7 @@ checks.lesson03.check_evaluate(evaluate_nll)
 # crashes while pickling must leave the first checkpoint intact, leave no temporary file, and raise;
 # a third save must replace the file.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t03_save_checkpoint", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def save_checkpoint_atomically(payload, path):
     """torch.save `payload` to `path` so that readers only ever see the old or the new complete file."""
@@ -213,6 +216,7 @@ checks.lesson03.check_save_checkpoint(save_checkpoint_atomically)
 #   and return the epoch after the last finished one.
 #
 # **Check:** with no file, and with a checkpoint of a model and an Adam optimizer that took a few steps.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t03_resume", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def resume(model, optimizer, path):
@@ -257,20 +261,27 @@ def new_run():
 
 model, optimizer = new_run()
 for epoch in range(resume(model, optimizer, checkpoint), epochs):
-    losses = [train_step(model, optimizer, x, precision="bf16", clip=1.0)
-              for x, _ in DataLoader(train, batch_size=32, shuffle=True)]
+    losses = [
+        train_step(model, optimizer, x, precision="bf16", clip=1.0)
+        for x, _ in DataLoader(train, batch_size=32, shuffle=True)
+    ]
     result = evaluate_nll(model, test)
-    save_checkpoint_atomically({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "epoch": epoch}, checkpoint)
-    print(f"epoch {epoch + 1}: train {sum(losses) / len(losses):.1f} nats/image, test {result['nats']:.1f} "
-          f"nats/image = {result['bpd']:.4f} bits/dim over {result['n_images']} images")
+    save_checkpoint_atomically(
+        {"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, checkpoint
+    )
+    print(
+        f"epoch {epoch + 1}: train {sum(losses) / len(losses):.1f} nats/image, test {result['nats']:.1f} "
+        f"nats/image = {result['bpd']:.4f} bits/dim over {result['n_images']} images"
+    )
 
 restarted, restarted_optimizer = new_run()
 start = resume(restarted, restarted_optimizer, checkpoint)
 print(f"the restarted run continues at epoch {start} of {epochs}: nothing left to train")
 reference = evaluate(restarted, test)
-print(f"your evaluation of the restored model: {evaluate_nll(restarted, test)['nats']:.3f} nats; "
-      f"course_lib.evaluate: {reference['nats']:.3f} nats")
+print(
+    f"your evaluation of the restored model: {evaluate_nll(restarted, test)['nats']:.3f} nats; "
+    f"course_lib.evaluate: {reference['nats']:.3f} nats"
+)
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## What you wrote

@@ -39,9 +39,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from course_lib import GatedPixelCNN, fit, load_dataset, occlude, pick, sample
-from coursework import checks
 from course_lib.plotting import show_grid
 from course_lib.sampling import draw
+from coursework import checks
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small models: one CPU thread is faster than several competing for a busy CPU
@@ -63,6 +63,7 @@ torch.set_num_threads(1)  # small models: one CPU thread is faster than several 
 #
 # **Check:** random logits at $T = 0.5, 1, 2$. Temperature applied after the sigmoid/softmax, ignored or
 # multiplied, and a softmax over the wrong dimension each get their own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t04_temperature", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def temperature_probs(logits, temperature):
@@ -103,6 +104,7 @@ checks.lesson04.check_temperature_probs(temperature_probs)
 # $T = 1$, compared with `course_lib.sample(..., seed=...)`. It watches every forward pass: sampling in
 # train mode or with gradients on, a single forward pass for all pixels, column or channel order, and a
 # wrong temperature each get their own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t04_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def ancestral_sample(model, n, *, temperature=1.0, labels=None, generator=None):
@@ -151,6 +153,7 @@ checks.lesson04.check_sample(ancestral_sample)
 # compared with `course_lib.sample(..., given=(images, known), seed=...)`. Given pixels overwritten (or
 # missing), given pixels pasted back only at the end, drawing sub-pixels every image knows, train mode and
 # missing `no_grad` each get their own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t04_complete", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def complete(model, images, known, *, temperature=1.0, labels=None, generator=None):
@@ -206,8 +209,13 @@ for t in temperatures:
     same = torch.equal(drawn[t].cpu(), sample(model, per_t, temperature=t, seed=1, method="naive"))
     mean_log_p = model.log_prob(drawn[t]).mean().item()
     print(f"T = {t}: mean log p(x) = {mean_log_p:6.1f} nats; identical to course_lib.sample: {same}")
-show_grid(torch.cat([drawn[t].cpu() for t in temperatures]), "Your samples at T = 0.7, 1.0, 1.3 (top to bottom)",
-          nrow=per_t, xlabel="sample", ylabel="temperature")
+show_grid(
+    torch.cat([drawn[t].cpu() for t in temperatures]),
+    "Your samples at T = 0.7, 1.0, 1.3 (top to bottom)",
+    nrow=per_t,
+    xlabel="sample",
+    ylabel="temperature",
+)
 plt.show()
 
 # %% nbgrader={"grade": false, "grade_id": "completions", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -218,8 +226,14 @@ kept = torch.equal(filled[known.expand_as(filled)], originals[known.expand_as(or
 same = torch.equal(filled, sample(model, len(originals), given=(images, known), seed=2, method="naive"))
 print(f"given pixels kept: {kept}; identical to course_lib.sample(given=...): {same}")
 shown = torch.where(known, 2 * originals, torch.ones_like(originals))  # grey where hidden
-show_grid(torch.cat([2 * originals, shown, 2 * filled]), "Originals, what the model is given, your completions",
-          nrow=len(originals), levels=3, xlabel="test digit", ylabel="original / given / completed")
+show_grid(
+    torch.cat([2 * originals, shown, 2 * filled]),
+    "Originals, what the model is given, your completions",
+    nrow=len(originals),
+    levels=3,
+    xlabel="test digit",
+    ylabel="original / given / completed",
+)
 plt.show()
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -38,8 +38,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from course_lib import GatedPixelCNN, evaluate, fit, load_dataset, log_prob_from_logits, pick
-from coursework import checks
 from course_lib.data import ImageDataset
+from coursework import checks
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small models: one CPU thread is faster than several competing for a busy CPU
@@ -98,6 +98,7 @@ print("its modules:", ", ".join(name for name, _ in pretrained.named_children())
 # layers that still change (with `requires_grad` still on, or updated by the optimizer from old gradients),
 # a prefix that also matches `layers.10`, and losses in bits or per pixel get their own messages.
 
+
 # %% nbgrader={"grade": false, "grade_id": "t05_fine_tune", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0):
     """Train only the parameters inside the modules named in `train`; return the mean loss of every epoch."""
@@ -150,8 +151,10 @@ for label, modules in (("output layers only", ["out1", "out2"]), ("every layer",
     moved = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])]
     frozen_ok = all(any(name == m or name.startswith(m + ".") for m in modules) for name in moved)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"{label:19s}: {n_train:6,d} of {sum(p.numel() for p in model.parameters()):,} parameters trained, "
-          f"test NLL on 5-9 {evaluate(model, target_test)['nats']:.1f} nats/image, frozen ones unchanged: {frozen_ok}")
+    print(
+        f"{label:19s}: {n_train:6,d} of {sum(p.numel() for p in model.parameters()):,} parameters trained, "
+        f"test NLL on 5-9 {evaluate(model, target_test)['nats']:.1f} nats/image, frozen ones unchanged: {frozen_ok}"
+    )
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "task2_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## Task 2 · Class-conditional log-likelihoods (2 points)
@@ -167,6 +170,7 @@ for label, modules in (("output layers only", ["out1", "out2"]), ("every layer",
 # **Check:** a tiny class-conditional model with 3-5 classes on a few random images (more images than
 # classes, so rows and columns cannot be confused). The NLL instead of the log-likelihood, a mean over
 # pixels, bits, train mode and gradients each get their own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t05_class_log_likelihoods", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def class_log_likelihoods(model, x):
@@ -207,6 +211,7 @@ checks.lesson05.check_class_log_likelihoods(class_log_likelihoods)
 # **Check:** log-likelihoods around −1000 nats, with a uniform and a non-uniform prior. Underflow (NaN),
 # a missing normalisation, a normalisation over the images, an ignored prior and probabilities instead of
 # log-probabilities each get their own message.
+
 
 # %% nbgrader={"grade": false, "grade_id": "t05_bayes", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def bayes_log_posterior(log_lik, log_prior=None):

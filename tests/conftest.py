@@ -12,4 +12,5 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def tiny_binary():
     """A small real data set for fast training tests: 96 train / 32 test 1x28x28 binary digits."""
     from course_lib import load_dataset
+
     return load_dataset("mnist-subset", "train", limit=96), load_dataset("mnist-subset", "test", limit=32)

@@ -1,5 +1,6 @@
 """The graded cells of a solution notebook as code, for the check tests: run a task's reference
 solution, a mutated copy of it (a planted bug), or its exercise stub."""
+
 import re
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class SolutionCells:
             source = source.replace(old, new)
         namespace = {}
         exec(self.cells["setup"], namespace)
-        for earlier in self.tasks[:self.tasks.index(grade_id)] if grade_id in self.tasks else []:
+        for earlier in self.tasks[: self.tasks.index(grade_id)] if grade_id in self.tasks else []:
             exec(self.cells[earlier], namespace)
         exec(source, namespace)
         name = re.search(r"^(?:def|class) (\w+)", source, re.MULTILINE).group(1)
@@ -48,5 +49,5 @@ class SolutionCells:
     def stub(self, grade_id):
         """The exercise version: the solution block replaced by raise NotImplementedError()."""
         src = self.cells[grade_id]
-        block = src[src.index("    ### BEGIN SOLUTION"):src.index("### END SOLUTION") + len("### END SOLUTION")]
+        block = src[src.index("    ### BEGIN SOLUTION") : src.index("### END SOLUTION") + len("### END SOLUTION")]
         return self.solution(grade_id, (block, "    raise NotImplementedError()"))

@@ -1,10 +1,12 @@
 """Benchmark helpers: they time the real training step and leave the measured model alone."""
+
 import torch
 
 
 def test_training_throughput_measures_the_real_step_without_touching_the_model():
     from course_lib import GatedPixelCNN
     from course_lib.benchmark import training_throughput
+
     model = GatedPixelCNN((1, 8, 8), channels=8, dilations=(1,))
     before = [p.clone() for p in model.parameters()]
     result = training_throughput(model, batch_size=4, steps=3, warmup=1, device="cpu", precision="bf16")
@@ -16,6 +18,7 @@ def test_naive_estimate_times_one_row_of_full_forward_passes():
     """The naive estimate samples one row at a time (W forward passes each) and scales by H."""
     from course_lib import GatedPixelCNN
     from course_lib.benchmark import naive_sampling_seconds, sampling_seconds
+
     model = GatedPixelCNN((1, 6, 5), channels=4, dilations=(1,))
     calls = []
     model.register_forward_hook(lambda *args: calls.append(args[1][0].shape[0]))
@@ -28,6 +31,7 @@ def test_naive_estimate_times_one_row_of_full_forward_passes():
 def test_fast_options_per_device():
     from course_lib.device import cpu_has_bf16
     from course_lib.train import fast_options
+
     cpu = fast_options("cpu", 32, 1e-3)
     assert cpu["batch_size"] == 32 and cpu["lr"] == 1e-3
     assert cpu.get("precision") == ("bf16" if cpu_has_bf16() else None)
@@ -37,14 +41,34 @@ def test_fast_options_per_device():
 def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     """Each benchmark script runs end to end on a tiny setting and writes its medians as JSON."""
     import json
+
     from benchmarks import precision, sampling, training
-    sampling.main(["--batch-sizes", "1", "2", "--image-size", "6", "--channels", "4", "--repeats", "1",
-                   "--naive-rows", "1", "--full-naive", "2", "--out", str(tmp_path / "s.json")])
+
+    sampling.main(
+        [
+            "--batch-sizes",
+            "1",
+            "2",
+            "--image-size",
+            "6",
+            "--channels",
+            "4",
+            "--repeats",
+            "1",
+            "--naive-rows",
+            "1",
+            "--full-naive",
+            "2",
+            "--out",
+            str(tmp_path / "s.json"),
+        ]
+    )
     s = json.loads((tmp_path / "s.json").read_text())
     assert [r["batch_size"] for r in s["results"]] == [1, 2] and s["machine"]["device"] == "cpu"
     assert all(r["speedup"] > 0 for r in s["results"]) and "naive_full_run_s" in s["results"][1]
-    training.main(["--model", "default", "--batch-size", "2", "--steps", "1", "--warmup", "0",
-                   "--out", str(tmp_path / "t.json")])
+    training.main(
+        ["--model", "default", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "t.json")]
+    )
     t = json.loads((tmp_path / "t.json").read_text())
     assert t["results"][0]["name"] == "fp32 eager" and t["results"][-1]["name"].startswith("fast path")
     precision.main(["--epochs", "1", "--limit", "40", "--out", str(tmp_path / "p.json")])

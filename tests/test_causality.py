@@ -1,5 +1,6 @@
 """Causality by Jacobian (float64, random-initialised models): no output may depend on an input at or
 after it in raster-then-channel order, and nothing is over-masked."""
+
 import copy
 import functools
 
@@ -22,7 +23,7 @@ MODELS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def dependencies(name):
     """The dependency matrix of one random-initialised model of MODELS (computed once for both tests)."""
     torch.manual_seed(0)
@@ -95,15 +96,16 @@ def test_pixelcnn_has_a_blind_spot_that_gated_pixelcnn_removes():
     assert not stacked[i - 1, j + 4] and not stacked[i - 1, j + 5]
     assert gated[i - 1, j + 4] and gated[i - 1, j + 5]
     # both see the whole row above within 3 columns, and the pixel to the left
-    assert stacked[i - 1, j - 3: j + 4].all() and gated[i - 1, j - 3: j + 4].all()
+    assert stacked[i - 1, j - 3 : j + 4].all() and gated[i - 1, j - 3 : j + 4].all()
     assert stacked[i, j - 1] and gated[i, j - 1]
     # the gated model sees every past pixel of the rows just above within its width
-    assert gated[i - 3: i, j - 6: j + 7].all()
+    assert gated[i - 3 : i, j - 6 : j + 7].all()
 
 
 def test_random_input_lies_in_the_level_range_in_float64_and_is_seeded():
     """The Jacobian is taken at a random float64 point of [0, K-1]^D (labels: class 0 for conditional models)."""
     from course_lib.causality import _random_input
+
     model = GatedPixelCNN((2, 3, 4), levels=5, channels=4, dilations=(1,), num_classes=3)
     x, labels = _random_input(model, torch.Generator().manual_seed(3))
     assert x.shape == (1, 2, 3, 4) and x.dtype == torch.float64

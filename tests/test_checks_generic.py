@@ -1,15 +1,16 @@
 """What every lesson's checks promise, for lessons 01-05 alike: each check cell calls a check that exists,
 every check is used by a check cell, the reference solution passes, and the exercise stub fails with
 "not implemented yet" (the checks are read from the solved notebooks in solutions/)."""
+
 import importlib
 import inspect
 import re
 from pathlib import Path
 
 import pytest
+from solution_cells import SolutionCells
 
 from coursework.checks import CheckFailed
-from solution_cells import SolutionCells
 
 LESSONS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "solutions").glob("0[1-9]_*.py"))
 CALL = re.compile(r"checks\.(lesson\d\d)\.(check_\w+)\(")
@@ -35,8 +36,11 @@ def test_check_cells_and_check_functions_match(lesson):
     for task, (module, check, name) in cells.items():
         assert check is not None, f"{lesson}: the check cell of {task} calls {module.__name__}.{name}, which is missing"
     module = next(iter(cells.values()))[0]
-    public = {n for n, f in inspect.getmembers(module, inspect.isfunction)
-              if n.startswith("check_") and f.__module__ == module.__name__}
+    public = {
+        n
+        for n, f in inspect.getmembers(module, inspect.isfunction)
+        if n.startswith("check_") and f.__module__ == module.__name__
+    }
     assert public == {name for _, _, name in cells.values()}, "every check is called by exactly one check cell"
 
 

@@ -1,4 +1,5 @@
 """Lesson 01 checks: the reference solutions pass, and planted wrong answers fail with their own message."""
+
 import math
 
 import pytest
@@ -93,29 +94,35 @@ def nll_categorical_bits(logits, x):
     return nll(logits, x) / (math.log(2) if logits.dim() == 5 else 1.0)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (nll_categorical_bits, "Bernoulli logits are right, but with categorical logits: you reported bits"),
-    (nll_bits, "you reported bits, not nats"),
-    (nll_mean_pixels, "mean over pixels instead of the sum"),
-    (nll_mean_everything, "mean over pixels and images"),
-    (nll_batch_mean, "averaged over the images"),
-    (nll_per_pixel, "one value per sub-pixel"),
-    (nll_wrong_sign, "the sign is wrong"),
-    (nll_bernoulli_only, "works for Bernoulli logits .* but raised"),
-    (nll_unstable, "not numerically stable"),
-    (nll_flipped_target, "log-odds of pixel = 1"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (nll_categorical_bits, "Bernoulli logits are right, but with categorical logits: you reported bits"),
+        (nll_bits, "you reported bits, not nats"),
+        (nll_mean_pixels, "mean over pixels instead of the sum"),
+        (nll_mean_everything, "mean over pixels and images"),
+        (nll_batch_mean, "averaged over the images"),
+        (nll_per_pixel, "one value per sub-pixel"),
+        (nll_wrong_sign, "the sign is wrong"),
+        (nll_bernoulli_only, "works for Bernoulli logits .* but raised"),
+        (nll_unstable, "not numerically stable"),
+        (nll_flipped_target, "log-odds of pixel = 1"),
+    ],
+)
 def test_nll_mutations(fn, match):
     failing(checks.check_nll, fn, match)
 
 
 # ---------------------------------------------------------------- bits_per_dim mutations
-@pytest.mark.parametrize("fn, match", [
-    (lambda n, d: n / d, "forgot to convert nats to bits"),
-    (lambda n, d: n / math.log(2), "forgot to divide by the number of dimensions"),
-    (lambda n, d: n * math.log(2) / d, "multiplied by ln 2 instead of dividing"),
-    (lambda n, d: n / (d * math.log10(2)), "log10"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (lambda n, d: n / d, "forgot to convert nats to bits"),
+        (lambda n, d: n / math.log(2), "forgot to divide by the number of dimensions"),
+        (lambda n, d: n * math.log(2) / d, "multiplied by ln 2 instead of dividing"),
+        (lambda n, d: n / (d * math.log10(2)), "log10"),
+    ],
+)
 def test_bits_per_dim_mutations(fn, match):
     failing(checks.check_bits_per_dim, fn, match)
 
@@ -131,8 +138,9 @@ def fit_bad_denominator(images, levels=2, alpha=1.0):
 
 
 def fit_pooled(images, levels=2, alpha=1.0):
-    return fit_independent(images, levels, alpha).mean((1, 2, 3), keepdim=True).expand(
-        levels, *images.shape[1:]).clone()
+    return (
+        fit_independent(images, levels, alpha).mean((1, 2, 3), keepdim=True).expand(levels, *images.shape[1:]).clone()
+    )
 
 
 def fit_levels_last(images, levels=2, alpha=1.0):
@@ -143,13 +151,16 @@ def fit_p1_only(images, levels=2, alpha=1.0):
     return fit_independent(images, levels, alpha)[1]
 
 
-@pytest.mark.parametrize("fn, match", [
-    (fit_no_smoothing, "no pseudo-counts"),
-    (fit_bad_denominator, "do not sum to 1"),
-    (fit_pooled, "one probability shared by all pixels"),
-    (fit_levels_last, "levels are the last dimension"),
-    (fit_p1_only, r"only p\(pixel = 1\)"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (fit_no_smoothing, "no pseudo-counts"),
+        (fit_bad_denominator, "do not sum to 1"),
+        (fit_pooled, "one probability shared by all pixels"),
+        (fit_levels_last, "levels are the last dimension"),
+        (fit_p1_only, r"only p\(pixel = 1\)"),
+    ],
+)
 def test_fit_independent_mutations(fn, match):
     failing(checks.check_fit_independent, fn, match)
 
@@ -190,14 +201,17 @@ def eval_per_pixel(model, dataset, batch_size=64):
     return evaluate_nll(model, dataset, batch_size) / math.prod(dataset[0][0].shape)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (eval_drop_last, "you dropped the last batch"),
-    (eval_mean_of_batch_means, "you averaged the batch means"),
-    (eval_train_mode, "train mode"),
-    (eval_with_grad, r"torch.no_grad\(\)"),
-    (eval_bits, "you reported bits, not nats"),
-    (eval_per_pixel, "averaged over pixels"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (eval_drop_last, "you dropped the last batch"),
+        (eval_mean_of_batch_means, "you averaged the batch means"),
+        (eval_train_mode, "train mode"),
+        (eval_with_grad, r"torch.no_grad\(\)"),
+        (eval_bits, "you reported bits, not nats"),
+        (eval_per_pixel, "averaged over pixels"),
+    ],
+)
 def test_evaluate_mutations(fn, match):
     failing(checks.check_evaluate, fn, match)
 

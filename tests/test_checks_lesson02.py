@@ -1,4 +1,5 @@
 """Lesson 02 checks: the reference solutions pass, and planted wrong answers fail with their own message."""
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,14 +10,23 @@ from coursework.checks import lesson02 as checks
 
 
 # ---------------------------------------------------------------- reference solutions (as in solutions/02)
-def make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1, *,
-              _groups="contiguous", _centre_row="left", _flip=False):
+def make_mask(
+    kernel_size,
+    mask_type,
+    in_channels,
+    out_channels,
+    data_channels=1,
+    *,
+    _groups="contiguous",
+    _centre_row="left",
+    _flip=False,
+):
     k, c = kernel_size, kernel_size // 2
     mask = torch.zeros(out_channels, in_channels, k, k)
     mask[:, :, :c, :] = 1
     mask[:, :, c, :c] = 1
     if _centre_row == "all":
-        mask[:, :, c, c + 1:] = 1
+        mask[:, :, c, c + 1 :] = 1
     if _flip:
         mask = mask.flip(2, 3)
     if _groups == "contiguous":
@@ -51,7 +61,7 @@ def is_causal(model):
         for j in range(w):
             for c in range(ch):
                 seen = receptive_field_map(model, i, j, c)
-                if seen.flatten(1)[:, i * w + j + 1:].any() or seen[c:, i, j].any():
+                if seen.flatten(1)[:, i * w + j + 1 :].any() or seen[c:, i, j].any():
                     return False
     return True
 
@@ -72,13 +82,17 @@ def test_checks_leave_the_global_random_state_alone():
 
 def test_is_causal_models_are_labelled_right():
     from course_lib.causality import causality_violations
+
     g = torch.Generator().manual_seed(0)
-    for kw, causal in ((dict(image_shape=(1, 4, 4)), True), (dict(image_shape=(3, 3, 3), channels=6), True),
-                       (dict(image_shape=(1, 4, 4), first="B"), False),
-                       (dict(image_shape=(1, 4, 4), residual=True), False),
-                       (dict(image_shape=(3, 3, 3), channels=6, reversed_colours=True), False),
-                       (dict(image_shape=(3, 3, 3), channels=6, skip_green_to_red=True), False),
-                       (dict(image_shape=(1, 4, 4), vertical_first=True), False)):
+    for kw, causal in (
+        (dict(image_shape=(1, 4, 4)), True),
+        (dict(image_shape=(3, 3, 3), channels=6), True),
+        (dict(image_shape=(1, 4, 4), first="B"), False),
+        (dict(image_shape=(1, 4, 4), residual=True), False),
+        (dict(image_shape=(3, 3, 3), channels=6, reversed_colours=True), False),
+        (dict(image_shape=(3, 3, 3), channels=6, skip_green_to_red=True), False),
+        (dict(image_shape=(1, 4, 4), vertical_first=True), False),
+    ):
         violations = causality_violations(checks._fresh_stack(g, **kw))
         assert (violations == []) == causal, kw
         if kw.get("skip_green_to_red"):  # only red seeing green of its own pixel, never the diagonal
@@ -130,16 +144,19 @@ def in_out_swapped(k, t, cin, cout, dc=1):
     return make_mask(k, t, cin, cout, dc).transpose(0, 1)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (swapped, "masks A and B are swapped"),
-    (centre_always, "mask A includes the centre pixel|masks A and B are swapped"),
-    (centre_never, "mask B excludes the centre pixel|masks A and B are swapped"),
-    (colour_ignored, "channel order ignored"),
-    (colour_reversed, "channel order reversed"),
-    (interleaved, "channel groups interleaved"),
-    (whole_centre_row, "right of the centre"),
-    (flipped, "keeps the future"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (swapped, "masks A and B are swapped"),
+        (centre_always, "mask A includes the centre pixel|masks A and B are swapped"),
+        (centre_never, "mask B excludes the centre pixel|masks A and B are swapped"),
+        (colour_ignored, "channel order ignored"),
+        (colour_reversed, "channel order reversed"),
+        (interleaved, "channel groups interleaved"),
+        (whole_centre_row, "right of the centre"),
+        (flipped, "keeps the future"),
+    ],
+)
 def test_mask_mutations(fn, match):
     failing(checks.check_mask, fn, match)
 
@@ -199,14 +216,17 @@ class ParameterMaskConv(nn.Conv2d):
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
 
 
-@pytest.mark.parametrize("fn, match", [
-    (UnmaskedConv, "not masked"),
-    (SwappedConv, "masks A and B are swapped"),
-    (NoColourConv, "channel order ignored"),
-    (MaskOnceConv, "applied only once"),
-    (NoPaddingConv, "output shape"),
-    (ParameterMaskConv, "register_buffer"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (UnmaskedConv, "not masked"),
+        (SwappedConv, "masks A and B are swapped"),
+        (NoColourConv, "channel order ignored"),
+        (MaskOnceConv, "applied only once"),
+        (NoPaddingConv, "output shape"),
+        (ParameterMaskConv, "register_buffer"),
+    ],
+)
 def test_masked_conv_mutations(fn, match):
     failing(checks.check_masked_conv, fn, match)
 
@@ -236,13 +256,16 @@ def field_with_batch(model, i, j, c=0):
     return receptive_field_map(model, i, j, c)[None]
 
 
-@pytest.mark.parametrize("fn, match", [
-    (field_swapped, "rows and columns swapped"),
-    (field_all_channels, "all channels of the output pixel"),
-    (field_of_everything, "sum of all outputs"),
-    (field_2d, "keep the channel dimension"),
-    (field_with_batch, "drop the batch dimension"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (field_swapped, "rows and columns swapped"),
+        (field_all_channels, "all channels of the output pixel"),
+        (field_of_everything, "sum of all outputs"),
+        (field_2d, "keep the channel dimension"),
+        (field_with_batch, "drop the batch dimension"),
+    ],
+)
 def test_receptive_field_mutations(fn, match):
     failing(checks.check_receptive_field, fn, match)
 
@@ -254,7 +277,7 @@ def causal_strictly_after(model):
     for i in range(h):
         for j in range(w):
             for c in range(ch):
-                if receptive_field_map(model, i, j, c).flatten(1)[:, i * w + j + 1:].any():
+                if receptive_field_map(model, i, j, c).flatten(1)[:, i * w + j + 1 :].any():
                     return False
     return True
 
@@ -266,7 +289,7 @@ def causal_ignores_channels(model):
         for j in range(w):
             for c in range(ch):
                 seen = receptive_field_map(model, i, j, c)
-                if seen.flatten(1)[:, i * w + j + 1:].any() or seen[c, i, j]:
+                if seen.flatten(1)[:, i * w + j + 1 :].any() or seen[c, i, j]:
                     return False
     return True
 
@@ -277,7 +300,7 @@ def causal_too_strict(model):
     for i in range(h):
         for j in range(w):
             for c in range(ch):
-                if receptive_field_map(model, i, j, c).flatten(1)[:, i * w + j:].any():
+                if receptive_field_map(model, i, j, c).flatten(1)[:, i * w + j :].any():
                     return False
     return True
 
@@ -287,18 +310,21 @@ def causal_rows_only(model):
     ch, h, w = model.image_shape
     for i in range(h):
         for j in range(w):
-            if receptive_field_map(model, i, j, 0)[:, i + 1:].any():
+            if receptive_field_map(model, i, j, 0)[:, i + 1 :].any():
                 return False
     return True
 
 
-@pytest.mark.parametrize("fn, match", [
-    (causal_strictly_after, "sees its own pixel|raw input|colour"),
-    (causal_ignores_channels, "colour channels of one pixel"),
-    (causal_too_strict, "flags a causal colour model"),
-    (causal_rows_only, "misses"),
-    (lambda model: True, "misses"),
-    (lambda model: False, "flags"),
-])
+@pytest.mark.parametrize(
+    "fn, match",
+    [
+        (causal_strictly_after, "sees its own pixel|raw input|colour"),
+        (causal_ignores_channels, "colour channels of one pixel"),
+        (causal_too_strict, "flags a causal colour model"),
+        (causal_rows_only, "misses"),
+        (lambda model: True, "misses"),
+        (lambda model: False, "flags"),
+    ],
+)
 def test_is_causal_mutations(fn, match):
     failing(checks.check_is_causal, fn, match)

@@ -1,13 +1,13 @@
 """The lesson 04 checks: every reference solution passes, and planted bugs (mutations of the solution
 taken from solutions/04_sampling.py) fail with their own message."""
+
 import re
 
 import pytest
 import torch
-
-from coursework.checks import CheckFailed, tiny_gated
-from coursework.checks import lesson04
 from solution_cells import SolutionCells
+
+from coursework.checks import CheckFailed, lesson04, tiny_gated
 
 TASKS = ["t04_temperature", "t04_sample", "t04_complete"]
 NOTEBOOK = SolutionCells("04_sampling", TASKS)
@@ -24,56 +24,109 @@ CHECKS = {
 DRAW = "x[:, ch, i, j] = draw(temperature_probs(site, temperature), generator)"
 MUTANTS = {
     # task 1: temperature
-    "after the softmax": ("t04_temperature", [("return torch.softmax(scaled, dim=1)",
-                                               "return torch.softmax(logits.float(), dim=1) / temperature")],
-                          "temperature was applied after the softmax"),
-    "after the softmax, renormalised": ("t04_temperature", [
-        ("return torch.softmax(scaled, dim=1)",
-         "p = torch.softmax(logits.float(), dim=1) / temperature\n    return p / p.sum(1, keepdim=True)")],
-        "temperature had no effect"),
-    "after the sigmoid": ("t04_temperature", [("return torch.sigmoid(scaled)",
-                                               "return torch.sigmoid(logits.float()) / temperature")],
-                          "temperature was applied after the sigmoid"),
-    "temperature ignored": ("t04_temperature", [("scaled = logits.float() / temperature", "scaled = logits.float()")],
-                            "temperature was ignored"),
-    "temperature multiplied": ("t04_temperature", [("logits.float() / temperature", "logits.float() * temperature")],
-                               "multiplied the logits by T"),
-    "softmax over the batch": ("t04_temperature", [("torch.softmax(scaled, dim=1)", "torch.softmax(scaled, dim=0)")],
-                               "over the images (dim 0)"),
+    "after the softmax": (
+        "t04_temperature",
+        [("return torch.softmax(scaled, dim=1)", "return torch.softmax(logits.float(), dim=1) / temperature")],
+        "temperature was applied after the softmax",
+    ),
+    "after the softmax, renormalised": (
+        "t04_temperature",
+        [
+            (
+                "return torch.softmax(scaled, dim=1)",
+                "p = torch.softmax(logits.float(), dim=1) / temperature\n    return p / p.sum(1, keepdim=True)",
+            )
+        ],
+        "temperature had no effect",
+    ),
+    "after the sigmoid": (
+        "t04_temperature",
+        [("return torch.sigmoid(scaled)", "return torch.sigmoid(logits.float()) / temperature")],
+        "temperature was applied after the sigmoid",
+    ),
+    "temperature ignored": (
+        "t04_temperature",
+        [("scaled = logits.float() / temperature", "scaled = logits.float()")],
+        "temperature was ignored",
+    ),
+    "temperature multiplied": (
+        "t04_temperature",
+        [("logits.float() / temperature", "logits.float() * temperature")],
+        "multiplied the logits by T",
+    ),
+    "softmax over the batch": (
+        "t04_temperature",
+        [("torch.softmax(scaled, dim=1)", "torch.softmax(scaled, dim=0)")],
+        "over the images (dim 0)",
+    ),
     # task 2: sampling loop
     "train mode": ("t04_sample", [("    model.eval()\n", "")], "ran with the model in train mode"),
     "no no_grad": ("t04_sample", [("with torch.no_grad():", "if True:")], "without torch.no_grad()"),
     "mode not restored": ("t04_sample", [("model.train(was_training)", "pass")], "left in eval mode"),
-    "one forward pass": ("t04_sample", [
-        ("    with torch.no_grad():\n", "    with torch.no_grad():\n        logits = model(x, labels)\n"),
-        ("                    logits = model(x, labels)\n", "")],
-        "single forward pass"),
-    "temperature after the sigmoid (loop)": ("t04_sample", [
-        (DRAW, "probs = temperature_probs(site, 1.0)\n"
-               "                    probs = probs / temperature if probs.dim() == 1 else probs\n"
-               "                    x[:, ch, i, j] = draw(probs, generator)")],
-        "temperature was applied after the sigmoid"),
-    "temperature ignored (loop)": ("t04_sample", [(DRAW, DRAW.replace("temperature)", "1.0)"))],
-                                   "ignore the temperature"),
-    "column order": ("t04_sample", [("for i in range(h):\n            for j in range(w):",
-                                     "for j in range(w):\n            for i in range(h):")],
-                     "column by column"),
-    "channel loop outermost": ("t04_sample", [
-        ("for i in range(h):\n            for j in range(w):\n                for ch in range(c):",
-         "for ch in range(c):\n            for i in range(h):\n                for j in range(w):")],
-        "one colour channel over the whole image"),
+    "one forward pass": (
+        "t04_sample",
+        [
+            ("    with torch.no_grad():\n", "    with torch.no_grad():\n        logits = model(x, labels)\n"),
+            ("                    logits = model(x, labels)\n", ""),
+        ],
+        "single forward pass",
+    ),
+    "temperature after the sigmoid (loop)": (
+        "t04_sample",
+        [
+            (
+                DRAW,
+                "probs = temperature_probs(site, 1.0)\n"
+                "                    probs = probs / temperature if probs.dim() == 1 else probs\n"
+                "                    x[:, ch, i, j] = draw(probs, generator)",
+            )
+        ],
+        "temperature was applied after the sigmoid",
+    ),
+    "temperature ignored (loop)": (
+        "t04_sample",
+        [(DRAW, DRAW.replace("temperature)", "1.0)"))],
+        "ignore the temperature",
+    ),
+    "column order": (
+        "t04_sample",
+        [("for i in range(h):\n            for j in range(w):", "for j in range(w):\n            for i in range(h):")],
+        "column by column",
+    ),
+    "channel loop outermost": (
+        "t04_sample",
+        [
+            (
+                "for i in range(h):\n            for j in range(w):\n                for ch in range(c):",
+                "for ch in range(c):\n            for i in range(h):\n                for j in range(w):",
+            )
+        ],
+        "one colour channel over the whole image",
+    ),
     # task 3: completion
-    "given pixels overwritten": ("t04_complete", [("torch.where(given, x[:, ch, i, j], drawn)", "drawn")],
-                                 "given pixels were overwritten during completion"),
-    "blank canvas": ("t04_complete", [("x = images.clone().long().to(device)",
-                                       "x = torch.zeros_like(images).long().to(device)")],
-                     "given pixels are missing"),
-    "pasted at the end": ("t04_complete", [("x = images.clone().long().to(device)",
-                                            "x = torch.zeros_like(images).long().to(device)"),
-                                           ("    return x", "    return torch.where(known, images.to(device), x)")],
-                          "pasted in only at the end"),
-    "known sub-pixels drawn": ("t04_complete", [("if given.all():", "if False:")],
-                               "every image already knows were drawn too"),
+    "given pixels overwritten": (
+        "t04_complete",
+        [("torch.where(given, x[:, ch, i, j], drawn)", "drawn")],
+        "given pixels were overwritten during completion",
+    ),
+    "blank canvas": (
+        "t04_complete",
+        [("x = images.clone().long().to(device)", "x = torch.zeros_like(images).long().to(device)")],
+        "given pixels are missing",
+    ),
+    "pasted at the end": (
+        "t04_complete",
+        [
+            ("x = images.clone().long().to(device)", "x = torch.zeros_like(images).long().to(device)"),
+            ("    return x", "    return torch.where(known, images.to(device), x)"),
+        ],
+        "pasted in only at the end",
+    ),
+    "known sub-pixels drawn": (
+        "t04_complete",
+        [("if given.all():", "if False:")],
+        "every image already knows were drawn too",
+    ),
     "train mode (completion)": ("t04_complete", [("    model.eval()\n", "")], "ran with the model in train mode"),
     "no no_grad (completion)": ("t04_complete", [("with torch.no_grad():", "if True:")], "without torch.no_grad()"),
 }
@@ -96,8 +149,7 @@ def test_variant_loop_without_bugs_is_course_lib_sample():
     images = torch.randint(0, 4, (4, 3, 3, 3))
     known = lesson04._masks(4, 3, 3, torch.Generator().manual_seed(0))
     ours = lesson04._variant_loop(model, images, known, None, 0.8, 11)
-    assert torch.equal(ours, lesson04.sample(model, 4, temperature=0.8, given=(images, known), seed=11,
-                                                method="naive"))
+    assert torch.equal(ours, lesson04.sample(model, 4, temperature=0.8, given=(images, known), seed=11, method="naive"))
 
 
 def test_checks_leave_global_state_alone():

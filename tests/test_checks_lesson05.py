@@ -1,13 +1,13 @@
 """The lesson 05 checks: every reference solution passes, and planted bugs (mutations of the solution
 taken from solutions/05_fine_tuning.py) fail with their own message."""
+
 import re
 
 import pytest
 import torch
-
-from coursework.checks import CheckFailed
-from coursework.checks import lesson05
 from solution_cells import SolutionCells
+
+from coursework.checks import CheckFailed, lesson05
 
 TASKS = ["t05_fine_tune", "t05_class_log_likelihoods", "t05_bayes"]
 NOTEBOOK = SolutionCells("05_fine_tuning", TASKS)
@@ -22,65 +22,137 @@ CHECKS = {
 
 
 ADAM = "optimizer = torch.optim.Adam(trainable, lr=lr)"
-STEP = ("            optimizer.zero_grad(set_to_none=True)\n"
-        "            loss = -log_prob_from_logits(model(x, labels), x).mean()\n"
-        "            loss.backward()\n"
-        "            optimizer.step()\n")
+STEP = (
+    "            optimizer.zero_grad(set_to_none=True)\n"
+    "            loss = -log_prob_from_logits(model(x, labels), x).mean()\n"
+    "            loss.backward()\n"
+    "            optimizer.step()\n"
+)
 MUTANTS = {
     # task 1: fine-tuning with frozen layers
-    "nothing frozen": ("t05_fine_tune", [("p.requires_grad_(learns)", "pass"),
-                                         ("        if learns:\n            trainable.append(p)",
-                                          "        trainable.append(p)")],
-                       "layers meant to be frozen still changed"),
-    "module.requires_grad attribute": ("t05_fine_tune", [
-        ("p.requires_grad_(learns)", "pass"),
-        (ADAM, "for module in model.modules():\n        module.requires_grad = False\n"
-               "    optimizer = torch.optim.Adam(model.parameters(), lr=lr)")],
-        "requires_grad is still True"),
-    "optimizer over everything, stale gradients": ("t05_fine_tune", [
-        (ADAM, "optimizer = torch.optim.Adam(model.parameters(), lr=lr)"),
-        (STEP, STEP.replace("            optimizer.zero_grad(set_to_none=True)\n", "")
-         + "            optimizer.zero_grad(set_to_none=True)\n")],
-        "although their requires_grad is False"),
-    "prefix without dot boundary": ("t05_fine_tune", [('name.startswith(prefix + ".")', "name.startswith(prefix)")],
-                                    "also matched"),
-    "frozen still require gradients": ("t05_fine_tune", [("p.requires_grad_(learns)", "pass")],
-                                       "still require gradients"),
+    "nothing frozen": (
+        "t05_fine_tune",
+        [
+            ("p.requires_grad_(learns)", "pass"),
+            ("        if learns:\n            trainable.append(p)", "        trainable.append(p)"),
+        ],
+        "layers meant to be frozen still changed",
+    ),
+    "module.requires_grad attribute": (
+        "t05_fine_tune",
+        [
+            ("p.requires_grad_(learns)", "pass"),
+            (
+                ADAM,
+                "for module in model.modules():\n        module.requires_grad = False\n"
+                "    optimizer = torch.optim.Adam(model.parameters(), lr=lr)",
+            ),
+        ],
+        "requires_grad is still True",
+    ),
+    "optimizer over everything, stale gradients": (
+        "t05_fine_tune",
+        [
+            (ADAM, "optimizer = torch.optim.Adam(model.parameters(), lr=lr)"),
+            (
+                STEP,
+                STEP.replace("            optimizer.zero_grad(set_to_none=True)\n", "")
+                + "            optimizer.zero_grad(set_to_none=True)\n",
+            ),
+        ],
+        "although their requires_grad is False",
+    ),
+    "prefix without dot boundary": (
+        "t05_fine_tune",
+        [('name.startswith(prefix + ".")', "name.startswith(prefix)")],
+        "also matched",
+    ),
+    "frozen still require gradients": (
+        "t05_fine_tune",
+        [("p.requires_grad_(learns)", "pass")],
+        "still require gradients",
+    ),
     "labels not passed": ("t05_fine_tune", [("model(x, labels)", "model(x)")], "pass labels"),
     "no optimizer step": ("t05_fine_tune", [("            optimizer.step()\n", "")], "meant to train did not change"),
-    "wrong sign": ("t05_fine_tune", [("loss = -log_prob_from_logits", "loss = log_prob_from_logits")],
-                   "made the NLL of the training images worse"),
-    "losses in bits": ("t05_fine_tune", [("total += loss.item() * x.shape[0]",
-                                          "total += loss.item() / math.log(2) * x.shape[0]")], "in bits, not nats"),
-    "mean over pixels": ("t05_fine_tune", [("loss = -log_prob_from_logits(model(x, labels), x).mean()",
-                                            "loss = -log_prob_from_logits(model(x, labels), x).mean() / x[0].numel()")],
-                         "averaged over the pixels"),
+    "wrong sign": (
+        "t05_fine_tune",
+        [("loss = -log_prob_from_logits", "loss = log_prob_from_logits")],
+        "made the NLL of the training images worse",
+    ),
+    "losses in bits": (
+        "t05_fine_tune",
+        [("total += loss.item() * x.shape[0]", "total += loss.item() / math.log(2) * x.shape[0]")],
+        "in bits, not nats",
+    ),
+    "mean over pixels": (
+        "t05_fine_tune",
+        [
+            (
+                "loss = -log_prob_from_logits(model(x, labels), x).mean()",
+                "loss = -log_prob_from_logits(model(x, labels), x).mean() / x[0].numel()",
+            )
+        ],
+        "averaged over the pixels",
+    ),
     # task 2: class-conditional log-likelihoods
     "train mode": ("t05_class_log_likelihoods", [("    model.eval()\n", "")], "in train mode"),
     "no no_grad": ("t05_class_log_likelihoods", [("with torch.no_grad():", "if True:")], "with gradients on"),
-    "NLL instead of log-likelihood": ("t05_class_log_likelihoods", [("columns.append(log_prob_from_logits(",
-                                                                    "columns.append(-log_prob_from_logits(")],
-                                      "negative log-likelihood"),
-    "mean over pixels (log-likelihood)": ("t05_class_log_likelihoods", [
-        ("log_prob_from_logits(model(x, labels), x))", "log_prob_from_logits(model(x, labels), x) / x[0].numel())")],
-        "averaged over the pixels"),
-    "one row per class": ("t05_class_log_likelihoods", [("torch.stack(columns, dim=1)", "torch.stack(columns, dim=0)")],
-                          "one row per class"),
-    "labels ignored": ("t05_class_log_likelihoods", [("torch.full((x.shape[0],), y,", "torch.full((x.shape[0],), 0,")],
-                       "every class got the same log-likelihood"),
+    "NLL instead of log-likelihood": (
+        "t05_class_log_likelihoods",
+        [("columns.append(log_prob_from_logits(", "columns.append(-log_prob_from_logits(")],
+        "negative log-likelihood",
+    ),
+    "mean over pixels (log-likelihood)": (
+        "t05_class_log_likelihoods",
+        [("log_prob_from_logits(model(x, labels), x))", "log_prob_from_logits(model(x, labels), x) / x[0].numel())")],
+        "averaged over the pixels",
+    ),
+    "one row per class": (
+        "t05_class_log_likelihoods",
+        [("torch.stack(columns, dim=1)", "torch.stack(columns, dim=0)")],
+        "one row per class",
+    ),
+    "labels ignored": (
+        "t05_class_log_likelihoods",
+        [("torch.full((x.shape[0],), y,", "torch.full((x.shape[0],), 0,")],
+        "every class got the same log-likelihood",
+    ),
     # task 3: Bayes' rule
-    "not normalised": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)", "return joint")],
-                       "not normalised"),
-    "underflow": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
-                                 "p = joint.exp()\n    return (p / p.sum(1, keepdim=True)).log()")],
-                  "NaN or infinity"),
-    "normalised over the images": ("t05_bayes", [("dim=1, keepdim=True", "dim=0, keepdim=True")],
-                                   "over the images (dim 0)"),
-    "prior ignored": ("t05_bayes", [("joint = log_lik + log_prior.to(log_lik)", "joint = log_lik")],
-                      "prior was ignored"),
-    "probabilities returned": ("t05_bayes", [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
-                                              "return (joint - torch.logsumexp(joint, dim=1, keepdim=True)).exp()")],
-                               "probabilities p(y | x), not log-probabilities"),
+    "not normalised": (
+        "t05_bayes",
+        [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)", "return joint")],
+        "not normalised",
+    ),
+    "underflow": (
+        "t05_bayes",
+        [
+            (
+                "return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
+                "p = joint.exp()\n    return (p / p.sum(1, keepdim=True)).log()",
+            )
+        ],
+        "NaN or infinity",
+    ),
+    "normalised over the images": (
+        "t05_bayes",
+        [("dim=1, keepdim=True", "dim=0, keepdim=True")],
+        "over the images (dim 0)",
+    ),
+    "prior ignored": (
+        "t05_bayes",
+        [("joint = log_lik + log_prior.to(log_lik)", "joint = log_lik")],
+        "prior was ignored",
+    ),
+    "probabilities returned": (
+        "t05_bayes",
+        [
+            (
+                "return joint - torch.logsumexp(joint, dim=1, keepdim=True)",
+                "return (joint - torch.logsumexp(joint, dim=1, keepdim=True)).exp()",
+            )
+        ],
+        "probabilities p(y | x), not log-probabilities",
+    ),
 }
 
 

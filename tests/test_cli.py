@@ -1,4 +1,5 @@
 """The CLI end to end at tiny settings: train writes its four outputs; sample and evaluate work from the checkpoint."""
+
 import json
 import os
 import subprocess
@@ -10,8 +11,9 @@ ENV = {**os.environ, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
 
 
 def run(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "course_lib", *args], capture_output=True, text=True, env=ENV,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "course_lib", *args], capture_output=True, text=True, env=ENV, timeout=600
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -20,8 +22,21 @@ def run(*args, check=True):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = run("train", "--data", "shapes", "--limit", "64", "--epochs", "2", "--channels", "8",
-                 "--samples", "4", "--out", str(out))
+    result = run(
+        "train",
+        "--data",
+        "shapes",
+        "--limit",
+        "64",
+        "--epochs",
+        "2",
+        "--channels",
+        "8",
+        "--samples",
+        "4",
+        "--out",
+        str(out),
+    )
     return out, result
 
 
@@ -60,33 +75,54 @@ def test_bad_input_is_one_clear_line(tmp_path):
 
 def test_fast_flag_applies_the_device_fast_path_and_explicit_flags_win(tmp_path):
     from course_lib.train import fast_options
-    result = run("train", "--data", "shapes", "--limit", "32", "--epochs", "1", "--channels", "8", "--samples", "0",
-                 "--fast", "--precision", "fp32", "--out", str(tmp_path))
+
+    result = run(
+        "train",
+        "--data",
+        "shapes",
+        "--limit",
+        "32",
+        "--epochs",
+        "1",
+        "--channels",
+        "8",
+        "--samples",
+        "0",
+        "--fast",
+        "--precision",
+        "fp32",
+        "--out",
+        str(tmp_path),
+    )
     options = json.loads((tmp_path / "metrics.json").read_text())["options"]
     want = {**fast_options("cpu", 32, 2e-3), "precision": "fp32"}
     assert {k: options[k] for k in want} == want
     assert "--fast:" in result.stdout
 
 
-@pytest.mark.parametrize("args, words", [
-    (["train", "--epochs", "-1"], "argument --epochs: -1 is out of range: use a whole number at least 1"),
-    (["train", "--epochs", "0"], "argument --epochs: 0 is out of range"),
-    (["train", "--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
-    (["train", "--batch-size", "0"], "argument --batch-size: 0 is out of range"),
-    (["train", "--limit", "0"], "argument --limit: 0 is out of range"),
-    (["train", "--channels", "0"], "argument --channels: 0 is out of range"),
-    (["train", "--levels", "1"], "argument --levels: 1 is out of range: use a number of levels from 2 to 256"),
-    (["train", "--levels", "257"], "argument --levels: 257 is out of range"),
-    (["train", "--lr", "0"], "argument --lr: 0 is out of range: use a positive number"),
-    (["train", "--lr", "nan"], "argument --lr: nan is out of range"),
-    (["train", "--samples", "-2"], "argument --samples: -2 is out of range: use a whole number at least 0"),
-    (["sample", "--checkpoint", "x.pt", "--n", "0"], "argument --n: 0 is out of range"),
-    (["sample", "--checkpoint", "x.pt", "--temperature", "0"], "argument --temperature: 0 is out of range"),
-    (["evaluate", "--checkpoint", "x.pt", "--limit", "-5"], "argument --limit: -5 is out of range"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--epochs", "-1"], "argument --epochs: -1 is out of range: use a whole number at least 1"),
+        (["train", "--epochs", "0"], "argument --epochs: 0 is out of range"),
+        (["train", "--epochs", "two"], "argument --epochs: 'two' is not a whole number"),
+        (["train", "--batch-size", "0"], "argument --batch-size: 0 is out of range"),
+        (["train", "--limit", "0"], "argument --limit: 0 is out of range"),
+        (["train", "--channels", "0"], "argument --channels: 0 is out of range"),
+        (["train", "--levels", "1"], "argument --levels: 1 is out of range: use a number of levels from 2 to 256"),
+        (["train", "--levels", "257"], "argument --levels: 257 is out of range"),
+        (["train", "--lr", "0"], "argument --lr: 0 is out of range: use a positive number"),
+        (["train", "--lr", "nan"], "argument --lr: nan is out of range"),
+        (["train", "--samples", "-2"], "argument --samples: -2 is out of range: use a whole number at least 0"),
+        (["sample", "--checkpoint", "x.pt", "--n", "0"], "argument --n: 0 is out of range"),
+        (["sample", "--checkpoint", "x.pt", "--temperature", "0"], "argument --temperature: 0 is out of range"),
+        (["evaluate", "--checkpoint", "x.pt", "--limit", "-5"], "argument --limit: -5 is out of range"),
+    ],
+)
 def test_impossible_numbers_stop_with_one_sentence(args, words, capsys):
     """Nothing is trained, sampled or written: argparse stops with exit code 2 and names the option and the range."""
     from course_lib.cli import main
+
     with pytest.raises(SystemExit) as stop:
         main(args)
     assert stop.value.code == 2
@@ -95,8 +131,21 @@ def test_impossible_numbers_stop_with_one_sentence(args, words, capsys):
 
 
 def test_samples_0_reports_only_the_files_it_wrote(tmp_path):
-    result = run("train", "--data", "shapes", "--limit", "32", "--epochs", "1", "--channels", "4", "--samples", "0",
-                 "--out", str(tmp_path))
+    result = run(
+        "train",
+        "--data",
+        "shapes",
+        "--limit",
+        "32",
+        "--epochs",
+        "1",
+        "--channels",
+        "4",
+        "--samples",
+        "0",
+        "--out",
+        str(tmp_path),
+    )
     assert f"Wrote checkpoint.pt, metrics.json to {tmp_path}." in result.stdout
     assert not (tmp_path / "samples.png").exists() and not (tmp_path / "completions.png").exists()
 
@@ -115,8 +164,10 @@ def test_ctrl_c_says_which_epoch_the_checkpoint_holds_and_how_to_resume(tmp_path
     monkeypatch.setattr(sys, "argv", ["course_lib", *argv])
     assert cli.main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"Interrupted: {tmp_path / 'checkpoint.pt'} holds epoch 2 of 5. Resume with: "
-                   f"python -m course_lib {' '.join(argv)} --resume"]
+    assert err == [
+        f"Interrupted: {tmp_path / 'checkpoint.pt'} holds epoch 2 of 5. Resume with: "
+        f"python -m course_lib {' '.join(argv)} --resume"
+    ]
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
 
 

@@ -1,4 +1,5 @@
 """Devices: the automatic choice, the device of a model, and waiting for a device (a no-op on the CPU)."""
+
 import torch
 
 from course_lib import GatedPixelCNN, IndependentPixelModel

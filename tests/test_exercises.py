@@ -4,6 +4,7 @@ carries nbgrader metadata, and the autograder gives the solutions full marks and
 The grading tests execute every lesson twice (fast mode, about a minute each); deselect them with
 `-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
 while solutions/ holds none."""
+
 import importlib.util
 from pathlib import Path
 
@@ -31,17 +32,23 @@ make_exercises = _load_tool()
 
 def lessons(items=SOLUTIONS):
     """Parametrize over the lesson notebooks; a single skipped case while there are none."""
-    return pytest.mark.parametrize("source", items or [pytest.param(None, marks=pytest.mark.skip(reason=NO_SOLUTIONS))],
-                                   ids=lambda p: p.stem if p else "none")
+    return pytest.mark.parametrize(
+        "source",
+        items or [pytest.param(None, marks=pytest.mark.skip(reason=NO_SOLUTIONS))],
+        ids=lambda p: p.stem if p else "none",
+    )
 
 
 # ------------------------------------------------------------------------------------ the generator
 def test_solution_block_becomes_the_stub_at_its_indentation():
-    source = "def f(x):\n    \"\"\"Doc.\"\"\"\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n"
+    source = 'def f(x):\n    """Doc."""\n    ### BEGIN SOLUTION\n    y = x + 1\n    return y\n    ### END SOLUTION\n'
     assert make_exercises.strip_solution(source) == (
-        "def f(x):\n    \"\"\"Doc.\"\"\"\n    # YOUR CODE HERE\n    raise NotImplementedError()\n")
-    assert make_exercises.strip_solution("### BEGIN SOLUTION\nx = 1\n### END SOLUTION") == \
-        "# YOUR CODE HERE\nraise NotImplementedError()"
+        'def f(x):\n    """Doc."""\n    # YOUR CODE HERE\n    raise NotImplementedError()\n'
+    )
+    assert (
+        make_exercises.strip_solution("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")
+        == "# YOUR CODE HERE\nraise NotImplementedError()"
+    )
 
 
 def test_several_blocks_hidden_tests_and_markdown():
@@ -53,14 +60,20 @@ def test_several_blocks_hidden_tests_and_markdown():
     assert make_exercises.strip_solution(answer, "markdown") == "Why?\n\nYOUR ANSWER HERE"
 
 
-@pytest.mark.parametrize("source", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
-                                    "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+    ],
+)
 def test_unbalanced_markers_are_errors(source):
     with pytest.raises(make_exercises.ExerciseError):
         make_exercises.strip_solution(source)
 
 
-TOY = '''# %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
+TOY = """# %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # # Toy
 
 # %% nbgrader={"grade": false, "grade_id": "t00_f", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -72,7 +85,7 @@ def f(x):
 
 # %% nbgrader={"grade": true, "grade_id": "t00_f_check", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 assert f(1) == 2
-'''
+"""
 
 
 def test_generation_is_deterministic_and_check_mode_names_the_file(tmp_path, capsys):
@@ -118,8 +131,9 @@ def test_solution_cells_carry_nbgrader_metadata(source):
         if data["solution"]:
             assert "### BEGIN SOLUTION" in cell.source and not data["locked"], f"solution cell {number}"
             following = cells[number] if number < len(cells) else None
-            assert following is not None and following.metadata["nbgrader"]["grade"], \
+            assert following is not None and following.metadata["nbgrader"]["grade"], (
                 f"solution cell {number} ({data['grade_id']}) must be followed by its check cell"
+            )
         else:
             assert "### BEGIN SOLUTION" not in cell.source, f"cell {number} has a solution block but solution=false"
     assert len(ids) == len(set(ids)), f"duplicate grade_ids: {sorted({i for i in ids if ids.count(i) > 1})}"
@@ -149,8 +163,7 @@ def fast_mode(monkeypatch):
 
 @lessons()
 def test_solution_scores_full_points(source, fast_mode):
-    report = grade.grade_notebook(source.with_suffix(".ipynb"), grade.load_references(ROOT / "solutions"),
-                                  timeout=600)
+    report = grade.grade_notebook(source.with_suffix(".ipynb"), grade.load_references(ROOT / "solutions"), timeout=600)
     assert report.reference is not None and Path(report.reference).stem == source.stem
     assert report.max > 0 and report.total == report.max, grade.format_report(report)
     assert report.status == "ok", grade.format_report(report)
@@ -164,5 +177,6 @@ def test_exercise_scores_zero_without_crashing(source, fast_mode):
     report = grade.grade_notebook(notebook, grade.load_references(ROOT / "solutions"), timeout=600)
     assert report.max > 0 and report.total == 0, grade.format_report(report)
     assert report.status == "ok", grade.format_report(report)
-    assert all(t.message and not t.message.startswith(("not executed", "time limit")) for t in report.tasks), \
+    assert all(t.message and not t.message.startswith(("not executed", "time limit")) for t in report.tasks), (
         grade.format_report(report)
+    )

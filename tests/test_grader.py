@@ -1,6 +1,7 @@
 """The autograder (`pixelcnn-grade`) on tiny synthetic notebooks: full and zero marks, and a
 grader that survives notebooks that raise, loop forever, print megabytes, kill their kernel or edit and
 delete their check cells. Also the shared check machinery in `coursework.checks`."""
+
 import copy
 import csv
 import json
@@ -18,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def meta(grade_id, *, grade=False, solution=False, points=None):
-    data = {"grade": grade, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
-            "solution": solution, "task": False}
+    data = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": not solution,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if points is not None:
         data["points"] = points
     return {"nbgrader": data}
@@ -39,14 +46,16 @@ except NotImplementedError:
     raise
 assert got == 9, f"✗ square(3) returned {got}, expected 9. Hint: multiply x by itself."
 print("✓ square(3) == 9")"""
-CHECK_WITH_CHECKS = ('checks.passed("square(3) == 9") if checks.call(square, 3) == 9 '
-                     'else checks.fail("square(3) should be 9")')
+CHECK_WITH_CHECKS = (
+    'checks.passed("square(3) == 9") if checks.call(square, 3) == 9 else checks.fail("square(3) should be 9")'
+)
 CHECK_GREETING = """assert greeting == "hello", "✗ greeting is wrong. Hint: use lower case."
 print("✓ greeting is right")"""
 
 
-def notebook(square=SOLUTION, check_square=CHECK_SQUARE, middle="x = 1", greeting='greeting = "hello"',
-             drop_check=False):
+def notebook(
+    square=SOLUTION, check_square=CHECK_SQUARE, middle="x = 1", greeting='greeting = "hello"', drop_check=False
+):
     """The synthetic lesson: two tasks (2 + 1 points) with a plain cell in between."""
     cells = [
         nbformat.v4.new_markdown_cell("# A tiny graded notebook", metadata=meta("intro")),
@@ -86,8 +95,9 @@ SUBMISSIONS = {
     "edits_check": dict(square="def square(x):\n    return 0", check_square="pass"),
     "deletes_check": dict(square="def square(x):\n    return 0", drop_check=True),
     "kills_kernel": dict(middle="import os\nos._exit(1)"),
-    "uses_its_folder": dict(middle="open('side_effect.txt', 'w').write('x')",
-                            greeting="greeting = open('greeting.txt').read()"),
+    "uses_its_folder": dict(
+        middle="open('side_effect.txt', 'w').write('x')", greeting="greeting = open('greeting.txt').read()"
+    ),
 }
 
 
@@ -99,14 +109,29 @@ def folder_report(tmp_path_factory, reference):
         write(notebook(**variant), folder / name / "lesson.ipynb")
     (folder / "uses_its_folder" / "greeting.txt").write_text("hello")
     # monkeypatches the check machinery before its (reference) check cell runs
-    patch = ("from coursework import checks\n"
-             "checks.fail = lambda *args, **kwargs: print('✓ fooled')\n"
-             "import coursework.checks\ncoursework.checks.call = lambda f, *a: 9")
-    write(notebook(square="def square(x):\n    return 0\n" + patch, check_square=CHECK_WITH_CHECKS),
-          folder / "patches_checks" / "patched.ipynb")
+    patch = (
+        "from coursework import checks\n"
+        "checks.fail = lambda *args, **kwargs: print('✓ fooled')\n"
+        "import coursework.checks\ncoursework.checks.call = lambda f, *a: 9"
+    )
+    write(
+        notebook(square="def square(x):\n    return 0\n" + patch, check_square=CHECK_WITH_CHECKS),
+        folder / "patches_checks" / "patched.ipynb",
+    )
     out = tmp_path_factory.mktemp("out")
-    code = grade.main([str(folder), "--reference", str(reference), "--timeout", "60",
-                       "--json", str(out / "report.json"), "--csv", str(out / "grades.csv")])
+    code = grade.main(
+        [
+            str(folder),
+            "--reference",
+            str(reference),
+            "--timeout",
+            "60",
+            "--json",
+            str(out / "report.json"),
+            "--csv",
+            str(out / "grades.csv"),
+        ]
+    )
     assert code == 0
     reports = json.loads((out / "report.json").read_text())
     by_case = {Path(r["notebook"]).parent.name: r for r in reports}
@@ -211,15 +236,35 @@ def test_infinite_loop_hits_the_time_limit_from_the_command_line(tmp_path, refer
     path = write(notebook(middle="while True:\n    pass"), tmp_path / "loop" / "lesson.ipynb")
     report_file = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-m", "coursework.grade", str(path), "--reference", str(reference),
-                             "--timeout", "10", "--json", str(report_file)],
-                            capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coursework.grade",
+            str(path),
+            "--reference",
+            str(reference),
+            "--timeout",
+            "10",
+            "--json",
+            str(report_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(report_file.read_text())
     assert report["status"] == "time limit exceeded"
     assert tasks(report)["t_square_check"]["points"] == 2  # ran before the loop
-    assert tasks(report)["t_greeting_check"] == {"grade_id": "t_greeting_check", "points": 0, "max_points": 1,
-                                                 "message": "time limit exceeded"}
+    assert tasks(report)["t_greeting_check"] == {
+        "grade_id": "t_greeting_check",
+        "points": 0,
+        "max_points": 1,
+        "message": "time limit exceeded",
+    }
     assert "total" in result.stdout and "2/3" in result.stdout
     assert not (tmp_path / "grades.csv").exists()  # one notebook: no gradebook unless asked
 
@@ -297,6 +342,7 @@ def test_call_turns_learner_errors_into_verdicts():
 
 def test_close_and_fresh_inputs():
     import torch
+
     assert checks.close(torch.ones(2), [1.0, 1.0])
     assert not checks.close(torch.ones(2), torch.ones(3))
     assert not checks.close(torch.ones(2), "nonsense")
@@ -315,6 +361,7 @@ def test_check_failed_has_a_short_traceback_in_notebooks():
 
 def test_every_lesson_module_is_imported_explicitly():
     import importlib
+
     assert [name for name in checks.__all__ if name.startswith("lesson")] == [f"lesson0{k}" for k in range(1, 6)]
     for k in range(1, 6):
         assert getattr(checks, f"lesson0{k}") is importlib.import_module(f"coursework.checks.lesson0{k}")

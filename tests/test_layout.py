@@ -1,7 +1,9 @@
 """The layout a learner reads: course_lib is the library and nothing else, the model sits directly on the
 masks, the course machinery lives beside it in coursework, and every package the code imports is declared."""
+
 import ast
 import sys
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -70,8 +72,12 @@ def test_models_sit_directly_on_the_masks():
 def test_the_package_docstring_gives_a_reading_order_that_follows_the_imports():
     """Every module is named in course_lib's reading order, after every course_lib module it imports."""
     import course_lib
-    order = [line.split()[0] for line in course_lib.__doc__.split("Reading order")[1].splitlines()[1:]
-             if line.startswith("    ") and line.split()[0].isidentifier()]
+
+    order = [
+        line.split()[0]
+        for line in course_lib.__doc__.split("Reading order")[1].splitlines()[1:]
+        if line.startswith("    ") and line.split()[0].isidentifier()
+    ]
     modules = {p.stem for p in (ROOT / "course_lib").glob("*.py")} - {"__init__", "__main__"}
     assert sorted(order) == sorted(modules)
     graph = library_graph()

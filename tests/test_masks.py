@@ -1,5 +1,6 @@
 """Masks written out by hand: raster order, channel groups (R -> G -> B), the vertical stack, and a
 MaskedConv2d that is an ordinary convolution with a masked kernel."""
+
 import pytest
 import torch
 import torch.nn.functional as F

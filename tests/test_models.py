@@ -1,7 +1,7 @@
 """Model construction: defaults, logits layout, parameter-free of cross-position mixing, clear errors."""
+
 import pytest
 import torch
-
 import torch.nn.functional as F
 
 from course_lib import CourseError, GatedPixelCNN, PixelCNN, build_model, count_parameters
@@ -175,6 +175,7 @@ def test_forward_matches_the_step_by_step_reference(config):
 
 def test_residual_block_halves_its_width_but_keeps_one_channel_per_colour():
     from course_lib.models import ResidualBlock
+
     assert ResidualBlock(8, 1).conv.in_channels == 4
     assert ResidualBlock(9, 3).conv.out_channels == 4
     assert ResidualBlock(4, 3).conv.in_channels == 3  # never fewer channels than colour groups
@@ -185,8 +186,9 @@ def test_parameter_counts_by_hand():
     """Every weight, bias and class embedding is there, with the documented widths."""
     p, c, k, k0, layers, n_cls = 4, 1, 3, 7, 2, 3
     gated = GatedPixelCNN((c, 6, 6), levels=2, channels=p, dilations=(1, 2), num_classes=n_cls)
-    per_layer = (p * 2 * p * k * k + 2 * p) + (p * 2 * p * k + 2 * p) + (2 * p * 2 * p + 2 * p) \
-        + (p * p + p) + n_cls * 4 * p
+    per_layer = (
+        (p * 2 * p * k * k + 2 * p) + (p * 2 * p * k + 2 * p) + (2 * p * 2 * p + 2 * p) + (p * p + p) + n_cls * 4 * p
+    )
     expected = (c * p * k0 * k0 + p) + (c * p * k0 + p) + layers * per_layer + (p * p + p) + (p * c + c)
     assert count_parameters(gated) == expected
     ch, half, blocks, K = 6, 3, 2, 4
@@ -202,12 +204,35 @@ def test_count_parameters_counts_only_trainable_ones():
     assert count_parameters(model) == total - model.out2.weight.numel()
 
 
-@pytest.mark.parametrize("name,config", [
-    ("gated", dict(image_shape=(3, 5, 4), levels=5, channels=6, dilations=[2, 1], kernel_size=5,
-                   first_kernel_size=3, num_classes=4)),
-    ("pixelcnn", dict(image_shape=(3, 5, 4), levels=3, channels=6, n_blocks=2, kernel_size=5,
-                      first_kernel_size=3, num_classes=2)),
-])
+@pytest.mark.parametrize(
+    "name,config",
+    [
+        (
+            "gated",
+            dict(
+                image_shape=(3, 5, 4),
+                levels=5,
+                channels=6,
+                dilations=[2, 1],
+                kernel_size=5,
+                first_kernel_size=3,
+                num_classes=4,
+            ),
+        ),
+        (
+            "pixelcnn",
+            dict(
+                image_shape=(3, 5, 4),
+                levels=3,
+                channels=6,
+                n_blocks=2,
+                kernel_size=5,
+                first_kernel_size=3,
+                num_classes=2,
+            ),
+        ),
+    ],
+)
 def test_config_rebuilds_the_same_model(name, config):
     """`model.config` holds every constructor argument: build_model(name, **config) gives the same architecture."""
     model = build_model(name, **config)
@@ -234,6 +259,7 @@ def test_log_prob_is_the_likelihood_of_its_own_logits():
 
 def test_gate_is_tanh_times_sigmoid_of_the_two_halves():
     from course_lib.models import gate
+
     t = torch.tensor([[[[0.5]], [[-1.0]], [[2.0]], [[0.0]]]])
     expected = [torch.tanh(torch.tensor(0.5)) * torch.sigmoid(torch.tensor(2.0)), torch.tanh(torch.tensor(-1.0)) * 0.5]
     assert gate(t).flatten().tolist() == pytest.approx([e.item() for e in expected])
@@ -267,8 +293,11 @@ def test_what_cannot_be_saved_says_what_is_missing(tmp_path):
     from course_lib.checkpoint import save_checkpoint
     from course_lib.models import AutoregressiveImageModel, register_model
 
-    with pytest.raises(CourseError, match=r"WiderOutput is not a registered model.*register_model\('my-name', "
-                                          r"WiderOutput\)"):
+    with pytest.raises(
+        CourseError,
+        match=r"WiderOutput is not a registered model.*register_model\('my-name', "
+        r"WiderOutput\)",
+    ):
         save_checkpoint(tmp_path / "w.pt", WiderOutput((1, 4, 4), channels=4, dilations=(1,)))
 
     class NoConfig(AutoregressiveImageModel):
@@ -276,7 +305,7 @@ def test_what_cannot_be_saved_says_what_is_missing(tmp_path):
             super().__init__((1, 2, 2), 2, None)
 
     with pytest.raises(CourseError, match=r"NoConfig does not record its configuration.*self._config"):
-        NoConfig().config
+        _ = NoConfig().config
     with pytest.raises(CourseError, match="subclass of AutoregressiveImageModel"):
         register_model("plain", torch.nn.Conv2d)
     assert not (tmp_path / "w.pt").exists()
@@ -285,4 +314,5 @@ def test_what_cannot_be_saved_says_what_is_missing(tmp_path):
 def test_the_logits_layout_is_decoded_where_it_is_defined():
     """log_prob_from_logits lives in models (with the layout); likelihood re-exports the same function."""
     from course_lib import likelihood, models
+
     assert likelihood.log_prob_from_logits is models.log_prob_from_logits

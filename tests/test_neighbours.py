@@ -1,5 +1,6 @@
 """Nearest neighbours decide whether samples copy the training set, so they must be exact: the same
 answer as a brute-force double loop, whatever the block size, with distance 0 only for copies."""
+
 import math
 
 import pytest
@@ -51,9 +52,13 @@ def test_a_copy_is_found_at_distance_zero_and_binary_l2_is_sqrt_hamming():
 
 def test_majority_label_counts_first_then_nearness():
     labels = torch.tensor([0, 1, 2, 1, 2, 0])
-    idx = torch.tensor([[1, 3, 0],      # labels 1, 1, 0: label 1 has the majority
-                        [2, 1, 0],      # labels 2, 1, 0: a three-way tie, the nearest (2) wins
-                        [5, 1, 3]])     # labels 0, 1, 1: the majority beats the nearest
+    idx = torch.tensor(
+        [
+            [1, 3, 0],  # labels 1, 1, 0: label 1 has the majority
+            [2, 1, 0],  # labels 2, 1, 0: a three-way tie, the nearest (2) wins
+            [5, 1, 3],
+        ]
+    )  # labels 0, 1, 1: the majority beats the nearest
     assert majority_label(idx, labels).tolist() == [1, 2, 1]
     tie = torch.tensor([[0, 1, 3, 5]])  # labels 0, 1, 1, 0: two each, label 0 has the nearest neighbour
     assert majority_label(tie, labels, num_classes=3).tolist() == [0]

@@ -1,5 +1,6 @@
 """Notebook hygiene: every .ipynb has its percent-format .py twin with the same cells, lessons are
 committed with outputs, exercises and solutions without."""
+
 from pathlib import Path
 
 import jupytext

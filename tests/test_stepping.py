@@ -1,6 +1,7 @@
 """The stepper is the sampling loop opened up: stepping through a whole image with a seed must give
 exactly the images `sample(..., seed=...)` gives (same distributions, same draws, same order), and each
 step must report the distribution it drew from."""
+
 import pytest
 import torch
 
@@ -24,8 +25,9 @@ def test_stepping_a_whole_image_equals_sample(seed):
     assert torch.equal(stepper.images, sample(model, 1, seed=seed, method="naive"))
 
 
-@pytest.mark.parametrize("levels,shape,kw", [(2, (1, 6, 6), {}), (4, (3, 4, 4), {}),
-                                             (2, (1, 5, 5), {"num_classes": 3})])
+@pytest.mark.parametrize(
+    "levels,shape,kw", [(2, (1, 6, 6), {}), (4, (3, 4, 4), {}), (2, (1, 5, 5), {"num_classes": 3})]
+)
 def test_batches_colour_labels_and_temperature_equal_sample_too(levels, shape, kw):
     model = tiny(levels, shape, **kw)
     labels = torch.tensor([0, 2, 1]) if kw else None

@@ -1,18 +1,30 @@
 """Tiny enumerable worlds (course_lib.toy): the exact facts lesson 01 rests on."""
+
 import math
 
 import pytest
 import torch
 
-from course_lib.toy import (all_binary_images, autoregressive_joint, column_order, conditionals, cross_entropy,
-                            empirical_joint, entropy, index_of, kl, marginal, raster_order)
+from course_lib.toy import (
+    all_binary_images,
+    autoregressive_joint,
+    column_order,
+    conditionals,
+    cross_entropy,
+    empirical_joint,
+    entropy,
+    index_of,
+    kl,
+    marginal,
+    raster_order,
+)
 
 
 def random_joint(d, seed=0, zeros=0):
     """A random strictly positive distribution over 2**d images (with `zeros` images set to probability 0)."""
     g = torch.Generator().manual_seed(seed)
-    p = torch.rand(2 ** d, generator=g, dtype=torch.float64) ** 4
-    p[torch.randperm(2 ** d, generator=g)[:zeros]] = 0
+    p = torch.rand(2**d, generator=g, dtype=torch.float64) ** 4
+    p[torch.randperm(2**d, generator=g)[:zeros]] = 0
     return p / p.sum()
 
 

@@ -5,6 +5,7 @@
 Each notebook's .py source is the truth: it is turned into the paired .ipynb, executed top to bottom in
 a fresh kernel from the notebook's folder, and saved with outputs. The wall time of each is printed.
 """
+
 import argparse
 import os
 import sys
@@ -22,13 +23,15 @@ def build(source: Path, html: bool, timeout: int) -> float:
     notebook = jupytext.read(source)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     start = time.perf_counter()
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(source.parent)}}
+    ).execute()
     seconds = time.perf_counter() - start
     target = source.with_suffix(".ipynb")
     jupytext.write(notebook, target, fmt="ipynb")
     if html:
         from nbconvert import HTMLExporter
+
         body, _ = HTMLExporter().from_notebook_node(nbformat.read(target, as_version=4))
         target.with_suffix(".html").write_text(body)
     return seconds

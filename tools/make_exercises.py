@@ -15,6 +15,7 @@ Cell metadata (nbgrader's `grade`, `solution`, `locked`, `points`, `grade_id`, `
 it is. The paired `.ipynb` is written without outputs, with cell ids derived from the grade_ids, so the
 output depends only on the solutions: running the script twice changes nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,9 @@ def _normalise(text: str) -> str:
 def stale_exercises(root: Path = ROOT) -> list[Path]:
     """Generated-looking files in exercises/ whose solution no longer exists."""
     names = {p.stem for p in solution_sources(root)}
-    return sorted(p for p in (root / "exercises").glob("[0-9][0-9]_*")
-                  if p.suffix in (".py", ".ipynb") and p.stem not in names)
+    return sorted(
+        p for p in (root / "exercises").glob("[0-9][0-9]_*") if p.suffix in (".py", ".ipynb") and p.stem not in names
+    )
 
 
 def check(root: Path = ROOT, verbose: bool = True) -> list[str]:
@@ -131,8 +133,14 @@ def check(root: Path = ROOT, verbose: bool = True) -> list[str]:
             if _normalise(committed) != _normalise(text):
                 problems.append(f"{relative} differs from what make_exercises.py generates")
                 if verbose:
-                    diff = difflib.unified_diff(committed.splitlines(), text.splitlines(),
-                                                f"{relative} (committed)", f"{relative} (generated)", lineterm="", n=1)
+                    diff = difflib.unified_diff(
+                        committed.splitlines(),
+                        text.splitlines(),
+                        f"{relative} (committed)",
+                        f"{relative} (generated)",
+                        lineterm="",
+                        n=1,
+                    )
                     problems[-1] += "\n" + "\n".join(list(diff)[:40])
     for path in stale_exercises(root):
         problems.append(f"{path.relative_to(root)} has no solution notebook in solutions/ (delete it)")

@@ -17,6 +17,7 @@ interrupted run leaves nothing behind. Tests that start subprocesses see the mut
     python tools/mutate.py --list masks          # print the mutants without running them
     python tools/mutate.py --json out.json       # also write the full result as JSON
 """
+
 import argparse
 import ast
 import copy
@@ -27,6 +28,7 @@ import signal
 import sys
 import tempfile
 import time
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -53,14 +55,50 @@ MODULES = {
     "causality": ["tests/test_causality.py"],
 }
 
-BINOPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Div,
-          ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult}
-CMPOPS = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,
-          ast.NotEq: ast.Eq, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.In: ast.NotIn, ast.NotIn: ast.In}
-METHODS = {"mean": "sum", "sum": "mean", "max": "min", "min": "max", "argmax": "argmin", "argmin": "argmax",
-           "eval": "train", "floor": "ceil", "ceil": "floor", "triu": "tril", "tril": "triu",
-           "zeros": "ones", "ones": "zeros", "sigmoid": "tanh", "tanh": "sigmoid", "relu": "elu", "elu": "relu",
-           "softmax": "log_softmax", "log_softmax": "softmax", "bernoulli": "round", "randperm": "arange"}
+BINOPS = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+}
+CMPOPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+METHODS = {
+    "mean": "sum",
+    "sum": "mean",
+    "max": "min",
+    "min": "max",
+    "argmax": "argmin",
+    "argmin": "argmax",
+    "eval": "train",
+    "floor": "ceil",
+    "ceil": "floor",
+    "triu": "tril",
+    "tril": "triu",
+    "zeros": "ones",
+    "ones": "zeros",
+    "sigmoid": "tanh",
+    "tanh": "sigmoid",
+    "relu": "elu",
+    "elu": "relu",
+    "softmax": "log_softmax",
+    "log_softmax": "softmax",
+    "bernoulli": "round",
+    "randperm": "arange",
+}
 DROPPED_CALLS = {"clone", "detach", "contiguous", "t", "float", "double", "long"}  # x.clone() -> x
 SKIPPED_FUNCTIONS = {"__repr__", "extra_repr"}
 
@@ -68,13 +106,13 @@ SKIPPED_FUNCTIONS = {"__repr__", "extra_repr"}
 @dataclass
 class Mutant:
     module: str
-    index: int          # position in this module's list of mutants
-    line: int           # line number in the original file
-    original: str       # the statement it changes, as ast.unparse writes it (first line): formatting-proof
-    mutation: str       # what changed, e.g. "`<` -> `<=`"
-    status: str = ""    # killed, timeout, survived, equivalent
+    index: int  # position in this module's list of mutants
+    line: int  # line number in the original file
+    original: str  # the statement it changes, as ast.unparse writes it (first line): formatting-proof
+    mutation: str  # what changed, e.g. "`<` -> `<=`"
+    status: str = ""  # killed, timeout, survived, equivalent
     seconds: float = 0.0
-    reason: str = ""    # why it is equivalent
+    reason: str = ""  # why it is equivalent
 
 
 # -- making mutants ----------------------------------------------------------------------------------
@@ -83,7 +121,7 @@ class _Sites(ast.NodeVisitor):
 
     def __init__(self):
         self.sites = []
-        self.statements = []     # the statements being visited, innermost last
+        self.statements = []  # the statements being visited, innermost last
         self.assigned = [set()]  # names bound so far in each enclosing function
 
     def add(self, node, text, apply):
@@ -140,7 +178,7 @@ class _Sites(ast.NodeVisitor):
             self.visit(stmt)
 
     def generic_visit(self, node):
-        for field, value in ast.iter_fields(node):
+        for _, value in ast.iter_fields(node):
             if isinstance(value, list):
                 if value and isinstance(value[0], ast.stmt):
                     self._body_with_drops(value)
@@ -168,10 +206,13 @@ class _Sites(ast.NodeVisitor):
             t = stmt.targets[0]
             names = [n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
             droppable = isinstance(t, (ast.Attribute, ast.Subscript)) or (
-                names and all(n in self.assigned[-1] for n in names))
+                names and all(n in self.assigned[-1] for n in names)
+            )
         if droppable:
+
             def apply(stmt=stmt, body=body):
                 body[body.index(stmt)] = ast.Pass(lineno=stmt.lineno, col_offset=stmt.col_offset)
+
             self.add(stmt, "drop the line", apply)
 
     # the mutations
@@ -198,8 +239,9 @@ class _Sites(ast.NodeVisitor):
         for k, op in enumerate(node.ops):
             new = CMPOPS.get(type(op))
             if new:
-                self.add(node, f"`{_op(op)}` -> `{_op(new())}`",
-                         lambda n=node, k=k, new=new: n.ops.__setitem__(k, new()))
+                self.add(
+                    node, f"`{_op(op)}` -> `{_op(new())}`", lambda n=node, k=k, new=new: n.ops.__setitem__(k, new())
+                )
         self.generic_visit(node)
 
     def visit_BoolOp(self, node):
@@ -245,10 +287,16 @@ class _Sites(ast.NodeVisitor):
             if kw.arg is not None:
                 self.add(node, f"drop `{kw.arg}=`", lambda n=node, kw=kw: n.keywords.remove(kw))
         args = node.args
-        if len(args) >= 2 and not any(isinstance(a, ast.Starred) for a in args[:2]) \
-                and ast.unparse(args[0]) != ast.unparse(args[1]):
-            self.add(node, "swap the first two arguments",
-                     lambda n=node: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]))
+        if (
+            len(args) >= 2
+            and not any(isinstance(a, ast.Starred) for a in args[:2])
+            and ast.unparse(args[0]) != ast.unparse(args[1])
+        ):
+            self.add(
+                node,
+                "swap the first two arguments",
+                lambda n=node: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]),
+            )
         self.generic_visit(node)
 
 
@@ -261,10 +309,29 @@ def _replace(node, new):
 
 
 def _op(op):
-    return {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Mod: "%",
-            ast.Pow: "**", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==",
-            ast.NotEq: "!=", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in",
-            ast.And: "and", ast.Or: "or", ast.Not: "not", ast.USub: "-"}[type(op)]
+    return {
+        ast.Add: "+",
+        ast.Sub: "-",
+        ast.Mult: "*",
+        ast.Div: "/",
+        ast.FloorDiv: "//",
+        ast.Mod: "%",
+        ast.Pow: "**",
+        ast.Lt: "<",
+        ast.LtE: "<=",
+        ast.Gt: ">",
+        ast.GtE: ">=",
+        ast.Eq: "==",
+        ast.NotEq: "!=",
+        ast.Is: "is",
+        ast.IsNot: "is not",
+        ast.In: "in",
+        ast.NotIn: "not in",
+        ast.And: "and",
+        ast.Or: "or",
+        ast.Not: "not",
+        ast.USub: "-",
+    }[type(op)]
 
 
 def _sites(tree):
@@ -318,16 +385,28 @@ def make_mirror(base):
     return mirror
 
 
-PRELOAD = ("torch", "torch.nn.functional", "torchvision", "numpy", "pytest", "matplotlib.pyplot", "sklearn.datasets",
-           "mlxtend.data", "tqdm.auto", "PIL.Image")
+PRELOAD = (
+    "torch",
+    "torch.nn.functional",
+    "torchvision",
+    "numpy",
+    "pytest",
+    "matplotlib.pyplot",
+    "sklearn.datasets",
+    "mlxtend.data",
+    "tqdm.auto",
+    "PIL.Image",
+)
 
 
 def preload():
     """Import the heavy third-party packages once; every test run is a fork of this process (never of
     course_lib, which each fork imports fresh from its mirror)."""
-    os.environ.update(TQDM_DISABLE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
-                      PYTHONDONTWRITEBYTECODE="1")
+    os.environ.update(
+        TQDM_DISABLE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONDONTWRITEBYTECODE="1"
+    )
     import importlib
+
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -352,9 +431,11 @@ def start_tests(mirror, files):
         os.dup2(devnull, 2)
         import pytest
         import torch
+
         torch.set_num_threads(1)
-        code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header", "-W", "ignore",
-                            *files])
+        code = pytest.main(
+            ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header", "-W", "ignore", *files]
+        )
         os._exit(int(code))
     except BaseException:
         os._exit(99)
@@ -383,7 +464,7 @@ def run_module(module, jobs, base, equivalents, progress=True):
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             now = time.perf_counter()
-            for p, (m, t0, _) in list(running.items()):
+            for p, (_, t0, _) in list(running.items()):
                 if now - t0 > timeout:
                     os.killpg(p, signal.SIGKILL)
             time.sleep(0.05)
@@ -396,8 +477,9 @@ def run_module(module, jobs, base, equivalents, progress=True):
         passed = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         if m is None:  # the unmutated library: its tests must pass, and set the time limit
             if not passed:
-                raise SystemExit(f"The tests of {module} ({' '.join(files)}) fail on the unmutated library; "
-                                 f"fix them first.")
+                raise SystemExit(
+                    f"The tests of {module} ({' '.join(files)}) fail on the unmutated library; fix them first."
+                )
             baseline, timeout = seconds, max(30.0, 4 * seconds)
             continue
         m.seconds = seconds
@@ -453,8 +535,10 @@ def main(argv=None):
         print(f"{module:<16} {n:>7} {n_eq:>6} {killed:>7} {pct:>6.1f}% {seconds / 60:>7.1f}")
     total_k = sum(r[3] for r in rows)
     total_c = sum(r[4] for r in rows)
-    print(f"{'all':<16} {sum(r[1] for r in rows):>7} {sum(r[2] for r in rows):>6} {total_k:>7} "
-          f"{100 * total_k / max(1, total_c):>6.1f}%")
+    print(
+        f"{'all':<16} {sum(r[1] for r in rows):>7} {sum(r[2] for r in rows):>6} {total_k:>7} "
+        f"{100 * total_k / max(1, total_c):>6.1f}%"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(m) for m in everything], indent=1))
     return 0

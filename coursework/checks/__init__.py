@@ -33,10 +33,37 @@ Writing a check (in ``lessonNN.py``)::
             fail("nll differs from the reference", "sum over pixels, not mean")
         return passed("nll matches the reference on 3 random images")
 """
-from . import lesson01, lesson02, lesson03, lesson04, lesson05
-from .helpers import (CheckFailed, ForwardSpy, call, close, fail, fresh_generator, fresh_seed, isolated,
-                      not_implemented, passed, tiny_gated)
 
-__all__ = ["CheckFailed", "ForwardSpy", "call", "close", "fail", "fresh_generator", "fresh_seed",
-           "isolated", "not_implemented", "passed", "tiny_gated",
-           "lesson01", "lesson02", "lesson03", "lesson04", "lesson05"]
+from . import lesson01, lesson02, lesson03, lesson04, lesson05
+from .helpers import (
+    CheckFailed,
+    ForwardSpy,
+    call,
+    close,
+    fail,
+    fresh_generator,
+    fresh_seed,
+    isolated,
+    not_implemented,
+    passed,
+    tiny_gated,
+)
+
+__all__ = [
+    "CheckFailed",
+    "ForwardSpy",
+    "call",
+    "close",
+    "fail",
+    "fresh_generator",
+    "fresh_seed",
+    "isolated",
+    "not_implemented",
+    "passed",
+    "tiny_gated",
+    "lesson01",
+    "lesson02",
+    "lesson03",
+    "lesson04",
+    "lesson05",
+]

@@ -4,13 +4,14 @@ fresh random inputs, watching a model, and the small models the checks test with
 The vocabulary: `passed(what)` prints ``✓ what``; `fail(what, hint)` prints ``✗ what. Hint: hint`` and raises
 `CheckFailed`; `call(fn, ...)` runs the learner's function and turns its exceptions (``NotImplementedError`` included) into verdicts.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import os
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
 
 import torch
 
@@ -68,8 +69,7 @@ def call(fn: Callable, *args, **kwargs):
     """
     name = getattr(fn, "__name__", None) or type(fn).__name__
     if not callable(fn):
-        fail(f"expected a function, got {type(fn).__name__}",
-             "pass the function itself (no parentheses) to the check")
+        fail(f"expected a function, got {type(fn).__name__}", "pass the function itself (no parentheses) to the check")
     try:
         return fn(*args, **kwargs)
     except CheckFailed:
@@ -134,10 +134,15 @@ class ForwardSpy:
     def __call__(self, module, args):
         x = args[0] if args else None
         dev = self.param_device.type
-        self.calls.append({"training": module.training, "grad": torch.is_grad_enabled(),
-                           "autocast": torch.is_autocast_enabled(dev),
-                           "dtype": torch.get_autocast_dtype(dev),
-                           "device": x.device if torch.is_tensor(x) else None})
+        self.calls.append(
+            {
+                "training": module.training,
+                "grad": torch.is_grad_enabled(),
+                "autocast": torch.is_autocast_enabled(dev),
+                "dtype": torch.get_autocast_dtype(dev),
+                "device": x.device if torch.is_tensor(x) else None,
+            }
+        )
 
     def remove(self):
         self.handle.remove()
@@ -147,6 +152,7 @@ def isolated(check: Callable) -> Callable:
     """Decorator for a check: it runs without touching the notebook's global random state (fresh inputs come
     from `fresh_generator`; the learner's code and the references may still draw from torch's generator) and
     on one CPU thread (tiny models: threads only add overhead on a busy machine), both restored afterwards."""
+
     @functools.wraps(check)
     def wrapper(*args, **kwargs):
         threads = torch.get_num_threads()
@@ -156,11 +162,13 @@ def isolated(check: Callable) -> Callable:
                 return check(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
+
     return wrapper
 
 
-def tiny_gated(seed: int, image_shape=(1, 8, 8), *, sharpen: bool = False, out_bias: float | None = None,
-               **config) -> GatedPixelCNN:
+def tiny_gated(
+    seed: int, image_shape=(1, 8, 8), *, sharpen: bool = False, out_bias: float | None = None, **config
+) -> GatedPixelCNN:
     """A small random Gated PixelCNN (8 channels, dilations 1-2 unless `config` says otherwise), built from
     `seed` without touching the global random generator.
 

@@ -5,18 +5,14 @@ Each check calls the learner's code on fresh random inputs, compares with refere
 here, recognises the classic mistakes (bits for nats, mean instead of sum over pixels, a dropped last
 batch, ...) by what they would return, and prints one verdict line. It raises `CheckFailed` on failure.
 """
-import math
 
-import functools
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .helpers import LN2, call, close, fail, fresh_generator, isolated, passed
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,44 +61,68 @@ def _diagnose_nll(got, ref, logits, x):
     if got.numel() == 1 and b > 1:
         got = got.reshape(())
         if math.isclose(got.item(), ref.mean().item(), rel_tol=1e-4):
-            return ("you averaged over the images: nll must return one value per image, shape (B,)",
-                    "keep the batch dimension; average over images only when you report a data set")
+            return (
+                "you averaged over the images: nll must return one value per image, shape (B,)",
+                "keep the batch dimension; average over images only when you report a data set",
+            )
         if math.isclose(got.item(), ref.sum().item(), rel_tol=1e-4):
-            return ("you summed over the images too: nll must return one value per image, shape (B,)",
-                    "sum over the sub-pixel dimensions (C, H, W) only")
+            return (
+                "you summed over the images too: nll must return one value per image, shape (B,)",
+                "sum over the sub-pixel dimensions (C, H, W) only",
+            )
         if math.isclose(got.item(), (ref / d).mean().item(), rel_tol=1e-4):
-            return ("you took the mean over pixels and images (PyTorch's default reduction): "
-                    "that is nats per pixel of the batch, not nats per image",
-                    "use reduction='none', then sum over C, H, W for each image")
+            return (
+                "you took the mean over pixels and images (PyTorch's default reduction): "
+                "that is nats per pixel of the batch, not nats per image",
+                "use reduction='none', then sum over C, H, W for each image",
+            )
         return (f"nll returned a single number for a batch of {b} images", "return a tensor of shape (B,)")
     if got.shape == x.shape:
-        return ("you returned one value per sub-pixel, shape (B, C, H, W)",
-                "the NLL of an image is the sum over its C*H*W sub-pixels: shape (B,)")
+        return (
+            "you returned one value per sub-pixel, shape (B, C, H, W)",
+            "the NLL of an image is the sum over its C*H*W sub-pixels: shape (B,)",
+        )
     if got.shape != ref.shape:
-        return (f"nll returned shape {tuple(got.shape)}, expected ({b},): one value per image",
-                "sum the per-sub-pixel NLL over every dimension but the batch")
+        return (
+            f"nll returned shape {tuple(got.shape)}, expected ({b},): one value per image",
+            "sum the per-sub-pixel NLL over every dimension but the batch",
+        )
     if _close(got, -ref):
-        return ("the sign is wrong: you returned the log-likelihood, not the negative log-likelihood",
-                "an NLL is never negative")
+        return (
+            "the sign is wrong: you returned the log-likelihood, not the negative log-likelihood",
+            "an NLL is never negative",
+        )
     if _close(got, ref / LN2):
-        return ("you reported bits, not nats (your values are the nats divided by ln 2)",
-                "use the natural logarithm; convert to bits only in bits_per_dim")
+        return (
+            "you reported bits, not nats (your values are the nats divided by ln 2)",
+            "use the natural logarithm; convert to bits only in bits_per_dim",
+        )
     if _close(got, ref / d):
-        return ("you took the mean over pixels instead of the sum: that is nats per pixel, "
-                f"{d} times too small for nats per image",
-                "the probability of an image is the product over its pixels, so its log is a sum")
+        return (
+            "you took the mean over pixels instead of the sum: that is nats per pixel, "
+            f"{d} times too small for nats per image",
+            "the probability of an image is the product over its pixels, so its log is a sum",
+        )
     if _close(got, ref / (d * LN2)):
-        return ("you returned bits per dimension (mean over pixels, in bits), not nats per image",
-                "sum over the pixels and stay in nats")
+        return (
+            "you returned bits per dimension (mean over pixels, in bits), not nats per image",
+            "sum over the pixels and stay in nats",
+        )
     if logits.dim() == 4 and _close(got, _ref_nll(-logits, x)):
-        return ("you scored the wrong value: a Bernoulli logit is the log-odds of pixel = 1, not of pixel = 0",
-                "the target of each sub-pixel is x itself")
+        return (
+            "you scored the wrong value: a Bernoulli logit is the log-odds of pixel = 1, not of pixel = 0",
+            "the target of each sub-pixel is x itself",
+        )
     if logits.dim() == 5:
-        return ("wrong values for categorical logits of shape (B, K, C, H, W)",
-                "the K levels are dimension 1 of the logits; the target x holds integer levels 0..K-1")
+        return (
+            "wrong values for categorical logits of shape (B, K, C, H, W)",
+            "the K levels are dimension 1 of the logits; the target x holds integer levels 0..K-1",
+        )
     i = int((got - ref).abs().argmax())
-    return (f"wrong values: image {i} got {got[i].item():.4f}, expected {ref[i].item():.4f} nats",
-            "per sub-pixel, -log p(x) with p = sigmoid(logit) for x = 1 and 1 - sigmoid(logit) for x = 0")
+    return (
+        f"wrong values: image {i} got {got[i].item():.4f}, expected {ref[i].item():.4f} nats",
+        "per sub-pixel, -log p(x) with p = sigmoid(logit) for x = 1 and 1 - sigmoid(logit) for x = 0",
+    )
 
 
 @isolated
@@ -118,10 +138,12 @@ def check_nll(nll):
             except NotImplementedError:
                 call(nll, logits, x)
             except Exception as err:  # the learner's code may fail in any way
-                fail(f"nll works for Bernoulli logits (B, C, H, W) but raised {type(err).__name__} for "
-                     "categorical logits of shape (B, K, C, H, W)",
-                     "handle both layouts: 4 dimensions are Bernoulli logits, 5 are K-way logits with the "
-                     "levels in dimension 1")
+                fail(
+                    f"nll works for Bernoulli logits (B, C, H, W) but raised {type(err).__name__} for "
+                    "categorical logits of shape (B, K, C, H, W)",
+                    "handle both layouts: 4 dimensions are Bernoulli logits, 5 are K-way logits with the "
+                    "levels in dimension 1",
+                )
         else:
             got = call(nll, logits.clone(), x.clone())
         got = _as_float64(got, "nll")
@@ -136,10 +158,12 @@ def check_nll(nll):
     x = torch.tensor([[[[0, 1]]]])
     got = _as_float64(call(nll, logits, x), "nll")
     if not (got.numel() == 1 and torch.isfinite(got).all() and abs(got.item() - 80.0) < 1e-2):
-        fail("nll is not numerically stable: logits of ±40 on the wrong pixel value should cost 80 nats, "
-               f"got {got.flatten().tolist()}",
-               "compute log-probabilities from logits directly (log-sigmoid / log-softmax), "
-               "never the log of a probability")
+        fail(
+            "nll is not numerically stable: logits of ±40 on the wrong pixel value should cost 80 nats, "
+            f"got {got.flatten().tolist()}",
+            "compute log-probabilities from logits directly (log-sigmoid / log-softmax), "
+            "never the log of a probability",
+        )
     passed("nll: nats per image (summed over C, H, W), one value per image, for Bernoulli and categorical logits")
 
 
@@ -158,23 +182,33 @@ def check_bits_per_dim(bits_per_dim):
         if _close(got, ref, rtol=1e-6, atol=1e-9):
             continue
         if got.shape != ref.shape:
-            fail(f"bits_per_dim returned shape {tuple(got.shape)} for input of shape {tuple(ref.shape)}",
-                   "work element-wise: a float gives a float, a tensor of NLLs a tensor of the same shape")
+            fail(
+                f"bits_per_dim returned shape {tuple(got.shape)} for input of shape {tuple(ref.shape)}",
+                "work element-wise: a float gives a float, a tensor of NLLs a tensor of the same shape",
+            )
         for factor, msg, hint in (
-                (LN2, "you forgot to convert nats to bits: that is nats per dimension",
-                 "1 nat = 1/ln 2 bits: divide by ln 2"),
-                (d, "you forgot to divide by the number of dimensions: that is bits per image",
-                 "divide by D = C*H*W"),
-                (LN2 * LN2, "you multiplied by ln 2 instead of dividing: 1 nat = 1/ln 2 ≈ 1.443 bits",
-                 "bits = nats / ln 2"),
-                (LN2 / math.log10(2), "you used log10(2) instead of ln 2", "the NLL is in nats: use math.log(2)"),
-                (1 / LN2 ** 2, "you divided by ln 2 twice", "bits = nats / ln 2, once"),
-                (d * LN2, "you returned nats per image unchanged", "divide by D and by ln 2")):
+            (
+                LN2,
+                "you forgot to convert nats to bits: that is nats per dimension",
+                "1 nat = 1/ln 2 bits: divide by ln 2",
+            ),
+            (d, "you forgot to divide by the number of dimensions: that is bits per image", "divide by D = C*H*W"),
+            (
+                LN2 * LN2,
+                "you multiplied by ln 2 instead of dividing: 1 nat = 1/ln 2 ≈ 1.443 bits",
+                "bits = nats / ln 2",
+            ),
+            (LN2 / math.log10(2), "you used log10(2) instead of ln 2", "the NLL is in nats: use math.log(2)"),
+            (1 / LN2**2, "you divided by ln 2 twice", "bits = nats / ln 2, once"),
+            (d * LN2, "you returned nats per image unchanged", "divide by D and by ln 2"),
+        ):
             if _close(got, ref * factor, rtol=1e-6, atol=1e-9):
                 fail(msg, hint)
-        fail(f"bits_per_dim({float(torch.as_tensor(value).flatten()[0]):.3f}, {d}) returned "
-               f"{got.flatten()[0].item():.6f}, expected {ref.flatten()[0].item():.6f}",
-               "bits/dim = nats per image / (D * ln 2)")
+        fail(
+            f"bits_per_dim({float(torch.as_tensor(value).flatten()[0]):.3f}, {d}) returned "
+            f"{got.flatten()[0].item():.6f}, expected {ref.flatten()[0].item():.6f}",
+            "bits/dim = nats per image / (D * ln 2)",
+        )
     passed("bits_per_dim: nats per image / (D · ln 2), for a float and for a tensor")
 
 
@@ -195,49 +229,68 @@ def check_fit_independent(fit_independent):
         h, w = (int(v) for v in torch.randint(3, 6, (2,), generator=g))
         p = torch.rand(levels, c, h, w, generator=g) ** 3  # some levels rare, so zero counts happen
         p[:, :, 0, 0] = 0
-        p[0, :, 0, 0] = 1                                     # pixel (0, 0) never takes a level > 0
+        p[0, :, 0, 0] = 1  # pixel (0, 0) never takes a level > 0
         p = p / p.sum(0, keepdim=True)
-        images = torch.multinomial(p.permute(1, 2, 3, 0).reshape(-1, levels), n, replacement=True,
-                                   generator=g).T.reshape(n, c, h, w)
-        got = _as_float64(call(fit_independent, images.clone(), levels, alpha),
-                          "fit_independent")
+        images = torch.multinomial(
+            p.permute(1, 2, 3, 0).reshape(-1, levels), n, replacement=True, generator=g
+        ).T.reshape(n, c, h, w)
+        got = _as_float64(call(fit_independent, images.clone(), levels, alpha), "fit_independent")
         ref = _ref_independent(images, levels, alpha)
         if _close(got, ref, rtol=1e-5, atol=1e-6):
             continue
         where = f"({levels} levels, {c} channel{'s' * (c > 1)}, alpha={alpha})"
         if got.shape == (c, h, w) and levels == 2:
-            fail(f"you returned only p(pixel = 1), shape (C, H, W) {where}",
-                   "return the probability of every level, shape (K, C, H, W)")
+            fail(
+                f"you returned only p(pixel = 1), shape (C, H, W) {where}",
+                "return the probability of every level, shape (K, C, H, W)",
+            )
         if got.shape == (c, h, w, levels):
-            fail(f"levels are the last dimension {where}; expected shape (K, C, H, W), levels first",
-                   "put the level dimension first (permute)")
+            fail(
+                f"levels are the last dimension {where}; expected shape (K, C, H, W), levels first",
+                "put the level dimension first (permute)",
+            )
         if got.shape != ref.shape:
-            fail(f"fit_independent returned shape {tuple(got.shape)}, expected {tuple(ref.shape)} {where}",
-                   "one probability per level and sub-pixel: (K, C, H, W)")
+            fail(
+                f"fit_independent returned shape {tuple(got.shape)}, expected {tuple(ref.shape)} {where}",
+                "one probability per level and sub-pixel: (K, C, H, W)",
+            )
         if _close(got, _ref_independent(images, levels, 0.0), rtol=1e-5, atol=1e-6):
-            fail(f"no pseudo-counts: a level never seen in training gets probability 0 {where}, "
-                   "so one test image with it would have infinite NLL",
-                   "add alpha to every count (Laplace smoothing)")
+            fail(
+                f"no pseudo-counts: a level never seen in training gets probability 0 {where}, "
+                "so one test image with it would have infinite NLL",
+                "add alpha to every count (Laplace smoothing)",
+            )
         counts = ref * (n + alpha * levels) - alpha
         if _close(got, (counts + alpha) / (n + alpha), rtol=1e-5, atol=1e-6):
-            fail(f"the probabilities do not sum to 1 over the levels {where}",
-                   "the denominator needs alpha once for every level: N + K * alpha")
+            fail(
+                f"the probabilities do not sum to 1 over the levels {where}",
+                "the denominator needs alpha once for every level: N + K * alpha",
+            )
         if _close(got, ref.flip(0), rtol=1e-5, atol=1e-6):
             fail(f"the levels are in reverse order {where}", "entry [k] must be the probability of level k")
         pooled = ref.mean((1, 2, 3), keepdim=True).expand_as(ref)
         if (got - pooled).abs().max() < 0.05 or got.flatten(1).std(1).max() < 1e-6:
-            fail(f"one probability shared by all pixels {where}: the baseline has its own "
-                   "probabilities for every sub-pixel", "count over the images only (dimension 0)")
+            fail(
+                f"one probability shared by all pixels {where}: the baseline has its own "
+                "probabilities for every sub-pixel",
+                "count over the images only (dimension 0)",
+            )
         sums = got.sum(0)
         if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
-            fail(f"the probabilities of a sub-pixel do not sum to 1 over the levels {where}",
-                   "normalise the smoothed counts by N + K * alpha")
+            fail(
+                f"the probabilities of a sub-pixel do not sum to 1 over the levels {where}",
+                "normalise the smoothed counts by N + K * alpha",
+            )
         k, ch, i, j = (int(v) for v in torch.nonzero((got - ref).abs() > 1e-5)[0])
-        fail(f"wrong probability for level {k} at (c={ch}, i={i}, j={j}) {where}: "
-               f"got {got[k, ch, i, j].item():.4f}, expected {ref[k, ch, i, j].item():.4f}",
-               "(count of that level at that sub-pixel + alpha) / (N + K * alpha)")
-    passed("fit_independent: per-sub-pixel frequencies with alpha pseudo-counts, summing to 1, "
-           "binary and 4-level, 1 and 3 channels")
+        fail(
+            f"wrong probability for level {k} at (c={ch}, i={i}, j={j}) {where}: "
+            f"got {got[k, ch, i, j].item():.4f}, expected {ref[k, ch, i, j].item():.4f}",
+            "(count of that level at that sub-pixel + alpha) / (N + K * alpha)",
+        )
+    passed(
+        "fit_independent: per-sub-pixel frequencies with alpha pseudo-counts, summing to 1, "
+        "binary and 4-level, 1 and 3 channels"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -287,8 +340,10 @@ def check_evaluate(evaluate_nll):
     seen = sum(k for _, _, k in model.calls)
     kept = (n // bs) * bs
     if seen == kept < n:
-        fail(f"you dropped the last batch: only {kept} of the {n} images were scored",
-             "never use drop_last=True for evaluation; every test image counts")
+        fail(
+            f"you dropped the last batch: only {kept} of the {n} images were scored",
+            "never use drop_last=True for evaluation; every test image counts",
+        )
     with torch.no_grad():
         per_image = _ref_nll(logits.expand(n, c, h, w), images)
     ref = per_image.mean()
@@ -298,33 +353,59 @@ def check_evaluate(evaluate_nll):
     got = got.reshape(())
     ok = math.isclose(got.item(), ref.item(), rel_tol=1e-4, abs_tol=1e-4)
     if not ok:
-        batch_means = torch.stack([per_image[s:s + bs].mean() for s in range(0, n, bs)])
+        batch_means = torch.stack([per_image[s : s + bs].mean() for s in range(0, n, bs)])
         for value, msg, hint in (
-                (per_image[:kept].mean(), f"you dropped the last batch: only {kept} of the {n} images were scored",
-                 "never use drop_last=True for evaluation; every test image counts"),
-                (batch_means.mean(), "you averaged the batch means: the last, smaller batch weighs as much as a "
-                 "full one", "add up the per-image NLLs over all batches and divide by the number of images"),
-                (ref / LN2, "you reported bits, not nats", "stay in nats; convert with bits_per_dim"),
-                (ref / d, "you averaged over pixels: that is nats per pixel, not per image",
-                 "sum over the pixels of an image, average over images"),
-                (per_image.sum(), "you returned the total over the data set, not the average per image",
-                 "divide by the number of images"),
-                (per_image[:kept].sum() / n, "the last batch's NLL is missing from the total",
-                 "add every batch, including the last, smaller one")):
+            (
+                per_image[:kept].mean(),
+                f"you dropped the last batch: only {kept} of the {n} images were scored",
+                "never use drop_last=True for evaluation; every test image counts",
+            ),
+            (
+                batch_means.mean(),
+                "you averaged the batch means: the last, smaller batch weighs as much as a full one",
+                "add up the per-image NLLs over all batches and divide by the number of images",
+            ),
+            (ref / LN2, "you reported bits, not nats", "stay in nats; convert with bits_per_dim"),
+            (
+                ref / d,
+                "you averaged over pixels: that is nats per pixel, not per image",
+                "sum over the pixels of an image, average over images",
+            ),
+            (
+                per_image.sum(),
+                "you returned the total over the data set, not the average per image",
+                "divide by the number of images",
+            ),
+            (
+                per_image[:kept].sum() / n,
+                "the last batch's NLL is missing from the total",
+                "add every batch, including the last, smaller one",
+            ),
+        ):
             if math.isclose(got.item(), value.item(), rel_tol=1e-4, abs_tol=1e-4):
                 fail(msg, hint)
         if seen < n:
             fail(f"the model saw only {seen} of the {n} images", "loop over every batch of the data set")
-        fail(f"evaluate_nll returned {got.item():.4f} nats per image, expected {ref.item():.4f}",
-               "mean over all images of each image's NLL (summed over its pixels), in nats")
+        fail(
+            f"evaluate_nll returned {got.item():.4f} nats per image, expected {ref.item():.4f}",
+            "mean over all images of each image's NLL (summed over its pixels), in nats",
+        )
     if seen > n:
-        fail(f"the model scored {seen} images but the data set has {n}: some were scored twice",
-               "one pass over the data set")
+        fail(
+            f"the model scored {seen} images but the data set has {n}: some were scored twice",
+            "one pass over the data set",
+        )
     if any(training for training, _, _ in model.calls):
-        fail("the model was in train mode during evaluation (dropout or batch statistics would change "
-               "the numbers)", "call model.eval() before the loop")
+        fail(
+            "the model was in train mode during evaluation (dropout or batch statistics would change the numbers)",
+            "call model.eval() before the loop",
+        )
     if any(grad for _, grad, _ in model.calls):
-        fail("evaluation built a computation graph for gradients it never uses (memory and time wasted)",
-               "wrap the loop in torch.no_grad()")
-    passed(f"evaluate_nll: mean nats per image over all {n} images (batch size {bs}, last batch of {n % bs} "
-           "included), in eval mode, without gradients")
+        fail(
+            "evaluation built a computation graph for gradients it never uses (memory and time wasted)",
+            "wrap the loop in torch.no_grad()",
+        )
+    passed(
+        f"evaluate_nll: mean nats per image over all {n} images (batch size {bs}, last batch of {n % bs} "
+        "included), in eval mode, without gradients"
+    )

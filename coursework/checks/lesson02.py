@@ -6,18 +6,16 @@ Each check builds fresh random cases, compares with the reference behaviour of `
 excluded, channel order ignored or reversed, a mask applied only once, ...) by what they would produce,
 and prints one verdict line; it raises `CheckFailed` on failure.
 """
-import functools
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.causality import receptive_field
-from .helpers import call, fail, fresh_generator, isolated, passed
 from course_lib.masks import MaskedConv2d as _RefConv
 from course_lib.masks import raster_mask, vertical_mask
 
-
+from .helpers import call, fail, fresh_generator, isolated, passed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -32,18 +30,26 @@ def _variant(k, mask_type, cin, cout, dc, centre="ok", groups="contiguous", spat
     c = k // 2
     m = torch.zeros(cout, cin, k, k)
     if spatial == "flipped":
-        m[:, :, c + 1:, :] = 1
-        m[:, :, c, c + 1:] = 1
+        m[:, :, c + 1 :, :] = 1
+        m[:, :, c, c + 1 :] = 1
     else:
         m[:, :, :c, :] = 1
         m[:, :, c, :c] = 1
         if spatial == "right_of_centre":
-            m[:, :, c, c + 1:] = 1
+            m[:, :, c, c + 1 :] = 1
     g_out, g_in = _groups(cout, dc, groups)[:, None], _groups(cin, dc, groups)[None, :]
-    a_rule = {"ok": g_out > g_in, "reversed": g_out < g_in, "all": torch.ones_like(g_out > g_in),
-              "none": torch.zeros_like(g_out > g_in)}
-    b_rule = {"ok": g_out >= g_in, "reversed": g_out <= g_in, "all": torch.ones_like(g_out > g_in),
-              "none": torch.zeros_like(g_out > g_in)}
+    a_rule = {
+        "ok": g_out > g_in,
+        "reversed": g_out < g_in,
+        "all": torch.ones_like(g_out > g_in),
+        "none": torch.zeros_like(g_out > g_in),
+    }
+    b_rule = {
+        "ok": g_out >= g_in,
+        "reversed": g_out <= g_in,
+        "all": torch.ones_like(g_out > g_in),
+        "none": torch.zeros_like(g_out > g_in),
+    }
     m[:, :, c, c] = (a_rule if mask_type == "A" else b_rule)[centre].float()
     return m
 
@@ -51,43 +57,65 @@ def _variant(k, mask_type, cin, cout, dc, centre="ok", groups="contiguous", spat
 def _diagnose_mask(got, k, t, cin, cout, dc):
     other = "B" if t == "A" else "A"
     if got.shape == (cin, cout, k, k) and cin != cout:
-        return ("in and out channels swapped: the mask's shape must be (out_channels, in_channels, k, k), "
-                "like a Conv2d weight", "put out_channels first")
+        return (
+            "in and out channels swapped: the mask's shape must be (out_channels, in_channels, k, k), "
+            "like a Conv2d weight",
+            "put out_channels first",
+        )
     if got.shape != (cout, cin, k, k):
-        return (f"make_mask returned shape {tuple(got.shape)}, expected {(cout, cin, k, k)}",
-                "the mask has the shape of a Conv2d weight: (out_channels, in_channels, k, k)")
+        return (
+            f"make_mask returned shape {tuple(got.shape)}, expected {(cout, cin, k, k)}",
+            "the mask has the shape of a Conv2d weight: (out_channels, in_channels, k, k)",
+        )
     same = lambda m: torch.equal(got, m)  # noqa: E731
     if same(raster_mask(k, other, cin, cout, dc)):
-        return (f"masks A and B are swapped: you built mask {other} when mask {t} was asked for",
-                "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it")
+        return (
+            f"masks A and B are swapped: you built mask {other} when mask {t} was asked for",
+            "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it",
+        )
     if same(_variant(k, t, cin, cout, dc, spatial="flipped")) or same(
-            _variant(k, t, cin, cout, dc, spatial="flipped", centre="all")):
-        return ("your mask keeps the future (rows below, pixels to the right) instead of the past",
-                "keep the rows above the centre and the pixels left of it in the centre row")
+        _variant(k, t, cin, cout, dc, spatial="flipped", centre="all")
+    ):
+        return (
+            "your mask keeps the future (rows below, pixels to the right) instead of the past",
+            "keep the rows above the centre and the pixels left of it in the centre row",
+        )
     if same(_variant(k, t, cin, cout, dc, spatial="right_of_centre")):
-        return ("the centre row keeps pixels right of the centre: they come later in raster order",
-                "in the centre row keep only the weights left of the centre")
+        return (
+            "the centre row keeps pixels right of the centre: they come later in raster order",
+            "in the centre row keep only the weights left of the centre",
+        )
     if t == "A" and same(_variant(k, t, cin, cout, dc, centre="all")):
-        return ("mask A includes the centre pixel: the first layer would see the very value it must predict",
-                "at the centre, mask A keeps only input channel groups strictly before the output's group")
+        return (
+            "mask A includes the centre pixel: the first layer would see the very value it must predict",
+            "at the centre, mask A keeps only input channel groups strictly before the output's group",
+        )
     if t == "B" and same(_variant(k, t, cin, cout, dc, centre="none")):
-        return ("mask B excludes the centre pixel: later layers would throw away what they already know about "
-                "the past", "at the centre, mask B keeps input groups up to and including the output's group")
+        return (
+            "mask B excludes the centre pixel: later layers would throw away what they already know about the past",
+            "at the centre, mask B keeps input groups up to and including the output's group",
+        )
     if t == "A" and dc == 1 and same(_variant(k, t, cin, cout, dc, centre="all")):
         return ("mask A includes the centre pixel", "mask A hides the centre")
     if dc > 1:
         if same(raster_mask(k, t, cin, cout, 1)):
-            return ("channel order ignored: with colour, the centre weight must follow R -> G -> B",
-                    f"split the channels into {dc} groups; at the centre, output group g may read input group g' "
-                    "only if g' < g (mask A) or g' <= g (mask B)")
+            return (
+                "channel order ignored: with colour, the centre weight must follow R -> G -> B",
+                f"split the channels into {dc} groups; at the centre, output group g may read input group g' "
+                "only if g' < g (mask A) or g' <= g (mask B)",
+            )
         if same(_variant(k, t, cin, cout, dc, centre="reversed")):
-            return ("channel order reversed: your blue sees green and red, but red must come first",
-                    "an output of group g may read earlier groups (smaller g'), not later ones")
+            return (
+                "channel order reversed: your blue sees green and red, but red must come first",
+                "an output of group g may read earlier groups (smaller g'), not later ones",
+            )
         if same(_variant(k, t, cin, cout, dc, groups="interleaved")):
-            return ("channel groups interleaved: group g must be a contiguous block of channels",
-                    "channel n of C belongs to group n * data_channels // C")
+            return (
+                "channel groups interleaved: group g must be a contiguous block of channels",
+                "channel n of C belongs to group n * data_channels // C",
+            )
     ref = raster_mask(k, t, cin, cout, dc)
-    diff = (got != ref)
+    diff = got != ref
     c = k // 2
     regions = []
     if diff[:, :, :c].any():
@@ -96,10 +124,13 @@ def _diagnose_mask(got, k, t, cin, cout, dc):
         regions.append("the centre row left of the centre (ones)")
     if diff[:, :, c, c].any():
         regions.append("the centre weight (depends on mask type and channel groups)")
-    if diff[:, :, c, c + 1:].any() or diff[:, :, c + 1:].any():
+    if diff[:, :, c, c + 1 :].any() or diff[:, :, c + 1 :].any():
         regions.append("the future: right of the centre and the rows below (zeros)")
-    return (f"mask {t} (k={k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)}) is wrong in "
-            + "; ".join(regions), "compare your mask with the pictures of the lesson, printed as integers")
+    return (
+        f"mask {t} (k={k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)}) is wrong in "
+        + "; ".join(regions),
+        "compare your mask with the pictures of the lesson, printed as integers",
+    )
 
 
 @isolated
@@ -114,9 +145,16 @@ def check_mask(make_mask):
         cases.append((k, t, int(torch.randint(2, 5, (), generator=g)), int(torch.randint(2, 5, (), generator=g)), 1))
     for t in ("A", "B"):
         k = int((3, 5)[int(torch.randint(0, 2, (), generator=g))])
-        cases.append((k, t, 3, 3, 3))                                           # data -> hidden
-        cases.append((k, t, 3 * int(torch.randint(2, 4, (), generator=g)),      # hidden -> hidden
-                      3 * int(torch.randint(2, 4, (), generator=g)), 3))
+        cases.append((k, t, 3, 3, 3))  # data -> hidden
+        cases.append(
+            (
+                k,
+                t,
+                3 * int(torch.randint(2, 4, (), generator=g)),  # hidden -> hidden
+                3 * int(torch.randint(2, 4, (), generator=g)),
+                3,
+            )
+        )
     for k, t, cin, cout, dc in cases:
         got = call(make_mask, k, t, cin, cout, dc)
         if not torch.is_tensor(got):
@@ -140,43 +178,61 @@ def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
     padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass."""
     g = fresh_generator()
-    cases = [(1, int(torch.randint(2, 6, (), generator=g)), 5, "A", 1),
-             (int(torch.randint(2, 5, (), generator=g)), int(torch.randint(2, 5, (), generator=g)), 3, "B", 1),
-             (3, 6, 3, "A", 3), (6, 9, 3, "B", 3)]
+    cases = [
+        (1, int(torch.randint(2, 6, (), generator=g)), 5, "A", 1),
+        (int(torch.randint(2, 5, (), generator=g)), int(torch.randint(2, 5, (), generator=g)), 3, "B", 1),
+        (3, 6, 3, "A", 3),
+        (6, 9, 3, "B", 3),
+    ]
     for cin, cout, k, t, dc in cases:
         with torch.random.fork_rng():  # leave the notebook's random state alone
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
             conv = call(MaskedConv2d, cin, cout, k, t, dc)
         where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)})"
         if not isinstance(conv, nn.Conv2d):
-            fail(f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
-                 "subclass nn.Conv2d so the layer keeps its weight and bias")
+            fail(
+                f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
+                "subclass nn.Conv2d so the layer keeps its weight and bias",
+            )
         names = [n for n, _ in conv.named_parameters()]
         if any(n not in ("weight", "bias") for n in names):
-            fail(f"the layer has trainable parameters besides weight and bias: {names}; the optimiser would "
-                 "change the mask", "store the mask with self.register_buffer, not as an nn.Parameter")
+            fail(
+                f"the layer has trainable parameters besides weight and bias: {names}; the optimiser would "
+                "change the mask",
+                "store the mask with self.register_buffer, not as an nn.Parameter",
+            )
         h, w = (int(v) for v in torch.randint(8, 11, (2,), generator=g))
         x = torch.randn(2, cin, h, w, generator=g)
         out = call(conv, x)
         if not torch.is_tensor(out) or out.shape != (2, cout, h, w):
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            fail(f"output shape {shape} for input {tuple(x.shape)}, expected {(2, cout, h, w)} {where}",
-                 "pad by kernel_size // 2 so every pixel gets an output ('same' padding)")
+            fail(
+                f"output shape {shape} for input {tuple(x.shape)}, expected {(2, cout, h, w)} {where}",
+                "pad by kernel_size // 2 so every pixel gets an output ('same' padding)",
+            )
         with torch.no_grad():
             ref = _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)
             if not torch.allclose(out, ref, atol=1e-5):
                 other = "B" if t == "A" else "A"
                 if torch.allclose(out, F.conv2d(x, conv.weight, conv.bias, padding=k // 2), atol=1e-5):
-                    fail(f"the layer is not masked: it sees the present and the future {where}",
-                         "multiply the weight by the mask in forward")
+                    fail(
+                        f"the layer is not masked: it sees the present and the future {where}",
+                        "multiply the weight by the mask in forward",
+                    )
                 if torch.allclose(out, _conv_with(conv, raster_mask(k, other, cin, cout, dc), x, k), atol=1e-5):
-                    fail(f"masks A and B are swapped: the layer used mask {other} {where}",
-                         "mask A hides the centre pixel's own channel group, mask B keeps it")
+                    fail(
+                        f"masks A and B are swapped: the layer used mask {other} {where}",
+                        "mask A hides the centre pixel's own channel group, mask B keeps it",
+                    )
                 if dc > 1 and torch.allclose(out, _conv_with(conv, raster_mask(k, t, cin, cout, 1), x, k), atol=1e-5):
-                    fail(f"channel order ignored: the centre weight does not follow R -> G -> B {where}",
-                         "pass data_channels on to your mask")
-                fail(f"the output differs from a convolution with the weight times the mask {where}",
-                     "forward = the usual convolution, with self.weight * self.mask as the kernel")
+                    fail(
+                        f"channel order ignored: the centre weight does not follow R -> G -> B {where}",
+                        "pass data_channels on to your mask",
+                    )
+                fail(
+                    f"the output differs from a convolution with the weight times the mask {where}",
+                    "forward = the usual convolution, with self.weight * self.mask as the kernel",
+                )
         # one training step: the masked weights must stay without effect
         if not conv.weight.requires_grad:
             fail("the weight is not trainable", "keep self.weight an nn.Parameter")
@@ -188,11 +244,15 @@ def check_masked_conv(MaskedConv2d):
             out2 = call(conv, x)
             ref2 = _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)
         if not torch.allclose(out2, ref2, atol=1e-4):
-            fail(f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
-                 "and the optimiser brought the hidden weights back",
-                 "apply the mask inside forward, every time")
-    passed(f"MaskedConv2d: same-size output, masked in every forward pass (also after a training step), "
-           f"masks A/B and colour groups, {len(cases)} random layers")
+            fail(
+                f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
+                "and the optimiser brought the hidden weights back",
+                "apply the mask inside forward, every time",
+            )
+    passed(
+        f"MaskedConv2d: same-size output, masked in every forward pass (also after a training step), "
+        f"masks A/B and colour groups, {len(cases)} random layers"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,8 +261,18 @@ class _Stack(nn.Module):
     """A small causal stack with smooth activations (no exact zero gradients by chance):
     one mask-A layer, then mask-B layers, then a 1x1 mask-B head. Bernoulli logits (B, C, H, W)."""
 
-    def __init__(self, image_shape, channels=6, n_layers=2, k=3, first="A", reversed_colours=False,
-                 vertical_first=False, residual=False, skip_green_to_red=False):
+    def __init__(
+        self,
+        image_shape,
+        channels=6,
+        n_layers=2,
+        k=3,
+        first="A",
+        reversed_colours=False,
+        vertical_first=False,
+        residual=False,
+        skip_green_to_red=False,
+    ):
         super().__init__()
         c = image_shape[0]
         self.image_shape, self.levels, self.num_classes = tuple(image_shape), 2, None
@@ -242,9 +312,11 @@ def check_receptive_field(receptive_field_map):
     """Task 3: `receptive_field_map(model, i, j, c=0)` returns a boolean (C, H, W) map: True where the
     logit of sub-pixel (c, i, j) has a non-zero gradient with respect to the input."""
     g = fresh_generator()
-    cases = [((1, 7, 7), dict(n_layers=3), (4, 2, 0)),
-             ((1, 6, 6), dict(n_layers=2), (3, 1, 0)),
-             ((3, 5, 5), dict(n_layers=2), (2, 1, int(torch.randint(0, 2, (), generator=g))))]
+    cases = [
+        ((1, 7, 7), dict(n_layers=3), (4, 2, 0)),
+        ((1, 6, 6), dict(n_layers=2), (3, 1, 0)),
+        ((3, 5, 5), dict(n_layers=2), (2, 1, int(torch.randint(0, 2, (), generator=g)))),
+    ]
     for shape, kw, (i, j, c) in cases:
         model = _fresh_stack(g, shape, **kw)
         with torch.random.fork_rng():  # leave the notebook's random state alone
@@ -252,38 +324,55 @@ def check_receptive_field(receptive_field_map):
         ref = _ref_field(model, i, j, c)
         where = f"(output channel {c}, row {i}, column {j} of a {'x'.join(map(str, shape))} model)"
         if not torch.is_tensor(got):
-            fail(f"receptive_field_map returned {type(got).__name__}, not a tensor",
-                 "return a boolean tensor of shape (C, H, W)")
+            fail(
+                f"receptive_field_map returned {type(got).__name__}, not a tensor",
+                "return a boolean tensor of shape (C, H, W)",
+            )
         got = got.detach()
         got = got if got.dtype == torch.bool else got != 0
         if got.shape == ref.shape[1:] and shape[0] == 1:
-            fail(f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                 "keep the channel dimension: (C, H, W)")
+            fail(
+                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
+                "keep the channel dimension: (C, H, W)",
+            )
         if got.shape == (1, *ref.shape):
-            fail(f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                 "drop the batch dimension of the gradient: (C, H, W)")
+            fail(
+                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
+                "drop the batch dimension of the gradient: (C, H, W)",
+            )
         if got.shape != ref.shape:
-            fail(f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                 "one entry per input sub-pixel: (C, H, W)")
+            fail(
+                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
+                "one entry per input sub-pixel: (C, H, W)",
+            )
         if torch.equal(got, ref):
             continue
         if torch.equal(got, _ref_field(model, j, i, c)):
             fail(f"rows and columns swapped {where}", "i is the row (dimension H), j the column (dimension W)")
-        if shape[0] > 1 and torch.equal(got, torch.stack([_ref_field(model, i, j, cc) for cc in range(shape[0])]).any(0)):
-            fail(f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
-                 "select the one logit [0, c, i, j] before calling backward")
+        if shape[0] > 1 and torch.equal(
+            got, torch.stack([_ref_field(model, i, j, cc) for cc in range(shape[0])]).any(0)
+        ):
+            fail(
+                f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
+                "select the one logit [0, c, i, j] before calling backward",
+            )
         if got.all():
             fail(f"every input is marked as seen {where}", "mark only inputs whose gradient is exactly non-zero")
         future = torch.zeros_like(ref)
-        future.view(shape[0], -1)[:, i * shape[2] + j:] = True
+        future.view(shape[0], -1)[:, i * shape[2] + j :] = True
         if (got & ~ref & future).any():
-            fail(f"your map marks the output's own pixel or later ones {where}: did you differentiate the sum "
-                 "of all outputs instead of the single logit?", "backward from the one logit [0, c, i, j]")
+            fail(
+                f"your map marks the output's own pixel or later ones {where}: did you differentiate the sum "
+                "of all outputs instead of the single logit?",
+                "backward from the one logit [0, c, i, j]",
+            )
         missing = int((ref & ~got).sum())
         extra = int((got & ~ref).sum())
-        fail(f"your map differs from the gradient's support {where}: {missing} seen inputs missing, "
-             f"{extra} unseen inputs marked", "use a random float input with requires_grad=True, backward from "
-             "the one logit, and mark grad != 0")
+        fail(
+            f"your map differs from the gradient's support {where}: {missing} seen inputs missing, "
+            f"{extra} unseen inputs marked",
+            "use a random float input with requires_grad=True, backward from the one logit, and mark grad != 0",
+        )
     passed("receptive_field_map: the exact support of the gradient of one logit, for 1- and 3-channel models")
 
 
@@ -296,22 +385,46 @@ def check_is_causal(is_causal):
     g = fresh_generator()
     cases = [
         ("a correct single-channel stack", dict(image_shape=(1, 4, 4)), True, None),
-        ("a correct colour stack", dict(image_shape=(3, 3, 3), channels=6), True,
-         "your test flags a causal colour model: an output may depend on earlier colours of its own pixel "
-         "(G on R, B on R and G)"),
-        ("mask B on the first layer", dict(image_shape=(1, 4, 4), first="B"), False,
-         "your test misses an output that sees its own pixel (mask B on the first layer): "
-         "'at or after' includes the pixel itself"),
-        ("a residual from the raw input", dict(image_shape=(1, 4, 4), residual=True), False,
-         "your test misses a residual connection from the raw input: every output sees its own pixel"),
-        ("colour order reversed in the first mask", dict(image_shape=(3, 3, 3), channels=6, reversed_colours=True),
-         False, "your test misses a colour model whose first mask reverses R -> G -> B: outputs see later "
-         "colours of their own pixel"),
-        ("a skip connection from green to red", dict(image_shape=(3, 3, 3), channels=6, skip_green_to_red=True),
-         False, "your test misses leaks between the colour channels of one pixel: R must not see G or B of its "
-         "own pixel, G must not see B"),
-        ("an unshifted vertical stack", dict(image_shape=(1, 4, 4), vertical_first=True), False,
-         "your test misses an unshifted vertical stack, which sees pixels right of the output in its own row"),
+        (
+            "a correct colour stack",
+            dict(image_shape=(3, 3, 3), channels=6),
+            True,
+            "your test flags a causal colour model: an output may depend on earlier colours of its own pixel "
+            "(G on R, B on R and G)",
+        ),
+        (
+            "mask B on the first layer",
+            dict(image_shape=(1, 4, 4), first="B"),
+            False,
+            "your test misses an output that sees its own pixel (mask B on the first layer): "
+            "'at or after' includes the pixel itself",
+        ),
+        (
+            "a residual from the raw input",
+            dict(image_shape=(1, 4, 4), residual=True),
+            False,
+            "your test misses a residual connection from the raw input: every output sees its own pixel",
+        ),
+        (
+            "colour order reversed in the first mask",
+            dict(image_shape=(3, 3, 3), channels=6, reversed_colours=True),
+            False,
+            "your test misses a colour model whose first mask reverses R -> G -> B: outputs see later "
+            "colours of their own pixel",
+        ),
+        (
+            "a skip connection from green to red",
+            dict(image_shape=(3, 3, 3), channels=6, skip_green_to_red=True),
+            False,
+            "your test misses leaks between the colour channels of one pixel: R must not see G or B of its "
+            "own pixel, G must not see B",
+        ),
+        (
+            "an unshifted vertical stack",
+            dict(image_shape=(1, 4, 4), vertical_first=True),
+            False,
+            "your test misses an unshifted vertical stack, which sees pixels right of the output in its own row",
+        ),
     ]
     order = torch.randperm(len(cases), generator=g).tolist()
     for n in order:
@@ -323,10 +436,15 @@ def check_is_causal(is_causal):
             fail(f"is_causal returned {type(got).__name__}, not True or False", "return a bool")
         if bool(got) != causal:
             if causal:
-                fail(msg or f"your test flags {name}, which is causal: an output may depend on every sub-pixel "
-                     "strictly before it (rows above, pixels to the left)",
-                     "forbidden inputs are those at or after the output in raster order, and at the output's "
-                     "own pixel, its own channel or a later one")
+                fail(
+                    msg
+                    or f"your test flags {name}, which is causal: an output may depend on every sub-pixel "
+                    "strictly before it (rows above, pixels to the left)",
+                    "forbidden inputs are those at or after the output in raster order, and at the output's "
+                    "own pixel, its own channel or a later one",
+                )
             fail(msg, "an output's map must be empty at its own sub-pixel and at every later one")
-    passed(f"is_causal: right on all {len(cases)} models (correct 1- and 3-channel stacks; mask B first, a raw "
-           "residual, colour order reversed, green leaking into red, an unshifted vertical stack)")
+    passed(
+        f"is_causal: right on all {len(cases)} models (correct 1- and 3-channel stacks; mask B first, a raw "
+        "residual, colour order reversed, green leaking into red, an unshifted vertical stack)"
+    )

@@ -10,15 +10,14 @@ message: sampling in train mode or without no_grad, temperature applied after th
 temperature ignored or multiplied, one forward pass for all pixels, the wrong pixel or channel order,
 given pixels overwritten during completion, given pixels pasted back only at the end.
 """
+
 import functools
-import math
-from contextlib import contextmanager
 
 import torch
 
-from .helpers import ForwardSpy, call, close, fail, fresh_seed, isolated, passed, tiny_gated
-from course_lib.models import GatedPixelCNN
 from course_lib.sampling import draw, sample
+
+from .helpers import ForwardSpy, call, close, fail, fresh_seed, isolated, passed, tiny_gated
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -38,25 +37,35 @@ def _check_mode_and_grad(calls, name, model, what):
     if not calls:
         fail(f"{name} never called the model", "call logits = model(x, labels) inside the loop")
     if any(c["training"] for c in calls):
-        fail(f"{what} ran with the model in train mode",
-             "call model.eval() before the loop: layers such as dropout and batch norm behave differently in "
-             "train mode, and samples must come from the model you evaluate")
+        fail(
+            f"{what} ran with the model in train mode",
+            "call model.eval() before the loop: layers such as dropout and batch norm behave differently in "
+            "train mode, and samples must come from the model you evaluate",
+        )
     if any(c["grad"] for c in calls):
-        fail(f"{what} ran without torch.no_grad(): every forward pass recorded a graph for backpropagation",
-             "wrap the loop in `with torch.no_grad():` (or decorate the function with @torch.no_grad()): "
-             "sampling needs no gradients, and keeping them costs memory and time")
+        fail(
+            f"{what} ran without torch.no_grad(): every forward pass recorded a graph for backpropagation",
+            "wrap the loop in `with torch.no_grad():` (or decorate the function with @torch.no_grad()): "
+            "sampling needs no gradients, and keeping them costs memory and time",
+        )
     if not model.training:
-        fail(f"the model was left in eval mode after {what}",
-             "remember was_training = model.training and call model.train(was_training) at the end")
+        fail(
+            f"the model was left in eval mode after {what}",
+            "remember was_training = model.training and call model.train(was_training) at the end",
+        )
 
 
 def _as_images(result, shape, name):
     """The learner's result as a CPU int64 tensor of `shape`, or a clear failure."""
     if not torch.is_tensor(result):
-        fail(f"{name} returned {type(result).__name__}, not a tensor", f"return the images as a tensor of shape {shape}")
+        fail(
+            f"{name} returned {type(result).__name__}, not a tensor", f"return the images as a tensor of shape {shape}"
+        )
     if tuple(result.shape) != tuple(shape):
-        fail(f"{name} returned shape {tuple(result.shape)}, expected {tuple(shape)} (n, C, H, W)",
-             "start from x = torch.zeros(n, C, H, W, dtype=torch.long) and fill it in place")
+        fail(
+            f"{name} returned shape {tuple(result.shape)}, expected {tuple(shape)} (n, C, H, W)",
+            "start from x = torch.zeros(n, C, H, W, dtype=torch.long) and fill it in place",
+        )
     result = result.detach().cpu()
     if result.is_floating_point() and not torch.equal(result, result.round()):
         fail(f"{name} returned non-integer values", "store the drawn levels (0/1, or 0..K-1), not probabilities")
@@ -88,8 +97,19 @@ def _variant_probs(logits, i, j, c, temperature, variant):
 
 
 @torch.no_grad()
-def _variant_loop(model, images, known, labels, temperature, seed, *, order="raster", variant="right",
-                  skip_known=True, paste_at_end=False):
+def _variant_loop(
+    model,
+    images,
+    known,
+    labels,
+    temperature,
+    seed,
+    *,
+    order="raster",
+    variant="right",
+    skip_known=True,
+    paste_at_end=False,
+):
     """What a loop with a given (possibly buggy) structure draws, with a generator seeded by `seed`."""
     g = torch.Generator().manual_seed(seed)
     n, c, h, w = images.shape
@@ -116,41 +136,74 @@ def _diagnose_probs(got, logits, temperature, kind):
     if kind == "bernoulli":
         ref = torch.sigmoid(logits / t)
         variants = [
-            (torch.sigmoid(logits) / t, "temperature was applied after the sigmoid: you divided the probability by T",
-             "divide the logits by T first, then apply the sigmoid: torch.sigmoid(logits / T)"),
-            (torch.sigmoid(logits) ** (1 / t), "temperature was applied after the sigmoid: you raised the probability "
-             "to the power 1/T without renormalising against P(x=0)",
-             "divide the logits by T first, then apply the sigmoid: torch.sigmoid(logits / T)"),
-            (torch.sigmoid(logits), f"the temperature was ignored (T = {t:g} gave the probabilities of T = 1)",
-             "divide the logits by the temperature before the sigmoid"),
-            (torch.sigmoid(logits * t), "you multiplied the logits by T instead of dividing them",
-             "T < 1 must sharpen the distribution: use logits / T"),
+            (
+                torch.sigmoid(logits) / t,
+                "temperature was applied after the sigmoid: you divided the probability by T",
+                "divide the logits by T first, then apply the sigmoid: torch.sigmoid(logits / T)",
+            ),
+            (
+                torch.sigmoid(logits) ** (1 / t),
+                "temperature was applied after the sigmoid: you raised the probability "
+                "to the power 1/T without renormalising against P(x=0)",
+                "divide the logits by T first, then apply the sigmoid: torch.sigmoid(logits / T)",
+            ),
+            (
+                torch.sigmoid(logits),
+                f"the temperature was ignored (T = {t:g} gave the probabilities of T = 1)",
+                "divide the logits by the temperature before the sigmoid",
+            ),
+            (
+                torch.sigmoid(logits * t),
+                "you multiplied the logits by T instead of dividing them",
+                "T < 1 must sharpen the distribution: use logits / T",
+            ),
             (1 - ref, "you returned P(x = 0), not P(x = 1)", "the Bernoulli logit is log P(x=1) - log P(x=0)"),
             (logits / t, "you returned the scaled logits, not probabilities", "apply torch.sigmoid to logits / T"),
         ]
     else:
         ref = torch.softmax(logits / t, dim=1)
         variants = [
-            (torch.softmax(logits, dim=1) / t, "temperature was applied after the softmax: the probabilities were "
-             "divided by T, so they no longer sum to one",
-             "divide the logits by T first, then take the softmax: torch.softmax(logits / T, dim=1)"),
-            (torch.softmax(logits, dim=1), f"the temperature had no effect (T = {t:g} gave the probabilities of T = 1); "
-             "dividing the probabilities by T after the softmax and renormalising undoes it",
-             "divide the logits by T before the softmax: torch.softmax(logits / T, dim=1)"),
-            (torch.softmax(logits * t, dim=1), "you multiplied the logits by T instead of dividing them",
-             "T < 1 must sharpen the distribution: use logits / T"),
-            (torch.softmax(logits / t, dim=0), "the softmax ran over the images (dim 0), not over the K levels",
-             "each row (one image) must sum to one: torch.softmax(logits / T, dim=1)"),
-            (torch.log_softmax(logits / t, dim=1), "you returned log-probabilities, not probabilities",
-             "use torch.softmax, not log_softmax"),
+            (
+                torch.softmax(logits, dim=1) / t,
+                "temperature was applied after the softmax: the probabilities were "
+                "divided by T, so they no longer sum to one",
+                "divide the logits by T first, then take the softmax: torch.softmax(logits / T, dim=1)",
+            ),
+            (
+                torch.softmax(logits, dim=1),
+                f"the temperature had no effect (T = {t:g} gave the probabilities of T = 1); "
+                "dividing the probabilities by T after the softmax and renormalising undoes it",
+                "divide the logits by T before the softmax: torch.softmax(logits / T, dim=1)",
+            ),
+            (
+                torch.softmax(logits * t, dim=1),
+                "you multiplied the logits by T instead of dividing them",
+                "T < 1 must sharpen the distribution: use logits / T",
+            ),
+            (
+                torch.softmax(logits / t, dim=0),
+                "the softmax ran over the images (dim 0), not over the K levels",
+                "each row (one image) must sum to one: torch.softmax(logits / T, dim=1)",
+            ),
+            (
+                torch.log_softmax(logits / t, dim=1),
+                "you returned log-probabilities, not probabilities",
+                "use torch.softmax, not log_softmax",
+            ),
             (logits / t, "you returned the scaled logits, not probabilities", "apply torch.softmax(..., dim=1)"),
         ]
     for wrong, message, hint in variants:
         if close(got, wrong, rtol=1e-4, atol=1e-6):
             fail(message, hint)
-    what = "P(x = 1) for Bernoulli logits (B,)" if kind == "bernoulli" else "the probabilities for categorical logits (B, K)"
-    fail(f"temperature_probs gave wrong values for {what} at T = {t:g}",
-         "divide the logits by T, then apply the sigmoid (Bernoulli, shape (B,)) or softmax over dim=1 (categorical, (B, K))")
+    what = (
+        "P(x = 1) for Bernoulli logits (B,)"
+        if kind == "bernoulli"
+        else "the probabilities for categorical logits (B, K)"
+    )
+    fail(
+        f"temperature_probs gave wrong values for {what} at T = {t:g}",
+        "divide the logits by T, then apply the sigmoid (Bernoulli, shape (B,)) or softmax over dim=1 (categorical, (B, K))",
+    )
     return ref
 
 
@@ -162,10 +215,15 @@ def _probs_case(temperature_probs, logits, temperature, kind):
     ref = torch.sigmoid(logits / temperature) if kind == "bernoulli" else torch.softmax(logits / temperature, dim=1)
     if tuple(got.shape) != tuple(ref.shape):
         if kind == "bernoulli" and got.dim() == 2 and got.shape[0] == ref.shape[0] and got.shape[1] == 2:
-            fail("for Bernoulli logits (B,) you returned two probabilities per image",
-                 "return P(x = 1) only, shape (B,), as course_lib's draw expects")
-        fail(f"for {kind} logits of shape {tuple(logits.shape)} you returned shape {tuple(got.shape)}, "
-             f"expected {tuple(ref.shape)}", "keep the logits' shape: sigmoid for (B,), softmax over dim=1 for (B, K)")
+            fail(
+                "for Bernoulli logits (B,) you returned two probabilities per image",
+                "return P(x = 1) only, shape (B,), as course_lib's draw expects",
+            )
+        fail(
+            f"for {kind} logits of shape {tuple(logits.shape)} you returned shape {tuple(got.shape)}, "
+            f"expected {tuple(ref.shape)}",
+            "keep the logits' shape: sigmoid for (B,), softmax over dim=1 for (B, K)",
+        )
     if not close(got, ref.double(), rtol=1e-4, atol=1e-6):
         _diagnose_probs(got, logits.double(), temperature, kind)
 
@@ -183,8 +241,10 @@ def check_temperature_probs(temperature_probs):
     _probs_case(temperature_probs, cat, 1.0, "categorical")
     for t in (0.5, 2.0):
         _probs_case(temperature_probs, cat, t, "categorical")
-    passed("temperature_probs: the logits are divided by T before the sigmoid (Bernoulli) or the softmax over the "
-           "K levels (categorical), for T = 0.5, 1 and 2")
+    passed(
+        "temperature_probs: the logits are divided by T before the sigmoid (Bernoulli) or the softmax over the "
+        "K levels (categorical), for T = 0.5, 1 and 2"
+    )
 
 
 # -- task 2: ancestral_sample ----------------------------------------------------------------------------
@@ -194,22 +254,44 @@ def _sample_variants(model, n, temperature, labels, seed):
     options = []
     if temperature != 1:
         if model.levels == 2:
-            options.append((dict(variant="after"), "temperature was applied after the sigmoid: your samples are "
-                            "those of probabilities divided by T", "divide the logits by T before the sigmoid"))
+            options.append(
+                (
+                    dict(variant="after"),
+                    "temperature was applied after the sigmoid: your samples are those of probabilities divided by T",
+                    "divide the logits by T before the sigmoid",
+                )
+            )
         options += [
-            (dict(variant="times"), "your samples are those of logits multiplied by T, not divided by it",
-             "use logits / T"),
-            (dict(variant="right", temp=1.0), f"your samples ignore the temperature (T = {temperature:g} drew the "
-             "samples of T = 1; dividing the probabilities by T after the softmax does that too, since the draw "
-             "renormalises them)", "divide the logits by T before the softmax / sigmoid (temperature_probs)"),
+            (
+                dict(variant="times"),
+                "your samples are those of logits multiplied by T, not divided by it",
+                "use logits / T",
+            ),
+            (
+                dict(variant="right", temp=1.0),
+                f"your samples ignore the temperature (T = {temperature:g} drew the "
+                "samples of T = 1; dividing the probabilities by T after the softmax does that too, since the draw "
+                "renormalises them)",
+                "divide the logits by T before the softmax / sigmoid (temperature_probs)",
+            ),
         ]
     if h > 1:
-        options.append((dict(order="columns"), "you drew the pixels column by column; the masks define raster order",
-                        "loop over rows i (outer), then columns j, then channels c (innermost)"))
+        options.append(
+            (
+                dict(order="columns"),
+                "you drew the pixels column by column; the masks define raster order",
+                "loop over rows i (outer), then columns j, then channels c (innermost)",
+            )
+        )
     if c > 1:
-        options.append((dict(order="channels"), "you drew one colour channel over the whole image before the next; "
-                        "inside a pixel the order is R, then G, then B",
-                        "make the channel loop the innermost: for i: for j: for c:"))
+        options.append(
+            (
+                dict(order="channels"),
+                "you drew one colour channel over the whole image before the next; "
+                "inside a pixel the order is R, then G, then B",
+                "make the channel loop the innermost: for i: for j: for c:",
+            )
+        )
     known = torch.zeros(1, 1, 1, 1, dtype=torch.bool)
     blank = torch.zeros(n, c, h, w, dtype=torch.long)
     variants = []
@@ -227,7 +309,7 @@ def _sample_variants(model, n, temperature, labels, seed):
 def _distinct(outputs):
     """True when no two of the tensors (None ignored) are equal: every known bug is then recognisable."""
     outputs = [o for o in outputs if o is not None]
-    return all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1:])
+    return all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1 :])
 
 
 def _sample_setup(seed, n, temperature, labels, **model_config):
@@ -245,31 +327,42 @@ def _sample_case(ancestral_sample, model, n, temperature, labels, seed):
     c, h, w = model.image_shape
     reference = sample(model, n, temperature=temperature, labels=labels, seed=seed, method="naive")
     generator = torch.Generator().manual_seed(seed)
-    result, calls = _run_watched(ancestral_sample, model, n, temperature=temperature, labels=labels,
-                                 generator=generator)
+    result, calls = _run_watched(
+        ancestral_sample, model, n, temperature=temperature, labels=labels, generator=generator
+    )
     _check_mode_and_grad(calls, "ancestral_sample", model, "sampling")
     got = _as_images(result, (n, c, h, w), "ancestral_sample")
     d = c * h * w
-    where = (f"({'class-conditional ' if labels is not None else ''}{'binary' if model.levels == 2 else f'{model.levels}-level'} "
-             f"{c}x{h}x{w} model, T = {temperature:g})")
+    where = (
+        f"({'class-conditional ' if labels is not None else ''}{'binary' if model.levels == 2 else f'{model.levels}-level'} "
+        f"{c}x{h}x{w} model, T = {temperature:g})"
+    )
     if len(calls) == 1:
-        fail(f"all sub-pixels were drawn from a single forward pass {where}",
-             "each sub-pixel depends on the ones drawn before it: call the model again after every draw "
-             "(C*H*W passes), and write every drawn value into x before the next pass")
+        fail(
+            f"all sub-pixels were drawn from a single forward pass {where}",
+            "each sub-pixel depends on the ones drawn before it: call the model again after every draw "
+            "(C*H*W passes), and write every drawn value into x before the next pass",
+        )
     if torch.equal(got, reference):
         if len(calls) != d:
-            fail(f"ancestral_sample made {len(calls)} forward passes, expected one per sub-pixel, C*H*W = {d} {where}",
-                 "one model call per (row, column, channel), inside the innermost loop")
+            fail(
+                f"ancestral_sample made {len(calls)} forward passes, expected one per sub-pixel, C*H*W = {d} {where}",
+                "one model call per (row, column, channel), inside the innermost loop",
+            )
         return
     for wrong, message, hint in _sample_variants(model, n, temperature, labels, seed):
         if wrong is not None and torch.equal(got, wrong):
             fail(f"{message} {where}", hint)
     if len(calls) != d:
-        fail(f"ancestral_sample made {len(calls)} forward passes, expected one per sub-pixel, C*H*W = {d} {where}",
-             "one model call per (row, column, channel), inside the innermost loop")
-    fail(f"your samples differ from ancestral sampling with the same generator {where}",
-         "start from zeros; for i, j, c in raster order: logits = model(x, labels), probabilities of sub-pixel "
-         "(c, i, j) with temperature_probs, x[:, c, i, j] = draw(probs, generator)")
+        fail(
+            f"ancestral_sample made {len(calls)} forward passes, expected one per sub-pixel, C*H*W = {d} {where}",
+            "one model call per (row, column, channel), inside the innermost loop",
+        )
+    fail(
+        f"your samples differ from ancestral sampling with the same generator {where}",
+        "start from zeros; for i, j, c in raster order: logits = model(x, labels), probabilities of sub-pixel "
+        "(c, i, j) with temperature_probs, x[:, c, i, j] = draw(probs, generator)",
+    )
 
 
 @isolated
@@ -280,12 +373,15 @@ def check_sample(ancestral_sample):
     labels = torch.randint(0, 3, (8,), generator=g)
     binary, draw_seed = _sample_setup(seed, 8, 1.5, labels, image_shape=(1, 5, 5), num_classes=3)
     _sample_case(ancestral_sample, binary, 8, 1.5, labels, draw_seed)
-    colour, draw_seed = _sample_setup(seed + 2, 3, 0.6, None, image_shape=(3, 3, 3), levels=4, channels=6,
-                                      dilations=(1,))
+    colour, draw_seed = _sample_setup(
+        seed + 2, 3, 0.6, None, image_shape=(3, 3, 3), levels=4, channels=6, dilations=(1,)
+    )
     _sample_case(ancestral_sample, colour, 3, 0.6, None, draw_seed)
     _sample_case(ancestral_sample, colour, 2, 1.0, None, draw_seed + 1)
-    passed("ancestral_sample: eval mode and no_grad, one forward pass per sub-pixel in raster order (R, G, B "
-           "inside a pixel), temperature on the logits: draw for draw the same samples as course_lib.sample")
+    passed(
+        "ancestral_sample: eval mode and no_grad, one forward pass per sub-pixel in raster order (R, G, B "
+        "inside a pixel), temperature on the logits: draw for draw the same samples as course_lib.sample"
+    )
 
 
 # -- task 3: complete ----------------------------------------------------------------------------------
@@ -295,11 +391,11 @@ def _masks(n, h, w, g):
     for k in range(n):
         kind = k % 4
         if kind == 0:
-            known[k, :, h // 2:, :] = False
+            known[k, :, h // 2 :, :] = False
         elif kind == 1:
-            known[k, :, h // 4: h // 4 + max(1, h // 2), w // 4: w // 4 + max(1, w // 2)] = False
+            known[k, :, h // 4 : h // 4 + max(1, h // 2), w // 4 : w // 4 + max(1, w // 2)] = False
         elif kind == 2:
-            known[k, :, :, w // 2:] = False
+            known[k, :, :, w // 2 :] = False
         else:
             known[k] = torch.rand(1, h, w, generator=g) < 0.5
     return known
@@ -308,9 +404,11 @@ def _masks(n, h, w, g):
 def _complete_variants(model, images, known, temperature, labels, seed):
     """{name: completions} of the known buggy completion loops."""
     loop = functools.partial(_variant_loop, model, images, known, labels)
-    variants = {"no skip": loop(temperature, seed, skip_known=False),
-                "pasted": loop(temperature, seed, paste_at_end=True),
-                "pasted, no skip": loop(temperature, seed, skip_known=False, paste_at_end=True)}
+    variants = {
+        "no skip": loop(temperature, seed, skip_known=False),
+        "pasted": loop(temperature, seed, paste_at_end=True),
+        "pasted, no skip": loop(temperature, seed, skip_known=False, paste_at_end=True),
+    }
     if temperature != 1:
         variants["T = 1"] = loop(1.0, seed)
     return variants
@@ -321,8 +419,15 @@ def _complete_setup(seed, images, known, temperature, labels, **model_config):
     for attempt in range(8):
         model = tiny_gated(seed + 1009 * attempt, sharpen=True, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
-        reference = sample(model, len(images), temperature=temperature, labels=labels, given=(images, known),
-                           seed=draw_seed, method="naive")
+        reference = sample(
+            model,
+            len(images),
+            temperature=temperature,
+            labels=labels,
+            given=(images, known),
+            seed=draw_seed,
+            method="naive",
+        )
         variants = _complete_variants(model, images, known, temperature, labels, draw_seed)
         if _distinct([reference, *variants.values()]):
             break
@@ -332,11 +437,13 @@ def _complete_setup(seed, images, known, temperature, labels, **model_config):
 def _complete_case(complete, model, images, known, temperature, labels, seed):
     n, c, h, w = images.shape
     known_full = known.expand(n, c, h, w)
-    reference = sample(model, n, temperature=temperature, labels=labels, given=(images, known), seed=seed,
-                       method="naive")
+    reference = sample(
+        model, n, temperature=temperature, labels=labels, given=(images, known), seed=seed, method="naive"
+    )
     generator = torch.Generator().manual_seed(seed)
-    result, calls = _run_watched(complete, model, images.clone(), known.clone(), temperature=temperature,
-                                 labels=labels, generator=generator)
+    result, calls = _run_watched(
+        complete, model, images.clone(), known.clone(), temperature=temperature, labels=labels, generator=generator
+    )
     _check_mode_and_grad(calls, "complete", model, "completion")
     got = _as_images(result, (n, c, h, w), "complete")
     shape = "one mask for all images" if known.shape[0] == 1 else "a different mask for every image"
@@ -345,39 +452,56 @@ def _complete_case(complete, model, images, known, temperature, labels, seed):
     if not given_ok:
         wrong = (got != images) & known_full
         if (got[known_full] == 0).all() and images[known_full].any():
-            fail(f"the given pixels are missing from your completions (they are all 0) {where}",
-                 "start from a copy of `images` (x = images.clone()), not from zeros, and only draw where known is False")
-        fail(f"given pixels were overwritten during completion: {int(wrong.sum())} of {int(known_full.sum())} given "
-             f"sub-pixels changed {where}",
-             "keep what is known: x[:, c, i, j] = torch.where(known[:, c, i, j], x[:, c, i, j], drawn)")
+            fail(
+                f"the given pixels are missing from your completions (they are all 0) {where}",
+                "start from a copy of `images` (x = images.clone()), not from zeros, and only draw where known is False",
+            )
+        fail(
+            f"given pixels were overwritten during completion: {int(wrong.sum())} of {int(known_full.sum())} given "
+            f"sub-pixels changed {where}",
+            "keep what is known: x[:, c, i, j] = torch.where(known[:, c, i, j], x[:, c, i, j], drawn)",
+        )
     todo_sites = sum(1 for ch, i, j in _sites(c, h, w, "raster") if not known_full[:, ch, i, j].all())
     if torch.equal(got, reference):
         if len(calls) != todo_sites:
-            fail(f"complete made {len(calls)} forward passes, expected {todo_sites} (one per sub-pixel that some image "
-                 f"still lacks) {where}", "call the model once per sub-pixel to draw, and skip the ones every image knows")
+            fail(
+                f"complete made {len(calls)} forward passes, expected {todo_sites} (one per sub-pixel that some image "
+                f"still lacks) {where}",
+                "call the model once per sub-pixel to draw, and skip the ones every image knows",
+            )
         return
     variants = _complete_variants(model, images, known, temperature, labels, seed)
     if len(calls) > todo_sites and torch.equal(got, variants["no skip"]):
-        fail(f"complete made {len(calls)} forward passes (and draws) where only {todo_sites} sub-pixels are missing in "
-             f"some image: sub-pixels that every image already knows were drawn too {where}",
-             "skip a sub-pixel when known[:, c, i, j].all(): no forward pass and no draw for it")
+        fail(
+            f"complete made {len(calls)} forward passes (and draws) where only {todo_sites} sub-pixels are missing in "
+            f"some image: sub-pixels that every image already knows were drawn too {where}",
+            "skip a sub-pixel when known[:, c, i, j].all(): no forward pass and no draw for it",
+        )
     for pasted in (variants["pasted"], variants["pasted, no skip"]):
         if torch.equal(got, pasted):
-            fail(f"the given pixels were pasted in only at the end: the hidden pixels were drawn without seeing them {where}",
-                 "put the given pixels into x before the loop, so that every prediction is conditioned on them")
+            fail(
+                f"the given pixels were pasted in only at the end: the hidden pixels were drawn without seeing them {where}",
+                "put the given pixels into x before the loop, so that every prediction is conditioned on them",
+            )
     if len(calls) == 1:
-        fail(f"all hidden sub-pixels were drawn from a single forward pass {where}",
-             "call the model again after every draw: each sub-pixel depends on the ones drawn before it")
+        fail(
+            f"all hidden sub-pixels were drawn from a single forward pass {where}",
+            "call the model again after every draw: each sub-pixel depends on the ones drawn before it",
+        )
     if len(calls) > todo_sites:
-        fail(f"complete made {len(calls)} forward passes (and draws) where only {todo_sites} sub-pixels are missing in "
-             f"some image: sub-pixels that every image already knows were drawn too {where}",
-             "skip a sub-pixel when known[:, c, i, j].all(): no forward pass and no draw for it")
+        fail(
+            f"complete made {len(calls)} forward passes (and draws) where only {todo_sites} sub-pixels are missing in "
+            f"some image: sub-pixels that every image already knows were drawn too {where}",
+            "skip a sub-pixel when known[:, c, i, j].all(): no forward pass and no draw for it",
+        )
     if temperature != 1:
         if torch.equal(got, variants["T = 1"]):
             fail(f"your completions ignore the temperature {where}", "pass the temperature on to temperature_probs")
-    fail(f"your completions differ from completion with the same generator {where}",
-         "x = images.clone(); for i, j, c in raster order, skip sub-pixels every image knows; otherwise "
-         "logits = model(x, labels), draw(temperature_probs(...), generator), keep known values with torch.where")
+    fail(
+        f"your completions differ from completion with the same generator {where}",
+        "x = images.clone(); for i, j, c in raster order, skip sub-pixels every image knows; otherwise "
+        "logits = model(x, labels), draw(temperature_probs(...), generator), keep known values with torch.where",
+    )
 
 
 @isolated
@@ -396,8 +520,11 @@ def check_complete(complete):
     images = torch.randint(0, 4, (4, 3, 4, 4), generator=g)
     labels = torch.randint(0, 2, (4,), generator=g)
     masks = _masks(4, 4, 4, g)
-    colour, draw_seed = _complete_setup(seed + 4, images, masks, 0.7, labels, image_shape=(3, 4, 4), levels=4,
-                                        channels=6, dilations=(1,), num_classes=2)
+    colour, draw_seed = _complete_setup(
+        seed + 4, images, masks, 0.7, labels, image_shape=(3, 4, 4), levels=4, channels=6, dilations=(1,), num_classes=2
+    )
     _complete_case(complete, colour, images, masks, 0.7, labels, draw_seed)
-    passed("complete: given sub-pixels kept exactly, the hidden ones drawn in raster order conditioned on them, "
-           "known sub-pixels skipped, eval mode and no_grad: the same completions as course_lib.sample(given=...)")
+    passed(
+        "complete: given sub-pixels kept exactly, the hidden ones drawn in raster order conditioned on them, "
+        "known sub-pixels skipped, eval mode and no_grad: the same completions as course_lib.sample(given=...)"
+    )
