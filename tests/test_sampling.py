@@ -1,102 +1,377 @@
-"""Sampling: shapes and ranges, reproducibility, labels respected, given pixels kept, eval mode inside."""
+"""Sampling: per-sub-pixel distributions (temperature before the sigmoid / softmax), draws that follow
+them, shapes and ranges, reproducibility, labels respected and checked, given pixels kept, eval mode and
+no autograd inside, cached and naive samplers giving the same images, `occlude`'s masks."""
+
+import math
+
 import pytest
 import torch
 
-from course_lib import CourseError, GatedPixelCNN, IndependentPixelModel, PixelCNN, load_dataset, occlude, sample
+import course_lib.sampling as sampling
+from course_lib import CourseError, GatedPixelCNN, IndependentPixelModel, PixelCNN, occlude, sample
+from course_lib.sampling import distribution_at, draw, pick_method, probabilities, sample_cached, sample_naive
 
 
-def tiny(levels=2, shape=(1, 6, 6), **kw):
-    torch.manual_seed(0)
-    return GatedPixelCNN(shape, levels=levels, channels=8, dilations=(1,), **kw)
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread avoids the overhead of intra-op threads (large on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("levels,shape", [(2, (1, 6, 6)), (5, (1, 5, 5)), (4, (3, 4, 4))])
-def test_shapes_ranges_and_seed(levels, shape):
+def tiny(levels=2, shape=(1, 4, 5), seed=0, **kw):
+    """A small float64 Gated PixelCNN with weights large enough that every distribution matters."""
+    torch.manual_seed(seed)
+    model = GatedPixelCNN(shape, levels=levels, channels=6 if shape[0] == 3 else 4, dilations=(1, 2), **kw).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model
+
+
+def independent(probs):
+    """The independent-pixel baseline with given per-sub-pixel probabilities (K, C, H, W)."""
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    model = IndependentPixelModel(probs.shape[1:], levels=probs.shape[0])
+    model.log_probs.copy_(probs.log())
+    return model
+
+
+class Spy(torch.nn.Module):
+    """A model with a constant logit per image: +20 (level 1) for label 1, -20 for label 0 (or no label).
+    Records the training mode, autograd state and inputs it sees."""
+
+    def __init__(self, shape=(1, 2, 2), num_classes=None):
+        super().__init__()
+        self.image_shape, self.levels, self.num_classes = shape, 2, num_classes
+        self.w = torch.nn.Parameter(torch.tensor(-20.0))
+        self.seen = []
+
+    def forward(self, x, labels=None):
+        self.seen.append(dict(training=self.training, grad=torch.is_grad_enabled(), x=x.clone(), labels=labels))
+        logit = self.w if labels is None else self.w * (1 - 2 * labels.view(-1, 1, 1, 1).double())
+        return logit.expand(len(x), *self.image_shape)
+
+
+# -- distributions and draws --------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.5])
+def test_bernoulli_probability_is_sigmoid_of_logit_over_temperature(temperature):
+    logits = torch.tensor([-2.0, 0.0, 1.5, 3.0], dtype=torch.float64)
+    want = [1 / (1 + math.exp(-v / temperature)) for v in logits.tolist()]
+    got = probabilities(logits, temperature)
+    assert got.shape == (4,) and got.tolist() == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 2.5])
+def test_categorical_probabilities_are_softmax_of_logits_over_temperature(temperature):
+    """K > 2: the temperature divides the logits before the softmax (not the probabilities after it)."""
+    logits = torch.tensor([[0.5, -1.0, 2.0, 0.0], [3.0, 1.0, -2.0, 1.0], [0.0, 0.0, 0.0, 4.0]], dtype=torch.float64)
+    for row, got in zip(logits.tolist(), probabilities(logits, temperature)):
+        exps = [math.exp(v / temperature) for v in row]
+        assert got.tolist() == pytest.approx([e / sum(exps) for e in exps], abs=1e-6)
+
+
+def test_probabilities_are_float32_whatever_the_logits_dtype():
+    """Half-precision logits (mixed precision) still give probabilities accurate to float32 rounding."""
+    logits = torch.tensor([[0.3, -1.7, 2.2], [1.1, 0.9, -0.4]]).bfloat16()
+    exact = torch.softmax(logits.double(), dim=1)
+    for dtype in (torch.bfloat16, torch.float64):
+        got = probabilities(logits.to(dtype))
+        assert got.dtype == torch.float32 and torch.allclose(got.double(), exact, atol=1e-6)
+        got = probabilities(logits[:, 0].to(dtype), 0.7)
+        assert got.dtype == torch.float32 and torch.allclose(
+            got.double(), torch.sigmoid(logits[:, 0].double() / 0.7), atol=1e-6
+        )
+
+
+def test_distribution_at_reads_the_requested_sub_pixel():
+    bernoulli = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))  # (B, C, H, W)
+    got = distribution_at(bernoulli, 1, 3, 2, temperature=2.0)
+    assert torch.allclose(got, torch.sigmoid(bernoulli[:, 2, 1, 3] / 2.0))
+    categorical = torch.randn(2, 6, 3, 4, 5, generator=torch.Generator().manual_seed(1))  # (B, K, C, H, W)
+    got = distribution_at(categorical, 2, 0, 1, temperature=0.5)
+    assert got.shape == (2, 6) and torch.allclose(got, torch.softmax(categorical[:, :, 1, 2, 0] / 0.5, dim=1))
+
+
+def test_draw_is_exact_for_certain_outcomes():
+    got = draw(torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0]))
+    assert got.dtype == torch.int64 and got.tolist() == [0, 1, 1, 0, 1]
+    one_hot = torch.eye(5)[[3, 0, 4, 1]]
+    got = draw(one_hot)
+    assert got.dtype == torch.int64 and got.shape == (4,) and got.tolist() == [3, 0, 4, 1]
+
+
+def test_draw_frequencies_follow_the_probabilities():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.tensor([0.2, 0.5, 0.9]).repeat(3000)
+    means = draw(probs, generator).view(3000, 3).double().mean(0)
+    assert means.tolist() == pytest.approx([0.2, 0.5, 0.9], abs=0.03)
+    levels = draw(torch.tensor([[0.1, 0.6, 0.3]]).expand(3000, 3), generator)
+    freq = torch.bincount(levels, minlength=3).double() / 3000
+    assert freq.tolist() == pytest.approx([0.1, 0.6, 0.3], abs=0.03)
+
+
+@pytest.mark.parametrize("probs", [torch.full((50,), 0.5), torch.full((50, 4), 0.25)])
+def test_draw_uses_the_given_generator(probs):
+    torch.manual_seed(1)
+    a = draw(probs, torch.Generator().manual_seed(5))
+    torch.manual_seed(2)  # the global generator must not matter
+    assert torch.equal(a, draw(probs, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, draw(probs, torch.Generator().manual_seed(6)))
+
+
+# -- sample ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("levels,shape", [(2, (1, 4, 5)), (5, (1, 3, 4)), (4, (3, 2, 3))])
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_shapes_ranges_and_seed(levels, shape, method):
     model = tiny(levels, shape)
-    a = sample(model, 3, seed=1)
-    assert a.shape == (3, *shape) and a.dtype == torch.long
+    a = sample(model, 3, seed=1, method=method)
+    assert a.shape == (3, *shape) and a.dtype == torch.long and a.device.type == "cpu"
     assert a.min() >= 0 and a.max() <= levels - 1
-    assert torch.equal(a, sample(model, 3, seed=1))
-    assert not torch.equal(a, sample(model, 3, seed=2))
+    torch.manual_seed(123)  # the seed alone decides the images
+    assert torch.equal(a, sample(model, 3, seed=1, method=method))
+    assert not torch.equal(a, sample(model, 3, seed=2, method=method))
+
+
+def test_without_a_seed_draws_differ():
+    model = independent(torch.full((2, 1, 4, 4), 0.5))
+    assert not torch.equal(sample(model, 4), sample(model, 4))
 
 
 def test_pixelcnn_samples_too():
     torch.manual_seed(0)
-    model = PixelCNN((1, 5, 5), channels=8, n_blocks=1)
-    assert sample(model, 2, seed=0).shape == (2, 1, 5, 5)
+    model = PixelCNN((1, 3, 4), channels=4, n_blocks=1)
+    assert sample(model, 2, seed=0).shape == (2, 1, 3, 4)
 
 
-def test_sampling_follows_the_model_distribution():
-    """The independent baseline has known per-pixel probabilities; sample frequencies must match them."""
-    train = load_dataset("mnist-subset", "train", limit=200)
-    model = IndependentPixelModel.fit(train)
-    x = sample(model, 400, seed=0)
-    assert (x.float().mean(0) - model.probs[1]).abs().mean() < 0.03
+@pytest.mark.parametrize("name", ["gated colour", "pixelcnn"])
+def test_cached_and_naive_samplers_draw_the_same_images(name):
+    """Same random numbers in the same order: with a seed both samplers return the same images, also
+    when completing images (rows that are entirely given are skipped by the gated cache only)."""
+    if name == "pixelcnn":
+        torch.manual_seed(0)
+        model = PixelCNN((1, 4, 4), levels=3, channels=4, n_blocks=1).double()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0, 0.3)
+    else:
+        model = tiny(3, (3, 3, 3))
+    n, shape = 4, model.image_shape
+    images = torch.randint(0, 3, (n, *shape), generator=torch.Generator().manual_seed(0))
+    for given, temperature in (
+        (None, 1.0),
+        (None, 0.6),
+        (occlude(images, "bottom"), 1.0),
+        (occlude(images, "box"), 0.6),
+    ):
+        naive = sample(model, n, given=given, temperature=temperature, seed=3, method="naive")
+        assert torch.equal(naive, sample(model, n, given=given, temperature=temperature, seed=3, method="cached"))
 
 
-def test_temperature_divides_logits_before_the_softmax():
-    """At a low temperature an independent model's samples become the per-pixel mode."""
-    train = load_dataset("mnist-subset", "train", limit=200)
-    model = IndependentPixelModel.fit(train)
+def test_bernoulli_sampling_follows_the_model_distribution_and_temperature():
+    """The independent baseline has known per-pixel probabilities; sample frequencies must match
+    sigmoid(logit / T)."""
+    p1 = torch.tensor([0.1, 0.5, 0.8])
+    model = independent(torch.stack([1 - p1, p1]).view(2, 1, 1, 3))
+    logit = (p1 / (1 - p1)).log()
+    for temperature in (1.0, 0.5, 2.0):
+        x = sample(model, 3000, temperature=temperature, seed=0)
+        want = torch.sigmoid(logit / temperature)
+        assert x.double().mean(0).flatten().tolist() == pytest.approx(want.tolist(), abs=0.03)
+
+
+def test_categorical_sampling_follows_softmax_of_logits_over_temperature():
+    probs = torch.tensor([[0.1, 0.6], [0.3, 0.3], [0.6, 0.1]]).view(3, 1, 1, 2)  # K=3 levels at two pixels
+    model = independent(probs)
+    for temperature in (1.0, 0.5, 2.0):
+        x = sample(model, 3000, temperature=temperature, seed=1)
+        want = probs.double() ** (1 / temperature)  # softmax(log p / T) = p^(1/T) / sum
+        want = want / want.sum(0)
+        for pixel in range(2):
+            freq = torch.bincount(x[:, 0, 0, pixel], minlength=3).double() / 3000
+            assert freq.tolist() == pytest.approx(want[:, 0, 0, pixel].tolist(), abs=0.03)
+
+
+def test_low_temperature_gives_the_mode():
+    p1 = torch.tensor([[0.3, 0.7], [0.45, 0.55]])
+    model = independent(torch.stack([1 - p1, p1]).view(2, 1, 2, 2))
     cold = sample(model, 20, temperature=0.01, seed=0)
-    mode = (model.probs[1] > 0.5).long().expand_as(cold)
-    clear = (model.probs[1] - 0.5).abs().expand_as(cold) > 0.05  # pixels whose mode is clear-cut
-    assert torch.equal(cold[clear], mode[clear])
-    hot = sample(model, 20, temperature=100.0, seed=0)  # near 1/2 everywhere
-    assert 0.4 < hot.float().mean() < 0.6
+    assert torch.equal(cold, torch.tensor([[0, 1], [0, 1]]).expand(20, 1, 2, 2))
+
+
+@pytest.mark.parametrize("temperature", [0, 0.0, -1.0])
+def test_temperature_must_be_positive(temperature):
+    model = independent(torch.full((2, 1, 2, 2), 0.5))
     with pytest.raises(CourseError, match="temperature must be positive"):
-        sample(model, 1, temperature=0)
+        sample(model, 1, temperature=temperature)
 
 
-def test_completion_keeps_given_pixels_exactly():
-    model = tiny()
-    images = torch.randint(0, 2, (4, 1, 6, 6))
-    given = occlude(images, "bottom")
-    done = sample(model, 4, given=given, seed=0)
-    assert torch.equal(done[:, :, :3], images[:, :, :3])
-    box = occlude(images, "box")
-    done = sample(model, 4, given=box, seed=0)
-    assert torch.equal(done[box[1].expand_as(images)], images[box[1].expand_as(images)])
+def test_any_positive_temperature_is_accepted():
+    model = independent(torch.full((2, 1, 2, 2), 0.5))
+    for temperature in (0.5, 1.0, 3.0):
+        assert sample(model, 2, temperature=temperature, seed=0).shape == (2, 1, 2, 2)
 
 
-def test_labels_are_respected_by_a_conditional_model():
-    """Train a conditional Gated PixelCNN where class 0 is all-black and class 1 all-white images;
-    only the label can tell the first pixel's colour, so samples must follow the labels."""
-    from course_lib import fit
-    from course_lib.data import ImageDataset
-    labels = torch.arange(64) % 2
-    data = ImageDataset("two-classes", labels.float().view(-1, 1, 1, 1).expand(64, 1, 6, 6), labels)
-    model = tiny(num_classes=2)
-    fit(model, data, epochs=15, batch_size=16, lr=1e-2, device="cpu", progress=False)
-    want = torch.tensor([0, 1, 1, 0, 1, 0])
-    x = sample(model, 6, labels=want, seed=0)
-    assert torch.equal(x.flatten(1).float().mean(1).round().long(), want)
-    with pytest.raises(CourseError, match="class-conditional; pass labels"):
-        sample(model, 2)
-    with pytest.raises(CourseError, match="unconditional"):
-        sample(tiny(), 2, labels=1)
-    with pytest.raises(CourseError, match="labels must lie in"):
-        sample(model, 2, labels=5)
+def test_naive_sampler_shows_not_yet_drawn_pixels_as_zero():
+    """Lesson 02: a leaky model (that sees the pixel it predicts) sees the placeholder 0 there, so it draws
+    blank images. Here every logit says "copy the input pixel": the image must stay all zero."""
 
-
-def test_sampling_uses_eval_mode_and_no_grad_and_restores_training():
-    seen = {}
-
-    class Spy(torch.nn.Module):
-        image_shape, levels, num_classes = (1, 2, 2), 2, None
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(()))
+    class Copy(torch.nn.Module):
+        image_shape, levels, num_classes = (1, 3, 3), 2, None
 
         def forward(self, x, labels=None):
-            seen["training"], seen["grad"] = self.training, torch.is_grad_enabled()
-            return self.w.expand(len(x), 1, 2, 2)
+            return (x.double() * 2 - 1) * 30
+
+    assert torch.equal(sample(Copy(), 2, seed=0), torch.zeros(2, 1, 3, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_completion_keeps_given_pixels_exactly(method):
+    model = tiny()
+    n, shape = 4, model.image_shape
+    images = torch.randint(0, 2, (n, *shape), generator=torch.Generator().manual_seed(0))
+    for region in ("bottom", "right", "box"):
+        given = occlude(images, region)
+        kept = given[1].expand(n, *shape)
+        done = sample(model, n, given=given, seed=0, method=method)
+        assert done.shape == (n, *shape) and torch.equal(done[kept], images[kept])
+    # float values (as data sets store images) and a per-image mask; the caller's tensors are not modified
+    values, known = images.double(), torch.rand(n, *shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    values_before, known_before = values.clone(), known.clone()
+    done = sample(model, n, given=(values, known), seed=0, method=method)
+    assert done.dtype == torch.long and torch.equal(done[known], images[known])
+    assert torch.equal(values, values_before) and torch.equal(known, known_before)
+
+
+def test_fully_given_images_are_returned_unchanged_without_running_the_model():
+    spy = Spy()
+    images = torch.randint(0, 2, (3, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample(spy, 3, given=(images, torch.ones(1, 1, 2, 2, dtype=torch.bool))), images)
+    assert spy.seen == []
+
+
+def test_given_images_of_the_wrong_shape_are_rejected():
+    with pytest.raises(CourseError, match="given images have shape"):
+        sample(tiny(), 2, given=occlude(torch.zeros(3, 1, 4, 5, dtype=torch.long)))
+
+
+def test_labels_are_passed_per_image():
+    """A conditional model sees one label per image (an int is repeated), as a long tensor."""
+    spy = Spy(num_classes=2)
+    x = sample(spy, 4, labels=torch.tensor([0, 1, 1, 0], dtype=torch.uint8), seed=0)
+    assert torch.equal(x, torch.tensor([0, 1, 1, 0]).view(4, 1, 1, 1).expand(4, 1, 2, 2))
+    assert spy.seen[0]["labels"].dtype == torch.long
+    assert torch.equal(sample(spy, 3, labels=1, seed=0), torch.ones(3, 1, 2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_labels_are_checked(method):
+    model = tiny(num_classes=3)
+    for labels in (0, 2, [2, 0], torch.tensor([1, 2], dtype=torch.uint8)):
+        assert sample(model, 2, labels=labels, seed=0, method=method).shape == (2, 1, 4, 5)
+    for labels in (-1, 3, [-1, 1], [0, 3]):
+        with pytest.raises(CourseError, match=r"labels must lie in 0\.\.2"):
+            sample(model, 2, labels=labels, method=method)
+    with pytest.raises(CourseError, match="class-conditional; pass labels"):
+        sample(model, 2, method=method)
+    with pytest.raises(CourseError, match="unconditional"):
+        sample(tiny(), 2, labels=1, method=method)
+
+
+def test_sampling_uses_eval_mode_and_no_grad_and_restores_the_mode():
     spy = Spy().train()
     sample(spy, 1, seed=0)
-    assert seen == {"training": False, "grad": False} and spy.training
+    assert {(s["training"], s["grad"]) for s in spy.seen} == {(False, False)} and spy.training
+    spy = Spy().eval()
+    sample(spy, 1, seed=0)
+    assert not spy.training
 
 
-def test_unknown_method_is_rejected():
+def test_samplers_called_directly_run_without_autograd(monkeypatch):
+    spy = Spy()
+    x, known = torch.zeros(1, 1, 2, 2, dtype=torch.long), torch.zeros(1, 1, 2, 2, dtype=torch.bool)
+    sample_naive(spy, x, known, None, 1.0, torch.Generator().manual_seed(0))
+    assert spy.seen and not any(s["grad"] for s in spy.seen)
+    grad = []
+    monkeypatch.setattr(sampling, "probabilities", lambda *a: grad.append(torch.is_grad_enabled()) or probabilities(*a))
+    model = tiny()
+    sample_cached(
+        model,
+        torch.zeros(1, 1, 4, 5, dtype=torch.long),
+        torch.zeros(1, 1, 4, 5, dtype=torch.bool),
+        None,
+        1.0,
+        torch.Generator().manual_seed(0),
+    )
+    assert len(grad) == 20 and not any(grad)
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_progress_bar_counts_rows_and_disappears(method, capsys):
+    model = tiny()
+    sample(model, 1, seed=0, method=method)
+    assert capsys.readouterr().err == ""
+    sample(model, 1, seed=0, method=method, progress=True)
+    err = capsys.readouterr().err
+    assert "rows" in err and "/4" in err
+    assert err.rsplit("\r", 1)[-1].strip() == "" and "\n" not in err  # cleared when done (leave=False)
+
+
+def test_pick_method():
+    assert pick_method(tiny()) == "cached" and pick_method(tiny(), "auto") == "cached"
+    assert pick_method(tiny(), "naive") == "naive" and pick_method(tiny(), "cached") == "cached"
+    baseline = independent(torch.full((2, 1, 2, 2), 0.5))
+    assert pick_method(baseline) == "naive"
+    with pytest.raises(CourseError, match="use method='naive'"):
+        sample(baseline, 1, method="cached")
+    with pytest.raises(CourseError, match="Unknown sampling method 'magic'; choose one of: auto, naive, cached"):
+        pick_method(tiny(), "magic")
     with pytest.raises(CourseError, match="Unknown sampling method"):
         sample(tiny(), 1, method="magic")
+
+
+def test_auto_sampling_uses_the_cache_where_it_can():
+    model = tiny()
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    sample(model, 1, seed=0)
+    assert calls == []
+
+
+# -- occlude --------------------------------------------------------------------------------------------
+def _mask(rows):
+    return torch.tensor([[c == "1" for c in row] for row in rows]).view(1, 1, len(rows), len(rows[0]))
+
+
+@pytest.mark.parametrize(
+    "region,h,w,want",
+    [
+        ("bottom", 4, 3, ["111", "111", "000", "000"]),
+        ("bottom", 5, 2, ["11", "11", "00", "00", "00"]),
+        ("right", 2, 5, ["11000", "11000"]),
+        ("right", 3, 4, ["1100", "1100", "1100"]),
+        ("box", 4, 4, ["1111", "1001", "1001", "1111"]),
+        ("box", 5, 6, ["111111", "100011", "100011", "111111", "111111"]),
+        (
+            "box",
+            8,
+            9,
+            ["111111111", "111111111", "110000111", "110000111", "110000111", "110000111", "111111111", "111111111"],
+        ),
+    ],
+)
+def test_occlude_hides_exactly_the_region(region, h, w, want):
+    images = torch.randint(0, 2, (2, 1, h, w))
+    values, known = occlude(images, region)
+    assert values is images
+    assert known.dtype == torch.bool and known.shape == (1, 1, h, w)
+    assert torch.equal(known, _mask(want))
+
+
+def test_occlude_default_is_bottom_and_unknown_regions_are_rejected():
+    images = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    assert torch.equal(occlude(images)[1], occlude(images, "bottom")[1])
+    with pytest.raises(CourseError, match="Unknown region 'top'"):
+        occlude(images, "top")
