@@ -5,6 +5,7 @@ before it in raster-then-channel order. We measure dependencies with the exact J
 on a copy of the model: a masked path contributes exactly 0.0, so "non-zero" means "connected".
 (Perturbing inputs and comparing outputs gives false alarms and misses; the Jacobian does not.)
 """
+
 import copy
 
 import torch
@@ -41,15 +42,12 @@ def dependency_matrix(model, seed=0):
     x, labels = _random_input(m, torch.Generator().manual_seed(seed))
     c, h, w = m.image_shape
 
-    def f(inp):
-        logits = m(inp, labels)
-        if logits.dim() == 5:  # (1, K, C, H, W): every one of the K logits counts
-            logits = logits[0]
-        return logits.reshape(-1, c, h, w)
+    def f(inp):  # (1, C, H, W) Bernoulli or (1, K, C, H, W) categorical logits -> (K', C, H, W), K' = 1 or K
+        return m(inp, labels).reshape(-1, c, h, w)
 
     jac = torch.autograd.functional.jacobian(f, x, vectorize=True)  # (K, C, H, W, 1, C, H, W)
-    jac = jac.abs().sum(0)[:, :, :, 0]              # (C, H, W, C, H, W): outputs, then inputs
-    jac = jac.permute(1, 2, 0, 4, 5, 3)             # (H, W, C, H, W, C): raster-then-channel order
+    jac = jac.abs().sum(0)[:, :, :, 0]  # (C, H, W, C, H, W): outputs, then inputs
+    jac = jac.permute(1, 2, 0, 4, 5, 3)  # (H, W, C, H, W, C): raster-then-channel order
     return jac.reshape(h * w * c, h * w * c) != 0
 
 

@@ -131,7 +131,9 @@ def test_receptive_field_is_the_summed_absolute_jacobian_of_one_output(levels):
         return logits[0, 1, 2, 3] if levels == 2 else logits[0, :, 1, 2, 3]
 
     expected = torch.autograd.functional.jacobian(out, x).abs().reshape(-1, 2, 4, 5).sum(0)
-    assert torch.allclose(field, expected, atol=1e-12)
+    assert torch.allclose(field, expected, rtol=1e-10, atol=1e-12)  # a float64 Jacobian, not a float32 one
+    image = torch.randint(0, levels, (1, 2, 4, 5))  # a real (integer) image works as the point too
+    assert torch.equal(receptive_field(model, 2, 3, c=1, x=image) > 0, field > 0)
     assert field[0, 2, 3] > 0 and field[1, 2, 3] == 0 and field[:, 3].sum() == 0  # sees R, not itself or below
 
 
@@ -168,5 +170,6 @@ def test_violations_name_exactly_the_leaking_pairs():
     model = GatedPixelCNN((3, 2, 3), levels=3, channels=6, dilations=(1,))
     model.h_in.mask.copy_(raster_mask((1, 7), "B", 3, 6, data_channels=3))
     found = causality_violations(model)
+    assert all(isinstance(v, int) for pair in found for where in pair for v in where)
     expected = [((c, i, j), (c, i, j)) for i in range(2) for j in range(3) for c in range(3)]
     assert sorted(found) == sorted(expected)

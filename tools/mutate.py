@@ -415,34 +415,48 @@ def preload():
     assert LIB not in sys.modules, "course_lib must not be imported before forking"
 
 
-def start_tests(mirror, files):
-    """Fork a process that runs pytest on `files` inside `mirror`; returns its pid (exit code 0 = passed)."""
+def start_tests(mirror, tests, log):
+    """Fork a process that runs pytest on `tests` (files or test ids) inside `mirror`, its output into `log`;
+    returns its pid (exit code 0 = every test passed)."""
     pid = os.fork()
     if pid:
         return pid
-    try:  # the child: its own process group (so a timeout kills its subprocesses), silent, in the mirror
+    try:  # the child: its own process group (so a timeout kills its subprocesses), in the mirror
         os.setsid()
         os.chdir(mirror)
         os.environ["PYTHONPATH"] = str(mirror)
         sys.path.insert(0, str(mirror))
         sys.dont_write_bytecode = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
         import pytest
         import torch
 
         torch.set_num_threads(1)
-        code = pytest.main(
-            ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header", "-W", "ignore", *files]
-        )
-        os._exit(int(code))
+        args = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header", "-W", "ignore", "-rf"]
+        os._exit(int(pytest.main(args + list(tests))))
     except BaseException:
         os._exit(99)
 
 
+def failed_test(log):
+    """The id of the test that failed, from pytest's summary line "FAILED <id> - ...", or None."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("FAILED "):
+            return line[len("FAILED ") :].split(" - ")[0].strip()
+    return None
+
+
 def run_module(module, jobs, base, equivalents, progress=True):
-    """Mutate one module and run its tests against every mutant. Returns (results, baseline seconds)."""
+    """Mutate one module and run its tests against every mutant. Returns (results, baseline seconds).
+
+    Each mutant first runs the few tests that killed recent mutants (a bug near the last one is usually
+    caught by the same test); only when they all pass do the module's whole test files run."""
     files = [f for f in MODULES[module] if (ROOT / f).exists()]
     mirrors = [make_mirror(base) for _ in range(jobs)]
     original = (ROOT / LIB / f"{module}.py").read_text()
@@ -453,23 +467,28 @@ def run_module(module, jobs, base, equivalents, progress=True):
             if (module, text, m.mutation) in equivalents:
                 m.status, m.reason = "equivalent", equivalents[(module, text, m.mutation)]
         todo.append((m, source))
-    queue = [(None, original)] + [(m, s) for m, s in todo if not m.status]
-    running, free, timeout, baseline = {}, list(mirrors), 1200.0, None
+    queue = [(None, original, files)] + [(m, s, None) for m, s in todo if not m.status]
+    running, free, timeout, baseline, killers = {}, list(mirrors), 1200.0, None, []
     while queue or running:
         while queue and len(running) < jobs and (baseline is not None or not running):
-            m, source = queue.pop(0)
+            m, source, tests = queue.pop(0)
+            first_pass = tests is None
+            if first_pass:
+                tests = list(killers) or files
             mirror = free.pop()
             (mirror / LIB / f"{module}.py").write_text(source)
-            running[start_tests(mirror, files)] = (m, time.perf_counter(), mirror)
+            log = mirror / "pytest.log"
+            pid = start_tests(mirror, tests, log)
+            running[pid] = (m, source, first_pass and tests is not files, time.perf_counter(), mirror, log)
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
             now = time.perf_counter()
-            for p, (_, t0, _) in list(running.items()):
+            for p, (_, _, _, t0, _, _) in list(running.items()):
                 if now - t0 > timeout:
                     os.killpg(p, signal.SIGKILL)
             time.sleep(0.05)
             continue
-        m, t0, mirror = running.pop(pid)
+        m, source, partial, t0, mirror, log = running.pop(pid)
         seconds = time.perf_counter() - t0
         (mirror / LIB / f"{module}.py").write_text(original)
         free.append(mirror)
@@ -482,10 +501,16 @@ def run_module(module, jobs, base, equivalents, progress=True):
                 )
             baseline, timeout = seconds, max(30.0, 4 * seconds)
             continue
-        m.seconds = seconds
+        m.seconds += seconds
+        if passed and partial:  # the recent killers pass: run everything
+            queue.insert(0, (m, source, files))
+            continue
+        killer = None if passed or killed_by_timeout else failed_test(log)
+        if killer:
+            killers = [killer] + [k for k in killers if k != killer][:7]
         m.status = "timeout" if killed_by_timeout else ("survived" if passed else "killed")
         if progress:
-            print(f"  {module}:{m.line} {m.mutation:<32} {m.status} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+            print(f"  {module}:{m.line} {m.mutation:<32} {m.status} ({m.seconds:.0f} s)", file=sys.stderr, flush=True)
     for mirror in mirrors:
         shutil.rmtree(mirror, ignore_errors=True)
     return [m for m, _ in todo], baseline
@@ -529,15 +554,16 @@ def main(argv=None):
                 if m.status == "survived":
                     print(f"survived  {module}:{m.line}  {m.mutation:<30} {m.original}")
     print()
-    print(f"{'module':<16} {'mutants':>7} {'equiv.':>6} {'killed':>7} {'score':>7} {'minutes':>7}")
+    print(f"{'module':<16} {'mutants':>7} {'equiv.':>6} {'killed':>7} {'timeout':>7} {'score':>7} {'minutes':>7}")
     for module, n, n_eq, killed, counted, seconds in rows:
         pct = 100 * killed / counted if counted else 100.0
-        print(f"{module:<16} {n:>7} {n_eq:>6} {killed:>7} {pct:>6.1f}% {seconds / 60:>7.1f}")
+        timeouts = sum(m.status == "timeout" for m in everything if m.module == module)
+        print(f"{module:<16} {n:>7} {n_eq:>6} {killed:>7} {timeouts:>7} {pct:>6.1f}% {seconds / 60:>7.1f}")
     total_k = sum(r[3] for r in rows)
     total_c = sum(r[4] for r in rows)
     print(
         f"{'all':<16} {sum(r[1] for r in rows):>7} {sum(r[2] for r in rows):>6} {total_k:>7} "
-        f"{100 * total_k / max(1, total_c):>6.1f}%"
+        f"{sum(m.status == 'timeout' for m in everything):>7} {100 * total_k / max(1, total_c):>6.1f}%"
     )
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(m) for m in everything], indent=1))
