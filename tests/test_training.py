@@ -2,6 +2,7 @@
 
 Everything runs on tiny 6x6 models and data sets built from tensors, so the whole file takes seconds.
 """
+
 import copy
 import functools
 import math
@@ -16,9 +17,19 @@ import torch
 import torch.nn.functional as F
 
 import course_lib.train as train_module
-from course_lib import (CourseError, GatedPixelCNN, ImageDataset, TrainConfig, Trainer, TrainingDiverged, fit,
-                        pick_device, seed_everything)
+from course_lib import (
+    CourseError,
+    GatedPixelCNN,
+    ImageDataset,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    fit,
+    pick_device,
+    seed_everything,
+)
 from course_lib.checkpoint import load_checkpoint
+from course_lib.config import epoch_seed
 from course_lib.distributed import ShardSampler
 from course_lib.train import cpu_has_bf16, fast_options, learning_rate
 
@@ -27,8 +38,7 @@ SHAPE = (1, 6, 6)
 
 def tiny_data(n=10, shape=SHAPE, seed=0, levels=2, binarize="threshold", name="tiny"):
     g = torch.Generator().manual_seed(seed)
-    return ImageDataset(name, torch.rand(n, *shape, generator=g), torch.arange(n) % 3, levels=levels,
-                        binarize=binarize)
+    return ImageDataset(name, torch.rand(n, *shape, generator=g), torch.arange(n) % 3, levels=levels, binarize=binarize)
 
 
 def tiny_model(seed=0, shape=SHAPE, **kw):
@@ -51,6 +61,7 @@ def record_inputs(model):
 
 class SpyBar:
     """Stands in for tqdm: keeps its keyword arguments and set_postfix calls."""
+
     made = []
 
     def __init__(self, iterable, **kwargs):
@@ -66,8 +77,9 @@ class SpyBar:
 
 def fake_mps(monkeypatch, available):
     """Pretend Apple MPS is (not) available (keeping `__wrapped__`, which torch._dynamo looks up)."""
-    monkeypatch.setattr(torch.backends.mps, "is_available",
-                        functools.wraps(torch.backends.mps.is_available)(lambda: available))
+    monkeypatch.setattr(
+        torch.backends.mps, "is_available", functools.wraps(torch.backends.mps.is_available)(lambda: available)
+    )
 
 
 @pytest.fixture
@@ -80,20 +92,32 @@ def spy_bar(monkeypatch):
 # -- pure functions ------------------------------------------------------------------------------------
 def test_train_config_defaults_are_the_documented_ones():
     assert asdict(TrainConfig()) == dict(
-        epochs=10, batch_size=32, lr=2e-3, weight_decay=0.0, schedule="cosine", warmup_steps=0, clip=1.0,
-        precision="fp32", channels_last=False, compile=False, seed=0, num_workers=0, eval_batch_size=256,
-        check_every=20)
+        epochs=10,
+        batch_size=32,
+        lr=2e-3,
+        weight_decay=0.0,
+        schedule="cosine",
+        warmup_steps=0,
+        clip=1.0,
+        precision="fp32",
+        channels_last=False,
+        compile=False,
+        seed=0,
+        num_workers=0,
+        eval_batch_size=256,
+        check_every=20,
+    )
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine_to_zero():
     cfg = TrainConfig(lr=0.1, warmup_steps=4)
-    assert learning_rate(cfg, 0, 20) == pytest.approx(0.025)      # first step: lr / warmup_steps, never 0
-    assert learning_rate(cfg, 3, 20) == pytest.approx(0.1)        # last warm-up step reaches lr
-    assert learning_rate(cfg, 4, 20) == pytest.approx(0.1)        # the cosine starts at lr
-    assert learning_rate(cfg, 12, 20) == pytest.approx(0.05)      # half-way through the cosine
+    assert learning_rate(cfg, 0, 20) == pytest.approx(0.025)  # first step: lr / warmup_steps, never 0
+    assert learning_rate(cfg, 3, 20) == pytest.approx(0.1)  # last warm-up step reaches lr
+    assert learning_rate(cfg, 4, 20) == pytest.approx(0.1)  # the cosine starts at lr
+    assert learning_rate(cfg, 12, 20) == pytest.approx(0.05)  # half-way through the cosine
     assert learning_rate(cfg, 19, 20) == pytest.approx(0.05 * (1 + math.cos(math.pi * 15 / 16)))
     assert learning_rate(cfg, 20, 20) == pytest.approx(0.0, abs=1e-12)
-    assert learning_rate(cfg, 4, 4) == pytest.approx(0.1)         # no steps after warm-up: no division by zero
+    assert learning_rate(cfg, 4, 4) == pytest.approx(0.1)  # no steps after warm-up: no division by zero
     no_warmup = TrainConfig(lr=0.1)
     assert learning_rate(no_warmup, 0, 10) == pytest.approx(0.1)
     assert learning_rate(no_warmup, 5, 10) == pytest.approx(0.05)
@@ -109,7 +133,8 @@ def test_fast_options_per_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
     assert fast_options("cuda", batch_size=24, lr=1e-3) == dict(
-        precision="bf16", channels_last=True, compile=True, batch_size=96, lr=pytest.approx(2e-3))
+        precision="bf16", channels_last=True, compile=True, batch_size=96, lr=pytest.approx(2e-3)
+    )
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert fast_options(torch.device("cuda", 0), batch_size=24, lr=1e-3)["precision"] == "fp16"
     assert fast_options("cpu", batch_size=24, lr=1e-3) == dict(batch_size=24, lr=1e-3)
@@ -254,8 +279,7 @@ def test_gradient_scaler_path_unscales_before_clipping_and_is_checkpointed(tmp_p
     assert_same_step(trainer, model, reference)
     assert trainer.scaler.get_scale() == 32.0  # update() ran: no overflow, so the scale grew
     trainer.save(0)
-    again = Trainer(tiny_model(seed=1), data, config=TrainConfig(clip=0.05), device="cpu",
-                    checkpoint=tmp_path / "c.pt")
+    again = Trainer(tiny_model(seed=1), data, config=TrainConfig(clip=0.05), device="cpu", checkpoint=tmp_path / "c.pt")
     again.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
     again.resume()
     assert again.scaler.get_scale() == 32.0
@@ -304,7 +328,7 @@ def test_epochs_visit_every_image_in_the_seeded_order_in_train_mode():
     for epoch in range(2):
         order = ShardSampler(10, seed=7, epoch=epoch).indices()
         assert sorted(order) == list(range(10)) and order != list(range(10))
-        visited = torch.cat([x for x, _ in seen[3 * epoch:3 * epoch + 3]])
+        visited = torch.cat([x for x, _ in seen[3 * epoch : 3 * epoch + 3]])
         assert torch.equal(visited, data.images[order])
 
 
@@ -356,6 +380,15 @@ def test_loader_batches_sampler_and_workers():
     assert list(loader.sampler) == ShardSampler(10, seed=0, epoch=3).indices()
 
 
+def test_each_epoch_reseeds_the_global_generator_with_its_epoch_seed(monkeypatch):
+    """Dynamic binarization draws from torch's global generator: each epoch starts it at epoch_seed(seed, epoch)."""
+    trainer = Trainer(tiny_model(), tiny_data(n=4), config=TrainConfig(epochs=3, batch_size=4, seed=4), device="cpu")
+    seeds, real = [], torch.manual_seed
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: (seeds.append(seed), real(seed))[1])
+    trainer.run()
+    assert seeds == [epoch_seed(4, epoch) for epoch in range(3)]
+
+
 def test_dynamic_binarization_depends_on_seed_and_epoch():
     data = tiny_data(n=12, binarize="dynamic")
 
@@ -393,8 +426,18 @@ def test_checkpoint_after_each_epoch_holds_epoch_history_config_and_data(tmp_pat
         calls.append((epoch, payload["epoch"], copy.deepcopy(history), payload["history"]))
 
     model = tiny_model()
-    history = fit(model, data, test, epochs=2, batch_size=4, lr=0.01, seed=3, checkpoint=path,
-                  on_epoch_end=on_epoch_end, device="cpu")
+    history = fit(
+        model,
+        data,
+        test,
+        epochs=2,
+        batch_size=4,
+        lr=0.01,
+        seed=3,
+        checkpoint=path,
+        on_epoch_end=on_epoch_end,
+        device="cpu",
+    )
     assert [c[:2] for c in calls] == [(0, 0), (1, 1)]
     assert [len(c[2]["epoch"]) for c in calls] == [1, 2]
     assert all(c[2] == c[3] for c in calls)
@@ -415,8 +458,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     expected = fit(straight, data, test, checkpoint=tmp_path / "a.pt", **settings)
 
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_model(), data, test, checkpoint=tmp_path / "b.pt", on_epoch_end=interrupt_after_first_epoch,
-            **settings)
+        fit(
+            tiny_model(), data, test, checkpoint=tmp_path / "b.pt", on_epoch_end=interrupt_after_first_epoch, **settings
+        )
     assert load_checkpoint(tmp_path / "b.pt")["epoch"] == 0
     resumed = tiny_model(seed=99)  # fresh weights: everything must come from the checkpoint
     history = fit(resumed, data, test, checkpoint=tmp_path / "b.pt", resume=True, **settings)
@@ -510,15 +554,18 @@ def test_progress_bar_shows_epoch_steps_and_running_nll(spy_bar, monkeypatch):
         nll = reference_nll(model, data.images)
     fit(model, data, epochs=2, batch_size=2, lr=0.0, check_every=2, progress=True, device="cpu")
     assert [bar.kwargs for bar in spy_bar] == [
-        dict(total=5, desc=f"epoch {e}/2", disable=False, leave=False) for e in (1, 2)]
+        dict(total=5, desc=f"epoch {e}/2", disable=False, leave=False) for e in (1, 2)
+    ]
     for epoch, bar in enumerate(spy_bar):
         order = ShardSampler(10, seed=0, epoch=epoch).indices()
         expected = [nll[order[:k]].mean().item() for k in (4, 8)]
         assert [float(p["nats"]) for p in bar.postfix] == pytest.approx(expected, abs=0.0051)
 
 
-@pytest.mark.parametrize("progress, env, shown", [(None, "1", False), (None, "0", True), (None, None, True),
-                                                  (True, "1", True), (False, "0", False)])
+@pytest.mark.parametrize(
+    "progress, env, shown",
+    [(None, "1", False), (None, "0", True), (None, None, True), (True, "1", True), (False, "0", False)],
+)
 def test_progress_follows_the_argument_or_tqdm_disable(spy_bar, monkeypatch, progress, env, shown):
     if env is None:
         monkeypatch.delenv("TQDM_DISABLE", raising=False)
@@ -530,13 +577,17 @@ def test_progress_follows_the_argument_or_tqdm_disable(spy_bar, monkeypatch, pro
 
 def test_tensorboard_logs_bpd_and_nats_per_epoch(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     data, test = tiny_data(n=4), tiny_data(n=4, seed=1)
     history = fit(tiny_model(), data, test, epochs=2, batch_size=4, device="cpu", log_dir=tmp_path / "tb")
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     bits = 36 * math.log(2)
-    for tag, values in (("train/bpd", [n / bits for n in history["train_nats"]]), ("test/bpd", history["test_bpd"]),
-                        ("test/nats", history["test_nats"])):
+    for tag, values in (
+        ("train/bpd", [n / bits for n in history["train_nats"]]),
+        ("test/bpd", history["test_bpd"]),
+        ("test/nats", history["test_nats"]),
+    ):
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == [1, 2], tag
         assert [s.value for s in scalars] == pytest.approx(values, rel=1e-5), tag
@@ -557,6 +608,7 @@ def test_no_tensorboard_files_without_log_dir(tmp_path, monkeypatch):
 # -- a torchrun job, faked in one process --------------------------------------------------------------------
 class FakeDDP(torch.nn.Module):
     """Stands in for DistributedDataParallel: forwards to the model and remembers how it was built."""
+
     made = []
 
     def __init__(self, module, device_ids=None):
@@ -577,8 +629,9 @@ def fake_torchrun(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(train_module.distributed, "setup", lambda device: device)
     monkeypatch.setattr(train_module.distributed, "in_group", lambda: record["in_group"])
-    monkeypatch.setattr(train_module.distributed, "teardown",
-                        lambda: record.__setitem__("teardown", record["teardown"] + 1))
+    monkeypatch.setattr(
+        train_module.distributed, "teardown", lambda: record.__setitem__("teardown", record["teardown"] + 1)
+    )
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", FakeDDP)
     monkeypatch.setattr(torch.distributed, "barrier", lambda: record.__setitem__("barrier", record["barrier"] + 1))
     real_evaluate = train_module.evaluate
@@ -593,6 +646,7 @@ def fake_torchrun(monkeypatch):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("LOCAL_RANK", str(rank))
         return record
+
     return as_rank
 
 
@@ -652,6 +706,9 @@ def test_training_needs_only_pairs_and_a_length(tmp_path):
     history = fit(model, Pairs(8), Pairs(4), epochs=1, batch_size=4, device="cpu", checkpoint=tmp_path / "c.pt")
     assert history["epoch"] == [1] and math.isfinite(history["test_nats"][0])
     assert load_checkpoint(tmp_path / "c.pt")["data"] == {}
-    with pytest.raises(CourseError, match=r"The data are 2-level \(1, 5, 5\) images but the model expects 2-level "
-                                          r"\(1, 4, 4\)"):
+    with pytest.raises(
+        CourseError,
+        match=r"The data are 2-level \(1, 5, 5\) images but the model expects 2-level "
+        r"\(1, 4, 4\)",
+    ):
         fit(GatedPixelCNN((1, 4, 4), channels=4, dilations=(1,)), Pairs(4), epochs=1, device="cpu")
