@@ -22,15 +22,52 @@ Reading order (each module imports only modules above it):
     benchmark        honest speed measurements (lesson 03)
     cli              the command line: python -m course_lib {train,sample,evaluate}
 """
+
 from .checkpoint import load_checkpoint, load_into, load_model, save_checkpoint
 from .config import data_dir, is_fast, pick
 from .data import DATASETS, ImageDataset, load_dataset, quantize
+from .device import pick_device
 from .errors import CheckpointError, CourseError, DatasetUnavailable, TrainingDiverged
 from .likelihood import IndependentPixelModel, bits_per_dim, evaluate, log_prob_from_logits, nll
 from .masks import MaskedConv2d, raster_mask, vertical_mask
 from .models import GatedPixelCNN, PixelCNN, build_model, count_parameters
 from .sampling import occlude, sample
-from .device import pick_device
 from .train import TrainConfig, Trainer, fit, seed_everything
 
+__all__ = [
+    "DATASETS",
+    "CheckpointError",
+    "CourseError",
+    "DatasetUnavailable",
+    "GatedPixelCNN",
+    "ImageDataset",
+    "IndependentPixelModel",
+    "MaskedConv2d",
+    "PixelCNN",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "bits_per_dim",
+    "build_model",
+    "count_parameters",
+    "data_dir",
+    "evaluate",
+    "fit",
+    "is_fast",
+    "load_checkpoint",
+    "load_dataset",
+    "load_into",
+    "load_model",
+    "log_prob_from_logits",
+    "nll",
+    "occlude",
+    "pick",
+    "pick_device",
+    "quantize",
+    "raster_mask",
+    "sample",
+    "save_checkpoint",
+    "seed_everything",
+    "vertical_mask",
+]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """Honest speed measurements: warm up first, synchronise the device around every timed step, report medians."""
+
 import copy
 import statistics
 import time
@@ -25,8 +26,9 @@ def training_throughput(model, batch_size=32, steps=10, warmup=3, device=None, *
     """
     device = pick_device(device)
     data = random_images(batch_size, model.image_shape, model.levels)
-    trainer = Trainer(copy.deepcopy(model), data, config=TrainConfig(batch_size=batch_size, **options),
-                      device=device, progress=False)
+    trainer = Trainer(
+        copy.deepcopy(model), data, config=TrainConfig(batch_size=batch_size, **options), device=device, progress=False
+    )
     x = data.images.to(device)
     y = data.labels.to(device)
     if trainer.cfg.channels_last:
@@ -58,8 +60,10 @@ def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0):
     device = model_device(model)
     labels = None if model.num_classes is None else 0
     sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method)
-    return statistics.median(timed_call(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method),
-                                    device) for _ in range(repeats))
+    return statistics.median(
+        timed_call(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method), device)
+        for _ in range(repeats)
+    )
 
 
 def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
@@ -75,8 +79,14 @@ def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
     for r in [round(k * (h - 1) / max(rows - 1, 1)) for k in range(rows)]:
         known = torch.ones(1, 1, h, w, dtype=torch.bool)
         known[..., r, :] = False
-        times.append(timed_call(lambda: sample(model, batch_size, labels=labels, given=(images, known), seed=seed,
-                                           method="naive"), device))
+        times.append(
+            timed_call(
+                lambda known=known: sample(
+                    model, batch_size, labels=labels, given=(images, known), seed=seed, method="naive"
+                ),
+                device,
+            )
+        )
     return statistics.median(times) * h
 
 
@@ -84,10 +94,17 @@ def machine(device) -> dict:
     """A description of the machine a benchmark ran on (stored beside its numbers)."""
     import os
     import platform
+
     device = torch.device(device)
-    info = {"device": str(device), "python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info = {
+        "device": str(device),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]

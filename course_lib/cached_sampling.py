@@ -20,6 +20,7 @@ seed the sampled images are identical (`tests/test_cached_sampling.py`).
 
 A cache reads the model's parameters once when it is built: build a new one after training.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -87,9 +88,10 @@ class GatedPixelCNNCache:
         b, c, h, w = x.shape
         p = model.v_in.out_channels
         self.k0 = model.h_in.kernel_size[1]
-        self.top = self.k0 // 2                                          # rows above seen by v_in
-        self.left = max([self.k0 // 2] + [l.h_conv.dilation[1] * (l.h_conv.kernel_size[1] // 2)
-                                          for l in model.layers])        # zero columns left of the row
+        self.top = self.k0 // 2  # rows above seen by v_in
+        self.left = max(
+            [self.k0 // 2] + [l.h_conv.dilation[1] * (l.h_conv.kernel_size[1] // 2) for l in model.layers]
+        )  # zero columns left of the row
         self.pad = max([l.v_conv.dilation[0] * (l.v_conv.kernel_size[0] // 2) for l in model.layers] + [0])
         dtype, device = model.v_in.weight.dtype, x.device
         # scaled input image, `top` zero rows above; the current row, `left` zero columns before it
@@ -99,20 +101,20 @@ class GatedPixelCNNCache:
         self.v = [torch.zeros(b, p, self.pad + h, w, dtype=dtype, device=device) for _ in model.layers]
         # horizontal stack: input of every layer along the current row, as (column, B, p)
         self.h = [torch.zeros(self.left + w, b, p, dtype=dtype, device=device) for _ in model.layers]
-        self.v_to_h_row = [None] * len(model.layers)                     # (W, B, 2p) per layer, this row
+        self.v_to_h_row = [None] * len(model.layers)  # (W, B, 2p) per layer, this row
         self._prepare_weights()
         self.row = None
 
     def _prepare_weights(self):
         m = self.model
-        self.v_in_w = _masked_weight(m.v_in)[:, :, :self.top, :]        # rows strictly above
-        w = _masked_weight(m.h_in)[:, :, 0, :self.k0 // 2 + 1]           # (p, C, taps): left and centre
-        self.h_in_w = w.reshape(w.shape[0], -1).t().contiguous()         # (C*taps, p)
+        self.v_in_w = _masked_weight(m.v_in)[:, :, : self.top, :]  # rows strictly above
+        w = _masked_weight(m.h_in)[:, :, 0, : self.k0 // 2 + 1]  # (p, C, taps): left and centre
+        self.h_in_w = w.reshape(w.shape[0], -1).t().contiguous()  # (C*taps, p)
         self.layer_w = []
         for layer in m.layers:
             k = layer.v_conv.kernel_size[0]
-            v_w = _masked_weight(layer.v_conv)[:, :, :k // 2 + 1, :]     # rows above and the centre row
-            h_w = _masked_weight(layer.h_conv)[:, :, 0, :layer.h_conv.kernel_size[1] // 2 + 1]
+            v_w = _masked_weight(layer.v_conv)[:, :, : k // 2 + 1, :]  # rows above and the centre row
+            h_w = _masked_weight(layer.h_conv)[:, :, 0, : layer.h_conv.kernel_size[1] // 2 + 1]
             taps = [h_w[:, :, t].t().contiguous() for t in range(h_w.shape[2])]  # (p, 2p) each, left to right
             self.layer_w.append(dict(v=v_w, taps=taps, out=_pointwise(layer.h_out)))
         self.out1, self.out2 = _pointwise(m.out1), _pointwise(m.out2)
@@ -125,35 +127,35 @@ class GatedPixelCNNCache:
         m, x = self.model, self.x
         if i > 0:
             self.xs[:, :, self.top + i - 1] = self._scale(x[:, :, i - 1])
-        v = F.conv2d(self.xs[:, :, i:i + self.top], self.v_in_w, m.v_in.bias, padding=(0, self.k0 // 2))
+        v = F.conv2d(self.xs[:, :, i : i + self.top], self.v_in_w, m.v_in.bias, padding=(0, self.k0 // 2))
         for l, (layer, lw) in enumerate(zip(m.layers, self.layer_w)):
             self.v[l][:, :, self.pad + i] = v[:, :, 0]
             d, k = layer.v_conv.dilation[0], layer.v_conv.kernel_size[0]
-            rows = self.v[l][:, :, self.pad + i - d * (k // 2):self.pad + i + 1]
+            rows = self.v[l][:, :, self.pad + i - d * (k // 2) : self.pad + i + 1]
             v_feat = F.conv2d(rows, lw["v"], layer.v_conv.bias, padding=(0, d * (k // 2)), dilation=d)
-            to_h = F.conv2d(v_feat, layer.v_to_h.weight, layer.v_to_h.bias)[:, :, 0]      # (B, 2p, W)
+            to_h = F.conv2d(v_feat, layer.v_to_h.weight, layer.v_to_h.bias)[:, :, 0]  # (B, 2p, W)
             to_h = to_h + layer.h_conv.bias[None, :, None]
             if layer.class_bias is not None:
                 bv, bh = layer.class_bias(self.labels)[:, :, None, None].chunk(2, dim=1)
                 v_feat, to_h = v_feat + bv, to_h + bh[:, :, :, 0]
-            self.v_to_h_row[l] = to_h.permute(2, 0, 1).contiguous()      # (W, B, 2p)
+            self.v_to_h_row[l] = to_h.permute(2, 0, 1).contiguous()  # (W, B, 2p)
             v = gate(v_feat)
         self.x_row.zero_()
-        self.x_row[:, :, self.left:] = self._scale(x[:, :, i])
+        self.x_row[:, :, self.left :] = self._scale(x[:, :, i])
         self.row = i
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
         m, i, L = self.model, self.row, self.left
         lo = max(j - 1, 0)
-        self.x_row[:, :, L + lo:L + j + 1] = self._scale(self.x[:, :, i, lo:j + 1])  # pixels drawn since
+        self.x_row[:, :, L + lo : L + j + 1] = self._scale(self.x[:, :, i, lo : j + 1])  # pixels drawn since
         taps = self.k0 // 2 + 1
-        window = self.x_row[:, :, L + j - taps + 1:L + j + 1].reshape(len(self.x_row), -1)  # (B, C*taps)
-        h = torch.addmm(m.h_in.bias, window, self.h_in_w)                 # (B, p)
+        window = self.x_row[:, :, L + j - taps + 1 : L + j + 1].reshape(len(self.x_row), -1)  # (B, C*taps)
+        h = torch.addmm(m.h_in.bias, window, self.h_in_w)  # (B, p)
         for l, (layer, lw) in enumerate(zip(m.layers, self.layer_w)):
             self.h[l][L + j] = h
             d = layer.h_conv.dilation[1]
-            feat = self.v_to_h_row[l][j]                                  # (B, 2p) with both biases
+            feat = self.v_to_h_row[l][j]  # (B, 2p) with both biases
             n_taps = len(lw["taps"])
             for t, tap in enumerate(lw["taps"]):
                 feat = torch.addmm(feat, self.h[l][L + j - d * (n_taps - 1 - t)], tap)
@@ -182,8 +184,15 @@ class PixelCNNCache:
         for block in model.blocks:
             r = block.conv.dilation[0] * (block.conv.kernel_size[0] // 2)
             buf = torch.zeros(b, block.conv.in_channels, r + h, w + 2 * r, dtype=dtype, device=device)
-            self.blocks.append(dict(r=r, buf=buf, reduce=_pointwise(block.reduce),
-                                    conv=self._window_weight(block.conv), expand=_pointwise(block.expand)))
+            self.blocks.append(
+                dict(
+                    r=r,
+                    buf=buf,
+                    reduce=_pointwise(block.reduce),
+                    conv=self._window_weight(block.conv),
+                    expand=_pointwise(block.expand),
+                )
+            )
         self.out1, self.out2 = _pointwise(model.out1), _pointwise(model.out2)
         self.bias0 = model.class_bias(labels) if model.class_bias is not None else None
         self.row = None
@@ -192,7 +201,7 @@ class PixelCNNCache:
     def _window_weight(conv):
         """Kernel rows down to the centre, flattened: (in * (kh//2 + 1) * kw, out), with the conv's bias."""
         kh = conv.kernel_size[0]
-        w = _masked_weight(conv)[:, :, :kh // 2 + 1, :]
+        w = _masked_weight(conv)[:, :, : kh // 2 + 1, :]
         return w.reshape(w.shape[0], -1).t().contiguous(), conv.bias, conv.dilation[0]
 
     def _scale(self, x):
@@ -202,23 +211,23 @@ class PixelCNNCache:
         """Begin row i: rows < i of x are final. Refreshes the cached (scaled) input rows i-1 and i."""
         r, w = self.r0, self.x.shape[3]
         if i > 0:
-            self.xs[:, :, r + i - 1, r:r + w] = self._scale(self.x[:, :, i - 1])
-        self.xs[:, :, r + i, r:r + w] = self._scale(self.x[:, :, i])
+            self.xs[:, :, r + i - 1, r : r + w] = self._scale(self.x[:, :, i - 1])
+        self.xs[:, :, r + i, r : r + w] = self._scale(self.x[:, :, i])
         self.row = i
 
     @staticmethod
     def _at(buf, r, i, j, weight):
         """Masked convolution at (i, j) from a buffer padded by r: window rows i-r..i, cols j-r..j+r."""
         w_t, bias, d = weight
-        window = buf[:, :, i:i + r + 1:d, j:j + 2 * r + 1:d].reshape(len(buf), -1)
+        window = buf[:, :, i : i + r + 1 : d, j : j + 2 * r + 1 : d].reshape(len(buf), -1)
         return torch.addmm(bias, window, w_t)
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
         m, i, r = self.model, self.row, self.r0
         lo = max(j - 1, 0)
-        self.xs[:, :, r + i, r + lo:r + j + 1] = self._scale(self.x[:, :, i, lo:j + 1])
-        h = self._at(self.xs, r, i, j, self.first)                       # (B, channels)
+        self.xs[:, :, r + i, r + lo : r + j + 1] = self._scale(self.x[:, :, i, lo : j + 1])
+        h = self._at(self.xs, r, i, j, self.first)  # (B, channels)
         if self.bias0 is not None:
             h = h + self.bias0
         for blk in self.blocks:
@@ -233,12 +242,14 @@ class PixelCNNCache:
 
 def _select(out, c, k):
     """From the 1x1 output (B, C*k), the logits of channel c: (B,) if k == 1, else (B, k)."""
-    return out[:, c] if k == 1 else out[:, c * k:(c + 1) * k]
+    return out[:, c] if k == 1 else out[:, c * k : (c + 1) * k]
 
 
 def make_cache(model, x, labels=None):
     """The cache for `model` (a GatedPixelCNN or PixelCNN with causal masks) over images x (B, C, H, W)."""
     if not supports_cache(model):
-        raise CourseError(f"Cached sampling needs a course_lib GatedPixelCNN or PixelCNN with its causal masks "
-                          f"intact, not this {type(model).__name__}; use method='naive'.")
+        raise CourseError(
+            f"Cached sampling needs a course_lib GatedPixelCNN or PixelCNN with its causal masks "
+            f"intact, not this {type(model).__name__}; use method='naive'."
+        )
     return {GatedPixelCNN: GatedPixelCNNCache, PixelCNN: PixelCNNCache}[type(model)](model, x, labels)

@@ -58,5 +58,8 @@ def causality_violations(model, seed=0):
     c, h, w = model.image_shape
     n = c * h * w
     at_or_after = torch.ones(n, n, dtype=torch.bool).triu()  # input index >= output index
-    unflat = lambda k: (k % c, k // c // w, k // c % w)
+
+    def unflat(k):  # raster-then-channel index -> (channel, row, column)
+        return (k % c, k // c // w, k // c % w)
+
     return [(unflat(o), unflat(k)) for o, k in (dep & at_or_after).nonzero().tolist()]

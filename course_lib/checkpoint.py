@@ -1,5 +1,6 @@
 """Checkpoints that rebuild their own model, load with `torch.load(weights_only=True)`, and are
 written atomically (a crash mid-write never leaves a half file where a good one was)."""
+
 import os
 import tempfile
 from pathlib import Path
@@ -20,8 +21,13 @@ def save_checkpoint(path, model, **extra):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "model_name": model_name(model), "model_config": model.config,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    payload = {
+        "format": FORMAT,
+        "model_name": model_name(model),
+        "model_config": model.config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **extra,
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -41,12 +47,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Read a checkpoint dict safely (weights_only=True); raise CheckpointError if it is not one of ours."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"No checkpoint at {path}; train a model first (python -m course_lib train) or fix the path.")
+        raise CheckpointError(
+            f"No checkpoint at {path}; train a model first (python -m course_lib train) or fix the path."
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"Checkpoint {path} is corrupted or incomplete ({type(err).__name__}); "
-                              f"delete it and train again, or load another file.") from None
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupted or incomplete ({type(err).__name__}); "
+            f"delete it and train again, or load another file."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pixelcnn-course checkpoint; save models with save_checkpoint().")
     return payload
@@ -74,8 +84,10 @@ def check_same_architecture(model, payload, path):
     theirs = (payload["model_name"], _normalise(payload["model_config"]))
     ours = (model_name(model), _normalise(model.config))
     if theirs != ours:
-        raise CheckpointError(f"Checkpoint {path} holds a {theirs[0]} model with {theirs[1]}, but this model is a "
-                              f"{ours[0]} with {ours[1]}; load it with load_model(path) or use a matching checkpoint.")
+        raise CheckpointError(
+            f"Checkpoint {path} holds a {theirs[0]} model with {theirs[1]}, but this model is a "
+            f"{ours[0]} with {ours[1]}; load it with load_model(path) or use a matching checkpoint."
+        )
 
 
 def _normalise(config):
@@ -87,5 +99,7 @@ def _load_weights(model, payload, path):
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise CheckpointError(f"Checkpoint {path} does not match the model it describes ({first}); "
-                              f"it was probably written by another version, so train again.") from None
+        raise CheckpointError(
+            f"Checkpoint {path} does not match the model it describes ({first}); "
+            f"it was probably written by another version, so train again."
+        ) from None

@@ -3,6 +3,7 @@
 `python -m course_lib train` with no arguments trains the default Gated PixelCNN on binarized
 mnist-subset and writes checkpoint.pt, samples.png, completions.png and metrics.json to runs/default.
 """
+
 import argparse
 import json
 import math
@@ -16,17 +17,18 @@ import torch
 from . import distributed
 from .checkpoint import load_checkpoint, load_model
 from .data import DATASETS, load_dataset
+from .device import pick_device
 from .errors import CourseError
 from .likelihood import IndependentPixelModel, evaluate
 from .models import MODELS, build_model, count_parameters
 from .plotting import save_grid
 from .sampling import occlude, sample
-from .device import pick_device
 from .train import fast_options, fit, seed_everything
 
 
 def _number(kind, low, high=None, what="a number"):
     """An argparse type: a `kind` (int or float) in [low, high]; anything else stops with one sentence."""
+
     def parse(text):
         try:
             value = kind(text)
@@ -36,10 +38,11 @@ def _number(kind, low, high=None, what="a number"):
             bound = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"{text} is out of range: use {what} {bound}")
         return value
+
     return parse
 
 
-COUNT = _number(int, 1, what="a whole number")               # epochs, batch size, images, channels
+COUNT = _number(int, 1, what="a whole number")  # epochs, batch size, images, channels
 LEVELS = _number(int, 2, 256, what="a number of levels")
 
 
@@ -54,13 +57,17 @@ def _positive_float(text):
 
 
 def _data_args(p, default=None):
-    p.add_argument("--data", default=default, choices=DATASETS, help="data set (default: mnist-subset, or the checkpoint's)")
+    p.add_argument(
+        "--data", default=default, choices=DATASETS, help="data set (default: mnist-subset, or the checkpoint's)"
+    )
     p.add_argument("--levels", type=LEVELS, default=None, help="2 for binary images (default), up to 256")
     p.add_argument("--limit", type=COUNT, default=None, help="use only this many images of each split")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m course_lib", description="PixelCNN course: train, sample, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib", description="PixelCNN course: train, sample, evaluate."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model and write checkpoint, samples, completions and metrics")
@@ -74,14 +81,21 @@ def build_parser():
     t.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16"], help="default: fp32 (or --fast's)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on a GPU)")
     t.add_argument("--channels-last", action="store_true", help="NHWC memory layout (faster convolutions on GPUs)")
-    t.add_argument("--fast", action="store_true",
-                   help="the fast path for the device: on CUDA bf16 + channels_last + compile and a 4x batch "
-                        "with 2x learning rate; on a CPU with native bf16, bf16 (see train.fast_options)")
+    t.add_argument(
+        "--fast",
+        action="store_true",
+        help="the fast path for the device: on CUDA bf16 + channels_last + compile and a 4x batch "
+        "with 2x learning rate; on a CPU with native bf16, bf16 (see train.fast_options)",
+    )
     t.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     t.add_argument("--out", default="runs/default", help="output folder")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    t.add_argument("--samples", type=_number(int, 0, what="a whole number"), default=16,
-                   help="number of samples to draw after training (0: none)")
+    t.add_argument(
+        "--samples",
+        type=_number(int, 0, what="a whole number"),
+        default=16,
+        help="number of samples to draw after training (0: none)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--tensorboard", action="store_true", help="log to OUT/tensorboard")
 
@@ -109,8 +123,9 @@ def cmd_train(args):
     levels = args.levels or 2
     train = load_dataset(args.data, "train", levels=levels, limit=args.limit)
     test = load_dataset(args.data, "test", levels=levels, limit=args.limit and max(1, args.limit // 4))
-    config = dict(image_shape=train.image_shape, levels=levels,
-                  num_classes=train.num_classes if args.conditional else None)
+    config = dict(
+        image_shape=train.image_shape, levels=levels, num_classes=train.num_classes if args.conditional else None
+    )
     if args.channels:
         config["channels"] = args.channels
     model = build_model(args.model, **config)
@@ -118,14 +133,21 @@ def cmd_train(args):
     rank, world_size, _ = distributed.world()
     say = print if rank == 0 else (lambda *a, **k: None)
     where = f"{world_size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'})" if world_size > 1 else str(device)
-    say(f"Training {type(model).__name__} ({count_parameters(model):,} parameters) on {train} for "
-          f"{args.epochs} epochs on {where}.", flush=True)
+    say(
+        f"Training {type(model).__name__} ({count_parameters(model):,} parameters) on {train} for "
+        f"{args.epochs} epochs on {where}.",
+        flush=True,
+    )
     start = time.perf_counter()
 
     def report(epoch, history):
         test_text = f", test {history['test_nats'][-1]:.2f} nats/image ({history['test_bpd'][-1]:.4f} bits/dim)"
-        say(f"epoch {epoch + 1}/{args.epochs}: train {history['train_nats'][-1]:.2f} nats/image{test_text}, "
-              f"{history['seconds'][-1]:.0f} s", flush=True)
+        say(
+            f"epoch {epoch + 1}/{args.epochs}: train {history['train_nats'][-1]:.2f} nats/image{test_text}, "
+            f"{history['seconds'][-1]:.0f} s",
+            flush=True,
+        )
+
     speed = dict(batch_size=args.batch_size, lr=args.lr)
     if args.fast:
         speed = fast_options(device, args.batch_size, args.lr)
@@ -135,9 +157,19 @@ def cmd_train(args):
     speed["compile"] = speed.get("compile", False) or args.compile
     speed["channels_last"] = speed.get("channels_last", False) or args.channels_last
     try:
-        history = fit(model, train, test, device=device, checkpoint=out / "checkpoint.pt", resume=args.resume,
-                      epochs=args.epochs, seed=args.seed, on_epoch_end=report, **speed,
-                      log_dir=out / "tensorboard" if args.tensorboard else None)
+        history = fit(
+            model,
+            train,
+            test,
+            device=device,
+            checkpoint=out / "checkpoint.pt",
+            resume=args.resume,
+            epochs=args.epochs,
+            seed=args.seed,
+            on_epoch_end=report,
+            **speed,
+            log_dir=out / "tensorboard" if args.tensorboard else None,
+        )
     except KeyboardInterrupt:
         say(_interrupted(out / "checkpoint.pt", args.epochs), file=sys.stderr, flush=True)
         raise
@@ -148,15 +180,28 @@ def cmd_train(args):
     baseline = evaluate(IndependentPixelModel.fit(train), test)
     written = ["checkpoint.pt", *_write_samples(model, test, args, out, levels), "metrics.json"]
     metrics = {
-        "data": args.data, "levels": levels, "model": args.model, "parameters": count_parameters(model),
-        "epochs": len(history["epoch"]), "test_nats_per_image": result["nats"], "test_bits_per_dim": result["bpd"],
-        "test_images": result["n_images"], "baseline_test_nats_per_image": baseline["nats"],
-        "baseline_test_bits_per_dim": baseline["bpd"], "history": history, "processes": world_size, "options": speed,
-        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - start, "device": _describe(device),
+        "data": args.data,
+        "levels": levels,
+        "model": args.model,
+        "parameters": count_parameters(model),
+        "epochs": len(history["epoch"]),
+        "test_nats_per_image": result["nats"],
+        "test_bits_per_dim": result["bpd"],
+        "test_images": result["n_images"],
+        "baseline_test_nats_per_image": baseline["nats"],
+        "baseline_test_bits_per_dim": baseline["bpd"],
+        "history": history,
+        "processes": world_size,
+        "options": speed,
+        "train_seconds": train_seconds,
+        "wall_seconds": time.perf_counter() - start,
+        "device": _describe(device),
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(f"Test NLL {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim); independent-pixel baseline "
-          f"{baseline['nats']:.2f} nats/image. Wrote {', '.join(written)} to {out}.")
+    print(
+        f"Test NLL {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim); independent-pixel baseline "
+        f"{baseline['nats']:.2f} nats/image. Wrote {', '.join(written)} to {out}."
+    )
 
 
 def _interrupted(path, epochs):
@@ -185,8 +230,15 @@ def _write_samples(model, test, args, out, levels):
     shown_labels = torch.stack([test[i][1] for i in picks]).repeat_interleave(repeats) if args.conditional else None
     done = sample(model, len(given[0]), given=given, labels=shown_labels, seed=args.seed)
     grid = torch.cat([shown[:, None], done.view(len(shown), repeats, *done.shape[1:])], 1).flatten(0, 1)
-    save_grid(grid, out / "completions.png", "Bottom-half completions (column 1: the real test digit)",
-              nrow=repeats + 1, levels=levels, xlabel="original, then completions", ylabel="test digit")
+    save_grid(
+        grid,
+        out / "completions.png",
+        "Bottom-half completions (column 1: the real test digit)",
+        nrow=repeats + 1,
+        levels=levels,
+        xlabel="original, then completions",
+        ylabel="test digit",
+    )
     return ["samples.png", "completions.png"]
 
 
@@ -205,8 +257,13 @@ def cmd_evaluate(args):
     data = payload.get("data", {})
     model = load_model(args.checkpoint).to(pick_device(args.device))
     name = args.data or data.get("name", "mnist-subset")
-    dataset = load_dataset(name, args.split, levels=args.levels or model.levels, limit=args.limit,
-                           binarize=data.get("binarize", "threshold"))
+    dataset = load_dataset(
+        name,
+        args.split,
+        levels=args.levels or model.levels,
+        limit=args.limit,
+        binarize=data.get("binarize", "threshold"),
+    )
     result = evaluate(model, dataset)
     print(json.dumps({"data": name, "split": args.split, **result}, indent=2))
 

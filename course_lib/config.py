@@ -3,6 +3,7 @@
 `COURSE_FAST=1` shrinks data, models and epochs so every notebook runs in about a minute;
 the notebooks call `pick(fast=..., full=...)` so the same cells run in both modes.
 """
+
 import os
 from pathlib import Path
 

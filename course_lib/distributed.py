@@ -5,6 +5,7 @@ DistributedDataParallel averages the gradients, so all copies take the same step
 gloo connects CPU processes. One process (rank 0) writes checkpoints and logs; evaluation gives each
 process a disjoint slice of the test set and adds the results up, so every image counts exactly once.
 """
+
 import os
 
 import torch
@@ -16,8 +17,7 @@ from .config import epoch_seed
 
 def world():
     """(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) for a plain run."""
-    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)))
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def setup(device: torch.device) -> torch.device:
@@ -72,7 +72,7 @@ class ShardSampler(Sampler):
             order = torch.arange(self.n)
         padded = -(-self.n // self.world) * self.world
         order = torch.cat([order, order[: padded - self.n]])
-        return order[self.rank::self.world].tolist()
+        return order[self.rank :: self.world].tolist()
 
     def __iter__(self):
         return iter(self.indices())

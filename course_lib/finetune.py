@@ -1,21 +1,20 @@
 """Fine-tuning: reuse a trained PixelCNN on new data and for new tasks.
 
-Four ideas, each a few lines:
+Three ideas, each a few lines (the small target sets come from `data.subset`, `select_classes`, `per_class`):
 
-    data         `subset`, `select_classes`, `per_class`: small target sets that are still ImageDatasets
-                 (so `fit`, `evaluate` and `IndependentPixelModel.fit` work on them unchanged);
     what trains  `freeze(model, train=prefixes)` chooses the parameters that learn, by module name;
                  `snapshot` / `changed_parameters` check that the frozen ones really stay put;
     new inputs   `add_conditioning(model, num_classes)`: a class-conditional copy that starts out
                  computing exactly what the unconditional model computed;
-    new tasks    `features` + `FeatureClassifier` (a classification head on the last hidden layer),
+    new tasks    `features` + `FeatureClassifier` (a classification head on the last hidden layer, trained
+                 by `fit_classifier`: cross-entropy on labels, not the likelihood `fit` trains),
                  `generative_classify` (Bayes' rule over class-conditional likelihoods), and image
                  repair: `complete_best_of` (fill a hole: several completions, keep the most likely)
                  and `denoise` (undo random pixel flips by maximising the posterior).
 
 Images are integer levels x: (B, C, H, W), as everywhere in the course; labels y: (B,) int64.
 """
-import copy
+
 import math
 
 import torch
@@ -23,49 +22,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .errors import CourseError
-from .device import model_device
 from .config import epoch_seed
+from .device import model_device
+from .errors import CourseError
 from .likelihood import log_prob_from_logits
 from .models import build_model, eval_mode, model_name
 from .sampling import sample
-
-
-# -- data -----------------------------------------------------------------------------------------
-def subset(dataset, indices):
-    """A new ImageDataset with the images `indices` (a list, a (N,) index tensor or a (len,) bool mask) of
-    `dataset`, in that order. The discrete images are copied, not re-binarized, so a stochastic
-    binarization stays the same; name, levels and classes carry over."""
-    idx = torch.as_tensor(indices)
-    if idx.dtype == torch.bool:
-        idx = idx.nonzero().flatten()
-    idx = idx.long()
-    part = copy.copy(dataset)  # shallow: same name, levels, binarize, classes, image_shape
-    part.intensities = dataset.intensities[idx]
-    part.labels = dataset.labels[idx]
-    part.images = dataset.images[idx] if dataset.images is not None else None
-    return part
-
-
-def select_classes(dataset, classes):
-    """The images of `dataset` whose label is in `classes` (labels keep their original values)."""
-    keep = torch.isin(dataset.labels, torch.as_tensor(list(classes)))
-    if not keep.any():
-        raise CourseError(f"No images of classes {list(classes)} in {dataset!r}; pick classes it contains.")
-    return subset(dataset, keep)
-
-
-def per_class(dataset, n, seed=0):
-    """`n` images of every class present in `dataset`, drawn at random (fixed by `seed`), classes in
-    increasing order. Raises CourseError if a class has fewer than `n` images."""
-    g = torch.Generator().manual_seed(seed)
-    chosen = []
-    for c in dataset.labels.unique().tolist():
-        members = (dataset.labels == c).nonzero().flatten()
-        if len(members) < n:
-            raise CourseError(f"Class {c} has only {len(members)} images, fewer than n={n}; ask for fewer.")
-        chosen.append(members[torch.randperm(len(members), generator=g)[:n]].sort().values)
-    return subset(dataset, torch.cat(chosen))
 
 
 # -- which parameters learn ------------------------------------------------------------------------
@@ -83,8 +45,10 @@ def freeze(model, train=()):
     for prefix in train:
         if not any(_matches(n, prefix) for n in names):
             modules = sorted({n.split(".")[0] for n in names})
-            raise CourseError(f"No parameter of the model lies under {prefix!r}; its top-level modules are "
-                              f"{', '.join(modules)} (use e.g. 'layers.0' or 'out1').")
+            raise CourseError(
+                f"No parameter of the model lies under {prefix!r}; its top-level modules are "
+                f"{', '.join(modules)} (use e.g. 'layers.0' or 'out1')."
+            )
     trainable = []
     for name, p in model.named_parameters():
         p.requires_grad_(any(_matches(name, prefix) for prefix in train))
@@ -173,9 +137,15 @@ class SmallCNN(nn.Module):
         c, h, w = image_shape
         self.levels = levels
         self.net = nn.Sequential(
-            nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(2 * channels * (h // 4) * (w // 4), num_classes))
+            nn.Conv2d(c, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * channels * (h // 4) * (w // 4), num_classes),
+        )
 
     def forward(self, x):
         return self.net(x.float() / (self.levels - 1))
@@ -255,16 +225,18 @@ def complete_best_of(model, images, known, k=4, *, labels=None, temperature=1.0,
     completion with log p(x) also accounts for the known pixels *after* the hole.
     images: (B, C, H, W) integer levels; known: bool, broadcastable to images; labels: (B,) or None."""
     b = images.shape[0]
-    repeated = images.repeat(k, 1, 1, 1)                      # (k*B, C, H, W), candidate r of image i at r*B + i
+    repeated = images.repeat(k, 1, 1, 1)  # (k*B, C, H, W), candidate r of image i at r*B + i
     known_rep = torch.as_tensor(known).expand_as(images).repeat(k, 1, 1, 1)
     labels_rep = None if labels is None else torch.as_tensor(labels).repeat(k)
-    candidates = sample(model, k * b, temperature=temperature, labels=labels_rep, given=(repeated, known_rep),
-                        seed=seed)
+    candidates = sample(
+        model, k * b, temperature=temperature, labels=labels_rep, given=(repeated, known_rep), seed=seed
+    )
     device = model_device(model)
     with eval_mode(model):
-        lp = log_prob_from_logits(model(candidates.to(device), None if labels_rep is None else labels_rep.to(device)),
-                                  candidates.to(device)).cpu()
-    best = lp.view(k, b).argmax(0)                            # (B,) which candidate wins for each image
+        lp = log_prob_from_logits(
+            model(candidates.to(device), None if labels_rep is None else labels_rep.to(device)), candidates.to(device)
+        ).cpu()
+    best = lp.view(k, b).argmax(0)  # (B,) which candidate wins for each image
     return candidates.view(k, b, *images.shape[1:])[best, torch.arange(b)]
 
 
@@ -301,7 +273,7 @@ def _denoise(model, noisy, flip_prob, candidates, sweeps, labels):
     noisy = noisy.to(device)
     x = noisy.clone()
     b = x.shape[0]
-    cost = math.log((1 - flip_prob) / flip_prob)            # nats paid for each disagreement with `noisy`
+    cost = math.log((1 - flip_prob) / flip_prob)  # nats paid for each disagreement with `noisy`
     rows = torch.arange(b, device=device)
     score = model.log_prob(x, labels)
     for _ in range(sweeps):

@@ -3,6 +3,7 @@
 Conventions: sum the negative log-likelihood over all D = C*H*W sub-pixels of an image, average over
 images. bits/dim = (nats per image) / (D * ln 2).
 """
+
 import math
 
 import torch
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from .device import model_device
-from .models import eval_mode, log_prob_from_logits  # log_prob_from_logits: defined with the logits layout
 from .distributed import all_reduce_sum, world
+from .models import eval_mode, log_prob_from_logits  # log_prob_from_logits: defined with the logits layout
 
 
 def nll(model, x, labels=None):

@@ -12,6 +12,7 @@ look at the present or the future:
 Hidden channels are split into `data_channels` contiguous groups (group g carries what is known
 about colour channel g) so that the R -> G -> B order holds through the whole network.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,8 +31,9 @@ def channel_groups(n_channels: int, data_channels: int, chunks: int = 1) -> torc
     return idx * data_channels // per_chunk
 
 
-def raster_mask(kernel_size, mask_type: str, in_channels: int, out_channels: int,
-                data_channels: int = 1, out_chunks: int = 1) -> torch.Tensor:
+def raster_mask(
+    kernel_size, mask_type: str, in_channels: int, out_channels: int, data_channels: int = 1, out_chunks: int = 1
+) -> torch.Tensor:
     """Mask of shape (out_channels, in_channels, kh, kw) for raster + channel order.
 
     Rows above the centre: all ones. Centre row: ones left of the centre. Centre pixel: ones where
@@ -51,8 +53,7 @@ def raster_mask(kernel_size, mask_type: str, in_channels: int, out_channels: int
     return mask
 
 
-def vertical_mask(kernel_size: int, in_channels: int, out_channels: int,
-                  include_centre_row: bool) -> torch.Tensor:
+def vertical_mask(kernel_size: int, in_channels: int, out_channels: int, include_centre_row: bool) -> torch.Tensor:
     """Mask (out, in, k, k) of the Gated PixelCNN's vertical stack: the rows above the centre,
     plus the centre row itself when `include_centre_row` (every layer but the first)."""
     k = kernel_size
@@ -69,11 +70,26 @@ class MaskedConv2d(nn.Conv2d):
     (rows above the centre, with / without the centre row).
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, mask_type="B", data_channels=1,
-                 dilation=1, out_chunks=1, bias=True):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        mask_type="B",
+        data_channels=1,
+        dilation=1,
+        out_chunks=1,
+        bias=True,
+    ):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        super().__init__(in_channels, out_channels, (kh, kw), dilation=dilation, bias=bias,
-                         padding=(dilation * (kh // 2), dilation * (kw // 2)))
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            dilation=dilation,
+            bias=bias,
+            padding=(dilation * (kh // 2), dilation * (kw // 2)),
+        )
         if mask_type in ("V", "V0"):
             assert kh == kw, "vertical masks use square kernels"
             mask = vertical_mask(kh, in_channels, out_channels, include_centre_row=mask_type == "V")
@@ -84,8 +100,7 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x):
-        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding,
-                        self.dilation, self.groups)
+        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):
         return super().extra_repr() + f", mask_type={self.mask_type}"

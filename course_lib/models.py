@@ -7,6 +7,7 @@ Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logit
 so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
 Nothing mixes information across positions except the masked convolutions (no BatchNorm).
 """
+
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -83,16 +84,20 @@ class AutoregressiveImageModel(nn.Module):
         """Keyword arguments that rebuild this model (stored in checkpoints)."""
         config = self.__dict__.get("_config")
         if config is None:
-            raise CourseError(f"{type(self).__name__} does not record its configuration, so it cannot be saved; "
-                              f"set self._config = dict(...) of its constructor's arguments in __init__.")
+            raise CourseError(
+                f"{type(self).__name__} does not record its configuration, so it cannot be saved; "
+                f"set self._config = dict(...) of its constructor's arguments in __init__."
+            )
         return dict(config)
 
     def _check_input(self, x, labels):
         if tuple(x.shape[1:]) != self.image_shape:
             got = "x".join(map(str, x.shape[1:]))
             want = "x".join(map(str, self.image_shape))
-            raise CourseError(f"This model was built for {want} images but got {got}; "
-                              f"load data of that size or build the model with image_shape={tuple(x.shape[1:])}.")
+            raise CourseError(
+                f"This model was built for {want} images but got {got}; "
+                f"load data of that size or build the model with image_shape={tuple(x.shape[1:])}."
+            )
         if self.num_classes is not None and labels is None:
             raise CourseError("This model is class-conditional; pass labels=... (one class index per image).")
 
@@ -137,12 +142,26 @@ class PixelCNN(AutoregressiveImageModel):
     x: (B, C, H, W) integer levels; labels: (B,) class indices if `num_classes` is set.
     """
 
-    def __init__(self, image_shape=(1, 28, 28), levels=2, channels=64, n_blocks=6,
-                 kernel_size=3, first_kernel_size=7, num_classes=None):
+    def __init__(
+        self,
+        image_shape=(1, 28, 28),
+        levels=2,
+        channels=64,
+        n_blocks=6,
+        kernel_size=3,
+        first_kernel_size=7,
+        num_classes=None,
+    ):
         super().__init__(image_shape, levels, num_classes)
-        self._config = dict(image_shape=list(self.image_shape), levels=levels, channels=channels,
-                            n_blocks=n_blocks, kernel_size=kernel_size,
-                            first_kernel_size=first_kernel_size, num_classes=num_classes)
+        self._config = dict(
+            image_shape=list(self.image_shape),
+            levels=levels,
+            channels=channels,
+            n_blocks=n_blocks,
+            kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size,
+            num_classes=num_classes,
+        )
         c = self.image_shape[0]
         self.input_conv = MaskedConv2d(c, channels, first_kernel_size, "A", c)
         self.blocks = nn.ModuleList(ResidualBlock(channels, c, kernel_size) for _ in range(n_blocks))
@@ -199,13 +218,27 @@ class GatedPixelCNN(AutoregressiveImageModel):
     `dilations` gives one dilation per gated layer (its length is the number of layers).
     """
 
-    def __init__(self, image_shape=(1, 28, 28), levels=2, channels=32,
-                 dilations=(1, 2, 1, 4, 1), kernel_size=3, first_kernel_size=7, num_classes=None):
+    def __init__(
+        self,
+        image_shape=(1, 28, 28),
+        levels=2,
+        channels=32,
+        dilations=(1, 2, 1, 4, 1),
+        kernel_size=3,
+        first_kernel_size=7,
+        num_classes=None,
+    ):
         super().__init__(image_shape, levels, num_classes)
         dilations = [int(d) for d in dilations]
-        self._config = dict(image_shape=list(self.image_shape), levels=levels, channels=channels,
-                            dilations=dilations, kernel_size=kernel_size,
-                            first_kernel_size=first_kernel_size, num_classes=num_classes)
+        self._config = dict(
+            image_shape=list(self.image_shape),
+            levels=levels,
+            channels=channels,
+            dilations=dilations,
+            kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size,
+            num_classes=num_classes,
+        )
         c, k0 = self.image_shape[0], first_kernel_size
         self.v_in = MaskedConv2d(c, channels, k0, "V0")
         self.h_in = MaskedConv2d(c, channels, (1, k0), "A", c)
@@ -239,8 +272,10 @@ def model_name(model) -> str:
         if type(model) is cls:
             return name
     cls = type(model).__name__
-    raise CourseError(f"{cls} is not a registered model, so a checkpoint could not rebuild it; "
-                      f"call course_lib.models.register_model('my-name', {cls}) first.")
+    raise CourseError(
+        f"{cls} is not a registered model, so a checkpoint could not rebuild it; "
+        f"call course_lib.models.register_model('my-name', {cls}) first."
+    )
 
 
 def build_model(name="gated", **config) -> AutoregressiveImageModel:

@@ -1,4 +1,5 @@
 """Figures: image grids and training curves, each with a title and labelled axes."""
+
 import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -14,7 +15,9 @@ def image_grid(images, nrow=8, levels=2, pad=1):
     grid = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), 0.5)
     for k in range(n):
         r, q = divmod(k, nrow)
-        grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[k]
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = images[
+            k
+        ]
     grid = grid.permute(1, 2, 0).numpy()
     return grid[..., 0] if c == 1 else grid
 
@@ -50,7 +53,7 @@ def plot_history(history, dims=None, ax=None, title="Learning curves"):
     ax.plot(history["epoch"], np.array(history["train_nats"]) * scale, "o-", label="train")
     test = [t for t in history["test_nats"] if t is not None]
     if test:
-        ax.plot(history["epoch"][-len(test):], np.array(test) * scale, "s-", label="test")
+        ax.plot(history["epoch"][-len(test) :], np.array(test) * scale, "s-", label="test")
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

@@ -8,13 +8,14 @@ pixel), each from the model's conditional distribution given everything drawn so
     "auto":   (default) "cached" where the model supports it, else "naive".
 Both draw the same random numbers in the same order, so with a seed they give the same images.
 """
+
 import torch
 from tqdm.auto import tqdm
 
 from .cached_sampling import make_cache, supports_cache
+from .device import model_device
 from .errors import CourseError
 from .models import eval_mode
-from .device import model_device
 
 
 def probabilities(logits, temperature=1.0):
@@ -48,8 +49,10 @@ def _prepare(model, n, labels, given, device):
         values, mask = given
         values = torch.as_tensor(values).to(device).long()
         if tuple(values.shape) != (n, c, h, w):
-            raise CourseError(f"given images have shape {tuple(values.shape)} but sampling makes {(n, c, h, w)}; "
-                              f"pass n images of the model's size.")
+            raise CourseError(
+                f"given images have shape {tuple(values.shape)} but sampling makes {(n, c, h, w)}; "
+                f"pass n images of the model's size."
+            )
         known = torch.as_tensor(mask).to(device).bool().expand(n, c, h, w).clone()
         x = torch.where(known, values, x)
     if model.num_classes is not None:
@@ -126,7 +129,9 @@ def sample(model, n, *, temperature=1.0, labels=None, given=None, seed=None, met
     """
     method = pick_method(model, method)
     if not temperature > 0:
-        raise CourseError(f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples).")
+        raise CourseError(
+            f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples)."
+        )
     device = model_device(model)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed) if seed is not None else generator.seed()
@@ -145,11 +150,11 @@ def occlude(images, region="bottom"):
     _, _, h, w = images.shape
     known = torch.ones(1, 1, h, w, dtype=torch.bool)
     if region == "bottom":
-        known[..., h // 2:, :] = False
+        known[..., h // 2 :, :] = False
     elif region == "right":
-        known[..., :, w // 2:] = False
+        known[..., :, w // 2 :] = False
     elif region == "box":
-        known[..., h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = False
+        known[..., h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = False
     else:
         raise CourseError(f"Unknown region {region!r}; use 'bottom', 'right' or 'box'.")
     return images, known

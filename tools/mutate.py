@@ -386,6 +386,9 @@ def make_mirror(base):
 
 
 PRELOAD = (
+    "torch._dynamo",
+    "torch.optim",
+    "nbformat",
     "torch",
     "torch.nn.functional",
     "torchvision",
