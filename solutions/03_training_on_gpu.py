@@ -40,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from course_lib import GatedPixelCNN, load_dataset, log_prob_from_logits, pick
