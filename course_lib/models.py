@@ -283,8 +283,6 @@ def build_model(name="gated", **config) -> AutoregressiveImageModel:
     key = next((k for k, cls in MODELS.items() if cls.__name__ == name), name)
     if key not in MODELS:
         raise CourseError(f"Unknown model {name!r}; choose one of: {', '.join(MODELS)}.")
-    if "image_shape" in config:
-        config["image_shape"] = tuple(config["image_shape"])
     return MODELS[key](**config)
 
 

@@ -39,3 +39,10 @@ def test_synchronize_waits_only_on_asynchronous_devices(monkeypatch):
     synchronize("cuda:0")
     synchronize(torch.device("mps"))
     assert calls == [("cuda", torch.device("cuda", 0)), ("mps", None)]
+
+
+def test_cpu_has_bf16_is_false_on_a_torch_without_the_probes(monkeypatch):
+    """Older torch builds lack the CPU probes: then the answer is no, not an error."""
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert cpu_has_bf16() is False

@@ -712,3 +712,39 @@ def test_training_needs_only_pairs_and_a_length(tmp_path):
         r"\(1, 4, 4\)",
     ):
         fit(GatedPixelCNN((1, 4, 4), channels=4, dilations=(1,)), Pairs(4), epochs=1, device="cpu")
+
+
+def test_an_fp32_run_resumes_from_a_checkpoint_that_holds_a_gradient_scaler(tmp_path):
+    """A checkpoint written by an fp16 run carries the scaler's state; an fp32 run (no scaler) ignores it."""
+    from course_lib.checkpoint import load_checkpoint, save_checkpoint
+
+    data = tiny_data(n=4)
+    first = tiny_model()
+    fit(first, data, epochs=1, batch_size=4, device="cpu", checkpoint=tmp_path / "c.pt")
+    payload = load_checkpoint(tmp_path / "c.pt")
+    payload["scaler"] = {"scale": 1024.0, "growth_factor": 2.0}
+    extra = {k: v for k, v in payload.items() if k not in ("format", "model_name", "model_config", "state_dict")}
+    save_checkpoint(tmp_path / "c.pt", first, **extra)
+    history = fit(tiny_model(), data, epochs=2, batch_size=4, device="cpu", checkpoint=tmp_path / "c.pt", resume=True)
+    assert history["epoch"] == [1, 2]
+
+
+def test_the_tensorboard_writer_is_closed_after_training(tmp_path, monkeypatch):
+    """Closing flushes the last scalars to disk; it happens when training ends, also after an error."""
+    import course_lib.train as train_module
+
+    closed = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, *args):
+            pass
+
+        def close(self):
+            closed.append(self.log_dir)
+
+    monkeypatch.setattr(train_module, "tensorboard_writer", Writer)
+    fit(tiny_model(), tiny_data(n=4), epochs=1, batch_size=4, device="cpu", log_dir=tmp_path / "tb")
+    assert closed == [tmp_path / "tb"]
