@@ -1,11 +1,14 @@
 """The executor: the separate process that runs one prepared notebook in a fresh kernel.
 
-    python -m coursework.executor GIVEN.ipynb RESULT.json --timeout SECONDS [--pidfile FILE] [--cwd DIR]
+    python -m coursework.executor GIVEN.ipynb --results-fd FD --timeout SECONDS [--cwd DIR] [--kernel NAME]
 
 It runs every code cell (an error does not stop the run) until the time limit for the whole notebook, and
-after each cell rewrites RESULT.json with one small record per executed cell: its status, the check's
-verdict (the last line starting with ✓ or ✗), the error's first line and the last printed line; outputs
-are dropped (at most OUTPUT_CAP characters per cell are kept while running). The grader starts it in a
+reports on the pipe FD that the grader handed it, one JSON line at a time (each with the token the grader
+wrote to its standard input): the kernel's process id, then
+one small record per executed cell (its status, the check's verdict: the last line starting with ✓ or ✗,
+the error's first line and the last printed line), then the final status. Outputs are dropped (at most
+OUTPUT_CAP characters per cell are kept while running). The pipe is never passed on to the kernel and no
+file carries the results, so a submission cannot write its own grade. The grader starts the executor in a
 session of its own, so a kernel that loops forever or prints megabytes never takes the grader down.
 It needs neither torch nor course_lib.
 """
@@ -29,10 +32,19 @@ MESSAGE_CAP = 500  # characters of a task's message
 PASS_MARK, FAIL_MARK = "✓", "✗"
 
 
-def _write_json(path: Path, data) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(temporary, path)
+class Channel:
+    """The write end of the grader's pipe: one JSON object per line, each carrying the token the grader sent
+    on standard input (read before the kernel starts), so lines that anyone else writes into the pipe are
+    ignored."""
+
+    def __init__(self, fd: int, token: str):
+        os.set_inheritable(fd, False)  # the kernel and its children never get it
+        self.stream = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+        self.token = token
+
+    def send(self, **record) -> None:
+        self.stream.write(json.dumps({**record, "token": self.token}) + "\n")
+        self.stream.flush()
 
 
 def _cell_record(cell, reply_status: str | None) -> dict:
@@ -60,7 +72,7 @@ def _cell_record(cell, reply_status: str | None) -> dict:
     }
 
 
-def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd: Path) -> int:
+def execute(given: Path, channel: Channel, timeout: float, cwd: Path, kernel_name: str = "python3") -> int:
     """The executor (child process): run every code cell, record each one as soon as it finishes."""
     import nbformat
     from nbclient import NotebookClient
@@ -95,7 +107,7 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
     client = CappedClient(
         nb,
         timeout=120,
-        kernel_name="python3",
+        kernel_name=kernel_name,
         allow_errors=True,
         interrupt_on_timeout=False,
         shutdown_kernel="immediate",
@@ -104,13 +116,12 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
         on_cell_executed=on_cell_executed,
         resources={"metadata": {"path": str(cwd)}},
     )
-    outcome: dict = {"status": "running", "cells": {}}
-    _write_json(result, outcome)
+    status = "running"
     try:
         with client.setup_kernel(cwd=str(cwd)):
             process = getattr(getattr(client.km, "provisioner", None), "process", None)
-            if pidfile is not None and process is not None:
-                pidfile.write_text(str(process.pid))
+            if process is not None:
+                channel.send(kernel_pid=process.pid)
             client.wait_for_reply(client.kc.kernel_info())
             deadline = time.monotonic() + timeout
             for index, cell in enumerate(nb.cells):
@@ -118,33 +129,27 @@ def execute(given: Path, result: Path, timeout: float, pidfile: Path | None, cwd
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    outcome["status"] = "time limit exceeded"
+                    status = "time limit exceeded"
                     break
                 client.timeout_func = lambda _cell, r=remaining: max(1, int(math.ceil(r)))
                 try:
                     client.execute_cell(cell, index, execution_count=index + 1)
                 except CellTimeoutError:
-                    outcome["cells"][str(index)] = {
-                        "status": "timeout",
-                        "verdict": None,
-                        "error": None,
-                        "last_line": "",
-                    }
-                    outcome["status"] = "time limit exceeded"
+                    channel.send(cell=index, status="timeout", verdict=None, error=None, last_line="")
+                    status = "time limit exceeded"
                     break
                 except DeadKernelError:
-                    outcome["cells"][str(index)] = {"status": "dead", "verdict": None, "error": None, "last_line": ""}
-                    outcome["status"] = "kernel died"
+                    channel.send(cell=index, status="dead", verdict=None, error=None, last_line="")
+                    status = "kernel died"
                     break
-                outcome["cells"][str(index)] = _cell_record(cell, replies.get(index))
+                channel.send(cell=index, **_cell_record(cell, replies.get(index)))
                 cell.outputs = []  # records are all we keep
-                _write_json(result, outcome)
             else:
-                outcome["status"] = "ok"
+                status = "ok"
     except Exception as error:  # noqa: BLE001 - the kernel failed to start, or the channel broke
-        if outcome["status"] == "running":
-            outcome["status"] = f"error: {type(error).__name__}: {str(error)[:200]}"
-    _write_json(result, outcome)
+        if status == "running":
+            status = f"error: {type(error).__name__}: {str(error)[:200]}"
+    channel.send(status=status, done=True)
     return 0
 
 
@@ -153,12 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m coursework.executor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("given", type=Path, help="the prepared notebook to run")
-    parser.add_argument("result", type=Path, help="where the per-cell records are written (JSON)")
+    parser.add_argument("--results-fd", type=int, required=True, help="the pipe the records are written to")
     parser.add_argument("--timeout", type=float, required=True, help="seconds for the whole notebook")
-    parser.add_argument("--pidfile", type=Path, help="write the kernel's process id here")
     parser.add_argument("--cwd", type=Path, help="the kernel's working folder (default: the notebook's)")
+    parser.add_argument("--kernel", default="python3", help="the kernel specification's name")
     args = parser.parse_args(argv)
-    return execute(args.given, args.result, args.timeout, args.pidfile, args.cwd or args.given.parent)
+    channel = Channel(args.results_fd, sys.stdin.readline().strip())
+    return execute(args.given, channel, args.timeout, args.cwd or args.given.parent, args.kernel)
 
 
 if __name__ == "__main__":

@@ -32,18 +32,18 @@ import argparse
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .executor import FAIL_MARK, MESSAGE_CAP
 from .notebooks import (
-    PACKAGE_ROOT,
     Reference,
     default_reference,
     empty_notebook,
@@ -53,6 +53,7 @@ from .notebooks import (
     prepare,
     read_notebook,
 )
+from .sandbox import KERNEL_NAME, Sandbox, Snapshot
 
 DEFAULT_TIMEOUT = 900  # seconds per notebook
 
@@ -129,84 +130,117 @@ def copy_folder(source: Path, target: Path, budget: tuple[int, int] = COPY_BUDGE
             used_bytes, used_files = used_bytes + size, used_files + 1
 
 
-def run_notebook(nb, folder: Path, timeout: float) -> dict:
-    """Execute `nb` in a temporary copy of `folder`, in a separate process; the per-cell results.
+def run_notebook(nb, folder: Path, timeout: float, snapshot: Snapshot | None = None, references=()) -> dict:
+    """Execute `nb` in a fresh sandbox holding a copy of `folder`, in a separate process; the per-cell results.
 
-    Never raises for anything the notebook does: the result says "ok", "time limit exceeded", "kernel died"
-    or "error: ..." and holds one record per executed cell index.
+    `references`: folders of reference notebooks the kernel must not see (`coursework.sandbox`).
+    The executor reports on a pipe that only it holds, each record carrying a token it read before the kernel
+    started (`coursework.executor`). Its records are trusted when
+    it exits normally, or when the grader stopped it at the time limit; an executor that stops any other way
+    (a kernel that kills it, say) voids them. Never raises for anything the notebook does: the result says
+    "ok", "time limit exceeded", "kernel died" or "error: ..." and holds one record per executed cell index.
     """
     import nbformat
 
-    scratch = Path(tempfile.mkdtemp(prefix="course-grade-"))
-    work = scratch / "work"
+    sandbox = Sandbox(snapshot or Snapshot.take(), list(references))
+    read_end = write_end = None
     try:
-        copy_folder(folder, work)
-        given, result, pidfile = scratch / "input.ipynb", scratch / "result.json", scratch / "kernel.pid"
+        copy_folder(folder, sandbox.work)
+        given = sandbox.root / "input.ipynb"
         nbformat.write(nb, given)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
-        env.setdefault("TQDM_DISABLE", "1")
-        env.setdefault("MPLBACKEND", "Agg")
+        read_end, write_end = os.pipe()
         command = [
             sys.executable,
             "-m",
             "coursework.executor",
             str(given),
-            str(result),
+            "--results-fd",
+            str(write_end),
             "--timeout",
             str(timeout),
-            "--pidfile",
-            str(pidfile),
             "--cwd",
-            str(work),
+            str(sandbox.work),
+            "--kernel",
+            KERNEL_NAME,
         ]
-        status = None
-        with open(scratch / "executor.log", "wb") as log:
+        records: list[dict] = []
+        reader = threading.Thread(target=_read_records, args=(read_end, records), daemon=True)
+        stopped_by_grader = False
+        with open(sandbox.root / "executor.log", "wb") as log:
             process = subprocess.Popen(
                 command,
-                cwd=work,
-                env=env,
-                stdin=subprocess.DEVNULL,
+                cwd=sandbox.root,
+                env=sandbox.env,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(write_end,),
             )
+            os.close(write_end)
+            write_end = None
+            token = secrets.token_hex(16)
+            try:
+                process.stdin.write(token.encode() + b"\n")
+                process.stdin.close()
+            except OSError:  # the executor is already gone: no record will carry the token
+                pass
+            reader.start()
             try:
                 process.wait(timeout=timeout + STARTUP_GRACE)
             except subprocess.TimeoutExpired:
-                status = "time limit exceeded"
+                stopped_by_grader = True
                 _kill_group(process.pid)
                 process.wait()
-        kernel_pid = _read_pid(pidfile)
-        _kill_group(kernel_pid)  # normally gone already; never leave a kernel behind
-        outcome = _read_json(result) or {"status": None, "cells": {}}
-        if status:
-            outcome["status"] = status
-        elif outcome.get("status") in (None, "running"):
-            tail = (scratch / "executor.log").read_bytes()[-600:].decode("utf-8", "replace").strip()
-            last = tail.splitlines()[-1] if tail else f"exit code {process.returncode}"
-            outcome["status"] = f"error: the executor stopped ({last[:200]})"
-        return outcome
+        reader.join(timeout=10)
+        records = [r for r in records if r.get("token") == token]
+        for record in records:
+            _kill_group(record.get("kernel_pid"))  # normally gone already; never leave a kernel behind
+        cells = {str(r["cell"]): r for r in records if isinstance(r.get("cell"), int)}
+        final = next((r for r in records if r.get("done")), None)
+        if stopped_by_grader:
+            return {"status": "time limit exceeded", "cells": cells}
+        if process.returncode == 0 and final is not None:
+            return {"status": final.get("status") or "error", "cells": cells}
+        tail = (sandbox.root / "executor.log").read_bytes()[-600:].decode("utf-8", "replace").strip()
+        last = tail.splitlines()[-1] if tail else f"exit code {process.returncode}"
+        return {"status": f"error: the executor stopped before the end ({last[:200]})", "cells": {}}
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        for fd in (read_end, write_end):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        sandbox.close()
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+def _read_records(fd: int, records: list) -> None:
+    """Collect the executor's JSON lines until it closes the pipe (lines that are not JSON are ignored)."""
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace", closefd=False) as stream:
+        for line in stream:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def grade_notebook(
+    path: Path,
+    references: list[Reference],
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    lesson: str | None = None,
+    trust_own_checks: bool = False,
+    snapshot: Snapshot | None = None,
+) -> Report:
+    """Execute one notebook in a fresh sandbox and score it against its reference.
 
-
-def grade_notebook(path: Path, references: list[Reference], timeout: float = DEFAULT_TIMEOUT) -> Report:
-    """Execute one notebook in a fresh kernel and score it against its reference."""
+    A notebook that matches no reference scores 0 (its status says why and how to fix it) unless
+    `trust_own_checks` is set, in which case its own check cells grade it.
+    """
     start = time.perf_counter()
     try:
         notebook = read_notebook(path)
@@ -214,7 +248,15 @@ def grade_notebook(path: Path, references: list[Reference], timeout: float = DEF
         notebook, problem = None, f"error: cannot read the notebook ({type(error).__name__}: {str(error)[:150]})"
     else:
         problem = None
-    reference = match_reference(path, notebook, references)
+    reference = match_reference(path, notebook, references, lesson)
+    if reference is None and not trust_own_checks:
+        return Report(
+            notebook=str(path),
+            total=0,
+            max=0,
+            status=_unmatched_status(references, lesson),
+            seconds=round(time.perf_counter() - start, 1),
+        )
     try:
         nb, checks = prepare(notebook if notebook is not None else empty_notebook(), reference)
     except Exception as error:  # noqa: BLE001 - a malformed notebook still gets a report
@@ -225,7 +267,10 @@ def grade_notebook(path: Path, references: list[Reference], timeout: float = DEF
     elif not checks:
         outcome = {"status": "ok", "cells": {}}
     else:
-        outcome = run_notebook(nb, path.parent, timeout)
+        folders = {r.path.parent for r in references} | (
+            {default_reference()} if default_reference().is_dir() else set()
+        )
+        outcome = run_notebook(nb, path.parent, timeout, snapshot, sorted(folders))
     run_status = outcome.get("status") or "error"
     tasks = []
     for gid, max_points, index in checks:
@@ -257,6 +302,17 @@ def grade_notebook(path: Path, references: list[Reference], timeout: float = DEF
     )
 
 
+def _unmatched_status(references: list[Reference], lesson: str | None) -> str:
+    if lesson is not None:
+        return f"no reference: no reference notebook has the lesson number {lesson}; check --lesson and --reference"
+    folders = ", ".join(sorted({str(r.path.parent) for r in references})) or "the reference folder"
+    return (
+        f"no reference: this notebook matches none of the reference notebooks in {folders} (by file name, "
+        "check-cell ids or lesson number), so it was not graded; name its lesson with --lesson NN (or start "
+        "the file name with the lesson number, e.g. 01_...), or point --reference at the right folder"
+    )
+
+
 def _missing_message(run_status: str) -> str:
     if run_status == "time limit exceeded":
         return "time limit exceeded"
@@ -270,7 +326,7 @@ def _missing_message(run_status: str) -> str:
 def format_report(report: Report) -> str:
     name_width = max([len(t.grade_id) for t in report.tasks] + [5])
     lines = [
-        f"{report.notebook}  (reference: {report.reference or 'none: its own check cells'}; "
+        f"{report.notebook}  (reference: {report.reference or ('none' if not report.tasks else 'none: its own check cells')}; "
         f"{report.seconds:.0f} s; {report.status})"
     ]
     for task in report.tasks:
@@ -319,6 +375,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="folder of solved notebooks whose check cells are used (default: solutions/)",
     )
+    parser.add_argument(
+        "--lesson",
+        help="grade against the reference notebook of this lesson (its two-digit number, e.g. 03), whatever "
+        "the notebooks are called",
+    )
+    parser.add_argument(
+        "--trust-own-checks",
+        action="store_true",
+        help="grade a notebook that matches no reference by its own check cells (a submission can edit those)",
+    )
     args = parser.parse_args(argv)
     if args.path is None:
         parser.error("the following arguments are required: path")
@@ -334,16 +400,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference is not None and not reference_dir.is_dir():
         print(f"error: the reference folder {reference_dir} does not exist", file=sys.stderr)
         return 2
+    if args.lesson is not None and not (len(args.lesson) == 2 and args.lesson.isdigit()):
+        print(f"error: --lesson takes a two-digit lesson number such as 03, not {args.lesson!r}", file=sys.stderr)
+        return 2
     references = load_references(reference_dir)
-    if not references:
+    if not references and not args.trust_own_checks:
         print(
-            f"warning: no reference notebooks in {reference_dir}: each notebook is graded with its own "
-            "check cells, which a submission can edit",
+            f"error: no reference notebooks in {reference_dir}; pass --reference FOLDER (the solved notebooks, "
+            "such as the course's solutions/), or --trust-own-checks to grade each notebook by its own check "
+            "cells, which a submission can edit",
             file=sys.stderr,
         )
+        return 2
+    snapshot = Snapshot.take()  # the checks and the library as they are now, before any submission runs
     reports = []
     for path in notebooks:
-        report = grade_notebook(path, references, args.timeout)
+        report = grade_notebook(
+            path,
+            references,
+            args.timeout,
+            lesson=args.lesson,
+            trust_own_checks=args.trust_own_checks,
+            snapshot=snapshot,
+        )
         reports.append(report)
         print(format_report(report), flush=True)
     if len(reports) > 1 or args.path.is_dir():

@@ -1,19 +1,22 @@
 """Preparing a submission for grading: read it, find its reference, put the reference's check cells in place.
 
-1. A notebook's reference is the solved notebook with the same name in the reference folder (default: the
-   repository's ``solutions/``); failing that, the one sharing the most check-cell ``grade_id``s, then the one
-   with the same two-digit lesson number.
-2. Every cell whose nbgrader ``grade_id`` is one of the reference's check cells gets the reference's source
-   and metadata (editing a check cell changes nothing), deleted check cells are put back after the cell that
-   precedes them in the reference, and all outputs are cleared. Points come from the reference too. Before a
-   check cell that calls ``checks.…``, ``coursework.checks`` is imported afresh, so a monkeypatched check
-   function is not the one that grades.
+1. A notebook's reference is the solved notebook of the lesson the grader was told (``--lesson``); else the
+   one with the same name in the reference folder (default: the repository's ``solutions/``); else the one
+   sharing the most nbgrader ``grade_id``s; else the one with the same two-digit lesson number. A notebook
+   that matches none is not graded by its own cells unless the grader is told to trust them.
+2. Every copy of a reference check cell (by ``grade_id``) is removed and the reference's check cell, with its
+   metadata and points, is put at its reference position: after the cell that precedes it in the reference
+   (editing, deleting, duplicating or moving a check cell changes nothing). All outputs are cleared.
+3. Each check cell runs wrapped (`check_source`): the checks are imported afresh (a monkeypatched check
+   function is not the one that grades) and run in `coursework.checkcell.graded` (gradients on, float32,
+   fixed random state), whatever state the notebook left behind.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +76,10 @@ class Reference:
     def check_ids(self) -> list[str]:
         return [grade_id(c) for c in self.checks]
 
+    @property
+    def grade_ids(self) -> set[str]:
+        return {grade_id(c) for c in self.notebook.cells} - {None}
+
 
 def load_references(folder: Path | None) -> list[Reference]:
     """Every solved notebook in `folder` with at least one check cell (the .py source preferred)."""
@@ -92,13 +99,16 @@ def load_references(folder: Path | None) -> list[Reference]:
     return references
 
 
-def match_reference(path: Path, notebook, references: list[Reference]) -> Reference | None:
-    """Same file name, else most shared check grade_ids, else same two-digit lesson number."""
+def match_reference(path: Path, notebook, references: list[Reference], lesson: str | None = None) -> Reference | None:
+    """The reference of lesson `lesson` when given; else the one with the same file name, else the one sharing
+    the most nbgrader grade_ids with the notebook, else the one with the same two-digit lesson number."""
+    if lesson is not None:
+        return next((r for r in references if r.path.name[:2] == lesson), None)
     for reference in references:
         if reference.path.stem == path.stem:
             return reference
-    ids = {grade_id(c) for c in notebook.cells} if notebook is not None else set()
-    overlap = [(len(ids & set(r.check_ids)), r) for r in references]
+    ids = {grade_id(c) for c in notebook.cells} - {None} if notebook is not None else set()
+    overlap = [(len(ids & set(r.grade_ids)), r) for r in references]
     best = max(overlap, key=lambda pair: pair[0], default=(0, None))
     if best[0] > 0:
         return best[1]
@@ -110,23 +120,47 @@ def match_reference(path: Path, notebook, references: list[Reference]) -> Refere
     return None
 
 
-# Run before a reference check cell that uses `checks`: a fresh import of coursework.checks from disk, so that
-# a submission that monkeypatched a check function (checks.lesson01.check_nll = ...) is graded by the real one.
-FRESH_CHECKS = (
-    "import importlib as _grader_importlib, sys as _grader_sys\n"
-    "[_grader_sys.modules.pop(_n) for _n in list(_grader_sys.modules) if _n.startswith('coursework.checks')]\n"
-    "checks = _grader_importlib.import_module('coursework.checks')\n"
-    "del _grader_importlib, _grader_sys\n"
-)
+# Wraps a reference check cell. The check modules are imported afresh (a submission that monkeypatched
+# `checks.lesson01.check_nll` is graded by the real one; in the grading kernel they come from the snapshot in
+# memory, so rewriting their files changes nothing) and the check runs in `checkcell.graded`: gradients on,
+# float32, fixed random state, whatever the notebook left behind.
+PROLOGUE = """import importlib as _grader_importlib, sys as _grader_sys
+[_grader_sys.modules.pop(_n) for _n in list(_grader_sys.modules) if _n.startswith(("coursework.checks", "coursework.checkcell"))]
+_grader_cell = _grader_importlib.import_module("coursework.checkcell")
+"""
+IMPORT_CHECKS = 'checks = _grader_importlib.import_module("coursework.checks")\n'
 
 
-def _check_source(source: str) -> str:
-    return FRESH_CHECKS + source if "checks." in source else source
+def check_source(source: str, gid: str) -> str:
+    """The source a reference check cell runs with when graded (see PROLOGUE)."""
+    body = textwrap.indent(source, "    ") + "\n    pass\n"
+    return (
+        PROLOGUE
+        + (IMPORT_CHECKS if "checks." in source else "")
+        + "del _grader_importlib, _grader_sys\n"
+        + f"with _grader_cell.graded({gid!r}):\n"
+        + body
+    )
+
+
+def _anchor(kept: list, reference_cells: list, position: int) -> int:
+    """Where the reference cell at `position` goes in `kept`: right after the last copy of the nearest cell
+    before it in the reference that the notebook has, else at the end."""
+    for earlier in reversed(reference_cells[:position]):
+        gid = grade_id(earlier)
+        places = [i for i, c in enumerate(kept) if gid is not None and grade_id(c) == gid]
+        if places:
+            return places[-1] + 1
+    return len(kept)
 
 
 def prepare(notebook, reference: Reference | None):
     """A copy of `notebook` with outputs cleared and the reference's check cells in place.
 
+    Every copy of a reference check cell (by grade_id) is removed, wherever it was, and the reference's
+    check cell is inserted at its reference position: after the notebook's last copy of the cell that
+    precedes it in the reference (a check pasted above its task never runs early). Without a reference the
+    notebook's own check cells are kept (and trusted).
     Returns (notebook, checks) where checks lists (grade_id, max_points, cell index) in reference order.
     """
     import nbformat
@@ -139,47 +173,30 @@ def prepare(notebook, reference: Reference | None):
         if cell.get("cell_type") == "code":
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
-    if reference is None:  # no reference: the notebook's own check cells (trust them)
+    if reference is None:
         nb.cells = cells
         for cell in nb.cells:
             cell["id"] = nbformat.v4.new_code_cell().id
         checks = [(grade_id(c), cell_points(c), i) for i, c in enumerate(cells) if is_check_cell(c)]
         return nb, checks
-    reference_cells = {grade_id(c): c for c in reference.checks}
-    kept, seen = [], set()
-    for cell in cells:
-        gid = grade_id(cell)
-        if gid in reference_cells:
-            if gid in seen:
-                continue  # a duplicated check cell runs once
-            seen.add(gid)
-            fresh = nbformat.v4.new_code_cell(
-                _check_source(reference_cells[gid].source), metadata=copy.deepcopy(dict(reference_cells[gid].metadata))
-            )
-            cell = fresh
-        kept.append(cell)
-    # put back deleted check cells, right after the cell that precedes them in the reference
-    anchor = None
-    for ref_cell in reference.notebook.cells:
+    check_ids = set(reference.check_ids)
+    kept = [cell for cell in cells if grade_id(cell) not in check_ids]
+    reference_cells = list(reference.notebook.cells)
+    for position, ref_cell in enumerate(reference_cells):
         gid = grade_id(ref_cell)
-        if gid is None:
-            continue
-        position = next((i for i, c in enumerate(kept) if grade_id(c) == gid), None)
-        if position is not None:
-            anchor = position
-        elif gid in reference_cells:
+        if gid in check_ids and is_check_cell(ref_cell):
             fresh = nbformat.v4.new_code_cell(
-                _check_source(ref_cell.source), metadata=copy.deepcopy(dict(ref_cell.metadata))
+                check_source(ref_cell.source, gid), metadata=copy.deepcopy(dict(ref_cell.metadata))
             )
-            anchor = len(kept) if anchor is None else anchor + 1
-            kept.insert(anchor, fresh)
+            kept.insert(_anchor(kept, reference_cells, position), fresh)
     nb.cells = kept
     for cell in nb.cells:  # ids must be unique and valid for nbformat 4.5
         cell["id"] = nbformat.v4.new_code_cell().id
+    points = {grade_id(c): cell_points(c) for c in reference.checks}
     checks = []
     for gid in reference.check_ids:
         index = next(i for i, c in enumerate(nb.cells) if grade_id(c) == gid)
-        checks.append((gid, cell_points(reference_cells[gid]), index))
+        checks.append((gid, points[gid], index))
     return nb, checks
 
 

@@ -278,7 +278,7 @@ def test_prepare_uses_reference_check_cells_and_reference_points(reference):
     submission.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ pre-filled")]
     nb, check_cells = notebooks.prepare(submission, ref)
     assert [(gid, points) for gid, points, _ in check_cells] == [("t_square_check", 2), ("t_greeting_check", 1)]
-    assert nb.cells[2].source == CHECK_SQUARE
+    assert nb.cells[2].source == notebooks.check_source(CHECK_SQUARE, "t_square_check")
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     nbformat.validate(nb)
 
