@@ -48,10 +48,11 @@ class Snapshot:
     origins: tuple
 
     @classmethod
-    def take(cls) -> Snapshot:
+    def take(cls, folders: dict | None = None) -> Snapshot:
+        """Read the packages from where Python imports them (or from `folders`: package name -> folder)."""
         files, origins = {}, []
         for package in kernel.PACKAGES:
-            folder = _package_folder(package)
+            folder = Path(folders[package]).resolve() if folders else _package_folder(package)
             origins.append(folder)
             for path in sorted(folder.rglob("*")):
                 if path.is_file() and not any(part in SKIPPED for part in path.parts) and path.suffix != ".pyc":

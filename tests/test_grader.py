@@ -380,3 +380,100 @@ def test_isolated_checks_leave_the_random_state_and_threads_alone():
     before = torch.get_rng_state()
     noisy()
     assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads
+
+
+# ------------------------------------------------------------------------------- integrity, no kernel
+def test_a_check_pasted_above_its_task_runs_at_its_reference_position(reference):
+    ref = grade.load_references(reference)[0]
+    submission = notebook()
+    pasted = copy.deepcopy(submission.cells[2])
+    pasted.source = "print('a copy of the check, pasted too early')"
+    submission.cells.insert(1, pasted)  # above the task t_square, same grade_id
+    nb, check_cells = notebooks.prepare(submission, ref)
+    order = [notebooks.grade_id(c) for c in nb.cells]
+    assert order == ["intro", "t_square", "t_square_check", "middle", "t_greeting", "t_greeting_check"]
+    assert [index for _, _, index in check_cells] == [2, 5]
+
+
+def test_a_moved_task_takes_its_check_along(reference):
+    ref = grade.load_references(reference)[0]
+    submission = notebook()
+    task = submission.cells.pop(1)
+    submission.cells.insert(3, task)  # the learner moved the task below the plain cell
+    nb, _ = notebooks.prepare(submission, ref)
+    order = [notebooks.grade_id(c) for c in nb.cells]
+    assert order.index("t_square_check") == order.index("t_square") + 1
+
+
+def test_check_cells_run_wrapped_in_a_fresh_state(reference):
+    ref = grade.load_references(reference)[0]
+    nb, _ = notebooks.prepare(notebook(), ref)
+    source = nb.cells[2].source
+    assert "with _grader_cell.graded('t_square_check'):" in source
+    compile(source, "check", "exec")  # still valid Python after wrapping
+
+
+def test_graded_gives_a_fresh_state_and_restores_the_notebooks():
+    import random
+
+    import torch
+
+    from coursework.checkcell import graded
+
+    torch.set_grad_enabled(False)
+    torch.set_default_dtype(torch.float64)
+    random.seed(5)
+    expected_next = random.random()
+    random.seed(5)
+    try:
+        with graded("t_check"):
+            assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+            first = torch.rand(1)
+        with graded("t_check"):
+            assert torch.equal(torch.rand(1), first)  # the same random state for the same check
+        assert not torch.is_grad_enabled() and torch.get_default_dtype() == torch.float64
+        assert random.random() == expected_next
+    finally:
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)
+
+
+def test_lesson_option_picks_the_reference_whatever_the_name():
+    refs = grade.load_references(ROOT / "solutions")
+    unknown = nbformat.v4.new_notebook()
+    assert notebooks.match_reference(Path("anything.ipynb"), unknown, refs) is None
+    assert notebooks.match_reference(Path("anything.ipynb"), unknown, refs, lesson="03").path.name.startswith("03_")
+    assert notebooks.match_reference(Path("01_x.ipynb"), unknown, refs, lesson="04").path.name.startswith("04_")
+    assert notebooks.match_reference(Path("anything.ipynb"), unknown, refs, lesson="99") is None
+
+
+def test_an_unmatched_notebook_scores_zero_and_says_how_to_fix_it(reference, tmp_path, capsys):
+    stranger = notebook()
+    for cell in stranger.cells:
+        cell.metadata["nbgrader"]["grade_id"] = "x_" + cell.metadata["nbgrader"]["grade_id"]
+    path = write(stranger, tmp_path / "homework.ipynb")
+    assert grade.main([str(path), "--reference", str(reference), "--json", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["total"] == 0 and report["tasks"] == [] and report["status"].startswith("no reference")
+    assert "--lesson" in report["status"] and "--reference" in report["status"]
+
+
+def test_no_reference_folder_is_an_error_unless_own_checks_are_trusted(tmp_path, capsys):
+    path = write(notebook(), tmp_path / "lesson.ipynb")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert grade.main([str(path), "--reference", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert "no reference notebooks" in err and "--trust-own-checks" in err
+    assert grade.main([str(path), "--lesson", "3"]) == 2
+    assert "two-digit" in capsys.readouterr().err
+
+
+def test_trusting_own_checks_grades_by_the_notebooks_cells(tmp_path):
+    path = write(notebook(check_square="print('✓ trust me')"), tmp_path / "lesson.ipynb")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "r.json"
+    assert grade.main([str(path), "--reference", str(empty), "--trust-own-checks", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["total"] == 3 and report["reference"] is None
