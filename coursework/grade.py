@@ -2,15 +2,19 @@
 
     pixelcnn-grade exercises/01_self_supervised_likelihood.ipynb
     pixelcnn-grade submissions/ --csv gradebook.csv --json report.json
-    pixelcnn-grade PATH [--json FILE] [--csv FILE] [--timeout SECONDS] [--reference DIR]
+    pixelcnn-grade PATH [--json FILE] [--csv FILE] [--timeout SECONDS] [--reference DIR] [--lesson NN]
+                        [--trust-own-checks]
 
 How a notebook is graded:
 
 1. The notebook is prepared against its reference (`coursework.notebooks`): the reference's check cells,
-   points and order replace whatever the submission has.
-2. The prepared notebook runs in a fresh kernel, in a temporary copy of the notebook's folder (without
-   other notebooks, hidden folders and caches; at most 200 MB), driven by a
-   separate process (`python -m coursework.executor`): the grader survives a kernel that raises,
+   points and order replace whatever the submission has. A notebook that matches no reference scores 0
+   unless ``--trust-own-checks`` is given.
+2. The prepared notebook runs in a fresh kernel inside a sandbox of its own (`coursework.sandbox`,
+   `coursework.kernel`): a temporary copy of the notebook's folder (without other notebooks, hidden folders
+   and caches; at most 200 MB), its own HOME, a snapshot of the checks taken before the first submission,
+   and the reference folders out of its sight. A separate process (`python -m coursework.executor`) drives
+   it and reports on a pipe only it holds: the grader survives a kernel that raises,
    loops forever or prints megabytes. Errors do not stop the run (every later check still runs); the time
    limit (``--timeout``, default 900 s) is for the whole notebook, after which the remaining cells are not
    run. ``COURSE_FAST`` is passed through from the environment.
@@ -22,8 +26,9 @@ The grader prints a table per notebook and the total. ``--json FILE`` writes the
 notebook, a list for a folder); a folder also writes a CSV gradebook (``--csv FILE``, default
 ``grades.csv`` in the current folder), one row per notebook and one column per check.
 
-Grading runs the submission's code with your permissions. It keeps honest mistakes from breaking the
-grading, not a determined attacker: grade untrusted submissions in a container or a throwaway account.
+Grading runs the submission's code with your permissions, in the same kernel as the checks: code there can
+patch torch or IPython, read files your account can read, or start processes that outlive it. Grade
+high-stakes work in a fresh container per submission.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from .notebooks import (
     prepare,
     read_notebook,
 )
-from .sandbox import KERNEL_NAME, Sandbox, Snapshot
+from .sandbox import KERNEL_NAME, Sandbox, Snapshot, can_hide
 
 DEFAULT_TIMEOUT = 900  # seconds per notebook
 
@@ -413,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     snapshot = Snapshot.take()  # the checks and the library as they are now, before any submission runs
+    if not can_hide():
+        print(
+            "warning: this system does not allow private mount namespaces, so the reference notebooks stay "
+            "readable to a submission that searches the disk; grade high-stakes work in a container",
+            file=sys.stderr,
+        )
     reports = []
     for path in notebooks:
         report = grade_notebook(

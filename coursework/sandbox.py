@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -107,6 +108,26 @@ def environment(root: Path, hidden: list[Path]) -> dict:
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("MPLBACKEND", "Agg")
     return env
+
+
+def can_hide() -> bool:
+    """Whether kernels here can hide the reference folders (a private mount namespace; see `kernel.hide`)."""
+    with tempfile.TemporaryDirectory(prefix="course-grade-probe-") as folder:
+        covered, empty = Path(folder) / "covered", Path(folder) / "empty"
+        covered.mkdir()
+        empty.mkdir()
+        (covered / "secret").write_text("x")
+        probe = (
+            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import kernel; "
+            "ok = kernel.hide([Path(sys.argv[2])], [], Path(sys.argv[3])); "
+            "sys.exit(0 if ok and not (Path(sys.argv[2]) / 'secret').exists() else 1)"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe, str(Path(kernel.__file__).parent), str(covered), str(empty)],
+            capture_output=True,
+            timeout=60,
+        )
+        return result.returncode == 0 and (covered / "secret").exists()
 
 
 class Sandbox:
