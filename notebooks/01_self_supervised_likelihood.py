@@ -654,12 +654,19 @@ assert agree["Gated PixelCNN"] > agree["independent"], "autoregressive samples a
 #   only from restricting the conditionals, and then the order matters. An autoregressive network learns
 #   all the conditionals with shared weights, and a small Gated PixelCNN beats the independent baseline by
 #   a wide margin after a few minutes of CPU training.
-#
+
+# %% [markdown]
 # ## Exercises
-# The graded notebook `exercises/01_self_supervised_likelihood.ipynb` will practise:
-# - converting NLLs between nats/image, bits/image and bits/dim, and catching the two reporting mistakes;
-# - fitting a histogram with different pseudo-counts and finding the one with the best test NLL;
-# - computing exact conditionals of a tiny world by marginalisation, and checking the chain rule in an
-#   order of your own;
-# - measuring how the KL of a truncated-context model changes with context length and pixel order;
-# - the per-pixel NLL of your own digit under the baseline and under a trained model.
+# The graded notebook `exercises/01_self_supervised_likelihood.ipynb` (its solved twin is in `solutions/`)
+# has 4 tasks worth 7 points; the check cell under each task tells you as you go whether your code is right,
+# and `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · `nll(logits, x)`** (2 points). A model outputs **logits**, one set per sub-pixel; the image
+#   `x` itself is the target.
+# - **Task 2 · `bits_per_dim(nats_per_image, dims)`** (1 point). Convert an NLL in nats per image
+#   into **bits per dimension**: divide by the number of dimensions $D = C \cdot H \cdot W$ and convert nats
+#   to bits ($1\text{ nat} = 1/\ln 2$ bits).
+# - **Task 3 · `fit_independent(images, levels, alpha)`** (2 points). The independent-pixel baseline treats
+#   every sub-pixel as its own categorical distribution (a coin, for binary images), fitted by counting with
+#   `alpha` pseudo-counts per level (Laplace smoothing for `alpha=1`).
+# - **Task 4 · `evaluate_nll(model, dataset, batch_size)`** (2 points). Report a model's NLL on a data set:
+#   the **mean over every image** of each image's NLL in nats.

@@ -729,9 +729,18 @@ print(
 #   mode) cannot see it.
 # - Gated units multiply $\tanh$ by a sigmoid gate; class conditioning is a learnt per-class bias,
 #   $4p$ numbers per class per gated layer.
-#
+
+# %% [markdown]
 # ## Exercises
-# Open `exercises/02_masked_convolutions.ipynb` (graded; its solved twin is in `solutions/`). You will
-# build masks A and B yourself, including R → G → B channel groups; write a causality test from the
-# Jacobian and use it to find the leak in broken models; and measure the receptive field and blind spot
-# of models you design.
+# The graded notebook `exercises/02_masked_convolutions.ipynb` (its solved twin is in `solutions/`) has 4
+# tasks worth 9 points; the check cell under each task tells you as you go whether your code is right, and
+# `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · `make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1)`** (3 points).
+#   Return the 0/1 mask, shape `(out_channels, in_channels, k, k)` like a `Conv2d` weight, float, for an odd
+#   `kernel_size` k with centre `(k // 2, k // 2)`.
+# - **Task 2 · `class MaskedConv2d(nn.Conv2d)`** (2 points). A convolution layer whose kernel is multiplied
+#   by your mask.
+# - **Task 3 · `receptive_field_map(model, i, j, c=0)`** (2 points). Which inputs can the output at
+#   sub-pixel `(c, i, j)` see?
+# - **Task 4 · `is_causal(model)`** (2 points). Number the sub-pixels in raster order and, inside a pixel,
+#   R → G → B.

@@ -389,7 +389,18 @@ plt.show()
 #   watch the train/test gap for overfitting.
 # - Checkpoints are atomic, safe to load, rebuild their model, and resume to exactly the same weights on a CPU.
 # - `torchrun --nproc_per_node N -m course_lib train` trains data-parallel; `--batch-size` is global.
-#
+
+# %% [markdown]
 # ## Exercises
-# `exercises/03_training_on_gpu.ipynb`: write a training step with mixed precision, and an evaluation loop
-# that covers every test image (the check catches a dropped last batch and nats reported as bits).
+# The graded notebook `exercises/03_training_on_gpu.ipynb` (its solved twin is in `solutions/`) has 5 tasks
+# worth 10 points; the check cell under each task tells you as you go whether your code is right, and
+# `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · Pick a device** (1 point). Write `pick_device(device=None) -> torch.device`.
+# - **Task 2 · One training step with mixed precision** (3 points). Write
+#   `train_step(model, optimizer, x, *, precision="bf16", clip=1.0) -> float`.
+# - **Task 3 · Evaluate every test image** (3 points). Write
+#   `evaluate_nll(model, dataset, batch_size=256) -> dict` returning
+#   `{"nats": ..., "bpd": ..., "n_images": ...}`.
+# - **Task 4 · Save a checkpoint atomically** (2 points). Write `save_checkpoint_atomically(payload, path)`.
+# - **Task 5 · Resume from a checkpoint** (1 point). Write `resume(model, optimizer, path) -> int`, the
+#   epoch to continue from.

@@ -765,10 +765,16 @@ plt.show()
 # - **Caching**: masked activations never change once computed; keeping them and computing one row of the
 #   vertical stack per row and one position of each layer per pixel gives the same images, over a hundred
 #   times faster at batch 64 on a 2-core CPU. `sample()` does it by default.
-#
+
+# %% [markdown]
 # ## Exercises
-# The graded notebook `exercises/04_sampling.ipynb` (with its solved twin in `solutions/`) will have you
-# practise: writing the naive sampling loop yourself and matching `sample()` draw for draw with a seed;
-# applying temperature to Bernoulli and categorical logits; building completion masks and checking that
-# given pixels survive; scoring samples and finding their nearest training neighbours; and counting the
-# forward passes of a sampler.
+# The graded notebook `exercises/04_sampling.ipynb` (its solved twin is in `solutions/`) has 3 tasks worth 8
+# points; the check cell under each task tells you as you go whether your code is right, and
+# `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · Temperature** (2 points). Write `temperature_probs(logits, temperature) -> probabilities`.
+# - **Task 2 · The ancestral sampling loop** (3 points). Write
+#   `ancestral_sample(model, n, *, temperature=1.0, labels=None, generator=None)` returning `n` images of
+#   integer levels, shape `(n, C, H, W)` with `C, H, W = model.image_shape`.
+# - **Task 3 · Completion: keep what is given** (3 points). Write
+#   `complete(model, images, known, *, temperature=1.0, labels=None, generator=None)` returning the
+#   completed images, shape `(n, C, H, W)`.

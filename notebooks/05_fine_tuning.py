@@ -629,10 +629,17 @@ assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(
 # - The likelihood is a tool: Bayes' rule over class likelihoods gives a classifier (weaker than a
 #   discriminative CNN, far above chance), and maximising the posterior repairs noisy digits better than
 #   a majority filter.
-#
+
+# %% [markdown]
 # ## Exercises
-# `exercises/05_fine_tuning.ipynb` (graded, solved twin in `solutions/`) will have you practise:
-# - writing `freeze` yourself and proving with a snapshot that frozen parameters do not move;
-# - writing `add_conditioning` and checking that it starts equal to the pretrained model for every label;
-# - computing class posteriors by Bayes' rule from class log-likelihoods, with a non-uniform prior;
-# - the repair objective: the cost in nats of a flipped pixel, and one step of the local search.
+# The graded notebook `exercises/05_fine_tuning.ipynb` (its solved twin is in `solutions/`) has 3 tasks
+# worth 8 points; the check cell under each task tells you as you go whether your code is right, and
+# `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · Fine-tuning with frozen layers** (4 points). Write
+#   `fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0) -> list of floats`.
+# - **Task 2 · Class-conditional log-likelihoods** (2 points). Write
+#   `class_log_likelihoods(model, x) -> (B, K)` with `K = model.num_classes`: entry `[b, y]` is
+#   $\log p(x_b \mid y)$, i.e. column `y` scores every image with `labels = torch.full((B,), y)` (on the
+#   model's device).
+# - **Task 3 · The generative classifier: Bayes' rule in log space** (2 points). Write
+#   `bayes_log_posterior(log_lik, log_prior=None) -> (B, K)`.

@@ -5,10 +5,13 @@ The grading tests execute every lesson twice (fast mode, about a minute each); d
 `-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
 while solutions/ holds none."""
 
+import difflib
 import importlib.util
+import re
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pytest
 
 from coursework import grade
@@ -180,3 +183,150 @@ def test_exercise_scores_zero_without_crashing(source, fast_mode):
     assert all(t.message and not t.message.startswith(("not executed", "time limit")) for t in report.tasks), (
         grade.format_report(report)
     )
+
+
+# ------------------------------------------------------------------- the lessons' Exercises paragraphs
+LESSONS = [p for p in SOLUTIONS if (ROOT / "notebooks" / p.name).exists()]
+NO_LESSONS = "no lesson notebook in notebooks/ has an exercise notebook"
+_CODE_SPAN = re.compile(r"`([^`\n]+)`")
+_CALL = re.compile(r"([A-Za-z_][\w.]*)\s*\(")
+
+
+def with_lessons(items=LESSONS):
+    return pytest.mark.parametrize(
+        "source",
+        items or [pytest.param(None, marks=pytest.mark.skip(reason=NO_LESSONS))],
+        ids=lambda p: p.stem if p else "none",
+    )
+
+
+def _exercise(source):
+    """The committed exercise notebook of a solution, and its path in the repository."""
+    relative = f"exercises/{source.stem}.ipynb"
+    assert (ROOT / relative).exists(), "run `make exercises`"
+    return jupytext.read(ROOT / relative), relative
+
+
+def _paragraph(source):
+    lesson = jupytext.read(ROOT / "notebooks" / source.name)
+    cells = [c.source for c in lesson.cells if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
+    assert len(cells) == 1, (
+        f"notebooks/{source.name} needs one markdown cell starting with `## Exercises`: run `make exercises`"
+    )
+    return cells[0]
+
+
+TOY_TASKS = TOY.replace(
+    "# # Toy\n",
+    "# # Toy\n\n"
+    '# %% [markdown] nbgrader={"grade": false, "grade_id": "task1_text", "locked": true, "schema_version": 3, '
+    '"solution": false, "task": false}\n'
+    "# ## Task 1 · Add one (1 point)\n#\n# A warm-up, i.e. nothing hard.\n#\n# ```python\n# f(1)\n# ```\n#\n"
+    "# Write `f(x)` returning\n# `x + 1`:\n# - any number works.\n#\n# **Check:** a few numbers.\n",
+)
+TOY_LESSON = """# %% [markdown]
+# # Toy lesson
+
+# %%
+print("kept")
+
+# %% [markdown]
+# ## Recap
+# - Adding is easy.
+#
+# ## Exercises
+# Old text promising `g()`.
+#
+# ## Next
+# Lesson 01.
+"""
+
+
+def test_generated_paragraph_replaces_the_lessons_exercises_section_and_keeps_outputs(tmp_path, capsys):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "jupytext.toml").write_text('formats = "ipynb,py:percent"\n')
+    (tmp_path / "solutions" / "00_toy.py").write_text(TOY_TASKS)
+    lesson = tmp_path / "notebooks" / "00_toy.py"
+    lesson.write_text(TOY_LESSON)
+    notebook = jupytext.reads(TOY_LESSON, fmt="py:percent")
+    notebook.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="kept\n")]
+    jupytext.write(notebook, lesson.with_suffix(".ipynb"), fmt="ipynb")
+    lesson.touch()  # the .py is the newer file of the pair, as after an edit
+    assert make_exercises.main(["--root", str(tmp_path), "--check"]) == 1
+    assert "notebooks/00_toy.py: its Exercises section differs" in capsys.readouterr().out
+    assert make_exercises.main(["--root", str(tmp_path)]) == 0
+    expected = (
+        "## Exercises\n"
+        "The graded notebook `exercises/00_toy.ipynb` (its solved twin is in `solutions/`) has 1 task worth 1\n"
+        "point; the check cell under each task tells you as you go whether your code is right, and `pixelcnn-grade`\n"
+        "grades the whole notebook.\n"
+        "- **Task 1 · Add one** (1 point). Write `f(x)` returning `x + 1`."
+    )
+    for path in (lesson, lesson.with_suffix(".ipynb")):
+        cells = [(c.cell_type, c.source) for c in jupytext.read(path).cells]
+        assert cells[2:] == [
+            ("markdown", "## Recap\n- Adding is easy."),
+            ("markdown", expected),
+            ("markdown", "## Next\nLesson 01."),
+        ]
+    assert jupytext.read(lesson.with_suffix(".ipynb")).cells[1].outputs[0]["text"] == "kept\n"
+    text = lesson.read_text()
+    assert make_exercises.main(["--root", str(tmp_path)]) == 0 and lesson.read_text() == text
+    assert make_exercises.main(["--root", str(tmp_path), "--check"]) == 0
+    lesson.write_text(text.replace("(1 point). Write", "(2 points). Write"))
+    capsys.readouterr()
+    assert make_exercises.main(["--root", str(tmp_path), "--check"]) == 1
+    assert "notebooks/00_toy.py: its Exercises section differs" in capsys.readouterr().out
+
+
+@needs_solutions
+@with_lessons()
+def test_lesson_exercises_paragraph_is_what_make_exercises_generates(source):
+    exercise, relative = _exercise(source)
+    expected = make_exercises.exercises_section(exercise, relative)
+    current = _paragraph(source)
+    diff = "\n".join(
+        difflib.unified_diff(current.splitlines(), expected.splitlines(), "lesson", "generated", lineterm="")
+    )
+    assert current == expected, (
+        f"notebooks/{source.name}: the Exercises paragraph differs from what tools/make_exercises.py generates "
+        f"from {relative}; run `make exercises`\n{diff}"
+    )
+
+
+@needs_solutions
+@with_lessons()
+def test_lesson_exercises_paragraph_lists_every_task_with_its_points(source):
+    exercise, relative = _exercise(source)
+    paragraph = _paragraph(source)
+    tasks = make_exercises.exercise_tasks(exercise, relative)
+    assert tasks, f"{relative} has no `## Task N · <title> (P points)` cells"
+    bullets = [line for line in paragraph.split("\n") if line.startswith("- ")]
+    assert len(bullets) == len(tasks), f"notebooks/{source.name}: {len(bullets)} bullets for {len(tasks)} tasks"
+    points, task = {}, None
+    for cell in exercise.cells:
+        if cell.cell_type == "markdown" and cell.source.startswith("## Task"):
+            task = int(cell.source.split()[2])
+        data = cell.metadata.get("nbgrader", {})
+        if data.get("grade") and task is not None:
+            points[task] = points.get(task, 0) + data["points"]
+    for task, bullet in zip(tasks, bullets):
+        assert bullet.startswith(f"- **Task {task.number} · {task.title}**"), (
+            f"notebooks/{source.name} does not list task {task.number} of {relative}; run `make exercises`"
+        )
+        assert float(task.points) == points.get(task.number), (
+            f"{relative}, task {task.number}: the heading says {task.points} points, its check cells give "
+            f"{points.get(task.number)}"
+        )
+        assert f"({task.points} point" in paragraph
+
+
+@needs_solutions
+@with_lessons()
+def test_lesson_exercises_paragraph_names_only_functions_of_the_exercise(source):
+    exercise, relative = _exercise(source)
+    text = "\n".join(cell.source for cell in exercise.cells)
+    named = {name for span in _CODE_SPAN.findall(_paragraph(source)) for name in _CALL.findall(span)}
+    missing = sorted(name for name in named if not re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", text))
+    assert not missing, f"notebooks/{source.name} promises {missing}, which {relative} never defines or asks for"
