@@ -127,8 +127,7 @@ show_grid(
 )
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(len(train), len(test), train.image_shape, torch.bincount(test.labels).tolist())
 
 # %% [markdown]

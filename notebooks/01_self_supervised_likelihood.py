@@ -32,8 +32,7 @@
 #   in every pixel order, and only a truncated context makes it an approximation;
 # - a first autoregressive model (a Gated PixelCNN) that beats the baseline by a wide margin.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 import math
 
 import matplotlib.pyplot as plt
@@ -98,8 +97,7 @@ print(train, test, sep="\n")
 # Let us see this on the simplest model there is: a single pixel (row 14, column 20, right of the
 # centre), modelled as a coin with $P(x=1)=q$.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 pixel = train.images[:, 0, 14, 20].double()  # the target is the pixel itself
 f = pixel.mean().item()  # how often it is on
 q = torch.linspace(0.01, 0.99, 99, dtype=torch.float64)
@@ -160,8 +158,7 @@ assert torch.allclose(per_pixel.sum((1, 2, 3)), -untrained.log_prob(x), rtol=1e-
 #
 # The fair coin is our zero point. Each pixel has probability 1/2 whatever its value:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 coin_nats = D * math.log(2)  # -log (1/2)^D
 print(
     f"D = {D} dimensions; a fair coin per pixel: {coin_nats:.2f} nats/image "
@@ -182,8 +179,7 @@ assert bits_per_dim(coin_nats, D) == 1.0
 # $\hat p(v) = (\text{count}(v) + 1) / (N + 16)$.
 
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 def patches_2x2(dataset):
     """Every non-overlapping 2x2 patch of every image, as a pattern number 0..15: shape (N * 196,)."""
     x = dataset.images[:, 0]  # (N, 28, 28)
@@ -222,8 +218,7 @@ plt.show()
 # The two checkerboards are rare: a pen stroke almost never produces them. Now the experiment, repeated
 # over 20 random draws of the $N$ training patches:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 torch.manual_seed(0)
 sizes = [10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000]
 curves = {k: [] for k in ("ml train", "ml test", "laplace train", "laplace test")}
@@ -344,8 +339,7 @@ assert abs(base_samples.float().mean() - test.images.float().mean()) < 0.05, "..
 #
 # Both mistakes are common in code you will find online, and both make a model look better than it is.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 per_image = nll(baseline, test.images)  # (1000,) nats, summed over the 784 pixels
 right = per_image.mean().item()
 print(f"right:  {right:.2f} nats/image = {right / math.log(2):.2f} bits/image = {bits_per_dim(right, D):.4f} bits/dim")
@@ -383,8 +377,7 @@ assert abs(right / wrong / D - 1) < 1e-4 and abs(right - base_test["nats"]) < 1e
 # marginals,
 # $p(x_{o_t}\mid x_{o_{<t}}) = p(x_{o_1},\dots,x_{o_t}) \,/\, p(x_{o_1},\dots,x_{o_{t-1}})$.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 digits = train.images[:, 0].to(torch.uint8)
 windows = digits.unfold(1, 3, 1).unfold(2, 3, 1).reshape(-1, 3, 3)  # every 3x3 window: (2,704,000, 3, 3)
 p = empirical_joint(windows, alpha=1.0)  # the true distribution of our world: (512,)
@@ -395,8 +388,7 @@ print(f"{len(windows):,} windows; p sums to {p.sum().item():.6f}; entropy H(p) =
 # Pick one image of the world, a diagonal stroke, and write its probability as a product of nine
 # conditionals, in raster order and in column order:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 stroke = torch.tensor([[0, 0, 1], [0, 1, 0], [1, 0, 0]])
 n = index_of(stroke[None]).item()
 for name, order in (("raster", raster_order(3, 3)), ("column", column_order(3, 3))):
@@ -417,8 +409,7 @@ print(f"p(stroke)        = {p[n].item():.6e}")
 # Each is a valid distribution over the 512 images (it sums to one), so we can measure its cross-entropy
 # $H(p, q) = H(p) + \mathrm{KL}(p\,\|\,q)$: its NLL on endless data from the world.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 orders = {
     "raster": raster_order(3, 3),
     "column": column_order(3, 3),
@@ -503,8 +494,7 @@ assert kls["random, context 1"] > max(kls["raster, context 1"], kls["column, con
 # conditional with **one** shared convolutional network, whose context is a window of earlier pixels in
 # raster order: few parameters, and dependencies learned from data.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"3x3 world: {2**9 - 1} numbers for the joint, {sum(2**t for t in range(9))} for the exact conditionals")
 print(f"28x28 binary images: 2^784 - 1 ≈ 10^{784 * math.log10(2):.0f} numbers")
 

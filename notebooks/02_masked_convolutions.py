@@ -140,8 +140,7 @@ plt.show()
 # - **mask A** (first layer) excludes the centre: the output at $(i, j)$ must not see $x_{ij}$;
 # - **mask B** (every later layer) includes it.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 mask_a = raster_mask(5, "A", in_channels=1, out_channels=1)[0, 0].int()
 mask_b = raster_mask(5, "B", in_channels=1, out_channels=1)[0, 0].int()
 print("mask A (5x5):\n", mask_a.numpy())
@@ -217,8 +216,7 @@ print("masks A and B keep exactly the past (and, for B, the centre)")
 # read input group $g'$ when $g' < g$ (mask A) or $g' \le g$ (mask B). Printed below: the centre weight
 # of a 3-in, 3-out layer, with rows = output group and columns = input group.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 centre_a = raster_mask(7, "A", 3, 3, data_channels=3)[:, :, 3, 3].int()
 centre_b = raster_mask(7, "B", 3, 3, data_channels=3)[:, :, 3, 3].int()
 centre_hidden = raster_mask(3, "B", 6, 6, data_channels=3)[:, :, 1, 1].int()
@@ -448,8 +446,7 @@ for ax, d in zip(axes[1], dilation_sets):
 fig.colorbar(image, ax=axes, shrink=0.6, label="log10 |d logit / d x|")
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"{'model':28s} {'pixels seen':>11s} {'holes':>6s}")
 for n in depths:
     print(f"{f'PixelCNN, {n} blocks':28s} {int((pixelcnn_fields[n] > 0).sum()):11d} {int(pixelcnn_holes[n].sum()):6d}")
@@ -689,8 +686,7 @@ plt.show()
 # one class bias after its first layer ($10 \times$ channels numbers); the Gated PixelCNN adds one to
 # both halves of both stacks of every gated layer: $10 \times 4p$ per layer.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 rows = {
     "PixelCNN (64 ch, 6 blocks)": (PixelCNN(), PixelCNN(num_classes=10)),
     "Gated PixelCNN (32 ch, 5 layers)": (GatedPixelCNN(), GatedPixelCNN(num_classes=10)),

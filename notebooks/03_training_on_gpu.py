@@ -192,8 +192,7 @@ ax.set_ylabel("learning rate")
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print([round(learning_rate(cfg, s, 400), 6) for s in (0, 19, 20, 210, 399)])
 
 # We train with the fast path measured above (`**fast_options(device, ...)`).

@@ -171,8 +171,7 @@ assert conditional < unconditional, "knowing the class should make test digits m
 # channels R, G, B. `course_lib.stepping.AncestralStepper` holds a partly drawn batch of images and advances
 # one sub-pixel per `step()`. Its `site(k)` says where step $k$ lands; for a tiny 2×3 colour image:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from course_lib.stepping import AncestralStepper
 
 tiny_colour = GatedPixelCNN(image_shape=(3, 2, 3), levels=4, channels=6, dilations=(1,))
@@ -327,8 +326,7 @@ print("widget: clicks advance the stepper one sub-pixel (or one row) at a time")
 # Below 1 it pushes each probability towards 0 or 1 (at $T \to 0$ every pixel takes its most likely
 # value); above 1 it pulls them towards $\tfrac12$. A logit of 2 (a probability of 0.88) becomes:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for T in (0.5, 0.8, 1.0, 1.25, 2.0):
     print(f"T = {T:4}:  P(on) = {torch.sigmoid(torch.tensor(2.0) / T).item():.3f}")
 
@@ -587,8 +585,7 @@ print(f"completing its bottom half:   {completion_passes} forward passes")
 print(f"scoring one image (log_prob): {scoring_passes} forward pass ({scoring_seconds * 1000:.0f} ms)")
 print(f"sampling took {naive_seconds / scoring_seconds:.0f} times as long as scoring")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print("naive sampling makes C*H*W forward passes:", naive_passes == C * H * W)
 print("completion only passes over the hidden half:", completion_passes == C * H * W // 2)
 print("scoring an image takes one pass:", scoring_passes == 1)

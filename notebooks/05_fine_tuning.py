@@ -115,8 +115,7 @@ show_grid(
 plt.tight_layout()
 plt.show()
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(
     sorted(select_classes(train, range(5)).labels.unique().tolist()),
     sorted(target_pool.labels.unique().tolist()),
@@ -359,8 +358,7 @@ new = [n for n, _ in conditional.named_parameters() if "class_bias" in n]
 print(f"{len(new)} new class-bias tables, all zero: {all(conditional.get_parameter(n).abs().sum() == 0 for n in new)}")
 print(f"conditional model == pretrained model for every label: {same}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 assert same, "add_conditioning must start exactly at the pretrained model"
 print("identical log-likelihoods for all 10 labels")
 

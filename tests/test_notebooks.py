@@ -45,3 +45,14 @@ def test_saving_in_jupyterlab_leaves_the_py_source_unchanged(notebook):
     nb.metadata.setdefault("jupytext", {}).setdefault("text_representation", {})["jupytext_version"] = "9.9.9"
     config = load_jupytext_config(str(source))
     assert jupytext.writes(nb, fmt="py:percent", config=config) == source.read_text()
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.name)
+def test_output_checks_are_cell_tags_not_comments_a_learner_reads(source):
+    """nbval compares the stored output of cells tagged `nbval-check-output`; no test-harness comment
+    (`# NBVAL_...`) is left in the code a learner reads, and each lesson checks at least one output."""
+    notebook = jupytext.read(source.with_suffix(".ipynb"))
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert not [c for c in code if "NBVAL" in c.source], "use the nbval-check-output cell tag instead"
+    tagged = [c for c in code if "nbval-check-output" in c.metadata.get("tags", [])]
+    assert tagged and all(c.outputs for c in tagged), "tag deterministic cells nbval-check-output, with outputs"
