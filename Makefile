@@ -8,7 +8,7 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo lint format test course exercises bench bench-precision mutation clean
+.PHONY: setup lab demo lint format test course exercises bench bench-precision mutation mutation-solutions clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,12 @@ bench-precision: setup
 # do the unit tests catch? (about an hour on a 2-core CPU; MODULES="masks data" for some modules)
 mutation: setup
 	$(BIN)/python tools/mutate.py $(MODULES)
+
+# check strength: plausible one-line mistakes planted in each task's reference solution (solutions/), one at
+# a time; how many do the exercise checks catch, and with which message? Also runs every unmutated reference
+# 20 times on fresh random inputs (no false failure allowed). LESSONS="01 02" for some lessons; JOBS=2.
+mutation-solutions: setup
+	$(BIN)/python tools/mutate_solutions.py --repeat 20 --fail-under 90 --jobs $(or $(JOBS),1) $(if $(LESSONS),--lessons $(LESSONS))
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from solution_cells import SolutionCells
 from torch.utils.data import DataLoader
 
 from coursework.checks import CheckFailed
@@ -221,3 +222,85 @@ def test_verdict_reveals_no_code(capsys):
         checks.check_nll(nll_bits)
     out = capsys.readouterr().out
     assert out.startswith("✗") and "Hint:" in out and "binary_cross_entropy" not in out
+
+
+# ---------------------------------------------------------------- planted bugs in the solved notebook
+# (solutions/01: the reference solution with one (old, new) replacement, as a learner would write it)
+
+NOTEBOOK = SolutionCells("01_self_supervised_likelihood", ["t01_nll", "t02_bpd", "t03_fit", "t04_eval"])
+BPD = "nats_per_image / (dims * math.log(2))"
+FIT = "return (counts + alpha) / (images.shape[0] + alpha * levels)"
+
+
+@pytest.mark.parametrize(
+    "task, check, old, new, match",
+    [
+        # bits_per_dim: the message names the part of the formula that is wrong
+        ("t02_bpd", "check_bits_per_dim", BPD, "(nats_per_image - 1) / (dims * math.log(2))", "numerator is wrong"),
+        ("t02_bpd", "check_bits_per_dim", BPD, "nats_per_image / (dims + math.log(2))", "denominator is wrong"),
+        ("t02_bpd", "check_bits_per_dim", BPD, "nats_per_image * (dims * math.log(2))", r"multiplied by D · ln 2"),
+        # fit_independent: a numerator bug is not blamed on the denominator, and vice versa
+        (
+            "t03_fit",
+            "check_fit_independent",
+            "(counts + alpha)",
+            "(counts - alpha)",
+            "numerator is wrong.*denominator is right",
+        ),
+        ("t03_fit", "check_fit_independent", "(counts + alpha)", "(counts + alpha * levels)", "numerator is wrong"),
+        (
+            "t03_fit",
+            "check_fit_independent",
+            "images.shape[0] +",
+            "images.shape[1] +",
+            "denominator is wrong.*numerator is right",
+        ),
+        (
+            "t03_fit",
+            "check_fit_independent",
+            FIT,
+            "return (counts + alpha) * (images.shape[0] + alpha * levels)",
+            "multiplied",
+        ),
+        # one_hot without num_classes: a level absent from the images is dropped
+        (
+            "t03_fit",
+            "check_fit_independent",
+            "F.one_hot(images.long(), levels)",
+            "F.one_hot(images.long())",
+            "level 3 never occurs.*dropped",
+        ),
+        # evaluate_nll: the caller's mode, the batch size, a float
+        ("t04_eval", "check_evaluate", "model.train(was_training)", "pass", "left the model in eval mode"),
+        (
+            "t04_eval",
+            "check_evaluate",
+            "model.train(was_training)",
+            "model.train()",
+            "arrived in eval mode into train mode",
+        ),
+        ("t04_eval", "check_evaluate", "batch_size=batch_size, ", "", "ignores the batch_size argument"),
+        ("t04_eval", "check_evaluate", ".sum().item()", ".sum()", "returned a tensor, not a float"),
+        ("t04_eval", "check_evaluate", "count += x.shape[0]", "count += 1", "number of batches"),
+        ("t04_eval", "check_evaluate", "total += nll", "total -= nll", "sign is wrong"),
+        (
+            "t04_eval",
+            "check_evaluate",
+            "total += nll(model(x), x).double().sum().item()",
+            "total += nll(model(x), x).double().mean().item() * batch_size",
+            "last batch as a full one",
+        ),
+    ],
+)
+def test_planted_bugs_in_the_solution_fail_with_their_own_message(task, check, old, new, match):
+    failing(getattr(checks, check), NOTEBOOK.solution(task, (old, new)), match)
+
+
+def test_an_error_inside_pytorch_is_not_taken_for_the_exercise_stub():
+    # cross_entropy with its arguments swapped raises NotImplementedError inside PyTorch ("not implemented for
+    # 'Long'"): that is an error in the learner's call, not an unfinished exercise
+    swapped = NOTEBOOK.solution("t01_nll", ("F.cross_entropy(logits, x.long(),", "F.cross_entropy(x.long(), logits,"))
+    with pytest.raises(CheckFailed, match="raised NotImplementedError: .*not implemented for 'Long'") as error:
+        checks.check_nll(swapped)
+    assert "not implemented yet" not in str(error.value)
+    failing(checks.check_nll, NOTEBOOK.stub("t01_nll"), "not implemented yet")

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from solution_cells import SolutionCells
 
 from coursework.checks import CheckFailed
 from coursework.checks import lesson02 as checks
@@ -318,7 +319,7 @@ def causal_rows_only(model):
 @pytest.mark.parametrize(
     "fn, match",
     [
-        (causal_strictly_after, "sees its own pixel|raw input|colour"),
+        (causal_strictly_after, "sees its own pixel|sees its own sub-pixel|raw input|colour"),
         (causal_ignores_channels, "colour channels of one pixel"),
         (causal_too_strict, "flags a causal colour model"),
         (causal_rows_only, "misses"),
@@ -328,3 +329,70 @@ def causal_rows_only(model):
 )
 def test_is_causal_mutations(fn, match):
     failing(checks.check_is_causal, fn, match)
+
+
+# ---------------------------------------------------------------- planted bugs in the solved notebook
+# (solutions/02: the reference solution with one (old, new) replacement, as a learner would write it)
+
+NOTEBOOK = SolutionCells("02_masked_convolutions", ["t01_mask", "t02_conv", "t03_field", "t04_causal"])
+BUFFER = 'self.register_buffer("mask", make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels))'
+
+
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        # gradients that never reach the parameters: the layer would never train
+        ("self.weight * self.mask", "self.weight.data * self.mask", "no gradient reaches the weight"),
+        ("self.weight * self.mask", "self.weight.detach() * self.mask", "no gradient reaches the weight"),
+        ("self.weight * self.mask", "self.weight.data.mul_(self.mask)", "no gradient reaches the weight"),
+        ("self.bias, padding", "self.bias.data, padding", "no gradient reaches the bias"),
+        # the mask kept as a plain attribute: not in state_dict, left behind by .to(device)
+        (BUFFER, BUFFER.replace('self.register_buffer("mask", ', "self.mask = ")[:-1], "plain attribute.*state_dict"),
+        # the mask applied once in __init__ (with a buffer of ones): named as such, not as a missing buffer
+        (
+            BUFFER,
+            'self.register_buffer("mask", torch.ones_like(self.weight)); '
+            "self.weight.data *= make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels)",
+            "applied only once",
+        ),
+    ],
+)
+def test_masked_conv_planted_bugs(old, new, match):
+    failing(checks.check_masked_conv, NOTEBOOK.solution("t02_conv", (old, new)), match)
+
+
+def test_receptive_field_with_a_threshold_misses_small_gradients():
+    fn = NOTEBOOK.solution("t03_field", ("return grad[0] != 0", "return grad[0].abs() > 1e-3"))
+    failing(checks.check_receptive_field, fn, "small .* but not zero")
+
+
+@pytest.mark.parametrize(
+    "old, new, match",
+    [
+        # test models that leak at varied places: a checker that skips a row, column or channel is caught
+        ("for i in range(height):", "for i in range(1):", r"misses single leaks in \d places .*last row"),
+        ("for i in range(height):", "for i in range(height // 2):", r"misses single leaks in \d places .*last row"),
+        ("for i in range(height):", "for i in range(0):", "misses every one of the"),
+        ("for i in range(height):", "for i in range(height - 1):", "misses a single leak in the last row"),
+        ("for i in range(height):", "for i in range(1, height):", "misses a single leak in the first row"),
+        ("for j in range(width):", "for j in range(width - 1):", "misses a single leak in the last column"),
+        ("for j in range(width):", "for j in range(1, width):", "misses a single leak in the first column"),
+        ("for c in range(channels):", "for c in range(1):", "misses a single leak in the last channel"),
+        ("i * width + j + 1", "i * width + j + 2", "misses a single leak in the next pixel"),
+    ],
+)
+def test_is_causal_planted_bugs(old, new, match):
+    failing(checks.check_is_causal, NOTEBOOK.solution("t04_causal", (old, new)), match)
+
+
+def test_leaky_models_leak_exactly_once():
+    from course_lib.causality import causality_violations
+
+    g = torch.Generator().manual_seed(1)
+    for where in ("last row", "last column", "first row", "first column", "next pixel", "last channel"):
+        shape = (3, 3, 3) if where == "last channel" else (1, 5, 4)
+        _, model = checks._leaky(g, where, shape)
+        violations = causality_violations(model)
+        assert len(violations) == 1, (where, violations)
+        ((out, src),) = violations
+        assert tuple(out) == model.out and tuple(src) == model.src, where

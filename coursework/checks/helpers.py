@@ -189,3 +189,162 @@ def tiny_gated(
             if out_bias is not None:
                 model.out2.bias.fill_(out_bias)
     return model
+
+
+# -- device probes (lessons 03-05): device handling tested without a GPU ---------------------------------
+class ProbeStop(BaseException):
+    """Raised by `probe_forward` at the model's first forward pass, to stop the learner's function there.
+    A BaseException, so that a learner's ``except Exception`` does not swallow it."""
+
+
+def meta_copy(model):
+    """A copy of `model` on PyTorch's "meta" device: tensors with shapes and no data. A learner's code that
+    honours the model's device sends its tensors there; one that forgets, or hard-codes "cpu", does not."""
+    import copy
+
+    return copy.deepcopy(model).to("meta")
+
+
+def probe_forward(fn, model, *args, meta_bool=None, **kwargs):
+    """Run the learner's ``fn(*args, **kwargs)``, which uses `model` (a `meta_copy`), up to the model's first
+    forward pass and stop it there: what did the function send to the model, and how?
+
+    Meanwhile ``torch.autocast`` is replaced by a recorder (autocast refuses the meta device), and with
+    `meta_bool` set, ``bool()`` of a meta tensor gives `meta_bool` instead of raising (a meta tensor has no
+    value: ``if known.all():`` needs one).
+
+    Returns None when `fn` never reached a forward pass (it returned, or raised first: the probe then says
+    nothing), else {"devices": [the device of each tensor argument of the forward pass, in order],
+    "autocast": [(device_type, dtype or None, enabled) of every autocast context entered before it]}.
+    """
+    import warnings
+
+    record = {"devices": None, "autocast": []}
+
+    class RecordingAutocast:
+        def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+            record["autocast"].append((str(device_type), dtype, bool(enabled)))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __call__(self, func):
+            return func
+
+    def stop(module, inputs):
+        record["devices"] = [a.device for a in inputs if torch.is_tensor(a)]
+        raise ProbeStop()
+
+    original_bool, original_all, original_any = torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any
+
+    def fake_bool(self):
+        return meta_bool if self.device.type == "meta" else original_bool(self)
+
+    def reduction(original):
+        def reduce(self, *args, **kwargs):
+            if self.device.type == "meta" and not args and not kwargs:  # (PyTorch's own meta version is slow to load)
+                return torch.empty((), dtype=torch.bool, device="meta")
+            return original(self, *args, **kwargs)
+
+        return reduce
+
+    saved = (torch.autocast, torch.amp.autocast)
+    handle = model.register_forward_pre_hook(stop)
+    torch.autocast = torch.amp.autocast = RecordingAutocast
+    if meta_bool is not None:
+        torch.Tensor.__bool__ = fake_bool
+        torch.Tensor.all, torch.Tensor.any = reduction(original_all), reduction(original_any)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(*args, **kwargs)
+    except ProbeStop:
+        pass
+    except Exception:  # noqa: BLE001 - code that cannot run on the meta device: the probe tells nothing
+        pass
+    finally:
+        torch.autocast, torch.amp.autocast = saved
+        torch.Tensor.__bool__ = original_bool
+        torch.Tensor.all, torch.Tensor.any = original_all, original_any
+        handle.remove()
+    return None if record["devices"] is None else record
+
+
+def fail_off_device(record, name: str, what: str, hint: str, positions=None):
+    """Fail when a `probe_forward` record shows a tensor argument of the forward pass (those at `positions`,
+    default all) that is not on the model's (meta) device. A record of None (no forward reached) passes."""
+    if record is None:
+        return
+    devices = record["devices"] if positions is None else [record["devices"][k] for k in positions]
+    wrong = [d for d in devices if d.type != "meta"]
+    if wrong:
+        fail(
+            f"{name} gave the model {what} on the device '{wrong[0]}', not on the model's device (the check "
+            "moved the model to PyTorch's 'meta' device, as a GPU would, to see where your tensors go)",
+            hint,
+        )
+
+
+# -- calling the learner's code, blaming the learner's own line (lessons 01-02) --------------------------
+@functools.cache
+def _library_dirs() -> tuple:
+    """Folders of code that is not the learner's: course_lib, coursework, the standard library, installed packages."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(sorted(dirs)) + _PACKAGES
+
+
+def _in_library(filename: str | None) -> bool:
+    return bool(filename) and os.path.abspath(filename).startswith(_library_dirs())
+
+
+def learner_call(fn: Callable, *args, **kwargs):
+    """Like `call`, with two differences: a ``NotImplementedError`` raised inside a library (PyTorch has
+    operations "not implemented for 'Long'") is reported as the error it is, not as "not implemented yet";
+    and the "(at `line`)" of an error is the learner's own line, never one inside PyTorch or Python."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if not callable(fn):
+        fail(f"expected a function, got {type(fn).__name__}", "pass the function itself (no parentheses) to the check")
+    try:
+        return fn(*args, **kwargs)
+    except CheckFailed:
+        raise
+    except Exception as error:  # noqa: BLE001 - any learner error becomes a verdict
+        frames = traceback.extract_tb(error.__traceback__)
+        if isinstance(error, NotImplementedError) and frames and not _in_library(frames[-1].filename):
+            not_implemented(name)
+        where = None
+        for frame in frames:
+            if frame.line and not _in_library(frame.filename):
+                where = frame.line.strip()
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
+        if where:
+            what += f" (at `{where}`)"
+        fail(what[:400], "run your function on a small input in a new cell to see the full error")
+
+
+def call_explained(fn: Callable, *args, hint, context: str = "", **kwargs):
+    """Like `call`, but an exception of the learner's code is reported with `context` (e.g. which input it
+    happened on) and `hint`: a string, or a function (message, learner's line) -> string."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    if not callable(fn):
+        return call(fn, *args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except CheckFailed:
+        raise
+    except NotImplementedError:
+        not_implemented(name)
+    except Exception as error:  # noqa: BLE001 - any learner error becomes a verdict
+        where = _learner_line(error)
+        message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
+        if where:
+            what += f" (at `{where}`)"
+        fail(f"{what} {context}".strip(), hint(message, where) if callable(hint) else hint)

@@ -7,12 +7,13 @@ batch, ...) by what they would return, and prints one verdict line. It raises `C
 """
 
 import math
+import traceback
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .helpers import LN2, call, close, fail, fresh_generator, isolated, passed
+from .helpers import LN2, _in_library, close, fail, fresh_generator, isolated, learner_call, passed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -23,6 +24,14 @@ def _as_float64(value, what):
         return torch.as_tensor(value.detach() if torch.is_tensor(value) else value).double()
     except Exception:
         fail(f"{what} returned {type(value).__name__}, not a number or a tensor", "return a torch tensor")
+
+
+def _error_text(error):
+    """`TypeError: message (at `the learner's line`)` for an exception the learner's code raised."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = type(error).__name__ + (f" ({message[:150]})" if message else "")
+    lines = [f.line for f in traceback.extract_tb(error.__traceback__) if f.line and not _in_library(f.filename)]
+    return text + (f" at `{lines[-1].strip()}`" if lines else "")
 
 
 def _close(a, b, rtol=1e-4, atol=1e-4):
@@ -136,16 +145,16 @@ def check_nll(nll):
             try:
                 got = nll(logits.clone(), x.clone())
             except NotImplementedError:
-                call(nll, logits, x)
+                learner_call(nll, logits, x)
             except Exception as err:  # the learner's code may fail in any way
                 fail(
-                    f"nll works for Bernoulli logits (B, C, H, W) but raised {type(err).__name__} for "
+                    f"nll works for Bernoulli logits (B, C, H, W) but raised {_error_text(err)} for "
                     "categorical logits of shape (B, K, C, H, W)",
                     "handle both layouts: 4 dimensions are Bernoulli logits, 5 are K-way logits with the "
                     "levels in dimension 1",
                 )
         else:
-            got = call(nll, logits.clone(), x.clone())
+            got = learner_call(nll, logits.clone(), x.clone())
         got = _as_float64(got, "nll")
         ref = _ref_nll(logits, x)
         if not _close(got, ref):
@@ -156,7 +165,7 @@ def check_nll(nll):
     # a large, confident logit must not overflow (log(sigmoid) computed naively gives inf)
     logits = torch.tensor([[[[40.0, -40.0]]]])
     x = torch.tensor([[[[0, 1]]]])
-    got = _as_float64(call(nll, logits, x), "nll")
+    got = _as_float64(learner_call(nll, logits, x), "nll")
     if not (got.numel() == 1 and torch.isfinite(got).all() and abs(got.item() - 80.0) < 1e-2):
         fail(
             "nll is not numerically stable: logits of ±40 on the wrong pixel value should cost 80 nats, "
@@ -175,9 +184,9 @@ def check_bits_per_dim(bits_per_dim):
     g = fresh_generator()
     nats = torch.rand(5, generator=g, dtype=torch.float64) * 300 + 10
     dims = int(torch.randint(50, 800, (), generator=g))
-    cases = [(float(nats[0]), dims), (nats, dims)]
+    cases = [(nats, dims), (float(nats[0]), dims)]  # the tensor first: its 5 values tell numerator from denominator
     for value, d in cases:
-        got = _as_float64(call(bits_per_dim, value, d), "bits_per_dim")
+        got = _as_float64(learner_call(bits_per_dim, value, d), "bits_per_dim")
         ref = torch.as_tensor(value, dtype=torch.float64) / (d * LN2)
         if _close(got, ref, rtol=1e-6, atol=1e-9):
             continue
@@ -201,11 +210,32 @@ def check_bits_per_dim(bits_per_dim):
             (LN2 / math.log10(2), "you used log10(2) instead of ln 2", "the NLL is in nats: use math.log(2)"),
             (1 / LN2**2, "you divided by ln 2 twice", "bits = nats / ln 2, once"),
             (d * LN2, "you returned nats per image unchanged", "divide by D and by ln 2"),
+            (
+                (d * LN2) ** 2,
+                "you multiplied by D · ln 2 instead of dividing by it",
+                "bits/dim = nats per image / (D * ln 2)",
+            ),
+            (d * d, "you multiplied by D instead of dividing by it", "bits/dim = nats per image / (D * ln 2)"),
         ):
             if _close(got, ref * factor, rtol=1e-6, atol=1e-9):
                 fail(msg, hint)
+        given = torch.as_tensor(value, dtype=torch.float64)
+        ratio = given / got  # what the learner divided each NLL by
+        if got.numel() > 1 and torch.isfinite(ratio).all() and _close(ratio, ratio.flatten()[0].expand_as(ratio)):
+            fail(
+                f"the denominator is wrong: your bits_per_dim divides the NLL by {ratio.flatten()[0].item():.6g}, "
+                f"but with D = {d} it must divide by D · ln 2 = {d * LN2:.6g} (the numerator, the NLL itself, is right)",
+                "bits/dim = nats per image / (D * ln 2): ln 2 converts nats to bits, D makes it per dimension",
+            )
+        if got.numel() > 1:
+            fail(
+                "the numerator is wrong: your bits per dimension are not proportional to the NLL "
+                f"(bits_per_dim({given.flatten()[0].item():.3f}, {d}) returned {got.flatten()[0].item():.6f}, "
+                f"expected {ref.flatten()[0].item():.6f})",
+                "divide nats_per_image itself, unchanged, by D * ln 2",
+            )
         fail(
-            f"bits_per_dim({float(torch.as_tensor(value).flatten()[0]):.3f}, {d}) returned "
+            f"bits_per_dim({float(given.flatten()[0]):.3f}, {d}) returned "
             f"{got.flatten()[0].item():.6f}, expected {ref.flatten()[0].item():.6f}",
             "bits/dim = nats per image / (D * ln 2)",
         )
@@ -219,22 +249,39 @@ def _ref_independent(images, levels, alpha):
     return (counts + alpha) / (images.shape[0] + alpha * levels)
 
 
+def _smoothing_fit(got, counts):
+    """(a, D) when `got` is exactly (counts + a) / D for one pseudo-count a and one denominator D (a straight
+    line through every (count, probability) pair), else None: what the learner's formula computed."""
+    x, y = counts.flatten(), got.flatten()
+    if x.var() < 1e-9:
+        return None
+    slope = ((x - x.mean()) * (y - y.mean())).mean() / ((x - x.mean()) ** 2).mean()
+    intercept = y.mean() - slope * x.mean()
+    if slope <= 0 or (y - (slope * x + intercept)).abs().max() > 1e-6:
+        return None
+    return (intercept / slope).item(), (1 / slope).item()
+
+
 @isolated
 def check_fit_independent(fit_independent):
     """Task 3: `fit_independent(images, levels, alpha)` -> probabilities (K, C, H, W) by counting, with
     `alpha` pseudo-counts per level."""
     g = fresh_generator()
-    for levels, c, alpha in ((2, 1, 1.0), (2, 1, 0.5), (4, 3, 1.0)):
+    # the last case: level 3 of 4 never occurs in the images at all, yet it needs its (smoothed) probability
+    for levels, c, alpha, absent in ((2, 1, 1.0, None), (2, 1, 0.5, None), (4, 3, 1.0, None), (4, 2, 0.5, 3)):
         n = int(torch.randint(20, 40, (), generator=g))
         h, w = (int(v) for v in torch.randint(3, 6, (2,), generator=g))
         p = torch.rand(levels, c, h, w, generator=g) ** 3  # some levels rare, so zero counts happen
         p[:, :, 0, 0] = 0
         p[0, :, 0, 0] = 1  # pixel (0, 0) never takes a level > 0
+        if absent is not None:
+            p[absent] = 0
+            p[0] += 0.05  # every pixel keeps some level it can take
         p = p / p.sum(0, keepdim=True)
         images = torch.multinomial(
             p.permute(1, 2, 3, 0).reshape(-1, levels), n, replacement=True, generator=g
         ).T.reshape(n, c, h, w)
-        got = _as_float64(call(fit_independent, images.clone(), levels, alpha), "fit_independent")
+        got = _as_float64(learner_call(fit_independent, images.clone(), levels, alpha), "fit_independent")
         ref = _ref_independent(images, levels, alpha)
         if _close(got, ref, rtol=1e-5, atol=1e-6):
             continue
@@ -249,6 +296,15 @@ def check_fit_independent(fit_independent):
                 f"levels are the last dimension {where}; expected shape (K, C, H, W), levels first",
                 "put the level dimension first (permute)",
             )
+        seen_levels = int(images.max()) + 1
+        if got.dim() == 4 and got.shape[1:] == ref.shape[1:] and got.shape[0] == seen_levels < levels:
+            fail(
+                f"you returned probabilities for {got.shape[0]} levels, not {levels}: level {levels - 1} never "
+                f"occurs in these images, and your counting dropped it {where}. It still needs its probability, "
+                "alpha / (N + K * alpha), or a test image that uses it has no probability at all",
+                "count over all K = levels levels: F.one_hot(x, levels) (without num_classes, one_hot only makes "
+                "as many classes as the largest value it sees)",
+            )
         if got.shape != ref.shape:
             fail(
                 f"fit_independent returned shape {tuple(got.shape)}, expected {tuple(ref.shape)} {where}",
@@ -260,14 +316,46 @@ def check_fit_independent(fit_independent):
                 "so one test image with it would have infinite NLL",
                 "add alpha to every count (Laplace smoothing)",
             )
-        counts = ref * (n + alpha * levels) - alpha
-        if _close(got, (counts + alpha) / (n + alpha), rtol=1e-5, atol=1e-6):
-            fail(
-                f"the probabilities do not sum to 1 over the levels {where}",
-                "the denominator needs alpha once for every level: N + K * alpha",
-            )
         if _close(got, ref.flip(0), rtol=1e-5, atol=1e-6):
             fail(f"the levels are in reverse order {where}", "entry [k] must be the probability of level k")
+        counts = F.one_hot(images.long(), levels).sum(0).permute(3, 0, 1, 2).double()
+        denominator = n + alpha * levels
+        if _close(got, (counts + alpha) * denominator, rtol=1e-5, atol=1e-6):
+            fail(
+                f"you multiplied by N + K * alpha instead of dividing by it {where}",
+                "p = (count + alpha) / (N + K * alpha)",
+            )
+        fitted = _smoothing_fit(got, counts)
+        if fitted is not None:
+            a, d = fitted
+            right_a = math.isclose(a, alpha, rel_tol=1e-4, abs_tol=1e-4)
+            right_d = math.isclose(d, denominator, rel_tol=1e-4, abs_tol=1e-4)
+            if right_d and not right_a:
+                fail(
+                    f"the numerator is wrong {where}: each probability must be (count + alpha) / (N + K * alpha), "
+                    f"(count + {alpha:g}) / {denominator:g} here; yours is (count + {a:.4g}) / {d:.4g}. "
+                    "Your denominator is right",
+                    "add alpha once to the count of each level: the numerator is count + alpha",
+                )
+            if right_a and math.isclose(d, n + alpha, rel_tol=1e-4, abs_tol=1e-4):
+                fail(
+                    f"the probabilities do not sum to 1 over the levels {where}: your denominator is N + alpha "
+                    f"= {d:.4g}, but each of the K = {levels} levels adds alpha to its count",
+                    "the denominator needs alpha once for every level: N + K * alpha",
+                )
+            if right_a:
+                fail(
+                    f"the denominator is wrong, so the probabilities do not sum to 1 over the levels {where}: "
+                    f"yours divides (count + alpha) by {d:.4g}, expected N + K * alpha = {n} + {levels} * {alpha:g} "
+                    f"= {denominator:g}. Your numerator is right",
+                    "N is the number of images (images.shape[0]), K the number of levels",
+                )
+            fail(
+                f"both the numerator and the denominator are wrong {where}: yours is (count + {a:.4g}) / {d:.4g}, "
+                f"expected (count + {alpha:g}) / {denominator:g}",
+                "p = (count + alpha) / (N + K * alpha): alpha once per level in the numerator, K times in the "
+                "denominator",
+            )
         pooled = ref.mean((1, 2, 3), keepdim=True).expand_as(ref)
         if (got - pooled).abs().max() < 0.05 or got.flatten(1).std(1).max() < 1e-6:
             fail(
@@ -289,7 +377,7 @@ def check_fit_independent(fit_independent):
         )
     passed(
         "fit_independent: per-sub-pixel frequencies with alpha pseudo-counts, summing to 1, "
-        "binary and 4-level, 1 and 3 channels"
+        "binary and 4-level, 1 to 3 channels, also for a level that never occurs"
     )
 
 
@@ -336,7 +424,8 @@ def check_evaluate(evaluate_nll):
     logits = torch.randn(c, h, w, generator=g) * 0.5 - 1.5
     model = _ProbeModel(logits)
     model.train()
-    got = _as_float64(call(evaluate_nll, model, _ListDataset(images), bs), "evaluate_nll")
+    raw = learner_call(evaluate_nll, model, _ListDataset(images), bs)
+    got = _as_float64(raw, "evaluate_nll")
     seen = sum(k for _, _, k in model.calls)
     kept = (n // bs) * bs
     if seen == kept < n:
@@ -367,6 +456,11 @@ def check_evaluate(evaluate_nll):
             ),
             (ref / LN2, "you reported bits, not nats", "stay in nats; convert with bits_per_dim"),
             (
+                -ref,
+                "your NLL is negative: the sign is wrong (a negative log-likelihood is never negative)",
+                "add each batch's NLLs to the total (+=), and divide the total by the number of images",
+            ),
+            (
                 ref / d,
                 "you averaged over pixels: that is nats per pixel, not per image",
                 "sum over the pixels of an image, average over images",
@@ -380,6 +474,16 @@ def check_evaluate(evaluate_nll):
                 per_image[:kept].sum() / n,
                 "the last batch's NLL is missing from the total",
                 "add every batch, including the last, smaller one",
+            ),
+            (
+                (per_image[:kept].sum() + per_image[kept:].mean() * bs) / n,
+                f"you counted the last batch as a full one: it has {n - kept} images, not {bs}",
+                "add up each batch's per-image NLLs (sum), not its mean times the batch size",
+            ),
+            (
+                per_image.sum() / len(batch_means),
+                "you divided the total by the number of batches, not by the number of images",
+                "count the images: count += x.shape[0] for every batch",
             ),
         ):
             if math.isclose(got.item(), value.item(), rel_tol=1e-4, abs_tol=1e-4):
@@ -405,7 +509,36 @@ def check_evaluate(evaluate_nll):
             "evaluation built a computation graph for gradients it never uses (memory and time wasted)",
             "wrap the loop in torch.no_grad()",
         )
+    largest = max(k for _, _, k in model.calls)
+    if largest != bs:
+        fail(
+            f"the model saw batches of up to {largest} images, but batch_size was {bs}: your loop ignores the "
+            "batch_size argument",
+            "DataLoader(dataset, batch_size=batch_size)",
+        )
+    if torch.is_tensor(raw):
+        fail(
+            "evaluate_nll returned a tensor, not a float: the value is right, but a reported number should be "
+            "a plain Python float",
+            "turn the tensor into a float with .item()",
+        )
+    if not model.training:
+        fail(
+            "evaluate_nll left the model in eval mode, but it arrived in train mode: the caller's next training "
+            "step would run without dropout or batch statistics",
+            "remember the caller's mode (was_training = model.training) and restore it at the end with "
+            "model.train(was_training)",
+        )
+    model = _ProbeModel(logits)
+    model.eval()
+    learner_call(evaluate_nll, model, _ListDataset(images), bs)
+    if model.training:
+        fail(
+            "evaluate_nll put a model that arrived in eval mode into train mode: restore the caller's mode, "
+            "not always train mode",
+            "remember was_training = model.training before model.eval(), and call model.train(was_training) at the end",
+        )
     passed(
         f"evaluate_nll: mean nats per image over all {n} images (batch size {bs}, last batch of {n % bs} "
-        "included), in eval mode, without gradients"
+        "included), in eval mode, without gradients, and the caller's mode restored"
     )

@@ -15,7 +15,7 @@ from course_lib.causality import receptive_field
 from course_lib.masks import MaskedConv2d as _RefConv
 from course_lib.masks import raster_mask, vertical_mask
 
-from .helpers import call, fail, fresh_generator, isolated, passed
+from .helpers import fail, fresh_generator, isolated, learner_call, passed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def check_mask(make_mask):
             )
         )
     for k, t, cin, cout, dc in cases:
-        got = call(make_mask, k, t, cin, cout, dc)
+        got = learner_call(make_mask, k, t, cin, cout, dc)
         if not torch.is_tensor(got):
             fail(f"make_mask returned {type(got).__name__}, not a tensor", "return a torch tensor of zeros and ones")
         got = got.detach().float()
@@ -173,6 +173,72 @@ def _conv_with(conv, mask, x, k):
     return F.conv2d(x, conv.weight * mask, conv.bias, padding=k // 2)
 
 
+def _require_mask_buffer(conv, where):
+    """The mask must be a buffer: saved in state_dict() and moved by .to(device) with the layer."""
+    shape = tuple(conv.weight.shape)
+
+    def fits(t):  # the weight's shape, or one that broadcasts to it
+        try:
+            return t.dim() > 0 and tuple(torch.broadcast_shapes(t.shape, shape)) == shape
+        except RuntimeError:
+            return False
+
+    if any(fits(b) for _, b in conv.named_buffers()):
+        return
+    plain = [
+        name for name, v in vars(conv).items() if torch.is_tensor(v) and not isinstance(v, nn.Parameter) and fits(v)
+    ]
+    if plain:
+        fail(
+            f"the mask is a plain attribute (self.{plain[0]} = ...), not a buffer {where}: it is missing from "
+            "state_dict(), so a saved model loses it, and .to(device) leaves it behind on the CPU",
+            'keep it with self.register_buffer("mask", make_mask(...))',
+        )
+    fail(
+        f"the layer has no mask buffer of the weight's shape {shape} {where}",
+        'make the mask once in __init__ and keep it with self.register_buffer("mask", make_mask(...))',
+    )
+
+
+def _gradients(conv, x, direction, mask, k):
+    """(the layer's weight and bias gradients, those of a convolution with weight * mask) after backward of
+    sum(layer(x) * direction), taken before the optimiser step."""
+    weight = conv.weight.detach().clone().requires_grad_(True)
+    bias = conv.bias.detach().clone().requires_grad_(True) if conv.bias is not None else None
+    (F.conv2d(x, weight * mask, bias, padding=k // 2) * direction).sum().backward()
+    got = tuple(None if p is None or p.grad is None else p.grad.detach().clone() for p in (conv.weight, conv.bias))
+    return got, (weight.grad, None if bias is None else bias.grad)
+
+
+def _require_gradients(got, ref, mask, where):
+    """The weight's gradient must be that of a convolution with weight * mask (zero where masked), and the
+    bias must get its gradient too."""
+    grad, bias_grad = got
+    ref_grad, ref_bias_grad = ref
+    if grad is None or not grad.abs().sum() > 0:
+        fail(
+            f"no gradient reaches the weight {where}: your forward pass uses a copy that is cut off from the "
+            "parameter (self.weight.data, .detach(), or a tensor made in __init__), so the layer never trains",
+            "multiply the parameter self.weight itself by the mask inside forward: self.weight * self.mask",
+        )
+    if not torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-5):
+        if (grad * (1 - mask)).abs().sum() > 0:
+            fail(
+                f"masked weights get a gradient {where}: the optimiser will move weights the mask hides",
+                "multiply the weight by the mask in forward (self.weight * self.mask), so the masked "
+                "weights get a zero gradient",
+            )
+        fail(
+            f"the weight's gradient differs from that of a convolution with weight * mask {where}",
+            "forward = the usual convolution, with self.weight * self.mask as the kernel",
+        )
+    if ref_bias_grad is not None and (bias_grad is None or not torch.allclose(bias_grad, ref_bias_grad, atol=1e-5)):
+        fail(
+            f"no gradient reaches the bias {where}: forward uses a copy of it that is cut off from the parameter",
+            "pass the parameter self.bias itself to the convolution (not self.bias.data)",
+        )
+
+
 @isolated
 def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
@@ -187,7 +253,7 @@ def check_masked_conv(MaskedConv2d):
     for cin, cout, k, t, dc in cases:
         with torch.random.fork_rng():  # leave the notebook's random state alone
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
-            conv = call(MaskedConv2d, cin, cout, k, t, dc)
+            conv = learner_call(MaskedConv2d, cin, cout, k, t, dc)
         where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)})"
         if not isinstance(conv, nn.Conv2d):
             fail(
@@ -203,7 +269,7 @@ def check_masked_conv(MaskedConv2d):
             )
         h, w = (int(v) for v in torch.randint(8, 11, (2,), generator=g))
         x = torch.randn(2, cin, h, w, generator=g)
-        out = call(conv, x)
+        out = learner_call(conv, x)
         if not torch.is_tensor(out) or out.shape != (2, cout, h, w):
             shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
             fail(
@@ -238,10 +304,12 @@ def check_masked_conv(MaskedConv2d):
             fail("the weight is not trainable", "keep self.weight an nn.Parameter")
         opt = torch.optim.SGD(conv.parameters(), lr=1.0)
         opt.zero_grad()
-        (call(conv, x) * torch.randn(2, cout, h, w, generator=g)).sum().backward()
+        direction = torch.randn(2, cout, h, w, generator=g)
+        (learner_call(conv, x) * direction).sum().backward()
+        gradients = _gradients(conv, x, direction, raster_mask(k, t, cin, cout, dc), k)
         opt.step()
         with torch.no_grad():
-            out2 = call(conv, x)
+            out2 = learner_call(conv, x)
             ref2 = _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)
         if not torch.allclose(out2, ref2, atol=1e-4):
             fail(
@@ -249,6 +317,8 @@ def check_masked_conv(MaskedConv2d):
                 "and the optimiser brought the hidden weights back",
                 "apply the mask inside forward, every time",
             )
+        _require_gradients(*gradients, raster_mask(k, t, cin, cout, dc), where)
+        _require_mask_buffer(conv, where)
     passed(
         f"MaskedConv2d: same-size output, masked in every forward pass (also after a training step), "
         f"masks A/B and colour groups, {len(cases)} random layers"
@@ -272,6 +342,7 @@ class _Stack(nn.Module):
         vertical_first=False,
         residual=False,
         skip_green_to_red=False,
+        first_scale=1.0,
     ):
         super().__init__()
         c = image_shape[0]
@@ -286,6 +357,8 @@ class _Stack(nn.Module):
         self.head = _RefConv(channels, c, 1, "B", c)
         for p in self.parameters():
             nn.init.normal_(p, std=0.5)
+        with torch.no_grad():  # first_scale < 1: every gradient with respect to the input is small (never 0)
+            self.first.weight.mul_(first_scale)
 
     def forward(self, x, labels=None):
         h = torch.tanh(self.first(x))
@@ -295,6 +368,60 @@ class _Stack(nn.Module):
         if self.skip_green_to_red:  # a skip connection that hands each pixel's green to its red output
             out = out + F.pad(x[:, 1:2], (0, 0, 0, 0, 0, x.shape[1] - 1))
         return out + x if self.residual else out
+
+
+class _Leak(nn.Module):
+    """A causal stack with one forbidden connection added: the logit of sub-pixel `out` = (c, i, j) also
+    reads the input sub-pixel `src`, which is `out` itself or comes after it. Only the map of that one
+    output shows the leak, so a test that skips its row, column or channel misses it."""
+
+    def __init__(self, stack, out, src):
+        super().__init__()
+        self.stack = stack
+        self.image_shape, self.levels, self.num_classes = stack.image_shape, 2, None
+        self.out, self.src = tuple(out), tuple(src)
+        for name, where in (("pick_out", out), ("pick_src", src)):
+            pick = torch.zeros(1, *stack.image_shape)
+            pick[(0, *where)] = 1.0
+            self.register_buffer(name, pick)
+
+    def forward(self, x, labels=None):
+        leaked = torch.tanh((x * self.pick_src).sum((1, 2, 3), keepdim=True))  # gradient never exactly 0
+        return self.stack(x) + 0.8 * leaked * self.pick_out
+
+
+def _leaky(g, where, image_shape=(1, 4, 4), channels=6):
+    """(description, model): a causal stack with one leak at a random place of the kind `where` names."""
+    ch, h, w = image_shape
+
+    def pick(low, high):  # an integer in [low, high]
+        return int(torch.randint(low, high + 1, (), generator=g))
+
+    # each kind of leak sits where only a test that skips that row, column or channel misses it: the first
+    # and last row and column leaks are away from the corners, the next-pixel leak inside the image
+    if where == "last row":
+        out = (0, h - 1, pick(1, w - 2))
+        src = out
+    elif where == "last column":
+        i = pick(1, h - 2)
+        out, src = (0, i, w - 1), (0, i + 1, pick(0, w - 1))
+    elif where == "first row":
+        j = pick(1, w - 2)
+        out, src = (0, 0, j), (0, pick(0, 1), j)
+    elif where == "first column":
+        i = pick(1, h - 2)
+        out, src = (0, i, 0), (0, pick(i, i + 1), 0)
+    elif where == "next pixel":
+        i, j = pick(1, h - 2), pick(1, w - 2)
+        out, src = (0, i, j), (0, i, j + 1)
+    else:  # "last channel": blue sees its own value at an inner pixel
+        i, j = pick(1, h - 2), pick(1, w - 2)
+        out, src = (ch - 1, i, j), (ch - 1, i, j)
+    model = _Leak(_fresh_stack(g, image_shape, channels=channels), out, src).eval()
+    seen = (
+        "its own sub-pixel" if src == out else f"the later sub-pixel (channel {src[0]}, row {src[1]}, column {src[2]})"
+    )
+    return f"output (channel {out[0]}, row {out[1]}, column {out[2]}) of a {ch}x{h}x{w} model sees {seen}", model
 
 
 def _fresh_stack(g, *args, **kwargs):
@@ -314,13 +441,13 @@ def check_receptive_field(receptive_field_map):
     g = fresh_generator()
     cases = [
         ((1, 7, 7), dict(n_layers=3), (4, 2, 0)),
-        ((1, 6, 6), dict(n_layers=2), (3, 1, 0)),
+        ((1, 6, 6), dict(n_layers=2, first_scale=1e-4), (3, 1, 0)),  # gradients around 1e-4
         ((3, 5, 5), dict(n_layers=2), (2, 1, int(torch.randint(0, 2, (), generator=g)))),
     ]
     for shape, kw, (i, j, c) in cases:
         model = _fresh_stack(g, shape, **kw)
         with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = call(receptive_field_map, model, i, j, c)
+            got = learner_call(receptive_field_map, model, i, j, c)
         ref = _ref_field(model, i, j, c)
         where = f"(output channel {c}, row {i}, column {j} of a {'x'.join(map(str, shape))} model)"
         if not torch.is_tensor(got):
@@ -367,6 +494,12 @@ def check_receptive_field(receptive_field_map):
                 "backward from the one logit [0, c, i, j]",
             )
         missing = int((ref & ~got).sum())
+        if missing and not (got & ~ref).any():
+            fail(
+                f"your map misses {missing} inputs that the output does see {where}: their gradient is small "
+                "(around 1e-4 in this model), but not zero",
+                "mark grad != 0 exactly, with no threshold: any non-zero gradient means the output sees that input",
+            )
         extra = int((got & ~ref).sum())
         fail(
             f"your map differs from the gradient's support {where}: {missing} seen inputs missing, "
@@ -426,25 +559,69 @@ def check_is_causal(is_causal):
             "your test misses an unshifted vertical stack, which sees pixels right of the output in its own row",
         ),
     ]
-    order = torch.randperm(len(cases), generator=g).tolist()
-    for n in order:
-        name, kw, causal, msg = cases[n]
-        model = _fresh_stack(g, **kw)
+    cases = [(name, lambda kw=kw: _fresh_stack(g, **kw), causal, msg) for name, kw, causal, msg in cases]
+    n_whole, leaks = len(cases), {}
+    for where, advice in (
+        ("next pixel", "the pixel right after the output in raster order is already forbidden"),
+        ("last channel", "check every channel of every output, and its own channel at its own pixel"),
+        ("last row", "check every row, the last one included"),
+        ("last column", "check every column, the last one included"),
+        ("first row", "check every row, the first one included"),
+        ("first column", "check every column, the first one included"),
+    ):
+        shape = (3, 3, 3) if where == "last channel" else (1, int(torch.randint(4, 6, (), generator=g)), 4)
+        what, model = _leaky(g, where, shape)
+        leaks[len(cases)] = what
+        cases.append(
+            (
+                f"a leak in the {where}",
+                lambda model=model: model,
+                False,
+                f"your test misses a single leak in the {where}: {what}. {advice[0].upper() + advice[1:]}",
+            )
+        )
+    # every model is tested; a false alarm is reported first, then a missed leak of the whole-model kinds, then
+    # the single leaks: one by its own message, several together (the test skips some outputs)
+    wrong = []
+    for n, (_, build, causal, _) in enumerate(cases):
+        model = build()
         with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = call(is_causal, model)
+            got = learner_call(is_causal, model)
         if not isinstance(got, (bool, torch.Tensor)) or (torch.is_tensor(got) and got.numel() != 1):
             fail(f"is_causal returned {type(got).__name__}, not True or False", "return a bool")
         if bool(got) != causal:
-            if causal:
-                fail(
-                    msg
-                    or f"your test flags {name}, which is causal: an output may depend on every sub-pixel "
-                    "strictly before it (rows above, pixels to the left)",
-                    "forbidden inputs are those at or after the output in raster order, and at the output's "
-                    "own pixel, its own channel or a later one",
-                )
-            fail(msg, "an output's map must be empty at its own sub-pixel and at every later one")
+            wrong.append(n)
+    hint = "an output's map must be empty at its own sub-pixel and at every later one"
+    leaky = [n for n, case in enumerate(cases) if not case[2]]
+    if leaky and set(leaky) <= set(wrong) and not any(cases[n][2] for n in wrong):
+        fail(
+            f"your test misses every one of the {len(leaky)} leaky models: it says True for every model. Does "
+            "it examine any output at all?",
+            "loop over every output (c, i, j) of model.image_shape and return False as soon as one map shows "
+            "its own sub-pixel or a later one",
+        )
+    for n in sorted(wrong, key=lambda n: (cases[n][2] is False, n)):
+        name, _, causal, msg = cases[n]
+        if causal:
+            fail(
+                msg
+                or f"your test flags {name}, which is causal: an output may depend on every sub-pixel "
+                "strictly before it (rows above, pixels to the left)",
+                "forbidden inputs are those at or after the output in raster order, and at the output's "
+                "own pixel, its own channel or a later one",
+            )
+        if n < n_whole or len(wrong) == 1:
+            fail(msg, hint)
+        singles = [cases[k][0].removeprefix("a leak in the ") for k in wrong]
+        places = "; ".join(leaks[k] for k in wrong)
+        fail(
+            f"your test misses single leaks in {len(wrong)} places ({', '.join(singles)}): {places}. It never "
+            "examines some of the outputs",
+            "loop over every output (c, i, j): every row, every column and every channel, the first and the last "
+            "included, and check each one's map",
+        )
     passed(
         f"is_causal: right on all {len(cases)} models (correct 1- and 3-channel stacks; mask B first, a raw "
-        "residual, colour order reversed, green leaking into red, an unshifted vertical stack)"
+        "residual, colour order reversed, green leaking into red, an unshifted vertical stack; single leaks in "
+        "the first and last row and column, at the next pixel and in the last channel)"
     )

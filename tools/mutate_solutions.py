@@ -1,0 +1,1152 @@
+"""Mutation testing of the graded checks: do the checks of the exercises catch a learner's plausible mistake?
+
+For every task of every solved notebook in `solutions/` (a cell with nbgrader ``"solution": true`` whose
+``<grade_id>_check`` cell calls a check), this script makes *mutants* of the reference solution: copies of
+the cell with one plausible single-line mistake inside ``### BEGIN SOLUTION`` ... ``### END SOLUTION``
+(an operator, a comparison's boundary, a constant off by one, a dropped statement or keyword argument,
+swapped arguments, the wrong reduction or dimension, eval/train swapped, a dropped ``.clone()``,
+``.detach()``, ``.to(device)`` or ``with torch.no_grad()``, a buffer kept as a plain attribute, ``weight``
+read as ``weight.data``, ...), plus the classic mistakes listed by hand per lesson in
+`tools/solution_mutants/lessonNN.toml`.
+
+Each mutant runs the way a learner's notebook runs it: the lesson's setup cell, the reference solutions
+of the earlier tasks, the mutated cell, then the task's check cell, in a forked process of its own (so a
+mutant that hangs or corrupts global state cannot affect another one). A mutant is *caught* when the check
+fails with a ``✗`` verdict (its message is recorded, so a human can judge that it names the bug), when the
+mutated code raises outside the check's verdicts (*crashed*), or when it runs past the time limit
+(*timeout*); it *survives* when the check passes. Mutants that cannot change behaviour are listed by
+hand, each with a reason, in `tools/solution_mutants/equivalent.toml` and left out of the score:
+score = caught / (mutants - equivalent).
+
+    python tools/mutate_solutions.py                          # every lesson, report per lesson
+    python tools/mutate_solutions.py --lessons 01 02 --jobs 2
+    python tools/mutate_solutions.py --tasks t03_train_step   # some tasks
+    python tools/mutate_solutions.py --list --lessons 02      # print the mutants without running them
+    python tools/mutate_solutions.py --repeat 20              # also run each reference 20 times: no false failure
+    python tools/mutate_solutions.py --sample 5 --seed 0 --fail-under 90   # a quick deterministic subset
+    python tools/mutate_solutions.py --json out.json          # every mutant's result as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS = ROOT / "solutions"
+DATA = ROOT / "tools" / "solution_mutants"
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+
+# statuses of a mutant; the first three are "caught"
+CAUGHT = ("check", "crashed", "timeout")
+
+
+# -- reading the solved notebooks ----------------------------------------------------------------------
+@dataclass
+class Task:
+    lesson: str  # "01"
+    notebook: str  # "01_self_supervised_likelihood"
+    grade_id: str
+    source: str  # the solution cell
+    first_line: int  # line number in the notebook file of the cell's first source line
+    blocks: list  # [(first, last)] line numbers in the cell (1-based) strictly inside BEGIN/END SOLUTION
+    check: str  # the source of the <grade_id>_check cell
+    setup: str  # the source of the setup cell
+    earlier: list  # [(grade_id, source)] of the solution cells before this one, in notebook order
+
+
+def _cells(path):
+    """[(grade_id, header line, first source line number, source)] of the code cells of a percent-format file."""
+    cells, current, lines = [], None, []
+    for number, line in enumerate(path.read_text().splitlines() + ["# %% END"], 1):
+        if line.startswith("# %%"):
+            if current:
+                cells.append((*current, "\n".join(lines)))
+            match = re.search(r'"grade_id": "([^"]+)"', line)
+            current = (match.group(1), line, number + 1) if match and "[markdown]" not in line else None
+            lines = []
+        else:
+            lines.append(line)
+    return cells
+
+
+def _blocks(source):
+    """Line ranges (1-based, inclusive) strictly between each BEGIN and END SOLUTION marker of a cell."""
+    blocks, start = [], None
+    for number, line in enumerate(source.splitlines(), 1):
+        if line.strip() == BEGIN:
+            start = number + 1
+        elif line.strip() == END and start is not None:
+            blocks.append((start, number - 1))
+            start = None
+    return blocks
+
+
+def lessons():
+    """{"01": "01_self_supervised_likelihood", ...} for every solved notebook."""
+    return {p.stem[:2]: p.stem for p in sorted(SOLUTIONS.glob("[0-9][0-9]_*.py"))}
+
+
+def read_tasks(notebook):
+    """The graded tasks of solutions/<notebook>.py, in notebook order."""
+    cells = _cells(SOLUTIONS / f"{notebook}.py")
+    by_id = {grade_id: source for grade_id, _, _, source in cells}
+    setup = by_id.get("setup", "")
+    tasks, earlier = [], []
+    for grade_id, header, first_line, source in cells:
+        if '"solution": true' not in header:
+            continue
+        check = by_id.get(f"{grade_id}_check")
+        if check is not None and _blocks(source):
+            tasks.append(
+                Task(notebook[:2], notebook, grade_id, source, first_line, _blocks(source), check, setup, list(earlier))
+            )
+        earlier.append((grade_id, source))
+    return tasks
+
+
+# -- making mutants --------------------------------------------------------------------------------------
+BINOPS = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+}
+CMPOPS = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+METHODS = {  # a call of the first name becomes a call of the second
+    "mean": "sum",
+    "sum": "mean",
+    "max": "min",
+    "min": "max",
+    "argmax": "argmin",
+    "argmin": "argmax",
+    "any": "all",
+    "all": "any",
+    "eval": "train",
+    "floor": "ceil",
+    "ceil": "floor",
+    "triu": "tril",
+    "tril": "triu",
+    "zeros": "ones",
+    "ones": "zeros",
+    "zeros_like": "ones_like",
+    "ones_like": "zeros_like",
+    "sigmoid": "tanh",
+    "tanh": "sigmoid",
+    "softmax": "log_softmax",
+    "log_softmax": "softmax",
+    "log": "log2",
+    "log2": "log",
+    "log10": "log",
+    "stack": "cat",
+    "cat": "stack",
+    "bernoulli": "round",
+    "randperm": "arange",
+    "rand": "randn",
+    "randn": "rand",
+}
+DROPPED_CALLS = {  # x.clone() -> x (without arguments)
+    "clone",
+    "detach",
+    "contiguous",
+    "t",
+    "float",
+    "double",
+    "long",
+    "bool",
+    "cpu",
+    "item",
+}
+DROPPED_CALLS_WITH_ARGS = {"to", "expand_as", "expand"}  # x.to(device) -> x
+DIMENSION_METHODS = {  # x.sum(1) -> x.sum(): the dimension forgotten
+    "sum",
+    "mean",
+    "flatten",
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "any",
+    "all",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "prod",
+    "std",
+    "var",
+}
+DATA_ATTRIBUTES = {"weight", "bias"}  # self.weight -> self.weight.data: the gradient never reaches the parameter
+
+
+def _op(op):
+    return {
+        ast.Add: "+",
+        ast.Sub: "-",
+        ast.Mult: "*",
+        ast.Div: "/",
+        ast.FloorDiv: "//",
+        ast.Mod: "%",
+        ast.Pow: "**",
+        ast.Lt: "<",
+        ast.LtE: "<=",
+        ast.Gt: ">",
+        ast.GtE: ">=",
+        ast.Eq: "==",
+        ast.NotEq: "!=",
+        ast.Is: "is",
+        ast.IsNot: "is not",
+        ast.In: "in",
+        ast.NotIn: "not in",
+        ast.And: "and",
+        ast.Or: "or",
+        ast.Not: "not",
+        ast.USub: "-",
+    }[type(op)]
+
+
+def _replace(node, new):
+    """Make `node` become a copy of `new` in place (keeps the parent's reference valid)."""
+    new = copy.deepcopy(new)
+    node.__class__ = new.__class__
+    node.__dict__.clear()
+    node.__dict__.update(new.__dict__)
+
+
+def _plus(expr, k):
+    """`expr + k` (k = 1) or `expr - 1` (k = -1) as a new node."""
+    return ast.BinOp(copy.deepcopy(expr), ast.Add() if k > 0 else ast.Sub(), ast.Constant(1))
+
+
+@dataclass
+class Site:
+    statement: ast.stmt  # the statement whose line changes
+    mutation: str  # what changes, e.g. "`<` -> `<=`"
+    apply: object  # callable: makes the change in the tree
+    render: str = "statement"  # how the changed line is written: statement, header, pass, if_true
+    first: int = 0  # the source lines it replaces (in the cell, 1-based), taken before the change
+    last: int = 0
+
+
+class _Sites(ast.NodeVisitor):
+    """Collects every mutable place inside the solution blocks, in a fixed order."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.sites = []
+        self.statements = []  # the statements being visited, innermost last
+        self.assigned = [set()]  # names bound so far in each enclosing function
+
+    def inside(self, statement):
+        return any(first <= statement.lineno and statement.end_lineno <= last for first, last in self.blocks)
+
+    def add(self, text, apply, render="statement", statement=None):
+        statement = statement or (self.statements[-1] if self.statements else None)
+        if statement is None or not self.inside(statement):
+            return
+        if render == "statement" and _is_compound(statement):
+            render = "header"
+        last = _header_end(statement) if render in ("header", "if_true") else statement.end_lineno
+        self.sites.append(Site(statement, text, apply, render, statement.lineno, last))
+
+    def visit(self, node):
+        if isinstance(node, ast.stmt):
+            self.statements.append(node)
+            try:
+                return super().visit(node)
+            finally:
+                self.statements.pop()
+        return super().visit(node)
+
+    # parts that are never mutated: messages, docstrings, imports, signatures
+    def visit_Raise(self, node):
+        if isinstance(node.exc, ast.Call) and node.exc.args:
+            return
+        self.generic_visit(node)
+
+    def visit_Assert(self, node):
+        self.visit(node.test)
+
+    def visit_JoinedStr(self, node):
+        return
+
+    def visit_Import(self, node):
+        return
+
+    visit_ImportFrom = visit_Import
+
+    def visit_arguments(self, node):
+        return
+
+    def visit_FunctionDef(self, node):
+        names = {a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs}
+        self.assigned.append(names)
+        self._body(node.body)
+        self.assigned.pop()
+
+    def visit_ClassDef(self, node):
+        self._body(node.body)
+
+    def visit_Module(self, node):
+        self._body(node.body)
+
+    def _body(self, body):
+        for i, stmt in enumerate(body):
+            if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
+                continue  # docstring
+            self._maybe_drop(stmt)
+            self.visit(stmt)
+            self._bind(stmt)
+
+    def generic_visit(self, node):
+        for _, value in ast.iter_fields(node):
+            if isinstance(value, list):
+                if value and isinstance(value[0], ast.stmt):
+                    for stmt in value:
+                        self._maybe_drop(stmt)
+                        self.visit(stmt)
+                        self._bind(stmt)
+                else:
+                    for item in value:
+                        if isinstance(item, ast.AST):
+                            self.visit(item)
+            elif isinstance(value, ast.AST):
+                self.visit(value)
+
+    def _bind(self, stmt):
+        targets = list(getattr(stmt, "targets", [])) + [getattr(stmt, "target", None)]
+        for target in targets:
+            for name in ast.walk(target) if isinstance(target, ast.AST) else ():
+                if isinstance(name, ast.Name):
+                    self.assigned[-1].add(name.id)
+
+    def _maybe_drop(self, stmt):
+        """Dropped lines (replaced by `pass`): a call statement, an augmented assignment, a store into an
+        attribute or an element, the re-assignment of a name that already has a value, continue/break."""
+        droppable = (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)) or isinstance(
+            stmt, (ast.AugAssign, ast.Continue, ast.Break)
+        )
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
+            t = stmt.targets[0]
+            names = [n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
+            droppable = isinstance(t, (ast.Attribute, ast.Subscript)) or bool(
+                names and all(n in self.assigned[-1] for n in names)
+            )
+        if droppable:
+            self.add("drop the line", lambda: None, render="pass", statement=stmt)
+
+    # the mutations
+    def visit_With(self, node):
+        if _plain_with(node):
+            self.add(f"drop `with {ast.unparse(node.items[0].context_expr)}`", lambda: None, render="if_true")
+        self.generic_visit(node)
+
+    def visit_Expr(self, node):
+        call = node.value
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "register_buffer"
+            and len(call.args) == 2
+            and isinstance(call.args[0], ast.Constant)
+            and isinstance(call.args[0].value, str)
+        ):
+            owner, name, value = call.func.value, call.args[0].value, call.args[1]
+
+            def apply(node=node, owner=owner, name=name, value=value):
+                _replace(
+                    node,
+                    ast.Assign(
+                        targets=[ast.Attribute(copy.deepcopy(owner), name, ast.Store())],
+                        value=copy.deepcopy(value),
+                        lineno=node.lineno,
+                    ),
+                )
+
+            self.add(f"register_buffer -> a plain attribute `{name}`", apply)
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node):
+        if node.attr in DATA_ATTRIBUTES and isinstance(node.ctx, ast.Load):
+            self.add(
+                f"`.{node.attr}` -> `.{node.attr}.data`",
+                lambda n=node: _replace(n, ast.Attribute(copy.deepcopy(n), "data", ast.Load())),
+            )
+        self.generic_visit(node)
+
+    def visit_BinOp(self, node):
+        new = BINOPS.get(type(node.op))
+        if new:
+            self.add(f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node):
+        new = BINOPS.get(type(node.op))
+        if new:
+            self.add(f"`{_op(node.op)}=` -> `{_op(new())}=`", lambda n=node, new=new: setattr(n, "op", new()))
+        self.generic_visit(node)
+
+    def visit_Compare(self, node):
+        for k, op in enumerate(node.ops):
+            new = CMPOPS.get(type(op))
+            if new:
+                self.add(f"`{_op(op)}` -> `{_op(new())}`", lambda n=node, k=k, new=new: n.ops.__setitem__(k, new()))
+        self.generic_visit(node)
+
+    def visit_BoolOp(self, node):
+        new = ast.Or if isinstance(node.op, ast.And) else ast.And
+        self.add(f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
+        self.generic_visit(node)
+
+    def visit_UnaryOp(self, node):
+        if isinstance(node.op, (ast.Not, ast.USub)):
+            self.add(f"drop `{_op(node.op)}`", lambda n=node: _replace(n, n.operand))
+        self.generic_visit(node)
+
+    def visit_If(self, node):
+        self.add("negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
+        self.generic_visit(node)
+
+    def visit_IfExp(self, node):
+        self.add("negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
+        self.generic_visit(node)
+
+    def visit_Slice(self, node):
+        for part in ("lower", "upper"):
+            bound = getattr(node, part)
+            if isinstance(bound, (ast.Name, ast.Attribute)):
+                text = ast.unparse(bound)
+                for k in (1, -1):
+                    self.add(
+                        f"slice bound `{text}` -> `{text} {'+' if k > 0 else '-'} 1`",
+                        lambda n=node, part=part, k=k: setattr(n, part, _plus(getattr(n, part), k)),
+                    )
+        self.generic_visit(node)
+
+    def visit_Constant(self, node):
+        v = node.value
+        if isinstance(v, bool):
+            self.add(f"`{v}` -> `{not v}`", lambda n=node: setattr(n, "value", not n.value))
+        elif isinstance(v, int):
+            new = 1 if v == 0 else (0 if v == 1 else v + 1)
+            self.add(f"`{v}` -> `{new}`", lambda n=node, new=new: setattr(n, "value", new))
+        elif isinstance(v, float):
+            new = 1.0 if v == 0 else v * 2
+            self.add(f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
+        elif isinstance(v, str) and len(v) == 1 and v.isalpha() and v.isupper():
+            # a one-letter choice like mask_type == "A": the other letter
+            new = "B" if v == "A" else ("A" if v == "B" else None)
+            if new:
+                self.add(f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
+
+    def visit_Call(self, node):
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else None)
+        if name in METHODS:
+            new = METHODS[name]
+            attr = "attr" if isinstance(f, ast.Attribute) else "id"
+            self.add(f"`{name}` -> `{new}`", lambda f=f, attr=attr, new=new: setattr(f, attr, new))
+        if name == "train" and isinstance(f, ast.Attribute):
+            if not node.args and not node.keywords:
+                self.add("`train` -> `eval`", lambda f=f: setattr(f, "attr", "eval"))
+            else:
+                self.add("drop the argument of `train`", lambda n=node: (n.args.clear(), n.keywords.clear()))
+        if isinstance(f, ast.Attribute) and (
+            (name in DROPPED_CALLS and not node.args and not node.keywords) or name in DROPPED_CALLS_WITH_ARGS
+        ):
+            self.add(f"drop `.{name}()`", lambda n=node: _replace(n, n.func.value))
+        if isinstance(f, ast.Attribute) and name in DIMENSION_METHODS and node.args and _dimension_like(node.args[0]):
+            self.add(f"drop the dimension of `.{name}()`", lambda n=node: n.args.clear())
+        if name == "range" and len(node.args) == 1 and not node.keywords:
+            self.add("`range(n)` -> `range(n - 1)`", lambda n=node: n.args.__setitem__(0, _plus(n.args[0], -1)))
+            self.add("`range(n)` -> `range(1, n)`", lambda n=node: n.args.insert(0, ast.Constant(1)))
+        for kw in node.keywords:
+            if kw.arg is not None:
+                self.add(f"drop `{kw.arg}=`", lambda n=node, kw=kw: n.keywords.remove(kw))
+        args = node.args
+        if (
+            len(args) >= 2
+            and not any(isinstance(a, ast.Starred) for a in args[:2])
+            and ast.unparse(args[0]) != ast.unparse(args[1])
+        ):
+            self.add(
+                "swap the first two arguments", lambda n=node: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]])
+            )
+        self.generic_visit(node)
+
+
+def _dimension_like(arg):
+    if isinstance(arg, ast.Constant):
+        return isinstance(arg.value, int) and not isinstance(arg.value, bool)
+    if isinstance(arg, ast.UnaryOp) and isinstance(arg.op, ast.USub):
+        return _dimension_like(arg.operand)
+    if isinstance(arg, ast.Tuple):
+        return all(_dimension_like(e) for e in arg.elts)
+    return False
+
+
+def _plain_with(node):
+    """The context expression of `with X:` (one item, no `as`), else None."""
+    if len(node.items) == 1 and node.items[0].optional_vars is None:
+        return node.items[0].context_expr
+    return None
+
+
+def _is_compound(statement):
+    return isinstance(statement, (ast.If, ast.For, ast.While, ast.With, ast.Try, ast.FunctionDef, ast.ClassDef))
+
+
+def _header_end(statement):
+    """The last line of a compound statement's header (`if ...:`, `for ... in ...:`, `with ...:`)."""
+    end = statement.lineno
+    for name, value in ast.iter_fields(statement):
+        if name in ("body", "orelse", "handlers", "finalbody", "decorator_list"):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, ast.AST):
+                for node in ast.walk(item):
+                    end = max(end, getattr(node, "end_lineno", None) or end)
+    return end
+
+
+def _render(site, lines):
+    """(first line, last line, new text) of the source lines a site replaces (1-based, in the cell)."""
+    s, first, last = site.statement, site.first, site.last
+    original = lines[first - 1]
+    indent = original[: len(original) - len(original.lstrip())]
+    if site.render == "pass":
+        return first, last, indent + "pass"
+    if site.render == "if_true":
+        return first, last, indent + "if True:"
+    if site.render == "header":
+        header = ast.unparse(s).splitlines()[0]
+        if original.lstrip().startswith("elif ") and header.startswith("if "):
+            header = "el" + header
+        return first, last, indent + header
+    return first, last, indent + ast.unparse(s)
+
+
+@dataclass
+class Mutant:
+    lesson: str
+    task: str
+    index: int  # position in the task's list of mutants
+    line: int  # line number in solutions/<notebook>.py
+    original: str  # the original source line, stripped
+    mutated: str  # the line that replaces it, stripped
+    mutation: str  # what changed, e.g. "`<` -> `<=`", or the catalogue's `why`
+    origin: str = "generated"  # generated or catalogue
+    status: str = ""  # equivalent, check, crashed, timeout, survived (or skipped)
+    message: str = ""  # the ✗ verdict, the exception, or the equivalence reason
+    seconds: float = 0.0
+    source: str = field(default="", repr=False)  # the mutated cell
+
+    @property
+    def key(self):
+        return (self.task, self.original, self.mutation)
+
+
+def generated_mutants(task):
+    """The mutants made with `ast` from the solution blocks of `task`: a list of Mutant."""
+    lines = task.source.split("\n")
+    reference = ast.dump(ast.parse(task.source))
+    n_sites = len(_sites(ast.parse(task.source), task.blocks))
+    out, seen, count = [], set(), {}
+    for k in range(n_sites):
+        tree = ast.parse(task.source)
+        site = _sites(tree, task.blocks)[k]
+        site.apply()
+        try:
+            first, last, text = _render(site, lines)
+        except Exception:  # noqa: BLE001 - a mutation ast.unparse cannot write is no mutant
+            continue
+        new_lines = lines[: first - 1] + [text] + lines[last:]
+        source = "\n".join(new_lines)
+        try:
+            if ast.dump(ast.parse(source)) == reference:
+                continue
+            compile(source, "<mutant>", "exec")
+        except (SyntaxError, ValueError):
+            continue
+        if source in seen:
+            continue
+        seen.add(source)
+        original = lines[first - 1].strip()
+        n = count[(original, site.mutation)] = count.get((original, site.mutation), 0) + 1
+        out.append(
+            Mutant(
+                task.lesson,
+                task.grade_id,
+                len(out),
+                task.first_line + first - 1,
+                original,
+                text.strip(),
+                site.mutation if n == 1 else f"{site.mutation} #{n}",
+                source=source,
+            )
+        )
+    return out
+
+
+def _sites(tree, blocks):
+    visitor = _Sites(blocks)
+    visitor.visit(tree)
+    return visitor.sites
+
+
+def load_catalogue(lesson):
+    """The hand-written mutants of tools/solution_mutants/lesson<NN>.toml: [{task, old, new, why}]."""
+    path = DATA / f"lesson{lesson}.toml"
+    return tomllib.loads(path.read_text()).get("mutant", []) if path.exists() else []
+
+
+def catalogue_mutants(task, entries):
+    """The catalogue's mutants of `task`: `old` must occur exactly once inside a solution block and lie on
+    one line; it is replaced by `new` (one line too)."""
+    out = []
+    lines = task.source.split("\n")
+    for entry in entries:
+        if entry["task"] != task.grade_id:
+            continue
+        old, new, why = entry["old"], entry["new"], entry["why"]
+        where = [n for n in range(1, len(lines) + 1) if old in lines[n - 1] and _in_blocks(n, task.blocks)]
+        if len(where) != 1 or lines[where[0] - 1].count(old) != 1 or "\n" in old or "\n" in new:
+            raise SystemExit(
+                f"tools/solution_mutants/lesson{task.lesson}.toml: `old` of {task.grade_id} ({why}) must occur "
+                f"exactly once, on one line inside the solution block: {old!r}"
+            )
+        n = where[0]
+        changed = lines[n - 1].replace(old, new)
+        source = "\n".join(lines[: n - 1] + [changed] + lines[n:])
+        compile(source, f"<catalogue {task.grade_id}>", "exec")
+        out.append(
+            Mutant(
+                task.lesson,
+                task.grade_id,
+                len(out),
+                task.first_line + n - 1,
+                lines[n - 1].strip(),
+                changed.strip(),
+                why,
+                origin="catalogue",
+                source=source,
+            )
+        )
+    return out
+
+
+def _in_blocks(n, blocks):
+    return any(first <= n <= last for first, last in blocks)
+
+
+def mutants_of(task, catalogue=None, generate=True):
+    """Every mutant of a task: the generated ones (unless `generate` is false), then the catalogue's
+    (`catalogue`: a list of entries, default: tools/solution_mutants/lesson<NN>.toml)."""
+    generated = generated_mutants(task) if generate else []
+    entries = load_catalogue(task.lesson) if catalogue is None else catalogue
+    sources = {m.source for m in generated}
+    extra = [m for m in catalogue_mutants(task, entries) if m.source not in sources]  # not made twice
+    for k, m in enumerate(extra):
+        m.index = len(generated) + k
+    return generated + extra
+
+
+def load_equivalents(path=None):
+    """{(task, original line, mutation): reason} from tools/solution_mutants/equivalent.toml."""
+    path = path or DATA / "equivalent.toml"
+    if not Path(path).exists():
+        return {}
+    found = {}
+    for e in tomllib.loads(Path(path).read_text()).get("equivalent", []):
+        found[(e["task"], e["line"], e["mutation"])] = e["reason"]
+    return found
+
+
+# -- running them --------------------------------------------------------------------------------------
+PRELOAD = ("torch", "torch.nn.functional", "torch.optim", "torchvision", "numpy", "matplotlib.pyplot", "tqdm.auto")
+
+
+def preload():
+    """Quiet, single-threaded, fast mode; import the heavy packages once: every mutant runs in a fork."""
+    os.environ.update(
+        TQDM_DISABLE="1",
+        MPLBACKEND="Agg",
+        OMP_NUM_THREADS="1",
+        OMP_WAIT_POLICY="PASSIVE",
+        PYTHONDONTWRITEBYTECODE="1",
+        COURSE_FAST="1",
+    )
+    import importlib
+
+    sys.path.insert(0, str(ROOT))
+    for name in PRELOAD + ("course_lib", "coursework", "coursework.checks"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _register(source, filename):
+    """Make tracebacks (and the checks' "at `line`" notes) show the cell's lines, as a notebook does."""
+    import linecache
+
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec")
+
+
+def _describe(error):
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _run_job(job, namespace, result_path):
+    """In a forked child: the earlier tasks, the (mutated) cell, then the check cell; the verdict as JSON."""
+    import torch
+
+    from coursework.checks import CheckFailed
+
+    if job["reseed"]:
+        torch.manual_seed(int.from_bytes(os.urandom(4), "little"))
+    result = {"status": "survived", "message": ""}
+    try:
+        for grade_id, source in job["earlier"]:
+            exec(_register(source, f"<{job['lesson']} {grade_id}>"), namespace)
+    except BaseException as error:  # noqa: BLE001 - the reference itself fails: reported as an error
+        result = {"status": "error", "message": f"an earlier reference solution raised {_describe(error)}"}
+    else:
+        try:
+            exec(_register(job["source"], f"<{job['lesson']} {job['task']}>"), namespace)
+        except BaseException as error:  # noqa: BLE001
+            result = {"status": "crashed", "message": f"the cell raised {_describe(error)}"}
+        else:
+            try:
+                exec(_register(job["check"], f"<{job['lesson']} {job['task']}_check>"), namespace)
+            except CheckFailed as error:
+                result = {"status": "check", "message": str(error)}
+            except BaseException as error:  # noqa: BLE001 - not a verdict: the learner's code escaped `call`
+                result = {"status": "crashed", "message": f"the check cell raised {_describe(error)}"}
+    Path(result_path).write_text(json.dumps(result))
+
+
+def _fork_job(job, namespace, workdir):
+    result_path = Path(workdir) / f"{job['id']}.json"
+    log = Path(workdir) / f"{job['id']}.log"
+    pid = os.fork()
+    if pid:
+        return pid, result_path
+    code = 0
+    try:  # the child: its own process group (a timeout kills whatever it started), its output in a log
+        os.setsid()
+        os.chdir(job["cwd"])
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        _run_job(job, namespace, result_path)
+    except BaseException:  # noqa: BLE001
+        code = 99
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _lesson_setup(setup):
+    """Run the setup cell once (quietly); every job of the lesson forks from here."""
+    namespace = {"__name__": "__main__"}
+    saved = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    try:
+        exec(_register(setup, "<setup>"), namespace)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+    return namespace
+
+
+def run_jobs(jobs, setup, n_workers, timeout_for, progress=None):
+    """Run `jobs` (dicts) with `n_workers` forked children at a time after running `setup`; returns
+    {job id: {"status", "message", "seconds"}}. Runs in a process of its own (see `run_lesson`)."""
+    namespace = _lesson_setup(setup)
+    import torch
+
+    torch.set_num_threads(1)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="solution-mutants-") as workdir:
+        queue, running = list(jobs), {}
+        while queue or running:
+            while queue and len(running) < n_workers:
+                job = queue[0]
+                limit = timeout_for(job, results)
+                if limit is None:  # waits for a result (the baseline of its task) still running
+                    break
+                queue.pop(0)
+                job["cwd"] = workdir
+                pid, path = _fork_job(job, namespace, workdir)
+                running[pid] = (job, path, time.perf_counter(), limit)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                now = time.perf_counter()
+                for p, (_, _, t0, limit) in list(running.items()):
+                    if now - t0 > limit:
+                        try:
+                            os.killpg(p, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                time.sleep(0.02)
+                continue
+            if pid not in running:
+                continue
+            job, path, t0, limit = running.pop(pid)
+            seconds = time.perf_counter() - t0
+            try:
+                result = json.loads(path.read_text())
+            except (OSError, ValueError):
+                if os.WIFSIGNALED(status) and seconds > limit:
+                    result = {"status": "timeout", "message": f"ran past the time limit of {limit:.0f} s"}
+                else:
+                    code = os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+                    result = {"status": "crashed", "message": f"the process died (code {code}) before a verdict"}
+            result["seconds"] = seconds
+            results[job["id"]] = result
+            if progress:
+                progress(job, result)
+    return results
+
+
+def run_lesson(jobs, setup, n_workers, timeout_for, progress=None):
+    """Fork a process for the lesson (its setup cell changes global state), run the jobs there, return
+    the results."""
+    with tempfile.NamedTemporaryFile(prefix="solution-mutants-", suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            out.write_text(json.dumps(run_jobs(jobs, setup, n_workers, timeout_for, progress)))
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    try:
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return json.loads(out.read_text())
+        raise SystemExit(f"the run of lesson {jobs[0]['lesson'] if jobs else '?'} failed (see the error above)")
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# -- the report ----------------------------------------------------------------------------------------
+@dataclass
+class LessonReport:
+    lesson: str
+    total: int = 0
+    equivalent: int = 0
+    check: int = 0
+    crashed: int = 0
+    timeout: int = 0
+    survived: int = 0
+    skipped: int = 0
+    repeats: int = 0
+    false_failures: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def caught(self):
+        return self.check + self.crashed + self.timeout
+
+    @property
+    def counted(self):
+        return self.caught + self.survived
+
+    @property
+    def score(self):
+        return 100.0 * self.caught / self.counted if self.counted else 100.0
+
+
+def _short(text, width=150):
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def select_tasks(lesson_keys=None, task_ids=None):
+    """{lesson: [Task]} for the selected lessons and tasks."""
+    available = lessons()
+    keys = lesson_keys or list(available)
+    unknown = [k for k in keys if k not in available]
+    if unknown:
+        raise SystemExit(f"unknown lesson(s) {', '.join(unknown)}; choose from {', '.join(available)}")
+    selected = {}
+    for key in keys:
+        tasks = [t for t in read_tasks(available[key]) if not task_ids or t.grade_id in task_ids]
+        if tasks:
+            selected[key] = tasks
+    if task_ids:
+        found = {t.grade_id for ts in selected.values() for t in ts}
+        missing = sorted(set(task_ids) - found)
+        if missing:
+            raise SystemExit(f"unknown task(s) {', '.join(missing)} in the selected lessons")
+    return selected
+
+
+def mark_equivalents(mutants, equivalents):
+    for m in mutants:
+        reason = equivalents.get(m.key)
+        if reason:
+            m.status, m.message = "equivalent", reason
+
+
+def sample(mutants, n, seed, lesson):
+    """A deterministic subset of `n` of the lesson's non-equivalent mutants (all, if fewer)."""
+    candidates = [m for m in mutants if m.status != "equivalent"]
+    if n is None or n >= len(candidates):
+        return mutants
+    chosen = random.Random(f"{seed}:{lesson}").sample(range(len(candidates)), n)
+    keep = {id(candidates[i]) for i in chosen}
+    return [m for m in mutants if id(m) in keep]
+
+
+def evaluate(
+    selected,
+    *,
+    jobs=1,
+    repeat=0,
+    sample_n=None,
+    seed=0,
+    timeout=None,
+    equivalents=None,
+    catalogue=None,
+    generate=True,
+    progress=True,
+    run_mutants=True,
+):
+    """Make, run and score the mutants of the selected tasks. Returns (reports, mutants)."""
+    equivalents = load_equivalents() if equivalents is None else equivalents
+    reports, everything = [], []
+    for lesson, tasks in selected.items():
+        start = time.perf_counter()
+        mutants = []
+        for task in tasks:
+            mutants += mutants_of(task, catalogue, generate)
+        mark_equivalents(mutants, equivalents)
+        mutants = sample(mutants, sample_n, seed, lesson)
+        by_task = {t.grade_id: t for t in tasks}
+        job_list, owner = [], {}
+        sampled = {m.task for m in mutants}
+        for task in tasks:  # the unmutated references first: they must pass, and they set the time limits
+            if repeat or sample_n is None or task.grade_id in sampled:
+                job_list.append(_job(task, task.source, f"base-{task.grade_id}", reseed=False))
+        if run_mutants:
+            for m in mutants:
+                if m.status != "equivalent":
+                    jid = f"m-{m.task}-{m.index}"
+                    owner[jid] = m
+                    job_list.append(_job(by_task[m.task], m.source, jid, reseed=False))
+        for k in range(repeat):
+            for task in tasks:
+                job_list.append(_job(task, task.source, f"rep{k}-{task.grade_id}", reseed=True))
+
+        def timeout_for(job, results, tasks=tasks):
+            if job["id"].startswith("base-"):
+                return 600.0
+            base = results.get(f"base-{job['task']}")
+            if base is None:
+                return None
+            return timeout or max(60.0, 10 * base["seconds"])
+
+        def show(job, result, owner=owner):
+            if not progress:
+                return
+            m = owner.get(job["id"])
+            if m is None:
+                if result["status"] != "survived":
+                    print(f"  FALSE FAILURE {job['id']}: {_short(result['message'])}", file=sys.stderr, flush=True)
+                return
+            print(
+                f"  {m.task}:{m.line} {_short(m.mutation, 40):<40} {result['status']:<8} {_short(result['message'], 90)}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        results = run_lesson(job_list, tasks[0].setup, jobs, timeout_for, show)
+        report = LessonReport(lesson)
+        for jid, m in owner.items():
+            r = results.get(jid, {"status": "crashed", "message": "no result", "seconds": 0.0})
+            m.status, m.message, m.seconds = r["status"], r["message"], r["seconds"]
+            if m.status == "error":  # an earlier reference failed: not the mutant's doing
+                m.status = "crashed"
+        for jid, r in results.items():
+            if (jid.startswith("base-") or jid.startswith("rep")) and r["status"] != "survived":
+                report.false_failures.append(
+                    {"run": jid, "task": jid.split("-", 1)[1], "status": r["status"], "message": r["message"]}
+                )
+        report.repeats = repeat
+        report.total = len(mutants)
+        for m in mutants:
+            if m.status in ("equivalent", "check", "crashed", "timeout", "survived"):
+                setattr(report, m.status, getattr(report, m.status) + 1)
+            else:
+                report.skipped += 1
+        report.seconds = time.perf_counter() - start
+        reports.append(report)
+        everything += mutants
+    return reports, everything
+
+
+def _job(task, source, jid, reseed):
+    return {
+        "id": jid,
+        "lesson": task.lesson,
+        "task": task.grade_id,
+        "source": source,
+        "check": task.check,
+        "earlier": task.earlier,
+        "reseed": reseed,
+    }
+
+
+def print_report(reports, mutants, *, details=True, out=sys.stdout):
+    if details:
+        for m in mutants:
+            if m.status in CAUGHT:
+                print(
+                    f"{m.status:<8} {m.lesson}:{m.line} {m.task:<28} {_short(m.mutation, 44):<44} {_short(m.message, 200)}",
+                    file=out,
+                )
+        print(file=out)
+    survivors = [m for m in mutants if m.status == "survived"]
+    for m in survivors:
+        print(f"survived {m.lesson}:{m.line} {m.task:<28} {m.mutation:<44} {m.mutated}", file=out)
+    if survivors:
+        print(file=out)
+    header = (
+        f"{'lesson':<7} {'mutants':>7} {'equiv.':>6} {'caught':>6} {'(check':>6} {'crash':>6} {'timeout)':>8} "
+        f"{'survived':>8} {'score':>7} {'false fail.':>11} {'minutes':>7}"
+    )
+    print(header, file=out)
+    for r in reports:
+        ff = str(len(r.false_failures))
+        print(
+            f"{r.lesson:<7} {r.total:>7} {r.equivalent:>6} {r.caught:>6} {r.check:>6} {r.crashed:>6} {r.timeout:>8} "
+            f"{r.survived:>8} {r.score:>6.1f}% {ff:>11} {r.seconds / 60:>7.1f}",
+            file=out,
+        )
+    caught = sum(r.caught for r in reports)
+    counted = sum(r.counted for r in reports)
+    print(
+        f"{'all':<7} {sum(r.total for r in reports):>7} {sum(r.equivalent for r in reports):>6} {caught:>6} "
+        f"{sum(r.check for r in reports):>6} {sum(r.crashed for r in reports):>6} "
+        f"{sum(r.timeout for r in reports):>8} {sum(r.survived for r in reports):>8} "
+        f"{100.0 * caught / counted if counted else 100.0:>6.1f}% "
+        f"{sum(len(r.false_failures) for r in reports):>11}",
+        file=out,
+    )
+    for r in reports:
+        for f in r.false_failures:
+            print(f"FALSE FAILURE lesson {r.lesson} {f['run']}: {f['status']} {_short(f['message'], 200)}", file=out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lessons", nargs="*", help="lessons to mutate, e.g. 01 03 (default: all)")
+    parser.add_argument("--tasks", nargs="*", help="tasks (grade_ids) to mutate, e.g. t03_train_step")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at the same time (default 1)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--json", help="write every mutant's result (and the false failures) to this file")
+    parser.add_argument("--repeat", type=int, default=0, help="also run each unmutated reference K times")
+    parser.add_argument("--fail-under", type=float, help="exit 1 when a lesson scores below this percentage")
+    parser.add_argument("--sample", type=int, help="run only N non-equivalent mutants per lesson")
+    parser.add_argument("--seed", type=int, default=0, help="which N mutants --sample picks")
+    parser.add_argument("--timeout", type=float, help="seconds per mutant (default: max(60, 10 x the reference))")
+    parser.add_argument("--quiet", action="store_true", help="no line per mutant (only survivors and the table)")
+    args = parser.parse_args(argv)
+    lesson_keys = [k.zfill(2) for k in args.lessons] if args.lessons else None
+    selected = select_tasks(lesson_keys, args.tasks)
+    if args.list:
+        equivalents = load_equivalents()
+        for lesson, tasks in selected.items():
+            mutants = [m for t in tasks for m in mutants_of(t)]
+            mark_equivalents(mutants, equivalents)
+            for m in sample(mutants, args.sample, args.seed, lesson):
+                tag = " (equivalent)" if m.status == "equivalent" else ""
+                print(f"{m.lesson}:{m.line} {m.task:<28} {m.mutation:<44} {m.mutated}{tag}")
+        return 0
+    preload()
+    start = time.perf_counter()
+    reports, mutants = evaluate(
+        selected,
+        jobs=max(1, args.jobs),
+        repeat=max(0, args.repeat),
+        sample_n=args.sample,
+        seed=args.seed,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
+    print_report(reports, mutants, details=not args.quiet)
+    print(f"wall time {(time.perf_counter() - start) / 60:.1f} min with --jobs {args.jobs}")
+    if args.json:
+        data = {
+            "lessons": [
+                {**asdict(r), "caught": r.caught, "score": r.score, "false_failures": r.false_failures} for r in reports
+            ],
+            "mutants": [{k: v for k, v in asdict(m).items() if k != "source"} for m in mutants],
+        }
+        Path(args.json).write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    failed = False
+    if any(r.false_failures for r in reports):
+        print("the unmutated reference solutions failed a check (false failures above)")
+        failed = True
+    if args.fail_under is not None:
+        low = [r for r in reports if r.score < args.fail_under]
+        for r in low:
+            print(f"lesson {r.lesson} scores {r.score:.1f}%, below --fail-under {args.fail_under:g}%")
+        failed = failed or bool(low)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
