@@ -125,8 +125,9 @@ checks.lesson01.check_bits_per_dim(bits_per_dim)
 # - return: probabilities of shape `(K, C, H, W)` (levels first), summing to 1 over the levels.
 #
 # **Checked:** on random binary and 4-level data sets, 1 and 3 channels, where some level never occurs at
-# some pixel. Mistakes recognised: no pseudo-counts (zero probabilities), a denominator that does not
-# normalise, one probability for all pixels, levels in the wrong place or order.
+# some pixel, and one where the highest level occurs in no image at all (it still gets its pseudo-counts).
+# Mistakes recognised: no pseudo-counts (zero probabilities), a wrong numerator or denominator, one
+# probability for all pixels, levels in the wrong place or order, levels dropped because they are absent.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t03_fit", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -162,8 +163,9 @@ print(
 # - `dataset` yields `(x, y)` pairs (`y` is unused); its length need not be a multiple of `batch_size`;
 # - return: a float, nats per image.
 #
-# Evaluate in eval mode and without building a graph for gradients, and score every image exactly once:
-# the last batch is usually smaller, and it counts like the others.
+# Evaluate in eval mode and without building a graph for gradients, then give the model back the mode it
+# arrived in (train or eval); score every image exactly once, in batches of `batch_size`: the last batch
+# is usually smaller, and it counts like the others. Return a Python float, not a tensor.
 #
 # **Checked:** with a model that records how it is called, on a data set whose size is not a multiple of
 # the batch size. Mistakes recognised: a dropped last batch, a mean of batch means, train mode, gradients

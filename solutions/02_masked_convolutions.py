@@ -102,11 +102,14 @@ print(
 #   `self.weight * self.mask` as its kernel.
 #
 # Apply the mask in every forward pass: masking the weight once in `__init__` looks right until the first
-# optimiser step brings the hidden weights back.
+# optimiser step brings the hidden weights back. Multiply `self.weight` itself (not `self.weight.data`, and
+# not a detached copy), so that the gradient reaches the weight and the layer can learn.
 #
 # **Checked:** outputs against a masked reference convolution with your layer's weights, for masks A and B,
-# single-channel and colour; then again after one SGD step. Mistakes recognised: no mask, A and B swapped,
-# channel order ignored, no padding, a mask that is a parameter, a mask applied only once.
+# single-channel and colour; the gradients of the weight and the bias; then the outputs again after one SGD
+# step. Mistakes recognised: no mask, A and B swapped, channel order ignored, no padding, a mask that is a
+# parameter or a plain attribute (not in `state_dict`, left behind by `.to(device)`), a mask applied only
+# once, a gradient that never reaches the weight.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t02_conv", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -212,7 +215,9 @@ for r in range(size):
 #
 # **Checked:** on random models, causal and broken: correct single-channel and colour stacks, mask B on
 # the first layer, a residual from the raw input, a reversed colour order, a skip connection from green to
-# red, an unshifted vertical stack. Each missed leak (or false alarm) has its own message.
+# red, an unshifted vertical stack, and single leaks at one place each (the first or last row, the first or
+# last column, the next pixel, the last channel), so every output must be examined. Each missed leak (or
+# false alarm) has its own message.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t04_causal", "locked": false, "schema_version": 3, "solution": true, "task": false}
