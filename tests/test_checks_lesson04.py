@@ -22,6 +22,7 @@ CHECKS = {
 
 
 DRAW = "x[:, ch, i, j] = draw(temperature_probs(site, temperature), generator)"
+SITE = "site = logits[:, ch, i, j] if model.levels == 2 else logits[:, :, ch, i, j]"
 MUTANTS = {
     # task 1: temperature
     "after the softmax": (
@@ -129,6 +130,87 @@ MUTANTS = {
     ),
     "train mode (completion)": ("t04_complete", [("    model.eval()\n", "")], "ran with the model in train mode"),
     "no no_grad (completion)": ("t04_complete", [("with torch.no_grad():", "if True:")], "without torch.no_grad()"),
+    # temperature: a power of the probabilities without renormalising, errors named with the logits' kind
+    "power after the softmax": (
+        "t04_temperature",
+        [("return torch.softmax(scaled, dim=1)", "return torch.softmax(logits.float(), dim=1) ** (1 / temperature)")],
+        "raised the probabilities to the power 1/T without renormalising",
+    ),
+    "Bernoulli logits sent to the softmax": (
+        "t04_temperature",
+        [("if scaled.dim() == 1:", "if scaled.dim() != 1:")],
+        "on Bernoulli logits of shape",
+    ),
+    # sampling: a 1-channel 256-level model, the caller's mode, the device, the generator, the channel order
+    "binary decided from the channel count": (
+        "t04_sample",
+        [(SITE, SITE.replace("model.levels == 2", "c == 1"))],
+        "decide from model.levels, not from the number of channels",
+    ),
+    "always back to train mode (sampling)": (
+        "t04_sample",
+        [("model.train(was_training)", "model.train()")],
+        "arrived in eval mode and was left in train mode after sampling",
+    ),
+    "image made on the CPU": (
+        "t04_sample",
+        [(", device=device)", ")")],
+        "ancestral_sample gave the model the image x on the device 'cpu'",
+    ),
+    "float images": ("t04_sample", [("dtype=torch.long, ", "")], "returned images of dtype torch.float32"),
+    "draws never written": ("t04_sample", [(DRAW, "pass")], "your samples are all zeros"),
+    "generator not used": (
+        "t04_sample",
+        [(DRAW, DRAW.replace("generator)", "None)"))],
+        "ignore the generator",
+    ),
+    "channels B, G, R": (
+        "t04_sample",
+        [("for ch in range(c):", "for ch in reversed(range(c)):")],
+        "in the order B, G, R",
+    ),
+    # completion: the caller's tensors, the caller's mode, the device, the skip condition, the writes
+    "caller's images written in place": (
+        "t04_complete",
+        [("x = images.clone().long().to(device)", "x = images.long().to(device)")],
+        "changed the caller's `images` tensor in place",
+    ),
+    "always back to train mode (completion)": (
+        "t04_complete",
+        [("model.train(was_training)", "model.train()")],
+        "arrived in eval mode and was left in train mode after completion",
+    ),
+    "images not moved to the model's device": (
+        "t04_complete",
+        [("x = images.clone().long().to(device)", "x = images.clone().long()")],
+        "complete gave the model the images x on the device 'cpu'",
+    ),
+    "skipped when any image knows it": (
+        "t04_complete",
+        [("if given.all():", "if given.any():")],
+        "only when every image knows it",
+    ),
+    "skip condition inverted": (
+        "t04_complete",
+        [("if given.all():", "if not given.all():")],
+        "no hidden sub-pixel was drawn",
+    ),
+    "completion draws never written": (
+        "t04_complete",
+        [("x[:, ch, i, j] = torch.where(given, x[:, ch, i, j], drawn)", "pass")],
+        "the drawn values never reached x",
+    ),
+    "no sub-pixel visited": (
+        "t04_complete",
+        [("for ch in range(c):", "for ch in range(1, c):")],
+        "never called the model and returned the images passed in, unchanged",
+    ),
+    "mask not expanded": ("t04_complete", [(".expand_as(x)", "")], "known = known.expand_as(x)"),
+    "binary decided from the channel count (completion)": (
+        "t04_complete",
+        [(SITE, SITE.replace("model.levels == 2", "c == 1"))],
+        "decide from model.levels, not from the number of channels",
+    ),
 }
 
 
@@ -174,3 +256,27 @@ def test_drawing_known_sub_pixels_is_named_even_when_it_looks_like_pasting(seed,
     fn = solution("t04_complete", ("if given.all():", "if False:"))
     with pytest.raises(CheckFailed, match="every image already knows were drawn too"):
         lesson04.check_complete(fn)
+
+
+def test_the_grey_model_is_categorical():
+    """Lesson 03's tutorial-sized model has one channel and 256 levels: the sample check must include one."""
+    calls = []
+    original = lesson04._sample_case
+
+    def spy(ancestral_sample, model, *args, **kwargs):
+        calls.append((model.image_shape[0], model.levels))
+        return original(ancestral_sample, model, *args, **kwargs)
+
+    lesson04._sample_case = spy
+    try:
+        lesson04.check_sample(solution("t04_sample"))
+    finally:
+        lesson04._sample_case = original
+    assert (1, 256) in calls and (1, 2) in calls
+
+
+def test_device_probe_of_completion_restores_tensor_methods():
+    originals = (torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any, torch.autocast)
+    lesson04.check_complete(solution("t04_complete"))
+    assert (torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any, torch.autocast) == originals
+    assert bool(torch.ones(2).all()) and not torch.zeros(2).any()

@@ -94,6 +94,90 @@ MUTANTS = {
         ],
         "averaged over the pixels",
     ),
+    # hyperparameters silently ignored: lr, seed, shuffling, batch size; the mode the model arrives in
+    "lr ignored": ("t05_fine_tune", [(ADAM, "optimizer = torch.optim.Adam(trainable)")], "with lr=0 the weights"),
+    "eval mode kept": ("t05_fine_tune", [("    model.train()\n", "")], "fine_tune trained with the model in eval mode"),
+    "seed ignored": ("t05_fine_tune", [("manual_seed(seed + epoch)", "manual_seed(epoch)")], "the seed argument"),
+    "same shuffle every epoch": (
+        "t05_fine_tune",
+        [("manual_seed(seed + epoch)", "manual_seed(seed)")],
+        "every epoch shuffled the images in the same order",
+    ),
+    "seed minus epoch": (
+        "t05_fine_tune",
+        [("manual_seed(seed + epoch)", "manual_seed(seed - epoch)")],
+        "epoch 1 did not read the images in the order",
+    ),
+    "not shuffled": ("t05_fine_tune", [("shuffle=True", "shuffle=False")], "the images were not shuffled"),
+    "global generator": (
+        "t05_fine_tune",
+        [(", generator=g)", ")")],
+        "the seed argument does not decide the shuffling",
+    ),
+    "batch_size ignored": ("t05_fine_tune", [("batch_size=batch_size, ", "")], "batch_size=8 was ignored"),
+    "shuffled without reading the dataset": (
+        "t05_fine_tune",
+        [
+            (
+                "DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g)",
+                "DataLoader(torch.utils.data.TensorDataset(dataset.images, dataset.labels), "
+                "batch_size=batch_size, shuffle=True)",
+            )
+        ],
+        "the same seed did not reproduce the same training run",
+    ),
+    # the gradients: never cleared, or cleared only after the step
+    "gradients never cleared": (
+        "t05_fine_tune",
+        [("            optimizer.zero_grad(set_to_none=True)\n", "")],
+        "the gradients were never cleared",
+    ),
+    "stale gradients in the first step": (
+        "t05_fine_tune",
+        [
+            ("            optimizer.zero_grad(set_to_none=True)\n", ""),
+            ("            optimizer.step()\n", "            optimizer.step()\n            optimizer.zero_grad()\n"),
+        ],
+        "reached the first step",
+    ),
+    # the device: images and labels on the model's device
+    "batch not moved": ("t05_fine_tune", [("x = x.to(device)", "x = x")], "fine_tune gave the model a batch"),
+    "labels not moved": ("t05_fine_tune", [("labels = y.to(device) if", "labels = y if")], "on the device 'cpu'"),
+    # the epoch's loss: numerator and denominator
+    "loss tensors kept": ("t05_fine_tune", [("loss.item() * x", "loss * x")], "tensors, not Python floats"),
+    "batch means not weighted": (
+        "t05_fine_tune",
+        [("total += loss.item() * x.shape[0]", "total += loss.item()")],
+        "without weighting it by the number of images",
+    ),
+    "divided by the batch size": (
+        "t05_fine_tune",
+        [("loss.item() * x.shape[0]", "loss.item() / x.shape[0]")],
+        "divided by the batch size instead of multiplied",
+    ),
+    "batches counted": ("t05_fine_tune", [("count += x.shape[0]", "count += 1")], "by the number of batches"),
+    "count starts at 1": (
+        "t05_fine_tune",
+        [("total, count = 0.0, 0", "total, count = 0.0, 1")],
+        "divided by 23, not by the number of images (22)",
+    ),
+    "total starts at 1": (
+        "t05_fine_tune",
+        [("total, count = 0.0, 0", "total, count = 1.0, 0")],
+        "off by +0.04545 nats in every epoch",
+    ),
+    "last batch's loss": (
+        "t05_fine_tune",
+        [("losses.append(total / count)", "losses.append(loss.item())")],
+        "the loss of its last batch",
+    ),
+    "loss summed over the batch": (
+        "t05_fine_tune",
+        [("x).mean()", "x).sum()")],
+        "the loss of a batch was summed over its images",
+    ),
+    "nothing added": ("t05_fine_tune", [("            total += loss.item() * x.shape[0]\n", "")], "all 0"),
+    "negative losses": ("t05_fine_tune", [("total +=", "total -=")], "the returned losses are negative"),
     # task 2: class-conditional log-likelihoods
     "train mode": ("t05_class_log_likelihoods", [("    model.eval()\n", "")], "in train mode"),
     "no no_grad": ("t05_class_log_likelihoods", [("with torch.no_grad():", "if True:")], "with gradients on"),
@@ -117,7 +201,37 @@ MUTANTS = {
         [("torch.full((x.shape[0],), y,", "torch.full((x.shape[0],), 0,")],
         "every class got the same log-likelihood",
     ),
+    "always back to train mode": (
+        "t05_class_log_likelihoods",
+        [("model.train(was_training)", "model.train()")],
+        "arrived in eval mode and was left in train mode",
+    ),
+    "images not moved": (
+        "t05_class_log_likelihoods",
+        [("x = x.to(device)", "x = x")],
+        "class_log_likelihoods gave the model the images or the labels on the device 'cpu'",
+    ),
+    "labels made on the CPU": (
+        "t05_class_log_likelihoods",
+        [(", dtype=torch.long, device=device)", ", dtype=torch.long)")],
+        "on the device 'cpu'",
+    ),
+    "one label for all images": (
+        "t05_class_log_likelihoods",
+        [("torch.full((x.shape[0],), y,", "torch.full((x.shape[1],), y,")],
+        "labels of shape (1,)",
+    ),
     # task 3: Bayes' rule
+    "log p(x) added": (
+        "t05_bayes",
+        [("joint - torch.logsumexp(", "joint + torch.logsumexp(")],
+        "log p(x) was added instead of subtracted",
+    ),
+    "keepdim dropped": (
+        "t05_bayes",
+        [("dim=1, keepdim=True", "dim=1")],
+        "keepdim keeps the shape (B, 1)",
+    ),
     "not normalised": (
         "t05_bayes",
         [("return joint - torch.logsumexp(joint, dim=1, keepdim=True)", "return joint")],
