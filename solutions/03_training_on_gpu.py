@@ -139,7 +139,7 @@ checks.lesson03.check_train_step(train_step)
 #   put the model back into the mode it was in.
 # - `nats`: the NLL in nats per image (sum over sub-pixels, mean over all images of the data set);
 #   `bpd`: bits per dimension, `nats / (D * ln 2)` with `D = C*H*W` (`dataset.image_shape`);
-#   `n_images`: how many images you scored.
+#   `n_images`: how many images you scored. All three are plain Python numbers (`.item()`), not tensors.
 #
 # **Check:** a fresh tiny model on a random data set whose size is *not* a multiple of the batch size,
 # compared with the NLL of every image computed by the reference. Dropping the last batch, averaging batch

@@ -589,6 +589,13 @@ def check_evaluate(evaluate_nll):
             "the model was left in eval mode after evaluating",
             "remember was_training = model.training and call model.train(was_training) at the end",
         )
+    tensors = [key for key in ("nats", "bpd", "n_images") if torch.is_tensor(result[key])]
+    if tensors:
+        fail(
+            f"evaluate_nll returned a tensor for {', '.join(repr(k) for k in tensors)}, not a Python number",
+            "return plain numbers: `.item()` turns a one-element tensor into a float (printing, JSON and "
+            "comparisons then behave as expected)",
+        )
     nats, bpd, count = _as_float(result["nats"]), _as_float(result["bpd"]), _as_float(result["n_images"])
     count = int(count) if count is not None and math.isfinite(count) else count
 
