@@ -34,9 +34,13 @@
 #   horizontal stacks remove it;
 # - the classic bug (mask B on the first layer) live: a superb loss, useless samples; and why
 #   BatchNorm leaks;
-# - gated activations and class conditioning, with parameter counts.
+# - gated activations and class conditioning, with parameter counts;
+# - one gated layer of the course's main model, as a diagram and as the library's own code.
 
 # %%
+import inspect
+
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -57,7 +61,7 @@ from course_lib import (
     vertical_mask,
 )
 from course_lib.causality import causality_violations, dependency_matrix, receptive_field
-from course_lib.models import AutoregressiveImageModel
+from course_lib.models import AutoregressiveImageModel, GatedBlock
 from course_lib.plotting import show_grid
 
 torch.manual_seed(0)
@@ -123,9 +127,16 @@ order = np.arange(H * W).reshape(H, W) + 1
 ci, cj = 2, 2
 past = order < order[ci, cj]
 fig, ax = plt.subplots(figsize=(4.2, 4.2))
-ax.imshow(np.where(past, 0.35, 1.0) - (order == order[ci, cj]) * 0.7, cmap="Blues_r", vmin=0, vmax=1)
+kind = np.where(order == order[ci, cj], 2, np.where(past, 1, 0))  # 0 future, 1 past, 2 current
+colours = matplotlib.colors.ListedColormap(["white", "#9ecae1", "#fd8d3c"])
+ax.imshow(kind, cmap=colours, vmin=0, vmax=2)
 for (r, c), k in np.ndenumerate(order):
     ax.text(c, r, str(k), ha="center", va="center", fontsize=11)
+ax.legend(
+    handles=[matplotlib.patches.Patch(color=colours(v), label=t) for v, t in ((1, "past"), (2, "current"))],
+    loc="upper left",
+    bbox_to_anchor=(1.02, 1),
+)
 ax.set_title(f"Raster order: pixel {order[ci, cj]} may see pixels 1-{order[ci, cj] - 1}")
 ax.set_xlabel("column j")
 ax.set_ylabel("row i")
@@ -256,18 +267,23 @@ assert colour_leaks == []
 assert leaks and all(o[1:] == k[1:] and k[0] >= o[0] for o, k in leaks)  # same pixel, same or later colour
 
 # %% [markdown]
-# ## 4. Proving causality with gradients
+# ## 4. Testing causality with gradients
 #
-# **Question.** How can we be *sure* a network is causal, whatever its layers, residuals and paddings?
+# **Question.** How can we check that a network is causal, whatever its layers, residuals and paddings?
 #
-# Look at its Jacobian. With the sub-pixels numbered in raster-then-channel order, the model is causal
+# The *proof* is the argument of section 2, by induction over the layers: if every layer's output at a
+# position depends only on features of the past (mask A first, mask B after it), so does the next layer's.
+# It holds for any input, but it is only as good as our reading of the code. The *test* looks at the
+# Jacobian, which the code computes whatever we think it does. With the sub-pixels numbered in raster-then-channel order, the model is causal
 # exactly when
 #
 # $$\frac{\partial\, \mathrm{logit}_o}{\partial x_k} = 0 \quad \text{for every input } k \ge o.$$
 #
-# `course_lib.causality` computes this exactly, in float64, on a copy of the model with random inputs
+# `course_lib.causality` computes this exactly, in float64, on a copy of the model at one random input
 # (the models accept float inputs for this purpose). A masked path contributes exactly $0.0$, so
-# "non-zero" means "connected". (Perturbing an input and comparing outputs is weaker: small effects round
+# "non-zero" means "connected" — at that input. A path can carry zero gradient at one input and not at
+# another (a ReLU that happens to be off, a gate that is shut), so one input is a test, not a proof: we
+# run it at several random inputs (`seed=`), and each seed is another chance to catch a leak. (Perturbing an input and comparing outputs is weaker: small effects round
 # away, and a single perturbation can miss a path.) `dependency_matrix(model)` is the whole Jacobian as
 # a True/False matrix; `causality_violations(model)` lists the forbidden entries.
 #
@@ -293,9 +309,9 @@ plt.show()
 
 # %%
 plain_leaks = causality_violations(plain8)
-assert causality_violations(pixelcnn8) == []
+assert all(causality_violations(pixelcnn8, seed=s) == [] for s in range(5)), "causal at five random inputs"
 assert ((0, 3, 3), (0, 3, 3)) in plain_leaks  # the plain conv's output at (3, 3) sees its own pixel
-print(f"plain conv: {len(plain_leaks)} violations; PixelCNN: none")
+print(f"plain conv: {len(plain_leaks)} violations; PixelCNN: none, at each of 5 random inputs")
 
 # %% [markdown]
 # ### The receptive field, layer by layer
@@ -308,11 +324,19 @@ print(f"plain conv: {len(plain_leaks)} violations; PixelCNN: none")
 
 
 # %%
-def draw_field(ax, field, i, j, title, holes=None):
-    """Heat map of log10 |gradient| (white where exactly zero); red box = output pixel; x = blind spot."""
+def log_range(fields):
+    """(vmin, vmax) of log10 |gradient| over the non-zero entries of all `fields`: one scale for all panels."""
+    values = np.concatenate([np.asarray(f)[np.asarray(f) > 0] for f in fields])
+    return float(np.log10(values.min())), float(np.log10(values.max()))
+
+
+def draw_field(ax, field, i, j, title, holes=None, limits=None):
+    """Heat map of log10 |gradient| (white where exactly zero) on the colour scale `limits` (vmin, vmax);
+    red box = output pixel; x = blind spot."""
     field = np.asarray(field)
     shown = np.ma.masked_where(field == 0, np.log10(np.where(field > 0, field, 1.0)))
-    image = ax.imshow(shown, cmap="viridis")
+    vmin, vmax = limits if limits is not None else (None, None)
+    image = ax.imshow(shown, cmap="viridis", vmin=vmin, vmax=vmax)
     mark_centre(ax, i, j)
     if holes is not None and holes.any():
         r, c = np.nonzero(np.asarray(holes))
@@ -333,8 +357,10 @@ for n in depths:
 
 top = slice(0, 18)  # the fields lie in rows 0-14: show the top 18 rows of the 28
 fig, axes = plt.subplots(1, len(depths), figsize=(16, 3.2), layout="constrained")
+limits = log_range(pixelcnn_fields.values())
 for ax, n in zip(axes, depths):
-    image = draw_field(ax, pixelcnn_fields[n][top], i, j, f"PixelCNN, {n} residual block{'s' * (n != 1)}")
+    title = f"PixelCNN, {n} residual block{'s' * (n != 1)}"
+    image = draw_field(ax, pixelcnn_fields[n][top], i, j, title, limits=limits)
 fig.colorbar(image, ax=axes, shrink=0.8, label="log10 |d logit / d x|")
 plt.show()
 
@@ -359,10 +385,12 @@ print("all fields are causal; with 6 blocks the row above is seen only up to 3 c
 # **Question.** Why can't depth fill the wedge?
 #
 # The rightmost position a 3×3 mask-B kernel at $(i, j)$ reads in the row above is $(i-1, j+1)$. The
-# features there are causal *for pixel $(i-1, j+1)$*: in their own row they know only the pixels up to
-# column $j$. So a new layer pushes the right edge of the field one column further out in rows $i-2$,
-# $i-3$, ..., but never in row $i-1$, whose right edge stays where the 7×7 first layer put it, 3 columns
-# to the right. Row $i-2$ stops one column further, and so on: a wedge. For a digit, it means a stroke
+# features there are causal *for pixel $(i-1, j+1)$*: in row $i-1$ they know only the pixels left of
+# column $j+1$, and in the rows above they reach only as far right as a field one layer shallower reaches
+# from $(i-1, j+1)$. So every step up one row buys at most one column to the right, and a new layer adds
+# a row on top of the field without widening the rows it already covers: row $i-1$ is seen up to column
+# $j+3$ (where the 7×7 first layer put it) however deep the network, row $i-2$ up to $j+4$, row $i-3$ up
+# to $j+5$, and so on. Everything right of that diagonal edge stays unseen: a wedge. For a digit, it means a stroke
 # coming down from the upper right is invisible until it is almost directly above the pixel being drawn.
 #
 # We can count the blind spot. Call a past pixel a **hole** when the output ignores it although it sees
@@ -424,6 +452,7 @@ for d in dilation_sets:
 gated_holes = {d: blind_spot(f > 0, i) for d, f in gated_fields.items()}
 
 fig, axes = plt.subplots(2, 5, figsize=(16, 6.4), layout="constrained")
+limits = log_range([*pixelcnn_fields.values(), *(f for f in gated_fields.values() if (f > 0).any())])
 for ax, n in zip(axes[0], depths):
     draw_field(
         ax,
@@ -432,6 +461,7 @@ for ax, n in zip(axes[0], depths):
         j,
         f"PixelCNN, {n} block{'s' * (n != 1)}\n{int(pixelcnn_holes[n].sum())} holes",
         pixelcnn_holes[n][top],
+        limits=limits,
     )
 for ax, d in zip(axes[1], dilation_sets):
     name = "-".join(map(str, d)) or "none"
@@ -442,6 +472,7 @@ for ax, d in zip(axes[1], dilation_sets):
         j,
         f"Gated, dilations {name}\n{int(gated_holes[d].sum())} holes",
         gated_holes[d][top],
+        limits=limits,
     )
 fig.colorbar(image, ax=axes, shrink=0.6, label="log10 |d logit / d x|")
 plt.show()
@@ -533,13 +564,17 @@ print("fraction of pixels on:", {k: round(v, 3) for k, v in ink.items()})
 # digits; lesson 04 samples from a better model.)
 #
 # **How the Jacobian test catches it.** On the trained models, one output pixel is enough to see the
-# leak: the leaky model's receptive field contains the output pixel itself (its red box is filled in).
+# leak: the leaky model's receptive field contains the output pixel itself (its red box is filled in,
+# and marked with a star).
 
 # %%
 field_ok, field_bad = receptive_field(correct, i, j)[0], receptive_field(leaky, i, j)[0]
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-draw_field(axes[0], field_ok[top], i, j, "trained correct model: output (14, 14)")
-image = draw_field(axes[1], field_bad[top], i, j, "trained leaky model: output (14, 14)")
+limits = log_range([field_ok, field_bad])
+draw_field(axes[0], field_ok[top], i, j, "trained correct model: output (14, 14)", limits=limits)
+image = draw_field(axes[1], field_bad[top], i, j, "trained leaky model: output (14, 14)", limits=limits)
+axes[1].scatter([j], [i], marker="*", s=160, color="red", edgecolor="white", label="sees its own pixel")
+axes[1].legend(loc="lower right", fontsize=8)
 fig.colorbar(image, ax=axes, shrink=0.8, label="log10 |d logit / d x|")
 plt.show()
 print(f"|d logit(14,14) / d x(14,14)|: correct {field_ok[i, j]:.3g}, leaky {field_bad[i, j]:.3g}")
@@ -710,6 +745,117 @@ print(
 )
 
 # %% [markdown]
+# ## 9. One gated layer, drawn and read
+#
+# **Question.** What exactly happens inside one layer of the course's main model?
+#
+# Sections 5 and 8 gave the two ideas: two stacks, and gated units. Here they are together, as in
+# Figure 2 of van den Oord et al. (2016). Each layer takes the vertical features $v$ and the horizontal
+# features $h$ (both $p$ channels) and returns new ones. Follow the arrows: the vertical stack's masked
+# convolution gives $2p$ maps; a 1×1 convolution carries them into the horizontal stack *before* its gate;
+# each stack gates its $2p$ maps down to $p$; the horizontal stack adds a 1×1 convolution and a residual
+# connection to its input. The vertical stack has no residual, and nothing flows from $h$ to $v$.
+
+
+# %%
+def box(ax, x, y, text, color="#deebf7", width=2.3, height=0.8):
+    """A labelled box centred at (x, y) on the diagram's axes."""
+    ax.add_patch(plt.Rectangle((x - width / 2, y - height / 2), width, height, facecolor=color, edgecolor="black"))
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+
+
+def arrow(ax, start, end, text=""):
+    """An arrow from `start` to `end` (x, y), with an optional label at its middle."""
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="->", linewidth=1.3))
+    if text:
+        ax.text((start[0] + end[0]) / 2 + 0.1, (start[1] + end[1]) / 2, text, fontsize=8, color="dimgray")
+
+
+fig, ax = plt.subplots(figsize=(10, 5.2))
+box(ax, 1.5, 5.0, "v  (p maps)", "#fee6ce")
+box(ax, 1.5, 3.2, "v_conv: k×k, mask V\np → 2p", "#fee6ce")
+box(ax, 1.5, 1.2, "gate: tanh ⊙ σ\n2p → p", "#fee6ce")
+box(ax, 1.5, -0.4, "v out  (p maps)", "#fee6ce")
+box(ax, 4.6, 3.2, "v_to_h: 1×1\n2p → 2p", "#e5f5e0")
+box(ax, 7.7, 5.0, "h  (p maps)")
+box(ax, 7.7, 3.2, "h_conv: 1×k, mask B\np → 2p")
+box(ax, 7.7, 2.2, "+", width=0.5, height=0.5)
+box(ax, 7.7, 1.2, "gate: tanh ⊙ σ\n2p → p")
+box(ax, 7.7, 0.2, "h_out: 1×1, mask B\np → p")
+box(ax, 7.7, -0.9, "+", width=0.5, height=0.5)
+box(ax, 7.7, -1.9, "h out  (p maps)")
+arrow(ax, (1.5, 4.6), (1.5, 3.6))
+arrow(ax, (1.5, 2.8), (1.5, 1.6))
+arrow(ax, (1.5, 0.8), (1.5, 0.0))
+arrow(ax, (2.65, 3.2), (3.45, 3.2))
+arrow(ax, (5.75, 3.0), (7.45, 2.3), "added before the gate")
+arrow(ax, (7.7, 4.6), (7.7, 3.6))
+arrow(ax, (7.7, 2.8), (7.7, 2.45))
+arrow(ax, (7.7, 1.95), (7.7, 1.6))
+arrow(ax, (7.7, 0.8), (7.7, 0.6))
+arrow(ax, (7.7, -0.2), (7.7, -0.65))
+arrow(ax, (7.7, -1.15), (7.7, -1.5))
+ax.annotate(
+    "",
+    xy=(7.95, -0.9),
+    xytext=(8.85, 5.0),
+    arrowprops=dict(arrowstyle="->", connectionstyle="angle,angleA=-90,angleB=0"),
+)
+ax.text(9.0, 2.0, "residual:\nh + ...", fontsize=8, color="dimgray")
+ax.text(1.5, 5.8, "vertical stack (rows above)", ha="center", fontsize=10, weight="bold")
+ax.text(7.7, 5.8, "horizontal stack (row to the left)", ha="center", fontsize=10, weight="bold")
+ax.set_xlim(0, 10)
+ax.set_ylim(-2.6, 6.2)
+ax.set_title("One layer of the Gated PixelCNN (GatedBlock in course_lib/models.py)")
+ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# The code is as short as the diagram. This is the layer's `forward` from `course_lib/models.py`, printed
+# from the library itself, so it cannot drift from what the course runs:
+
+# %%
+print(inspect.getsource(GatedBlock.forward))
+
+# %% [markdown]
+# Line by line:
+#
+# 1. `v_feat = self.v_conv(v)`: the vertical stack's masked k×k convolution, $p \to 2p$ maps (mask "V":
+#    rows above, and the centre row of vertical features, which know only rows above).
+# 2. `h_feat = self.h_conv(h) + self.v_to_h(v_feat)`: the horizontal stack's 1×k mask-B convolution, plus
+#    the vertical features through a 1×1 convolution, added **before** the gate. This is the only link
+#    between the stacks, and it goes one way: vertical to horizontal.
+# 3. The optional class bias (section 8) is added to both stacks' pre-activations, the same at every position.
+# 4. `return gate(v_feat), h + self.h_out(gate(h_feat))`: each stack gates its $2p$ maps down to $p$; the
+#    horizontal stack adds a 1×1 mask-B convolution and the **residual** $h + \dots$; the vertical stack
+#    has none.
+#
+# **Check.** Count the parameters by hand for $p$ channels and kernel size $k = 3$ (weights + biases):
+# `v_conv` $2p \cdot p \cdot 9 + 2p$, `h_conv` $2p \cdot p \cdot 3 + 2p$, `v_to_h` $2p \cdot 2p + 2p$ and
+# `h_out` $p \cdot p + p$, together $29p^2 + 7p$. And trace the shapes through one call.
+
+# %% tags=["nbval-check-output"]
+p = 16
+layer = GatedBlock(p, data_channels=1, kernel_size=3)
+by_hand = 29 * p**2 + 7 * p
+print(f"GatedBlock, p = {p}: {count_parameters(layer):,} parameters; by hand 29p² + 7p = {by_hand:,}")
+shapes = {}
+for name in ("v_conv", "h_conv", "v_to_h", "h_out"):
+    # a forward hook that returns None only watches (a returned value would replace the output)
+    getattr(layer, name).register_forward_hook(lambda m, inputs, out, name=name: shapes.__setitem__(name, out.shape))
+v_in, h_in = torch.randn(2, p, 28, 28), torch.randn(2, p, 28, 28)
+v_out, h_out = layer(v_in, h_in)
+for name, shape in shapes.items():
+    print(f"  {name:7s} -> {tuple(shape)}")
+print(f"  layer   -> v {tuple(v_out.shape)}, h {tuple(h_out.shape)}")
+
+# %%
+assert count_parameters(layer) == by_hand
+assert shapes["v_conv"] == shapes["h_conv"] == shapes["v_to_h"] == (2, 2 * p, 28, 28)
+assert v_out.shape == h_out.shape == v_in.shape
+
+
+# %% [markdown]
 # ## Recap
 # - A plain convolution sees the pixel it predicts: it copies it and reaches a near-zero, meaningless loss.
 # - Masked convolutions keep only the past in raster order: **mask A** on the first layer (no centre),
@@ -725,6 +871,9 @@ print(
 #   mode) cannot see it.
 # - Gated units multiply $\tanh$ by a sigmoid gate; class conditioning is a learnt per-class bias,
 #   $4p$ numbers per class per gated layer.
+# - One gated layer: vertical k×k (mask V) → gate; horizontal 1×k (mask B) plus the vertical features
+#   through a 1×1 link *before* its gate, then a 1×1 and a residual on the horizontal stack only:
+#   $29p^2 + 7p$ parameters for $k = 3$.
 
 # %% [markdown]
 # ## Exercises
