@@ -169,8 +169,9 @@ assert history["test_nats"][-1] < baseline["nats"] - 50, "the PixelCNN should be
 # ### Drawing new digits
 #
 # Sampling runs the model once per pixel: draw pixel 1, feed it back, draw pixel 2, and so on, 784 times.
-# These are digits nobody wrote. With a tiny model and a minute of training they are rough; lesson 04
-# shows what a better model does.
+# These images come from the model, not from the data set: nobody drew them. After a few seconds of
+# training, a tiny model draws strokes and blobs rather than digits (the independent-pixel model, for
+# comparison, draws noise); lesson 04 samples from a better model.
 
 # %%
 from course_lib import sample
@@ -178,8 +179,8 @@ from course_lib import sample
 samples = sample(model, 16, seed=0)
 noise = sample(IndependentPixelModel.fit(train), 16, seed=0)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-show_grid(samples, "Tiny PixelCNN: samples", ax=axes[0], xlabel="sample", ylabel="sample")
-show_grid(noise, "Independent pixels: samples", ax=axes[1], xlabel="sample", ylabel="sample")
+show_grid(samples, "Tiny PixelCNN: 16 samples", ax=axes[0], xlabel="independent draws, 8 per row", ylabel="")
+show_grid(noise, "Independent pixels: 16 samples", ax=axes[1], xlabel="independent draws, 8 per row", ylabel="")
 plt.tight_layout()
 plt.show()
 assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0, 1}

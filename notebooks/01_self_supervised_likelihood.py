@@ -355,9 +355,12 @@ print(f"  ... and both at once: '{wrong:.4f} bits/dim' instead of {bits_per_dim(
 assert abs(right / wrong / D - 1) < 1e-4 and abs(right - base_test["nats"]) < 1e-3
 
 # %% [markdown]
-# Mean over pixels is harmless as a *training* loss (it only rescales the gradient), but a number
-# computed that way is nats per dimension, not per image: divide by $\ln 2$ and it is the bits/dim.
-# Always say which one you report.
+# As a *training* loss, a mean over pixels divides the loss, and so the gradient, by $D$. Adam's steps do
+# not depend on the gradient's scale (up to its tiny $\epsilon$), so with plain Adam that changes
+# nothing. It does change training when gradients are clipped at a fixed norm (`fit` clips at 1.0: a
+# gradient $D$ times smaller is clipped far less often) or with plain SGD (every step is $D$ times
+# smaller). And a number computed that way is nats per dimension, not per image: divide by $\ln 2$ and it
+# is the bits/dim. Always say which one you report.
 #
 # ## 5 · The chain rule: exact, in any order
 #
@@ -644,6 +647,14 @@ assert agree["Gated PixelCNN"] > agree["independent"], "autoregressive samples a
 #   only from restricting the conditionals, and then the order matters. An autoregressive network learns
 #   all the conditionals with shared weights, and a small Gated PixelCNN beats the independent baseline by
 #   a wide margin after a few minutes of CPU training.
+
+# %% [markdown]
+# ## References
+#
+# - van den Oord, Kalchbrenner, Kavukcuoglu (2016), *Pixel Recurrent Neural Networks*, ICML, arXiv:1601.06759: PixelRNN and PixelCNN, masks A and B, binarized MNIST results.
+# - Theis, van den Oord, Bethge (2016), *A note on the evaluation of generative models*, ICLR, arXiv:1511.01844: what log-likelihoods (and bits/dim) do and do not say.
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
+# - Salimans, Karpathy, Chen, Kingma (2017), *PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other Modifications*, ICLR, arXiv:1701.05517.
 
 # %% [markdown]
 # ## Exercises

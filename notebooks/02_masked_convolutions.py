@@ -876,6 +876,12 @@ assert v_out.shape == h_out.shape == v_in.shape
 #   $29p^2 + 7p$ parameters for $k = 3$.
 
 # %% [markdown]
+# ## References
+#
+# - van den Oord, Kalchbrenner, Kavukcuoglu (2016), *Pixel Recurrent Neural Networks*, ICML, arXiv:1601.06759: PixelRNN and PixelCNN, masks A and B, binarized MNIST results.
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
+
+# %% [markdown]
 # ## Exercises
 # The graded notebook `exercises/02_masked_convolutions.ipynb` (its solved twin is in `solutions/`) has 4
 # tasks worth 9 points; the check cell under each task tells you as you go whether your code is right, and

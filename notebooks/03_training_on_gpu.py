@@ -390,6 +390,13 @@ plt.show()
 # - `torchrun --nproc_per_node N -m course_lib train` trains data-parallel; `--batch-size` is global.
 
 # %% [markdown]
+# ## References
+#
+# - Micikevicius et al. (2018), *Mixed Precision Training*, ICLR, arXiv:1710.03740: fp16 with loss scaling; and the PyTorch documentation on automatic mixed precision (`torch.autocast`) and on CUDA semantics (TF32).
+# - Kingma, Ba (2015), *Adam: A Method for Stochastic Optimization*, ICLR; Loshchilov, Hutter (2017), *SGDR: Stochastic Gradient Descent with Warm Restarts*, ICLR (the cosine schedule).
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
+
+# %% [markdown]
 # ## Exercises
 # The graded notebook `exercises/03_training_on_gpu.ipynb` (its solved twin is in `solutions/`) has 5 tasks
 # worth 10 points; the check cell under each task tells you as you go whether your code is right, and

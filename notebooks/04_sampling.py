@@ -764,6 +764,14 @@ plt.show()
 #   times faster at batch 64 on a 2-core CPU. `sample()` does it by default.
 
 # %% [markdown]
+# ## References
+#
+# - van den Oord, Kalchbrenner, Kavukcuoglu (2016), *Pixel Recurrent Neural Networks*, ICML, arXiv:1601.06759: PixelRNN and PixelCNN, masks A and B, binarized MNIST results.
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
+# - Ramachandran, Le Paine, Khorrami, Babaeizadeh, Chang, Zhang, Hasegawa-Johnson, Campbell, Huang (2017), *Fast Generation for Convolutional Autoregressive Models*, ICLR workshop, arXiv:1704.06001: caching for sampling.
+# - Salimans, Karpathy, Chen, Kingma (2017), *PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other Modifications*, ICLR, arXiv:1701.05517.
+
+# %% [markdown]
 # ## Exercises
 # The graded notebook `exercises/04_sampling.ipynb` (its solved twin is in `solutions/`) has 3 tasks worth 8
 # points; the check cell under each task tells you as you go whether your code is right, and

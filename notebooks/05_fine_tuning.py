@@ -629,6 +629,33 @@ assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(
 #   a majority filter.
 
 # %% [markdown]
+# ## Where next
+#
+# You have built, trained, sampled from and fine-tuned the model family that started deep autoregressive
+# image modelling. Four directions lead on from here:
+#
+# - **Better likelihoods per pixel**: PixelCNN++ replaces the 256-way softmax with a discretized logistic
+#   mixture, so that intensity 242 is close to 243 (Salimans et al. 2017).
+# - **Longer reach**: PixelSNAIL adds self-attention, so every pixel can look at any earlier pixel, not only
+#   at those within the convolutions' reach (Chen et al. 2018).
+# - **Transformers on pixels**: Image GPT trains a GPT-style transformer on sequences of pixels and shows
+#   that autoregressive pretraining learns features good enough for classification (Chen et al. 2020).
+# - **Priors on learnt codes**: VQ-VAE-2 uses PixelCNN-style priors over a discrete latent code instead of
+#   raw pixels, which scales to large images (Razavi, van den Oord, Vinyals 2019, arXiv:1906.00446).
+#
+# (Google's *Imagen* is a text-to-image diffusion model, a different family; nothing in this course is
+# Imagen.)
+
+# %% [markdown]
+# ## References
+#
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
+# - Chen, Radford, Child, Wu, Jun, Luan, Sutskever (2020), *Generative Pretraining from Pixels* (Image GPT), ICML: autoregressive pretraining on pixels, then fine-tuning and linear probes.
+# - Nalisnick, Matsukawa, Teh, Gorur, Lakshminarayanan (2019), *Do Deep Generative Models Know What They Don't Know?*, ICLR, arXiv:1810.09136: likelihoods and out-of-distribution data.
+# - Salimans, Karpathy, Chen, Kingma (2017), *PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other Modifications*, ICLR, arXiv:1701.05517.
+# - Chen, Mishra, Rohaninejad, Abbeel (2018), *PixelSNAIL: An Improved Autoregressive Generative Model*, ICML, arXiv:1712.09763.
+
+# %% [markdown]
 # ## Exercises
 # The graded notebook `exercises/05_fine_tuning.ipynb` (its solved twin is in `solutions/`) has 3 tasks
 # worth 8 points; the check cell under each task tells you as you go whether your code is right, and
