@@ -2,6 +2,9 @@
 
     coursework.checks      instant feedback for the graded exercises (one module per lesson)
     coursework.notebooks   preparing a submission: its reference and the reference's check cells
+    coursework.checkcell   the fresh state (grad mode, dtype, random state) each graded check runs in
+    coursework.sandbox     the folder, environment and snapshot of the checks one submission runs with
+    coursework.kernel      the grading kernel: hides the references, imports the snapshot from memory
     coursework.executor    the separate process that runs a notebook in a fresh kernel
     coursework.grade       the autograder's command line (`pixelcnn-grade`) and its reports
 
