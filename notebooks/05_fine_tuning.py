@@ -124,6 +124,19 @@ print(
 )
 
 # %% [markdown]
+# **Which model does each section start from?** (sizes in full mode; fast mode uses fewer images)
+#
+# | section | starts from | trained here on |
+# |---|---|---|
+# | 1 · Pretraining | random weights | 2,000 source digits 0–4 |
+# | 2 · Fine-tuning vs scratch | section 1's `pretrained` model, or random weights | N = 10, 100, 1,000 target digits 5–9 |
+# | 3 · What to fine-tune | `pretrained`, some layers frozen | the N = 100 target set |
+# | 4 · Adding conditioning | `base`: section 2's model fine-tuned on N = 1,000, plus class biases set to zero | 1,000 labelled digits 0–9 |
+# | 5 · Few labels | `base`'s layers (or random ones) under a new linear head | 10 or 100 labels per class |
+# | 6 · Bayes' rule | section 4's conditional model | nothing: it only scores |
+# | 7 · Repair | `base` | nothing: it only scores and samples |
+
+# %% [markdown]
 # ## 1 · Pretraining on the source digits
 #
 # **Question: how much does a model of the digits 0–4 already know about 5–9?** We train a small Gated
