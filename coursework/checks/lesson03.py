@@ -550,7 +550,7 @@ def _diagnose_nats(nats, count, per_image, batch_size):
                 "total += ... (not total = ...) for every batch",
             )
         fail(
-            f"the summed NLL is off by {summed - total:+.4g} nats (the count of {n} images is right)",
+            f"the summed NLL is off by {summed - total:+.3g} nats (the count of {n} images is right)",
             "start from total = 0 and add -log_prob_from_logits(model(x), x).sum() for every batch",
         )
     fail(
