@@ -432,6 +432,7 @@ def check_fine_tune(fine_tune):
                 "nats/image)",
                 "minimise the negative log-likelihood: loss = -log_prob_from_logits(model(x), x).mean()",
             )
+        _diagnose_losses(losses, batches, n, dims)  # a summed loss moves Adam's steps only a little: name it
         if not order_known:
             _check_seeds(fine_tune, start, plain, train, epochs, lr, batch_size, data_seed, model, meant)
         fail(
