@@ -79,6 +79,10 @@ print(test)
 # Nothing. The target $x_{ij}$ is also an *input*: a 3×3 convolution centred on $(i, j)$ reads
 # $x_{ij}$ and can simply copy it. The loss goes to zero and the model has learnt nothing about digits.
 # Here is that "model": one plain 3×3 convolution (10 parameters), trained with the course's `fit`.
+#
+# Every model in this lesson is tiny and is taken apart on the CPU afterwards (gradients, Jacobians, exact
+# sums over all images), so all of them train there too (`device="cpu"`): each trains in seconds, and
+# its weights stay where the analysis needs them.
 
 
 # %%
