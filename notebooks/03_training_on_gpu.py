@@ -36,6 +36,7 @@
 # `fit` does both for you.
 
 # %%
+import inspect
 import math
 import time
 
@@ -43,6 +44,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from course_lib import GatedPixelCNN, count_parameters, fit, is_fast, load_dataset, pick, pick_device
+from course_lib.device import cpu_has_bf16
 
 device = pick_device()
 has_gpu = device.type in ("cuda", "mps")
@@ -50,6 +52,7 @@ print(f"device: {device}" + ("" if has_gpu else "  (no GPU found: everything in 
 if device.type == "cuda":
     print(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} visible")
 print(f"CPU threads used by PyTorch: {torch.get_num_threads()}")
+print(f"CPU computes bf16 natively (AVX512-BF16 or AMX): {cpu_has_bf16()}")
 
 # %% [markdown]
 # **Feeding the device.** A `DataLoader` with `num_workers > 0` prepares batches in background processes,
@@ -68,10 +71,14 @@ print(f"CPU threads used by PyTorch: {torch.get_num_threads()}")
 # 3. report the **median** of several steps (robust to a noisy neighbour on the machine).
 #
 # `course_lib.benchmark.training_throughput` does exactly that through the real training step of `fit`.
+# Here it is, printed from the library:
 
 # %%
 from course_lib.benchmark import training_throughput
 
+print(inspect.getsource(training_throughput))
+
+# %%
 torch.manual_seed(0)
 model = GatedPixelCNN()  # the default model: 1x28x28 binary images
 batch = pick(fast=16, full=32)
@@ -85,13 +92,41 @@ for name, r in results.items():
     print(f"{name:10s} {r['images_per_s']:8.0f} images/s (median of {len(r['step_seconds'])} steps)")
 
 # %% [markdown]
-# **What dominates where?** On a CPU, the time goes into the convolutions themselves: a forward and
-# backward pass is a few GFLOP per batch, and two cores do only a few tens of GFLOP/s. On a GPU the same
-# arithmetic is almost free; for a model this small, the time goes into *launching* hundreds of small
+# **What dominates where?** Count the arithmetic: every convolution does $2 \cdot C_\text{in} \cdot k_h k_w$
+# floating-point operations per output value (a masked kernel's zeros are multiplied too), and a training
+# step costs about three forward passes (the backward pass computes two gradients per layer).
+
+
+# %%
+def forward_flops(model):
+    """Floating-point operations of one forward pass of one image through the model's convolutions."""
+    counts = []
+
+    def count(module, inputs, output):  # returns None: the hook only watches
+        counts.append(2 * output.numel() * module.in_channels // module.groups * math.prod(module.kernel_size))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.zeros(1, *model.image_shape, dtype=torch.long))
+    for hook in hooks:
+        hook.remove()
+    return sum(counts)
+
+
+flops = forward_flops(model)
+cpu_ips = results["CPU fp32"]["images_per_s"]
+print(f"forward pass: {flops / 1e9:.2f} GFLOP per image")
+print(f"training step at batch {batch}: about {3 * flops * batch / 1e9:.1f} GFLOP (3 forward passes' worth)")
+print(f"measured CPU fp32 throughput {cpu_ips:.0f} images/s -> about {3 * flops * cpu_ips / 1e9:.0f} GFLOP/s")
+
+# %% [markdown]
+# On a CPU, then, the time goes into the convolutions themselves: the arithmetic above, at the rate
+# printed, accounts for the step time. On a GPU the same arithmetic is almost free; for a model this small, the time goes into *launching* hundreds of small
 # kernels and moving memory. That is why on a GPU bigger batches, fewer launches (`torch.compile`) and
-# lighter memory traffic (bf16) help so much, and why most of them help little on a CPU. The exception is
-# bf16 on a CPU that computes in bf16 natively (AVX512-BF16 or AMX, on recent server chips): there it cuts
-# the arithmetic itself, as the next section measures.
+# lighter memory traffic (bf16) help so much, and why most of them help little on a CPU. bf16 on a CPU
+# depends on the chip: one that computes in bf16 natively (AVX512-BF16 or AMX, on recent server chips) cuts
+# the arithmetic itself, and one without it (the first cell printed which this is) converts every number
+# to and from bf16 and runs *slower* than fp32. The next section measures it.
 
 # %% [markdown]
 # ## 3 · Mixed precision, channels_last, compile
@@ -110,12 +145,29 @@ for name, r in results.items():
 # The log-likelihood itself is always computed in float32 (`course_lib.train.Trainer.loss`). We measure
 # rather than assert: which of these helps depends on the hardware.
 #
+# Three more things to know before training on a GPU:
+#
+# - **TF32.** On NVIDIA GPUs from the Ampere generation on, PyTorch runs "fp32" *convolutions* in TF32 by
+#   default (`torch.backends.cudnn.allow_tf32 = True`: inputs rounded to a 10-bit mantissa inside the
+#   tensor cores), while fp32 matrix multiplies stay full precision unless you call
+#   `torch.set_float32_matmul_precision("high")`. A GPU's "fp32" row is therefore already partly reduced
+#   precision.
+# - **Memory.** What fills a GPU is mostly activations: every layer keeps its outputs for the backward
+#   pass, batch × channels × H × W numbers per feature map. On "CUDA out of memory", halve the batch, train
+#   in bf16 (half the bytes per activation), or accumulate gradients over several small batches before each
+#   optimiser step (the same effective batch in less memory).
+# - **Profiling.** Before optimising, look: `torch.profiler.profile(...)` lists the time spent per
+#   operator on the CPU and the GPU, and shows whether convolutions, kernel launches or data loading dominate.
+#
 # **The fast path.** `fast_options(device)` bundles what pays on each device; it is what
 # `python -m course_lib train --fast` uses. On CUDA: bf16 (fp16 with a scaler on cards without bf16),
 # channels_last, compile, and a 4× larger batch with twice the learning rate (the square-root rule: a GPU
 # is underused by small batches, and a bigger batch averages away gradient noise, so it takes bigger
 # steps). On a CPU with native bf16 arithmetic (AVX512-BF16 or AMX, found on recent server CPUs): bf16
-# alone. Elsewhere, plain fp32, which is then the fastest.
+# alone. Elsewhere, plain fp32: the other switches gain little there. Read small differences with care:
+# on a CPU without native bf16 the "fast path" *is* fp32 eager, so the `CPU fp32` row of section 2 and the
+# `fp32` and `fast path` rows below measure the same thing three times; on a shared machine such repeats
+# can differ by more than 10%.
 
 # %%
 from course_lib.train import fast_options
@@ -156,22 +208,26 @@ assert all(math.isfinite(v) and v > 0 for v in speed.values())
 # %% [markdown]
 # **Does bf16 cost accuracy?** Speed is worth nothing if the model gets worse. `benchmarks/precision.py`
 # (`make bench-precision`) trains the default model for the CLI's 8 epochs twice, same seed, in fp32 and in
-# bf16, and scores both in fp32. On the 2-core CPU these lessons were built on, it measured 0.1230 bits/dim
-# for fp32 (266 s of training) and 0.1229 for bf16 (158 s): 0.06% apart. Autocast keeps the weights, the
+# bf16, and scores both in fp32. On a 2-core CPU with native bf16 (AVX512-BF16; the README's benchmark
+# machine), it measured 0.1230 bits/dim for fp32 (266 s of training) and 0.1229 for bf16 (158 s): 0.06%
+# apart. Autocast keeps the weights, the
 # optimizer state and the loss in float32, so only the products inside layers lose precision.
 
 # %% [markdown]
 # ## 4 · The training loop, opened up
 #
-# `fit` is about a hundred lines (`course_lib/train.py`). One step:
+# `fit` builds a `Trainer` (`course_lib/train.py`) and runs it. One step is these methods, printed from the
+# library: the forward pass under autocast (a no-op in fp32), the loss in float32 (nats per image, averaged
+# over the batch), backward (through the gradient scaler for fp16), **clipping** of the gradient norm (no
+# single step can explode), and Adam's step with the learning rate set for this step.
 #
-# ```python
-# loss = -log_prob_from_logits(model(x), x).mean()   # nats per image, averaged over the batch
-# optimizer.zero_grad(); loss.backward()
-# clip_grad_norm_(model.parameters(), 1.0)            # gradient clipping: no single step can explode
-# optimizer.step()                                    # Adam, with the learning rate set for this step
-# ```
-#
+# %%
+from course_lib.train import Trainer
+
+for method in (Trainer.autocast, Trainer.loss, Trainer.step):
+    print(inspect.getsource(method))
+
+# %% [markdown]
 # The **learning rate** warms up linearly (optional) and then decays along a cosine to zero: large steps
 # early, small careful ones at the end. After each epoch, `fit` evaluates *every* test image and records
 # train and test nats per image and test bits/dim.
@@ -195,13 +251,14 @@ plt.show()
 # %% tags=["nbval-check-output"]
 print([round(learning_rate(cfg, s, 400), 6) for s in (0, 19, 20, 210, 399)])
 
+# %% [markdown]
 # We train with the fast path measured above (`**fast_options(device, ...)`).
 
 # %%
 from course_lib.plotting import plot_history
 
 small_train = load_dataset("mnist-subset", "train", limit=pick(fast=100, full=400))
-test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=None))
+test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=500))
 torch.manual_seed(0)
 overfit_model = GatedPixelCNN(channels=pick(fast=16, full=32))
 start = time.perf_counter()
@@ -209,7 +266,7 @@ history = fit(
     overfit_model,
     small_train,
     test,
-    epochs=pick(fast=8, full=40),
+    epochs=pick(fast=8, full=30),
     device=device,
     progress=False,
     **fast_options(device, batch_size=16, lr=3e-3),
@@ -353,9 +410,11 @@ else:
 #
 # Full MNIST has 60,000 training images. From the throughput measured above we can estimate one epoch,
 # and the 50+ epochs a paper-quality model needs. For a GPU that is not here, we quote a reference
-# measurement instead of inventing one: on one H200, a larger gated model (852k parameters, 256-way
-# output) trained at about 9,900 images/s in fp32 and about 37,800 images/s with bf16, channels_last,
-# compile and batch 1024.
+# measurement instead of inventing one, and label it as such: the course's notes record that on one H200
+# (PyTorch 2.11) the UvA tutorial's gated model (852,160 parameters, 256-way output: a bigger model than
+# the binary 152,545-parameter one measured above) trained at about 9,900 images/s in fp32 and about
+# 37,800 images/s with bf16, channels_last, compile and batch 1024. Those rows are another model on another
+# machine, not measured by this notebook; the chart draws them apart, in grey.
 
 # %%
 cpu_speed = results["CPU fp32"]["images_per_s"]
@@ -363,15 +422,16 @@ rows = [("this CPU, fp32, measured", cpu_speed)]
 if has_gpu:
     rows.append((f"this {device.type.upper()}, fp32, measured", results["GPU fp32"]["images_per_s"]))
 rows.append((f"this {device.type.upper()}, fast path, measured", speed["fast path"]))
-rows += [("H200 fp32 (reference, bigger model)", 9_900), ("H200 bf16+compile (reference)", 37_800)]
+rows += [("H200 fp32 (reference, 852k model)", 9_900), ("H200 bf16+compile (reference, 852k)", 37_800)]
 for name, ips in rows:
     epoch = 60_000 / ips
     print(f"{name:38s} {ips:9.0f} images/s -> one epoch {epoch:8.1f} s, 50 epochs {50 * epoch / 3600:6.2f} h")
 
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.barh([r[0] for r in rows], [50 * 60_000 / r[1] / 3600 for r in rows], color="tab:orange")
+colours = ["gray" if "reference" in name else "tab:orange" for name, _ in rows]
+ax.barh([r[0] for r in rows], [50 * 60_000 / r[1] / 3600 for r in rows], color=colours)
 ax.set_xscale("log")
-ax.set_title("Estimated time for 50 epochs of full MNIST")
+ax.set_title("Estimated time for 50 epochs of full MNIST (grey: another model, quoted)")
 ax.set_xlabel("hours (log scale)")
 ax.set_ylabel("hardware")
 plt.tight_layout()
@@ -382,7 +442,8 @@ plt.show()
 # - `pick_device()` chooses CUDA, MPS or the CPU; `fit` moves model and batches and pins memory on CUDA.
 # - Time GPU work only after warm-up and with synchronisation; report medians.
 # - bf16 autocast, fp16 with a gradient scaler, `channels_last` and `torch.compile` are switches of `fit`;
-#   measure them on your hardware: on a small CPU model they barely matter (unless the CPU has native bf16),
+#   measure them on your hardware: on a small CPU model they barely matter, except bf16, which helps a CPU
+#   with native bf16 and slows one without it;
 #   on a GPU they multiply throughput. `fast_options(device)` (the CLI's `--fast`) picks them per device.
 # - The loop: mean NLL per image, clipping, warm-up + cosine learning rate, full test evaluation each epoch;
 #   watch the train/test gap for overfitting.
