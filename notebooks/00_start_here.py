@@ -27,7 +27,8 @@
 #
 # **Who this is for.** You know Python and a little PyTorch (tensors, `nn.Module`, an optimiser).
 # No GPU is needed: every lesson runs on a laptop CPU, offline, in under ten minutes.
-# A GPU makes lesson 03 more interesting and everything faster.
+# A GPU makes lesson 03 more interesting and the training cells faster: `fit` trains on the device
+# `pick_device()` finds, unless a lesson says why it stays on the CPU.
 #
 # (Some tutorials call this family of models "Imagen"; that name belongs to Google's text-to-image
 # diffusion model. What you learn here is PixelCNN.)
@@ -40,12 +41,12 @@
 # | 00 · start here | Is my machine ready, and what does a PixelCNN do? | under 1 min |
 # | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? | about 2 min |
 # | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? | about 1.5 min |
-# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 4.5 min |
-# | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 3.5 min |
-# | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 1.5 min |
+# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 6 min |
+# | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 6.5 min |
+# | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 7.5 min |
 #
-# The times were measured on an idle 2-core CPU without a GPU (the repository's `README.md` has the exact
-# figures); a busy or older laptop may take two or three times as long. On a GPU the training and sampling
+# The times were measured on idle 2-core CPUs without a GPU (the repository's `README.md` has the exact
+# figures and names the machine of each); a busy or older laptop may take two or three times as long. On a GPU the training and sampling
 # cells run faster, but these small models leave most of a GPU idle; GPU timings have not been measured yet.
 # Every notebook also has a *fast mode* (`COURSE_FAST=1`) that the tests use: same cells, smaller sizes,
 # about a minute each.
@@ -151,7 +152,7 @@ small_test = load_dataset("mnist-subset", "test", limit=pick(fast=200, full=None
 model = GatedPixelCNN(channels=16, dilations=(1, 2, 1))
 print(f"{count_parameters(model):,} parameters")
 start = time.perf_counter()
-history = fit(model, small_train, small_test, epochs=2, batch_size=32, lr=1e-2, device="cpu", progress=False)
+history = fit(model, small_train, small_test, epochs=2, batch_size=32, lr=1e-2, progress=False)  # on pick_device()
 seconds = time.perf_counter() - start
 baseline = evaluate(IndependentPixelModel.fit(train), small_test)
 print(f"trained in {seconds:.0f} s on {len(small_train)} images")
@@ -169,7 +170,7 @@ assert history["test_nats"][-1] < baseline["nats"] - 50, "the PixelCNN should be
 # ### Drawing new digits
 #
 # Sampling runs the model once per pixel: draw pixel 1, feed it back, draw pixel 2, and so on, 784 times.
-# These images come from the model, not from the data set: nobody drew them. After a few seconds of
+# These images come from the model, not from the data set: nobody drew them. After so short a run of
 # training, a tiny model draws strokes and blobs rather than digits (the independent-pixel model, for
 # comparison, draws noise); lesson 04 samples from a better model.
 

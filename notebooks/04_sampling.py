@@ -99,8 +99,10 @@ print(train)
 print(test)
 
 # %% [markdown]
-# Training takes a few minutes on a CPU (lesson 03 shows how to go faster on a GPU). We also fit the
-# independent-pixel baseline of lesson 01, as a yardstick.
+# Training takes a few minutes on a CPU; `fit` uses a GPU when there is one (lesson 03). Everything after
+# training runs on the CPU: the stepping widget and the cost measurements of sections 6 and 7 are about sampling
+# on the machine most learners have. We also fit the independent-pixel baseline of lesson 01, as a
+# yardstick.
 
 # %%
 torch.manual_seed(0)
@@ -119,11 +121,10 @@ history = fit(
     epochs=pick(fast=3, full=4),
     batch_size=32,
     lr=5e-3,
-    device="cpu",
     progress=False,
-)
+)  # trains on pick_device(): a GPU if there is one
 print(f"trained {len(history['epoch'])} epochs in {time.perf_counter() - start:.0f} s")
-model.eval()  # from here on we only sample and score
+model = model.cpu().eval()  # from here on we only sample and score, on the CPU (see below)
 
 baseline = evaluate(IndependentPixelModel.fit(train), test)["nats"]
 unconditional = evaluate(model, test_no_label)["nats"]
@@ -305,6 +306,21 @@ buttons["new image"].on_click(lambda _: restart(ui["stepper"].seed + 1))
 class_menu.observe(lambda change: restart(ui["stepper"].seed), names="value")
 redraw()
 widgets.VBox([widgets.HBox([*buttons.values(), class_menu]), picture])
+
+# %% [markdown]
+# A static page (GitHub, the HTML export) shows no widget, so here is what it draws at three moments of
+# one image: the same `draw_state`, after stepping a new stepper (seed 1, no label) to each position.
+
+# %%
+moments = (10 * W + 14, 14 * W + 10, 18 * W + 6)  # pixel positions k = i * W + j, inside the digit
+fig, axes = plt.subplots(2, len(moments), figsize=(12, 6.4), gridspec_kw={"height_ratios": [3, 2]})
+for column, k in enumerate(moments):
+    still = AncestralStepper(model, 1, labels=NULL, seed=1)
+    still.run(k)
+    draw_state(still, axes[:, column])
+fig.suptitle("The stepping widget at three moments (top: the image so far; bottom: the next pixel's distribution)")
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # The widget can be driven from code too, which is how the tests exercise it: click **next pixel** five
@@ -664,6 +680,26 @@ plt.show()
 # `course_lib/cached_sampling.py` is the whole implementation; `sample()` has used it all along in this
 # lesson (`method="auto"` picks it for course_lib models), except where we asked for `method="naive"`.
 #
+# Here is the per-pixel step, printed from the library. Read the loop over layers: each gated layer's
+# horizontal stack at column $j$ is one small update of shape (B, p) to (B, p):
+#
+# 1. store the layer's input `h` at column $j$ of its row cache `self.h[l]`;
+# 2. `feat` starts from the vertical stack's contribution at column $j$ (the v→h 1×1 link, computed once
+#    per row by `start_row`, biases included);
+# 3. the masked 1×3 convolution becomes one `addmm` per tap: the cached inputs at columns $j-d$ and $j$
+#    times that tap's (p, 2p) weight;
+# 4. gate, the 1×1 output convolution as one more `addmm`, and the residual `h + ...`.
+#
+# After the last layer, the two 1×1 output layers give the logits.
+
+# %%
+import inspect
+
+from course_lib.cached_sampling import GatedPixelCNNCache
+
+print(inspect.getsource(GatedPixelCNNCache.logits_at))
+
+# %% [markdown]
 # **Is it exact?** Feed a real test digit to the cache position by position, and compare every logit with
 # one full forward pass over the whole digit.
 
@@ -740,10 +776,11 @@ plt.show()
 # **Where these numbers come from.** The naive column is not a timed naive run: it is $D$ times the
 # *fastest* of several single forward passes timed in section 6, a lower bound that leaves out the
 # sampler's own work between passes. The benchmark script `benchmarks/sampling.py` (`make bench`), whose
-# tables the README quotes, times sampled rows with the real naive sampler instead; on the same 2-core CPU
-# its naive time at batch 64 was larger than this lower bound, so its speed-up (323× there) is larger than
-# the one in this table. Both methods agree that caching wins by two orders of magnitude at batch 64; the
-# exact factor depends on how the naive cost is measured.
+# tables the README quotes, times sampled rows with the real naive sampler instead, so its naive times
+# include that work; and it ran on another 2-core CPU, which the README names. Its speed-up at batch 64
+# (323× there) is therefore not comparable figure for figure with this table's. Both agree that caching
+# wins by two orders of magnitude at batch 64; the exact factor depends on the machine and on how the naive
+# cost is measured.
 #
 # The speed-up grows with the batch. A naive pass costs in proportion to batch × positions, while a cached
 # step touches one position per layer; at batch 1 the cached step is so small that Python and the launch of
