@@ -35,6 +35,12 @@
 # The helpers live in `course_lib/finetune.py` (about 300 lines, one idea per function); read it alongside.
 # Everything runs on the CPU in a few minutes; `COURSE_FAST=1` shrinks every size so the tests finish in
 # about a minute.
+#
+# **Why the CPU, even with a GPU at hand.** The comparisons below rest on differences of a few
+# thousandths of a bit per dimension, measured over several seeds. On the CPU every run is reproduced bit
+# for bit, so the numbers you get are the ones printed here; GPU convolutions are not bit-reproducible
+# from run to run unless deterministic algorithms are forced, and the models are small enough to train in
+# seconds on a CPU. So every `fit` here says `device="cpu"`.
 
 # %%
 import copy
@@ -130,8 +136,8 @@ print(
 # |---|---|---|
 # | 1 · Pretraining | random weights | 2,000 source digits 0–4 |
 # | 2 · Fine-tuning vs scratch | section 1's `pretrained` model, or random weights | N = 10, 100, 1,000 target digits 5–9 |
-# | 3 · What to fine-tune | `pretrained`, some layers frozen | the N = 100 target set |
-# | 4 · Adding conditioning | `base`: section 2's model fine-tuned on N = 1,000, plus class biases set to zero | 1,000 labelled digits 0–9 |
+# | 3 · What to fine-tune | `pretrained`, some layers frozen | the N = 100 target sets of section 2 (one per seed) |
+# | 4 · Adding conditioning | `base`: section 2's model fine-tuned on N = 1,000 (seed 0), plus class biases set to zero | 1,000 labelled digits 0–9 |
 # | 5 · Few labels | `base`'s layers (or random ones) under a new linear head | 10 or 100 labels per class |
 # | 6 · Bayes' rule | section 4's conditional model | nothing: it only scores |
 # | 7 · Repair | `base` | nothing: it only scores and samples |
@@ -190,8 +196,9 @@ assert zero_shot["nats"] < independent["nats"] - pick(fast=20, full=60), (
 # ## 2 · Fine-tuning against training from scratch
 #
 # **Question: with $N$ target images, is it better to start from the pretrained weights or from random
-# ones?** For each $N$ we draw a class-balanced target set, then train two copies for the *same* number of
-# steps on it:
+# ones?** For each $N$ we draw a class-balanced target set, then train two copies on it for the *same*
+# number of optimiser steps, 100 steps of 10 images whatever $N$ is (so 100 passes over 10 images, 10 over
+# 100, one over 1,000):
 #
 # - **fine-tune**: start from the pretrained weights, learning rate $10^{-3}$ (small: we want to adjust, not
 #   to overwrite);
@@ -199,73 +206,100 @@ assert zero_shot["nats"] < independent["nats"] - pick(fast=20, full=60), (
 #   pretraining).
 #
 # Both use Adam with a cosine schedule and are scored on the same target test digits, in bits per dimension
-# (lower is better). Small sets get more passes over their images, so every run takes a comparable number
-# of steps.
+# (lower is better).
+#
+# **Small models on small data are noisy**, so every comparison runs over three seeds. A seed chooses
+# which target images are drawn, the random initialisation of the scratch model and the order of the
+# batches (the pretrained model is the one run of section 1). We report mean ± standard deviation, and
+# call a difference real only when the two mean ± sd intervals do not overlap: a rough rule for three
+# runs, not a significance test, but it stops us reading noise as a result. `compare` prints that verdict.
 
 # %%
 SIZES = pick(fast=(10, 50, 200), full=(10, 100, 1000))
-PLAN = pick(
-    fast={10: (10, 10), 50: (10, 4), 200: (16, 2)},  # N -> (batch size, epochs)
-    full={10: (10, 30), 100: (20, 10), 1000: (32, 2)},
-)
+SEEDS = pick(fast=(0, 1), full=(0, 1, 2))
+BATCH, STEPS = 10, pick(fast=20, full=100)
 FINETUNE_LR, SCRATCH_LR = 1e-3, 5e-3
 
 
-def adapt(model, data, lr):
-    """Train `model` on `data` with the step plan for its size; returns the model (trained in place)."""
-    batch_size, epochs = PLAN[len(data)]
-    fit(model, data, None, epochs=epochs, batch_size=batch_size, lr=lr, device="cpu", progress=False)
+def adapt(model, data, lr, seed):
+    """Train `model` in place for STEPS steps of BATCH images of `data` (shuffled with `seed`); returns it."""
+    epochs = STEPS * BATCH // len(data)  # a small set is passed over more often: the same steps for every N
+    fit(model, data, None, epochs=epochs, batch_size=BATCH, lr=lr, seed=seed, device="cpu", progress=False)
     return model
+
+
+def mean_sd(values):
+    """Mean and sample standard deviation (n - 1) of a list of numbers."""
+    v = torch.tensor(values, dtype=torch.float64)
+    return v.mean().item(), v.std().item() if len(v) > 1 else 0.0
+
+
+def compare(name_a, a, name_b, b, unit="bits/dim", digits=4, higher_is_better=False):
+    """A one-line verdict on two lists of scores over seeds: which is better, if the mean +- sd intervals
+    do not overlap; otherwise that the runs cannot tell them apart. Lower is better unless told otherwise."""
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    f = f".{digits}f"
+    if abs(ma - mb) <= sa + sb:
+        return f"{name_a} vs {name_b}: cannot be told apart ({ma:{f}} ± {sa:{f}} vs {mb:{f}} ± {sb:{f}} {unit})"
+    better, worse = (name_a, name_b) if (ma > mb) == higher_is_better else (name_b, name_a)
+    return f"{better} beats {worse} by {abs(ma - mb):{f}} {unit} (spreads {sa:{f}} and {sb:{f}})"
 
 
 results, target_sets, finetuned = {}, {}, {}
 for n in SIZES:
-    target_sets[n] = per_class(target_pool, n // 5, seed=0)
-    torch.manual_seed(1)
-    finetuned[n] = adapt(copy.deepcopy(pretrained), target_sets[n], FINETUNE_LR)
-    torch.manual_seed(1)
-    scratch = adapt(new_model(), target_sets[n], SCRATCH_LR)
-    results[n] = {
-        "fine-tune": evaluate(finetuned[n], target_test)["bpd"],
-        "scratch": evaluate(scratch, target_test)["bpd"],
-    }
-    print(
-        f"N = {n:4d} target images:  fine-tuned {results[n]['fine-tune']:.4f}   "
-        f"scratch {results[n]['scratch']:.4f} bits/dim"
-    )
+    results[n] = {"fine-tune": [], "scratch": []}
+    target_sets[n], finetuned[n] = [], []
+    for seed in SEEDS:
+        target_sets[n].append(per_class(target_pool, n // 5, seed=seed))
+        torch.manual_seed(seed)
+        finetuned[n].append(adapt(copy.deepcopy(pretrained), target_sets[n][-1], FINETUNE_LR, seed))
+        torch.manual_seed(seed)
+        scratch = adapt(new_model(), target_sets[n][-1], SCRATCH_LR, seed)
+        results[n]["fine-tune"].append(evaluate(finetuned[n][-1], target_test)["bpd"])
+        results[n]["scratch"].append(evaluate(scratch, target_test)["bpd"])
+    (mf, sf), (ms, ss) = mean_sd(results[n]["fine-tune"]), mean_sd(results[n]["scratch"])
+    print(f"N = {n:4d}: fine-tuned {mf:.4f} ± {sf:.4f}   scratch {ms:.4f} ± {ss:.4f} bits/dim  ({len(SEEDS)} seeds)")
+    print("          " + compare("fine-tuned", results[n]["fine-tune"], "scratch", results[n]["scratch"]))
+    print("          " + compare("fine-tuned", results[n]["fine-tune"], "not fine-tuned", [zero_shot["bpd"]]))
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
-ax.plot(SIZES, [results[n]["fine-tune"] for n in SIZES], "o-", label="fine-tuned from digits 0-4")
-ax.plot(SIZES, [results[n]["scratch"] for n in SIZES], "s-", label="trained from scratch")
+for arm, marker, label in (
+    ("fine-tune", "o-", "fine-tuned from digits 0-4"),
+    ("scratch", "s-", "trained from scratch"),
+):
+    stats = [mean_sd(results[n][arm]) for n in SIZES]
+    ax.errorbar(SIZES, [m for m, _ in stats], yerr=[sd for _, sd in stats], fmt=marker, capsize=4, label=label)
 ax.axhline(zero_shot["bpd"], color="gray", linestyle="--", label="pretrained, not fine-tuned")
 ax.axhline(independent["bpd"], color="black", linestyle=":", label="independent pixels (all target data)")
 ax.set_xscale("log")
 ax.set_xticks(SIZES, [str(n) for n in SIZES])
-ax.set_title("Adapting to digits 5-9: fine-tuning vs scratch")
+ax.set_title(f"Adapting to digits 5-9: {STEPS} steps each, mean ± sd over {len(SEEDS)} seeds")
 ax.set_xlabel("number of target training images N (log scale)")
 ax.set_ylabel("target test NLL (bits/dim)")
 ax.legend()
 plt.show()
 
 # %% [markdown]
-# Read the plot from left to right:
+# Read the verdicts and the plot from left to right:
 #
-# - with **10 images**, training from scratch learns little more than "mostly black, ink near the
-#   middle", while the pretrained model is already good: fine-tuning on 10 images can hardly move it, and
-#   it should not (10 images are easily memorised);
-# - with **100 images**, fine-tuning improves on the pretrained model and scratch is still far behind;
-# - with **1,000 images**, scratch closes much of the gap, but with the same training budget the fine-tuned
-#   model stays ahead. Given many more images and steps, scratch would catch up: pretraining buys
-#   *data efficiency*, not a better final model.
+# - at **every N** the fine-tuned model beats the one trained from scratch by more than the spread of
+#   either: with the same 100 steps, starting from what the source digits taught is worth about a hundredth
+#   of a bit per dimension or more;
+# - with **10 images**, 100 steps are 100 passes over the same ten digits. The fine-tuned model memorises
+#   them and ends *worse* on the test digits than the pretrained model it started from (the dashed line).
+#   With so few images, fine-tune briefly, or stop early on a few held-out images;
+# - from **100 to 1,000 images** neither arm moves much: in 100 steps of 10 images both see 1,000 images
+#   either way, so here the step budget, not the data, limits them. Whether a model trained from scratch
+#   catches up given many more images *and* steps is a question this budget cannot answer, and we do not
+#   claim it.
 
 # %%
-for n in SIZES[:2]:
-    assert results[n]["fine-tune"] < results[n]["scratch"] - 0.01, f"fine-tuning should beat scratch at N={n}"
-assert (
-    results[SIZES[0]]["scratch"] - results[SIZES[0]]["fine-tune"]
-    > results[SIZES[-1]]["scratch"] - results[SIZES[-1]]["fine-tune"]
-), "the advantage of pretraining shrinks as N grows"
+for n in SIZES:
+    (mf, sf), (ms, ss) = mean_sd(results[n]["fine-tune"]), mean_sd(results[n]["scratch"])
+    assert mf + sf < ms - ss, f"fine-tuning should beat scratch beyond the spread at N={n}"
+if not is_fast():  # fast mode takes too few steps to memorise
+    assert mean_sd(results[SIZES[0]]["fine-tune"])[0] > zero_shot["bpd"], "100 passes over 10 images overfit"
 
 # %% [markdown]
 # ## 3 · What to fine-tune, and how fast
@@ -273,12 +307,28 @@ assert (
 # **Question: should every weight move?** Freezing layers has two reasons: fewer free parameters overfit
 # less on tiny data sets, and the frozen part keeps what it knew. The price is less freedom to adapt.
 # `freeze(model, train=prefixes)` keeps only the parameters under the named modules trainable; the others
-# get `requires_grad=False`, receive no gradient, and the optimiser leaves them alone.
+# get `requires_grad=False`, receive no gradient, and the optimiser leaves them alone. The idea is one loop
+# (the library's version adds a clear error for a name that matches nothing):
+
+# %%
+by_hand = copy.deepcopy(pretrained)
+for name, parameter in by_hand.named_parameters():
+    parameter.requires_grad_(name.startswith(("out1.", "out2.")))  # train the output layers only
+
+by_library = copy.deepcopy(pretrained)
+freeze(by_library, train=("out1", "out2"))
+same_pattern = [p.requires_grad for p in by_hand.parameters()] == [p.requires_grad for p in by_library.parameters()]
+print(
+    f"trainable by hand: {[n for n, p in by_hand.named_parameters() if p.requires_grad]}; same as freeze: {same_pattern}"
+)
+assert same_pattern
+
+# %% [markdown]
 #
 # The modules of our Gated PixelCNN, from input to output: `v_in`, `h_in` (the first, masked 7×7 and 1×7
 # convolutions), `layers.0` … `layers.3` (the gated layers) and `out1`, `out2` (the 1×1 output layers).
-# We fine-tune on the $N=100$ target set and score every variant on the target digits **and** on the source
-# digits, to see how much of the old task is forgotten.
+# We fine-tune on the $N=100$ target sets of section 2 (one per seed, same 100 steps) and score every
+# variant on the target digits **and** on the source digits, to see how much of the old task is forgotten.
 
 # %%
 print([name for name, _ in pretrained.named_children()], f"{len(pretrained.layers)} gated layers")
@@ -289,36 +339,57 @@ variants = {  # name -> (modules to train, None = all; learning rate)
     "last gated layer + output": ((last, "out1", "out2"), FINETUNE_LR),
     "all layers, lr 1e-2": (None, 1e-2),
 }
-table = {"not fine-tuned": (pretrained, 0)}
+table = {"not fine-tuned": ([pretrained], 0)}  # name -> (one model per seed, trained parameters)
 for name, (modules, lr) in variants.items():
-    model = copy.deepcopy(pretrained)
-    trainable = freeze(model, train=modules) if modules else [n for n, _ in model.named_parameters()]
-    before = snapshot(model)
-    torch.manual_seed(1)
-    adapt(model, target_sets[n_mid], lr)
-    moved = changed_parameters(model, before)
-    assert set(moved) <= set(trainable), "a frozen parameter changed"
-    table[name] = (model, sum(model.get_parameter(p).numel() for p in trainable))
-table["all layers, lr 1e-3"] = (finetuned[n_mid], count_parameters(pretrained))  # the run of section 2
+    table[name] = ([], 0)
+    for seed in SEEDS:
+        model = copy.deepcopy(pretrained)
+        trainable = freeze(model, train=modules) if modules else [n for n, _ in model.named_parameters()]
+        before = snapshot(model)
+        torch.manual_seed(seed)
+        adapt(model, target_sets[n_mid][SEEDS.index(seed)], lr, seed)
+        assert set(changed_parameters(model, before)) <= set(trainable), "a frozen parameter changed"
+        table[name][0].append(model)
+    table[name] = (table[name][0], sum(model.get_parameter(p).numel() for p in trainable))
+table["all layers, lr 1e-3"] = (finetuned[n_mid], count_parameters(pretrained))  # the runs of section 2
 
-scores = {}
-for name, (model, n_params) in table.items():
-    scores[name] = (evaluate(model, target_test)["bpd"], evaluate(model, source_test)["bpd"])
-    print(
-        f"{name:27s} {n_params:6,d} trained parameters   target {scores[name][0]:.4f}   "
-        f"source {scores[name][1]:.4f} bits/dim"
+scores = {}  # name -> {"target": [bpd per seed], "source": [...]}
+for name, (models, n_params) in table.items():
+    scores[name] = {
+        part: [evaluate(m, data)["bpd"] for m in models]
+        for part, data in (("target", target_test), ("source", source_test))
+    }
+    (mt, st), (ms, ss) = mean_sd(scores[name]["target"]), mean_sd(scores[name]["source"])
+    print(f"{name:27s} {n_params:6,d} trained parameters   target {mt:.4f} ± {st:.4f}   source {ms:.4f} ± {ss:.4f}")
+print()
+start = scores["not fine-tuned"]
+for name in variants | {"all layers, lr 1e-3": None}:
+    for part in ("target", "source"):
+        print(f"{part:6s} " + compare(name, scores[name][part], "not fine-tuned", start[part]))
+print(
+    "target "
+    + compare(
+        "all, lr 1e-2", scores["all layers, lr 1e-2"]["target"], "all, lr 1e-3", scores["all layers, lr 1e-3"]["target"]
     )
+)
+print(
+    "target "
+    + compare(
+        "output only", scores["output layers only"]["target"], "all, lr 1e-3", scores["all layers, lr 1e-3"]["target"]
+    )
+)
 
 # %%
 names = list(scores)
 pos = np.arange(len(names))
 fig, ax = plt.subplots(figsize=(9, 4))
-ax.bar(pos - 0.2, [scores[k][0] for k in names], 0.4, label="target test (digits 5-9)")
-ax.bar(pos + 0.2, [scores[k][1] for k in names], 0.4, label="source test (digits 0-4)")
-low = min(min(v) for v in scores.values())
-ax.set_ylim(low * 0.95, max(max(v) for v in scores.values()) * 1.02)
+for shift, part, label in ((-0.2, "target", "target test (digits 5-9)"), (0.2, "source", "source test (digits 0-4)")):
+    stats = [mean_sd(scores[k][part]) for k in names]
+    ax.bar(pos + shift, [m for m, _ in stats], 0.4, yerr=[sd for _, sd in stats], capsize=4, label=label)
+values = [v for k in names for part in ("target", "source") for v in scores[k][part]]
+ax.set_ylim(min(values) * 0.95, max(values) * 1.02)
 ax.set_xticks(pos, names, rotation=15)
-ax.set_title(f"What to fine-tune (N = {n_mid} target images)")
+ax.set_title(f"What to fine-tune (N = {n_mid} target images, mean ± sd over {len(SEEDS)} seeds)")
 ax.set_xlabel("variant")
 ax.set_ylabel("test NLL (bits/dim, axis does not start at 0)")
 ax.legend()
@@ -326,25 +397,38 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# What the table shows:
+# What the table and the verdicts show (every difference below is beyond the spread of its runs):
 #
-# - training **only the top** of the network helps on the target digits and barely touches the source
-#   score: the frozen layers still compute what they did;
-# - training **all layers at a small learning rate** adapts best to the new digits, at the cost of a
-#   slightly worse source score — that is *forgetting*, measured;
-# - a **large learning rate** throws away part of what pretraining gave: the model forgets the old digits
-#   and is not better on the new ones.
+# - **every step towards more freedom adapts more and forgets more.** Ordered by how much they may change,
+#   output layers only, last gated layer + output, all layers at $10^{-3}$, all layers at $10^{-2}$: each
+#   scores better than the one before on the target digits, and worse on the source digits;
+# - training **only the output layers** (289 parameters) barely moves either score: 0.0004 bits/dim better
+#   on the target, 0.0003 worse on the source. The frozen layers still compute what they did, and the
+#   top alone cannot learn much about new shapes;
+# - **all layers at the large learning rate** adapts best to the new digits (0.0014 bits/dim better than
+#   the small learning rate) and forgets most: its source score falls back by 0.0084, almost twice as far as
+#   with the small learning rate.
 #
-# Freezing is the cautious choice when the old task must be kept or the target set is tiny; here, with
-# 100 images, gentle fine-tuning of everything adapts best. The learning rate mattered more than the choice
-# of layers.
+# So there is no free lunch here: which variant is "best" depends on how much the old task matters. With a
+# tiny target set, or an old task that must be kept, freeze most of the network; to adapt as far as
+# possible, train everything, and expect to forget.
 
 # %%
-assert scores["all layers, lr 1e-3"][0] < scores["not fine-tuned"][0], "gentle fine-tuning helps on the target"
-assert (
-    scores["output layers only"][1] - scores["not fine-tuned"][1]
-    < scores["all layers, lr 1e-2"][1] - scores["not fine-tuned"][1]
-), "a large learning rate forgets more"
+order = [
+    "not fine-tuned",
+    "output layers only",
+    "last gated layer + output",
+    "all layers, lr 1e-3",
+    "all layers, lr 1e-2",
+]
+if not is_fast():  # the claims of the text, on the full-size runs: each step is beyond the spread
+    for before, after in zip(order, order[1:]):
+        (tb, tsb), (ta, tsa) = mean_sd(scores[before]["target"]), mean_sd(scores[after]["target"])
+        (sb, ssb), (sa, ssa) = mean_sd(scores[before]["source"]), mean_sd(scores[after]["source"])
+        assert ta + tsa < tb - tsb, f"{after} should adapt more than {before}"
+        assert sa - ssa > sb + ssb, f"{after} should forget more than {before}"
+(m_all, s_all), (m_start, _) = mean_sd(scores["all layers, lr 1e-3"]["target"]), mean_sd(start["target"])
+assert m_all + s_all < m_start, "gentle fine-tuning of all layers helps on the target, beyond the spread"
 
 # %% [markdown]
 # ## 4 · Adding class conditioning to a pretrained model
@@ -363,7 +447,7 @@ assert (
 # (1,000 images, `labelled` below), the only labels the rest of this lesson uses.
 
 # %%
-base = finetuned[SIZES[-1]].eval()
+base = finetuned[SIZES[-1]][0].eval()  # seed 0's run
 conditional = add_conditioning(base, num_classes=10)
 probe = test.images[:16]
 same = all(torch.equal(conditional.log_prob(probe, torch.full((16,), y)), base.log_prob(probe)) for y in range(10))
@@ -376,8 +460,11 @@ assert same, "add_conditioning must start exactly at the pretrained model"
 print("identical log-likelihoods for all 10 labels")
 
 # %% [markdown]
-# Fine-tuning on the labelled digits teaches the biases what each class looks like. The biases start at
-# zero and must grow large, so this run uses a larger learning rate than section 2.
+# Fine-tuning on the labelled digits teaches the biases what each class looks like, and lets the other
+# weights adapt to use them: every layer trains, for 10 epochs at a learning rate of $5 \cdot 10^{-3}$.
+# (Try a shorter run, or the class biases alone with `freeze`, and see how the judge below rates the
+# samples then. Keep in mind how little a label can add: at most $\ln 10 = 2.3$ nats, out of the roughly
+# 80 nats that an image costs.)
 #
 # **The check that matters:** does the model use the labels? Score every test digit once with its true
 # label and once with a random *wrong* label. If the labels carry information, the true ones must give a
@@ -387,7 +474,7 @@ print("identical log-likelihoods for all 10 labels")
 labelled = per_class(train, pick(fast=20, full=100), seed=0)
 classify_test = load_dataset("mnist-subset", "test", limit=pick(fast=100, full=300))
 torch.manual_seed(2)
-fit(conditional, labelled, None, epochs=4, batch_size=pick(fast=16, full=32), lr=1e-2, device="cpu", progress=False)
+fit(conditional, labelled, None, epochs=pick(fast=3, full=10), batch_size=32, lr=5e-3, device="cpu", progress=False)
 g = torch.Generator().manual_seed(0)
 wrong = (classify_test.labels + torch.randint(1, 10, classify_test.labels.shape, generator=g)) % 10
 with torch.no_grad():
@@ -403,25 +490,42 @@ print(
 assert true_nats < wrong_nats - pick(fast=0.5, full=3), "the true label must make a digit more likely than a wrong one"
 
 # %% [markdown]
-# Now ask for chosen digits, one sample for each class 0 to 9 (sampling takes 784 forward passes, so we
-# keep it to ten).
+# Now ask for chosen digits: five samples of every class 0 to 9. Does a sample of class 3 look like a 3?
+# As in lesson 04, a judge decides without a person looking: the majority label of its 5 nearest training
+# digits (Hamming distance). We first measure the judge on real test digits, then let it judge the samples.
+# Chance is 10%.
 
 # %%
-wanted = torch.arange(10)
+from course_lib.neighbours import majority_label, nearest_neighbours
+
+wanted = torch.arange(10).repeat(pick(fast=1, full=5))  # columns: classes 0..9
 drawn = sample(conditional, len(wanted), labels=wanted, seed=0)
-show_grid(
-    drawn,
-    "Class-conditional samples, one per requested digit",
-    nrow=10,
-    xlabel="requested digit: 0, 1, ..., 9",
-    ylabel="sample",
-)
+show_grid(drawn, "Class-conditional samples", nrow=10, xlabel="requested digit: 0, 1, ..., 9", ylabel="sample")
 plt.show()
 
+
+def judge(images):
+    """The majority label of each image's 5 nearest training digits: (B, 1, 28, 28) -> (B,)."""
+    _, idx = nearest_neighbours(images, train.images, k=5)
+    return majority_label(idx, train.labels, 10)
+
+
+judge_real = (judge(classify_test.images[:100]) == classify_test.labels[:100]).float().mean().item()
+recognised = (judge(drawn) == wanted).float().mean().item()
+print(f"the judge on 100 real test digits: {judge_real:.0%} correct")
+print(
+    f"the judge on {len(wanted)} conditional samples: {recognised:.0%} recognised as the requested digit (chance 10%)"
+)
+
 # %% [markdown]
-# A small model fine-tuned for a minute draws rough digits: a few look like the requested class, most are
-# only digit-like strokes. Section 6 measures this with a classifier. More labelled data, a larger model
-# and longer training all help; lesson 04 trains a class-conditional model with labels from the start.
+# The judge recognises real digits almost always, and the conditional samples several times more often
+# than chance, though far less often than real digits: the added labels do steer what the model draws, but
+# a small model fine-tuned for a minute or two still draws many rough strokes that could be more than one
+# digit. Lesson 04's model, trained with labels from the start, does better; more labelled data, a larger
+# model and longer training all help.
+
+# %%
+assert recognised >= pick(fast=0.0, full=0.2), "the conditional samples should be recognised well above chance"
 #
 # ## 5 · Few labels: a classification head on pretrained features
 #
@@ -434,52 +538,55 @@ plt.show()
 # average would throw away *where* the strokes are) and adds one linear layer. We fine-tune the whole
 # classifier with 10 and with 100 labels per class, and train the *same* architecture from random weights
 # on the same labels, for the same number of steps (about 100 at both label counts). `SmallCNN`, an
-# ordinary two-layer convolutional classifier, is the discriminative reference.
+# ordinary two-layer convolutional classifier, is the discriminative reference. Three seeds again: a seed
+# picks the labelled images (at 10 per class), the new layers' initial weights and the batch order.
 
 # %%
 LABELS_PER_CLASS = pick(fast=(5, 20), full=(10, 100))
 CLF_PLAN = pick(fast={5: (10, 10), 20: (16, 4)}, full={10: (10, 10), 100: (32, 3)})  # labels -> (batch, epochs)
-accuracies = {}
+CLASSIFIERS = ("PixelCNN body, pretrained", "PixelCNN body, scratch", "small CNN")
+accuracies = {}  # (classifier, labels per class) -> test accuracy in % for each seed
 for k in LABELS_PER_CLASS:
-    few = per_class(labelled, k, seed=1)
     batch_size, epochs = CLF_PLAN[k]
-    for name, body in [("PixelCNN body, pretrained", copy.deepcopy(base)), ("PixelCNN body, scratch", new_model())]:
-        torch.manual_seed(3)
-        clf = FeatureClassifier(body, num_classes=10)
-        fit_classifier(clf, few, epochs=epochs, batch_size=batch_size, lr=3e-3)
-        accuracies[name, k] = accuracy(clf, classify_test)
-    torch.manual_seed(3)
-    cnn = SmallCNN()
-    fit_classifier(
-        cnn,
-        few,
-        epochs=pick(fast=10, full=30) if k == LABELS_PER_CLASS[0] else pick(fast=4, full=8),
-        batch_size=32,
-        lr=3e-3,
-    )
-    accuracies["small CNN", k] = accuracy(cnn, classify_test)
+    for seed in SEEDS:
+        few = per_class(labelled, k, seed=1 + seed)
+        for name, body in [(CLASSIFIERS[0], copy.deepcopy(base)), (CLASSIFIERS[1], new_model())]:
+            torch.manual_seed(3 + seed)
+            clf = FeatureClassifier(body, num_classes=10)
+            fit_classifier(clf, few, epochs=epochs, batch_size=batch_size, lr=3e-3, seed=seed)
+            accuracies.setdefault((name, k), []).append(100 * accuracy(clf, classify_test))
+        torch.manual_seed(3 + seed)
+        cnn = SmallCNN()
+        cnn_epochs = pick(fast=10, full=30) if k == LABELS_PER_CLASS[0] else pick(fast=4, full=8)
+        fit_classifier(cnn, few, epochs=cnn_epochs, batch_size=32, lr=3e-3, seed=seed)
+        accuracies.setdefault((CLASSIFIERS[2], k), []).append(100 * accuracy(cnn, classify_test))
     print(
         f"{k:3d} labels per class: "
-        + "   ".join(
-            f"{name} {accuracies[name, k]:.1%}"
-            for name in ("PixelCNN body, pretrained", "PixelCNN body, scratch", "small CNN")
-        )
+        + "   ".join("{} {:.1f} ± {:.1f}%".format(name, *mean_sd(accuracies[name, k])) for name in CLASSIFIERS)
     )
+    for other in CLASSIFIERS[1:]:
+        verdict = compare(CLASSIFIERS[0], accuracies[CLASSIFIERS[0], k], other, accuracies[other, k], "points", 1, True)
+        print("      " + verdict)
 
 # %% [markdown]
-# With the same labels and the same number of steps, the pretrained body gives a clearly more accurate
-# classifier than the same network from scratch, at both label counts. Part of that advantage is speed:
-# the pretrained features are useful from the first step, while the network from scratch must still learn
-# its own; trained for longer, it narrows the gap (try it). The small CNN is a strong reference: its
-# architecture (pooling, a classifier on a coarse map) is built for recognising digits, while the PixelCNN
-# body was built to predict pixels. With the fewest labels the pretrained body keeps up with it; with
-# more labels the purpose-built CNN pulls ahead.
+# Read the verdicts, not single numbers: between seeds, accuracies on these 300 test digits move by a few
+# points, so one run could have told almost any story.
+#
+# - With **10 labels per class**, the pretrained body gives a more accurate classifier than the same
+#   network trained from scratch with the same labels and steps, beyond the spread of three seeds, and the
+#   runs cannot tell it apart from the small CNN.
+# - With **100 labels per class**, pretrained and scratch bodies can no longer be told apart, and the small
+#   CNN is ahead of both, beyond its spread. Its architecture (pooling, a classifier on a coarse map) is
+#   built for recognising digits; the PixelCNN body was built to predict pixels.
+#
+# Pretraining helped where labels were fewest. Whether the scratch body would catch up at 10 labels with a
+# longer budget is not measured here: try it.
 
 # %%
-assert accuracies["PixelCNN body, pretrained", LABELS_PER_CLASS[0]] > accuracies[
-    "PixelCNN body, scratch", LABELS_PER_CLASS[0]
-] + pick(fast=0.0, full=0.04), "pretraining should help the classifier when labels are few"
-assert min(accuracies.values()) > 0.2, "every classifier should beat chance (10%) by far"
+(m_pre, s_pre), (m_scr, s_scr) = (mean_sd(accuracies[name, LABELS_PER_CLASS[0]]) for name in CLASSIFIERS[:2])
+if not is_fast():  # fast mode's classifiers train too briefly for a stable ranking
+    assert m_pre - s_pre > m_scr + s_scr, "pretraining should help the classifier when labels are few"
+assert min(min(v) for v in accuracies.values()) > 20, "every classifier should beat chance (10%) by far"
 
 # %% [markdown]
 # ## 6 · The likelihood as a classifier: Bayes' rule
@@ -489,16 +596,22 @@ assert min(accuracies.values()) > 0.2, "every classifier should beat chance (10%
 # rule turns these into class probabilities:
 # $$ p(y \mid \mathbf{x}) = \frac{p(\mathbf{x} \mid y)\, p(y)}{\sum_{y'} p(\mathbf{x} \mid y')\, p(y')}
 #    = \operatorname{softmax}_y \big(\log p(\mathbf{x} \mid y)\big). $$
-# `generative_classify(conditional, x)` computes these log-posteriors with ten forward passes, one per
-# label. The model was trained on the 100 labels per class of section 4, so the fair discriminative
-# reference is the small CNN trained on those same labels.
+# In code, that is two lines: score every image under every label (ten forward passes, one per label),
+# then normalise each row in log space. `generative_classify(conditional, x)` is the library's version.
+# The model was trained on the 100 labels per class of section 4, so the fair discriminative reference is
+# the small CNN trained on those same labels.
 
 # %%
-log_post = generative_classify(conditional, classify_test.images)
+x = classify_test.images
+with torch.no_grad():
+    log_lik = torch.stack([conditional.log_prob(x, torch.full((len(x),), y)) for y in range(10)], dim=1)  # (B, 10)
+log_post = log_lik - log_lik.logsumexp(dim=1, keepdim=True)  # Bayes' rule with a uniform prior, (B, 10)
+assert torch.allclose(log_post, generative_classify(conditional, x), atol=1e-4)
 generative_acc = (log_post.argmax(1) == classify_test.labels).float().mean().item()
 print(f"posteriors sum to one: {torch.allclose(log_post.exp().sum(1), torch.ones(len(log_post)))}")
 print(f"generative classifier (Bayes' rule):   {generative_acc:.1%} test accuracy")
-print(f"small CNN on the same labels:          {accuracies['small CNN', LABELS_PER_CLASS[-1]]:.1%}")
+cnn_mean, cnn_sd = mean_sd(accuracies["small CNN", LABELS_PER_CLASS[-1]])
+print(f"small CNN on the same labels:          {cnn_mean:.1f} ± {cnn_sd:.1f}% ({len(SEEDS)} seeds, section 5)")
 print(f"chance:                                {1 / 10:.1%}")
 
 # %%
@@ -521,27 +634,23 @@ print(f"average probability given to the predicted class: {confidence:.1%}; accu
 
 # %% [markdown]
 # The generative classifier beats chance by far, and the likelihood is doing all the work: nothing in its
-# training asked it to tell digits apart. It is less accurate than the small discriminative CNN, the usual
-# outcome with limited capacity: the generative model spends its parameters on every pixel, most of which
+# training asked it to tell digits apart. It is one run, so we compare it with the CNN's spread over seeds:
+# it is less accurate than the small discriminative CNN by far more than that spread, the usual outcome
+# with limited capacity: the generative model spends its parameters on every pixel, most of which
 # say nothing about the class, while the CNN spends all of its on the decision. The figure shows where it
 # hesitates: between digits that share strokes. A difference of a few nats between two
 # $\log p(\mathbf{x} \mid y)$ is a probability ratio of $e^{\text{a few}}$: the posterior is sharp on a
 # digit where one class leads by several nats, and spread where two classes are within a nat or two.
-# Averaged over the test set, the probability the model gives its chosen class is 61.9%, so it is far from
-# sharp on many digits; that is of the same order as its accuracy (73.3%), as a calibrated classifier's
-# confidence should be. What the generative classifier offers in return: it can say *how likely* an image is at
-# all, and the same kind of model draws, completes and repairs digits.
-#
-# The conditional samples of section 4 can now be checked too: how many of them does the small CNN
-# recognise as the digit that was asked for?
+# Averaged over the test set, the probability the model gives its chosen class is 80.0%: sharp on many
+# digits, hesitant on a fair share. That is a little below its accuracy (84.7%), so on average it is, if
+# anything, slightly underconfident, not overconfident. What the generative classifier offers in return:
+# it can say *how likely* an image is at all, and the same kind of model draws, completes and repairs
+# digits.
 
 # %%
-recognised = (cnn(drawn).argmax(1) == wanted).float().mean().item()
-print(
-    f"generative classifier accuracy {generative_acc:.1%}; "
-    f"the CNN recognises {recognised:.0%} of the {len(wanted)} conditional samples as the requested digit (chance 10%)"
-)
 assert generative_acc > pick(fast=0.2, full=0.5), "Bayes' rule over class likelihoods should beat chance by far"
+if not is_fast():
+    assert 100 * generative_acc < cnn_mean - cnn_sd, "the text says the CNN is more accurate beyond its spread"
 
 # %% [markdown]
 # ## 7 · Repairing corrupted digits
@@ -607,10 +716,12 @@ print(
     f"PixelCNN best of {pick(fast=2, full=4)} completions {hidden_error(filled, damaged, hole).mean():.1%}"
 )
 assert torch.equal(filled[hole.expand_as(filled)], damaged[hole.expand_as(damaged)]), "known pixels are kept"
+given = torch.where(hole, 2 * damaged, torch.ones_like(damaged))  # levels 0..2: the missing block grey
 show_grid(
-    torch.cat([damaged, blank, filled]),
-    "Rows: original, 10x10 block missing, PixelCNN completion",
+    torch.cat([2 * damaged, given, 2 * filled]),
+    "Rows: original, 10x10 block missing (grey), PixelCNN completion",
     nrow=10,
+    levels=3,
     xlabel="test digit",
     ylabel="original / damaged / repaired",
 )
@@ -630,18 +741,22 @@ assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(
 # %% [markdown]
 # ## Recap
 # - A PixelCNN pretrained on some digits already models unseen digits well: it learned how strokes
-#   behave. Fine-tuning from it beats training from scratch by a wide margin at 10 and 100 target
-#   images; the gap narrows as the target set grows.
-# - `freeze(model, train=...)` chooses what learns; frozen parameters stay bit-identical under Adam
-#   (checked). Training only the top layers forgets least; training everything gently adapts most; a
-#   large learning rate forgets and gains nothing.
+#   behave. With the same 100 training steps, fine-tuning from it beat training from scratch at 10, 100
+#   and 1,000 target images, over three seeds each; with only 10 images, 100 steps memorise them and end
+#   worse than not fine-tuning at all.
+# - `freeze(model, train=...)` chooses what learns (one loop over `named_parameters`); frozen parameters
+#   stay bit-identical under Adam (checked). More freedom (more layers, a larger learning rate) adapted
+#   more to the new digits and forgot more of the old ones, step by step, beyond the spread of the seeds.
 # - `add_conditioning` adds zero-initialised class biases, so the conditional model starts *exactly* at
-#   the pretrained one (checked), then learns from labels to make the true class more likely.
-# - The pretrained network's features, fine-tuned with a small head, classify more accurately from few
-#   labels than the same network trained from scratch with the same budget.
+#   the pretrained one (checked); after fine-tuning on labelled digits, a judge recognised the requested
+#   digit in its samples several times more often than chance.
+# - The pretrained network's features, fine-tuned with a small head, classified more accurately than the
+#   same network from scratch with 10 labels per class; with 100, the seeds could not tell them apart.
 # - The likelihood is a tool: Bayes' rule over class likelihoods gives a classifier (weaker than a
 #   discriminative CNN, far above chance), and maximising the posterior repairs noisy digits better than
 #   a majority filter.
+# - Small models on small data are noisy: compare over seeds, show the spread, and claim only the
+#   differences that stand out of it.
 
 # %% [markdown]
 # ## Where next
