@@ -6,6 +6,7 @@ Reading order (each module imports only modules above it):
     device           CUDA, Apple MPS or the CPU; where a model lives; waiting for a GPU
     toy              tiny enumerable worlds: exact joints, conditionals, the chain rule (lesson 01)
     masks            masked convolutions: masks A and B, R -> G -> B groups, the vertical stack (lesson 02)
+    logistic         the discretized logistic mixture: an output head whose levels are neighbours
     models           PixelCNN and Gated PixelCNN, the logits layout and its log-likelihood (lesson 02)
     causality        the Jacobian test of causality, receptive fields (lesson 02)
     distributed      data parallelism with torchrun: ranks, shards, sums over processes (lesson 03)

@@ -162,7 +162,7 @@ class GatedPixelCNNCache:
             w_out, b_out = lw["out"]
             h = h + torch.addmm(b_out, gate(feat), w_out)
         out = torch.addmm(self.out2[1], F.elu(torch.addmm(self.out1[1], F.elu(h), self.out1[0])), self.out2[0])
-        return _select(out, c, m.outputs_per_channel)
+        return m.head_logits(_select(out, c, m.outputs_per_channel))
 
 
 class PixelCNNCache:
@@ -237,7 +237,7 @@ class PixelCNNCache:
             w_t, b = blk["expand"]
             h = h + torch.addmm(b, a, w_t)
         out = torch.addmm(self.out2[1], F.relu(torch.addmm(self.out1[1], F.relu(h), self.out1[0])), self.out2[0])
-        return _select(out, c, m.outputs_per_channel)
+        return m.head_logits(_select(out, c, m.outputs_per_channel))
 
 
 def _select(out, c, k):

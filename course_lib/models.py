@@ -5,6 +5,8 @@ Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logit
     levels == 2:  (B, C, H, W)      one Bernoulli logit per sub-pixel
     levels  > 2:  (B, K, C, H, W)   K-way categorical logits per sub-pixel (K = levels)
 so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
+With head="logistic" (K > 2) the network outputs 3M numbers per sub-pixel, a discretized logistic
+mixture (`logistic.py`), and returns its K log-probabilities in the place of the categorical logits.
 Nothing mixes information across positions except the masked convolutions (no BatchNorm).
 """
 
@@ -16,7 +18,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CourseError
+from .logistic import mixture_log_probs
 from .masks import MaskedConv2d
+
+HEADS = ("softmax", "logistic")
 
 
 def log_prob_from_logits(logits, x):
@@ -70,14 +75,25 @@ class AutoregressiveImageModel(nn.Module):
     `build_model(name, **model.config)` rebuilds it (see `register_model`).
     """
 
-    def __init__(self, image_shape, levels, num_classes):
+    def __init__(self, image_shape, levels, num_classes, head="softmax", mixtures=5):
         super().__init__()
         if levels < 2 or levels > 256:
             raise CourseError(f"levels={levels} is not supported; use 2 (binary) up to 256 levels.")
+        if head not in HEADS:
+            raise CourseError(f"head={head!r} is not known; use 'softmax' or 'logistic'.")
+        if head == "logistic" and (levels == 2 or int(mixtures) < 1):
+            raise CourseError(
+                "head='logistic' needs levels > 2 and mixtures >= 1 (binary images use a Bernoulli output); "
+                f"got levels={levels}, mixtures={mixtures}."
+            )
         self.image_shape = tuple(int(s) for s in image_shape)
         self.levels = int(levels)
         self.num_classes = num_classes
-        self.outputs_per_channel = 1 if self.levels == 2 else self.levels
+        self.head = head
+        if self.levels == 2:
+            self.outputs_per_channel = 1
+        else:
+            self.outputs_per_channel = self.levels if head == "softmax" else 3 * int(mixtures)
 
     @property
     def config(self) -> dict:
@@ -112,7 +128,15 @@ class AutoregressiveImageModel(nn.Module):
         c, k = self.image_shape[0], self.outputs_per_channel
         if k == 1:
             return out
+        if self.head == "logistic":  # (B, C, 3M, H, W) -> (B, C, H, W, K) -> (B, K, C, H, W)
+            params = out.view(b, c, k, h, w).permute(0, 1, 3, 4, 2)
+            return mixture_log_probs(params, self.levels).permute(0, 4, 1, 2, 3)
         return out.view(b, c, k, h, w).transpose(1, 2)
+
+    def head_logits(self, out):
+        """One sub-pixel's K' network outputs (..., K') -> its logits (..., K): the identity for the
+        softmax and Bernoulli heads, the mixture's log-probabilities for the logistic head."""
+        return mixture_log_probs(out, self.levels) if self.head == "logistic" else out
 
     def log_prob(self, x, labels=None):
         """Log-likelihood of each image in nats, shape (B,)."""
@@ -151,8 +175,10 @@ class PixelCNN(AutoregressiveImageModel):
         kernel_size=3,
         first_kernel_size=7,
         num_classes=None,
+        head="softmax",
+        mixtures=5,
     ):
-        super().__init__(image_shape, levels, num_classes)
+        super().__init__(image_shape, levels, num_classes, head, mixtures)
         self._config = dict(
             image_shape=list(self.image_shape),
             levels=levels,
@@ -162,6 +188,8 @@ class PixelCNN(AutoregressiveImageModel):
             first_kernel_size=first_kernel_size,
             num_classes=num_classes,
         )
+        if head != "softmax":  # recorded only when used, so softmax models keep their old configuration
+            self._config.update(head=head, mixtures=mixtures)
         c = self.image_shape[0]
         self.input_conv = MaskedConv2d(c, channels, first_kernel_size, "A", c)
         self.blocks = nn.ModuleList(ResidualBlock(channels, c, kernel_size) for _ in range(n_blocks))
@@ -227,8 +255,10 @@ class GatedPixelCNN(AutoregressiveImageModel):
         kernel_size=3,
         first_kernel_size=7,
         num_classes=None,
+        head="softmax",
+        mixtures=5,
     ):
-        super().__init__(image_shape, levels, num_classes)
+        super().__init__(image_shape, levels, num_classes, head, mixtures)
         dilations = [int(d) for d in dilations]
         self._config = dict(
             image_shape=list(self.image_shape),
@@ -239,6 +269,8 @@ class GatedPixelCNN(AutoregressiveImageModel):
             first_kernel_size=first_kernel_size,
             num_classes=num_classes,
         )
+        if head != "softmax":  # recorded only when used, so softmax models keep their old configuration
+            self._config.update(head=head, mixtures=mixtures)
         c, k0 = self.image_shape[0], first_kernel_size
         self.v_in = MaskedConv2d(c, channels, k0, "V0")
         self.h_in = MaskedConv2d(c, channels, (1, k0), "A", c)

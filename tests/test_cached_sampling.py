@@ -25,7 +25,8 @@ from course_lib.sampling import pick_method
 
 # Tiny models, chosen so that every part of each cache matters: two layers or more (the vertical stack
 # of a layer feeds the next one), dilation and kernels larger than 3 in both stacks, a first kernel of
-# another size than the others, colour (masks between channels), 4, 5 and 256 levels, class labels.
+# another size than the others, colour (masks between channels), 4, 5 and 256 levels, class labels, and
+# the discretized logistic mixture head.
 CONFIGS = {
     "gated binary": (GatedPixelCNN, dict(image_shape=(1, 5, 6), channels=4, dilations=(1, 2))),
     "gated 4-level colour": (GatedPixelCNN, dict(image_shape=(3, 4, 5), levels=4, channels=6, dilations=(1, 2))),
@@ -47,6 +48,18 @@ CONFIGS = {
     "pixelcnn kernel 5, first 3, dilated": (
         PixelCNN,
         dict(image_shape=(1, 6, 7), channels=4, n_blocks=2, kernel_size=5, first_kernel_size=3),
+    ),
+    "gated logistic 256-level": (
+        GatedPixelCNN,
+        dict(image_shape=(1, 3, 4), levels=256, channels=4, dilations=(2,), head="logistic", mixtures=3),
+    ),
+    "gated logistic colour conditional": (
+        GatedPixelCNN,
+        dict(image_shape=(3, 4, 4), levels=6, channels=6, dilations=(1, 2), num_classes=2, head="logistic", mixtures=2),
+    ),
+    "pixelcnn logistic colour": (
+        PixelCNN,
+        dict(image_shape=(3, 4, 4), levels=5, channels=6, n_blocks=2, head="logistic", mixtures=2),
     ),
 }
 

@@ -20,6 +20,10 @@ MODELS = {
     "gated-256-levels": lambda: GatedPixelCNN((1, 4, 4), levels=256, channels=6, dilations=(1,)),
     "gated-conditional": lambda: GatedPixelCNN((1, 6, 6), levels=2, channels=8, dilations=(1, 2), num_classes=3),
     "gated-colour-conditional": lambda: GatedPixelCNN((3, 5, 5), levels=3, channels=6, dilations=(2,), num_classes=2),
+    "gated-logistic-colour": lambda: GatedPixelCNN(
+        (3, 5, 5), levels=16, channels=6, dilations=(1, 2), head="logistic", mixtures=3
+    ),
+    "pixelcnn-logistic": lambda: PixelCNN((1, 6, 6), levels=8, channels=8, n_blocks=1, head="logistic", mixtures=2),
 }
 
 

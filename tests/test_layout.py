@@ -62,10 +62,12 @@ def test_the_library_never_imports_the_course_machinery():
 
 
 def test_models_sit_directly_on_the_masks():
-    """Building a model loads masks (and the error type), nothing of likelihood, data, training or distribution."""
+    """Building a model loads masks, its output head and the error type, nothing of likelihood, data,
+    training or distribution."""
     graph = library_graph()
     assert reachable(graph, "masks") <= {"errors"}
-    assert reachable(graph, "models") <= {"masks", "errors"}
+    assert reachable(graph, "logistic") == set()
+    assert reachable(graph, "models") <= {"masks", "logistic", "errors"}
     assert "masks" in graph["models"]
 
 

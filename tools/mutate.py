@@ -42,7 +42,13 @@ LIB = "course_lib"
 # The test files that protect each module (run in this order; fast files first).
 MODULES = {
     "masks": ["tests/test_masks.py", "tests/test_models.py", "tests/test_causality.py"],
-    "models": ["tests/test_models.py", "tests/test_masks.py", "tests/test_likelihood.py", "tests/test_causality.py"],
+    "models": [
+        "tests/test_models.py",
+        "tests/test_masks.py",
+        "tests/test_likelihood.py",
+        "tests/test_logistic.py",
+        "tests/test_causality.py",
+    ],
     "device": ["tests/test_device.py"],
     "likelihood": ["tests/test_likelihood.py"],
     "data": ["tests/test_data.py"],
@@ -53,6 +59,7 @@ MODULES = {
     "finetune": ["tests/test_finetune.py"],
     "distributed": ["tests/test_distributed.py"],
     "causality": ["tests/test_causality.py"],
+    "logistic": ["tests/test_logistic.py", "tests/test_cached_sampling.py", "tests/test_causality.py"],
 }
 
 BINOPS = {
