@@ -23,7 +23,8 @@
 # ## What you will learn
 # - how `course_lib` picks a device (CUDA, Apple MPS, CPU) and what moves to it;
 # - how to measure training speed honestly: warm-up, device synchronisation, medians;
-# - what bf16 / fp16 mixed precision, `channels_last` and `torch.compile` buy, measured on this machine;
+# - what bf16 / fp16 mixed precision, `channels_last` and `torch.compile` buy, measured on this machine
+#   (fp16 and compile only where there is a GPU);
 # - the training loop opened up: loss, gradient clipping, learning-rate schedule, learning curves, overfitting;
 # - checkpoints, exact resuming and seeds;
 # - data-parallel training on several GPUs with `torchrun`, and how long full MNIST would take here.
@@ -120,8 +121,8 @@ print(f"training step at batch {batch}: about {3 * flops * batch / 1e9:.1f} GFLO
 print(f"measured CPU fp32 throughput {cpu_ips:.0f} images/s -> about {3 * flops * cpu_ips / 1e9:.0f} GFLOP/s")
 
 # %% [markdown]
-# On a CPU, then, the time goes into the convolutions themselves: the arithmetic above, at the rate
-# printed, accounts for the step time. On a GPU the same arithmetic is almost free; for a model this small, the time goes into *launching* hundreds of small
+# That is the arithmetic a CPU must do for every step, and the printed rate is what this machine achieved on
+# it. On a GPU the same arithmetic takes a small fraction of the time; for a model this small, the time goes into *launching* hundreds of small
 # kernels and moving memory. That is why on a GPU bigger batches, fewer launches (`torch.compile`) and
 # lighter memory traffic (bf16) help so much, and why most of them help little on a CPU. bf16 on a CPU
 # depends on the chip: one that computes in bf16 natively (AVX512-BF16 or AMX, on recent server chips) cuts
@@ -233,7 +234,8 @@ for method in (Trainer.autocast, Trainer.loss, Trainer.step):
 # train and test nats per image and test bits/dim.
 #
 # Let us train on a deliberately small training set to watch **overfitting**: the training loss keeps
-# falling while the test loss turns back up, because the model starts memorising its few images.
+# falling while the test loss stops improving and creeps back up, because the model starts memorising its
+# few images.
 
 # %%
 from course_lib.train import TrainConfig, learning_rate
@@ -281,9 +283,9 @@ plot_history(history, dims=784, title=f"Overfitting: {len(small_train)} training
 plt.show()
 
 # %% [markdown]
-# The gap between the curves is the generalisation gap. With 4,000 images (or 60,000 for full MNIST) it
-# shrinks; with 400 it opens quickly. Early stopping (keeping the checkpoint with the best test loss) or a
-# smaller model are the usual remedies.
+# The gap between the curves is the generalisation gap; with 400 images it opens quickly. More training
+# images, early stopping (keeping the checkpoint with the best test loss) and a smaller model are the usual
+# remedies.
 
 # %%
 assert history["train_nats"][-1] < history["train_nats"][0], "training must reduce the training loss"
@@ -413,7 +415,7 @@ else:
 # measurement instead of inventing one, and label it as such: the course's notes record that on one H200
 # (PyTorch 2.11) the UvA tutorial's gated model (852,160 parameters, 256-way output: a bigger model than
 # the binary 152,545-parameter one measured above) trained at about 9,900 images/s in fp32 and about
-# 37,800 images/s with bf16, channels_last, compile and batch 1024. Those rows are another model on another
+# 37,800 images/s with bf16, channels_last, compile and batch 1024 (the fp32 figure at batch 128). Those rows are another model on another
 # machine, not measured by this notebook; the chart draws them apart, in grey.
 
 # %%
@@ -443,8 +445,9 @@ plt.show()
 # - Time GPU work only after warm-up and with synchronisation; report medians.
 # - bf16 autocast, fp16 with a gradient scaler, `channels_last` and `torch.compile` are switches of `fit`;
 #   measure them on your hardware: on a small CPU model they barely matter, except bf16, which helps a CPU
-#   with native bf16 and slows one without it;
-#   on a GPU they multiply throughput. `fast_options(device)` (the CLI's `--fast`) picks them per device.
+#   with native bf16 and slows one without it (section 3 measured which kind this machine is);
+#   a GPU is where they are expected to pay most (section 7 quotes a reference; not measured here).
+#   `fast_options(device)` (the CLI's `--fast`) picks them per device.
 # - The loop: mean NLL per image, clipping, warm-up + cosine learning rate, full test evaluation each epoch;
 #   watch the train/test gap for overfitting.
 # - Checkpoints are atomic, safe to load, rebuild their model, and resume to exactly the same weights on a CPU.

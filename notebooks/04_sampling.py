@@ -392,7 +392,7 @@ plt.show()
 # Cold samples are clean but drift towards the simplest, most probable digits (thin 1s and 7s), so they
 # are more alike, and the model finds them *more* likely than real test digits: low temperature trades
 # diversity for likelihood. Hot samples gain stray pixels and broken strokes, and lose likelihood fast.
-# At $T = 1$ the samples score in the same range as real test digits, a little lower.
+# At $T = 1$ the samples score in the same range as real test digits.
 #
 # Per-step temperature is not the same as sampling from $p(x)^{1/T}$ renormalised over whole images: each
 # conditional is sharpened separately, which is cheap but only approximately "the most typical images".
@@ -461,7 +461,7 @@ plt.show()
 
 # %% [markdown]
 # The bottom completions vary, and not only in style: from the top half alone the model often finishes
-# a digit as *another* digit with the same top (a 2 as a 7 or a 3, a 7 with a loop like a 9), which is the
+# a digit as *another* digit with the same top (a 7 with a loop like a 9, for example), which is the
 # model saying that the top half is ambiguous. Box completions can leave seams and stray strokes at the
 # lower and right edges of the box, where the drawn pixels meet given ones that the model never saw.
 #
@@ -557,9 +557,10 @@ plt.show()
 # %% [markdown]
 # No sample is a copy: even the closest differs from every training digit in many pixels. In fact
 # the samples sit *further* from the training set than real new digits do, because they are rougher than
-# real handwriting; their nearest neighbour is often a thin 1 or 7, which differs from almost any image in
-# few pixels (a weakness of pixel distances as a judge of likeness). Real test digits, for their part, can
-# come very close to a training digit: people write some digits in nearly the same way.
+# real handwriting: stray pixels and broken strokes cost pixels against every training digit. Their nearest
+# neighbour is often a thin 1 or 7, simply because a thin digit has few pixels that can disagree (a
+# weakness of pixel distances as a judge of likeness). Real test digits, for their part, can come very
+# close to a training digit: people write some digits in nearly the same way.
 #
 # **Check.** No sample is an exact copy, and samples are not much closer to the training set than real new
 # digits are (a memorising model would fail this).
@@ -649,8 +650,8 @@ plt.show()
 # What you can do about it, from cheapest to most work:
 #
 # - **Batch**: one pass draws a sub-pixel of every image in the batch. On a CPU the time of a pass grows
-#   roughly in proportion to the batch (the cores are already busy with one image), so the cost per image
-#   changes far less than the batch size does; on a GPU a pass over 64 images costs little more than a
+#   less than in proportion to the batch from 1 to 4 and then roughly in proportion (the cores are soon
+#   busy), so the cost per image changes far less than the batch size does; on a GPU a pass over 64 images costs little more than a
 #   pass over one, so batching is the first and free speed-up there.
 # - **Draw only what is missing**: completion skips the given sub-pixels (half the passes above).
 # - **Smaller models and images**: the cost is $D$ times one pass; the tests of this lesson sample 14×14
@@ -721,8 +722,9 @@ print(f"{H * W} logits, largest difference between cache and full pass: {differe
 # %% [markdown]
 # The differences are float32 rounding: the cache adds the same products in a different order. With the
 # same seed, the two samplers then draw the same images: a draw compares a uniform random number with $p$,
-# and rounding moves $p$ by about $10^{-7}$, so a draw flips only if the random number falls in that sliver
-# (about once in ten million draws). In float64 the sliver vanishes, so we check there that the images are
+# and rounding moves $p$ by less than $10^{-6}$ (a logit difference of the size printed above, times at
+# most $\tfrac14$), so a draw flips only if the random number falls in that sliver: less than once in a
+# million draws. In float64 the sliver vanishes, so we check there that the images are
 # identical, and count the forward passes the cached sampler makes.
 
 # %%
@@ -783,8 +785,10 @@ plt.show()
 # cost is measured.
 #
 # The speed-up grows with the batch. A naive pass costs in proportion to batch × positions, while a cached
-# step touches one position per layer; at batch 1 the cached step is so small that Python and the launch of
-# some sixty small operations per pixel dominate, at batch 64 the arithmetic does. On a GPU the launches
+# step touches one position per layer. At batch 1 the cached step is so small that Python and the launch of
+# its many small operations dominate, and they cost the same at any batch size: the cached time grows far
+# more slowly than the batch (here about 2× from batch 1 to 64), so the speed-up grows. Single timings on
+# a shared machine are noisy (in this run batch 4 took longer than batch 16). On a GPU the launches
 # dominate even more (each costs microseconds whatever its size), which is where capturing the step in a
 # CUDA graph or compiling it pays. `make bench` measures both samplers at batch 1 to 256 on your machine
 # (`benchmarks/sampling.py`); the README quotes the latest tables.
