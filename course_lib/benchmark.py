@@ -54,14 +54,14 @@ def timed_call(f, device):
     return time.perf_counter() - start
 
 
-def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0):
-    """Median wall time in seconds of `sample(model, batch_size, method=...)` over `repeats` runs, after
-    a warm-up run on a small batch (first-call costs: memory allocation, kernel selection)."""
+def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0, threads=None):
+    """Median wall time in seconds of `sample(model, batch_size, method=..., threads=...)` over `repeats`
+    runs, after a warm-up run on a small batch (first-call costs: memory allocation, kernel selection)."""
     device = model_device(model)
     labels = None if model.num_classes is None else 0
-    sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method)
+    sample(model, min(batch_size, 2), labels=labels, seed=seed, method=method, threads=threads)
     return statistics.median(
-        timed_call(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method), device)
+        timed_call(lambda: sample(model, batch_size, labels=labels, seed=seed, method=method, threads=threads), device)
         for _ in range(repeats)
     )
 

@@ -7,7 +7,16 @@ pixel), each from the model's conditional distribution given everything drawn so
               (`cached_sampling`); exact, and tens to hundreds of times faster.
     "auto":   (default) "cached" where the model supports it, else "naive".
 Both draw the same random numbers in the same order, so with a seed they give the same images.
+
+Threads: a cached step is a few dozen tiny operations. On an idle CPU several threads help a little; on
+a shared one (a classroom server, a test run beside it) threads that wait for a core make every tiny
+operation slow. So on the CPU the cached sampler times a few steps with your thread count and with one
+thread, now and then, and uses the faster (`ThreadChooser`); `threads=` fixes the count instead. Your
+`torch.get_num_threads()` setting is restored when sampling ends.
 """
+
+import statistics
+import time
 
 import torch
 from tqdm.auto import tqdm
@@ -82,25 +91,77 @@ def sample_naive(model, x, known, labels, temperature, generator, progress=False
     return x
 
 
+class ThreadChooser:
+    """Chooses the CPU thread count for the cached sampler's steps by measuring, not guessing.
+
+    options: the thread counts to compare, e.g. (2, 1). Every `every` rows, the first `probe` steps of the
+    row run with each option in turn, timed one by one; the rest of the row and the following rows use
+    the option with the smallest median step time. The load of a shared machine changes, hence the
+    re-check. With one option there is nothing to measure. `clock` is the timer (tests pass a fake one).
+    """
+
+    def __init__(self, options, probe=3, every=7, clock=time.perf_counter):
+        self.options, self.probe, self.every, self.clock = list(dict.fromkeys(options)), probe, every, clock
+        self.current = self.options[0]
+        self.times = {}
+        self.chosen = []  # the thread count chosen at every decision, for inspection
+
+    def plan(self, i, steps):
+        """Thread count for each of the `steps` steps of row i: a probe at the start of every `every`-th row."""
+        if len(self.options) == 1 or i % self.every or steps < self.probe * len(self.options):
+            return [self.current] * steps
+        self.times = {t: [] for t in self.options}
+        probes = [t for t in self.options for _ in range(self.probe)]
+        return probes + [None] * (steps - len(probes))  # None: the winner, decided after the probes
+
+    def run(self, threads, step, *args):
+        """Run `step(*args)` with `threads` (None: the current choice); time it if it is a probe."""
+        if threads is None:
+            if self.times:
+                self.current = min(self.options, key=lambda t: statistics.median(self.times[t]))
+                self.times = {}
+                self.chosen.append(self.current)
+            threads = self.current
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        if not self.times:  # not probing: run untimed
+            return step(*args)
+        start = self.clock()
+        result = step(*args)
+        self.times[threads].append(self.clock() - start)
+        return result
+
+
 @torch.no_grad()
-def sample_cached(model, x, known, labels, temperature, generator, progress=False):
+def sample_cached(model, x, known, labels, temperature, generator, progress=False, threads=None):
     """Fill the unknown entries of x (B, C, H, W) in raster order like `sample_naive`, but with a
     cache of activations (`cached_sampling.make_cache`): one row of the vertical stack per row, one
-    position of every layer per sub-pixel. Same draws, in the same order, as `sample_naive`."""
+    position of every layer per sub-pixel. Same draws, in the same order, as `sample_naive`.
+    threads: None chooses between the current CPU thread count and 1 by timing (`ThreadChooser`); an
+    int uses that many threads. The caller's thread count is restored at the end."""
     _, c, h, w = x.shape
     cache = make_cache(model, x, labels)
-    for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
-        cache.start_row(i)
-        if cache.skip_given_rows and known[:, :, i].all():
-            continue
-        for j in range(w):
-            for ch in range(c):
-                logits = cache.logits_at(j, ch)  # computed even when given: later pixels read the cache
-                todo = ~known[:, ch, i, j]
-                if not todo.any():
-                    continue
-                probs = probabilities(logits, temperature)
-                x[:, ch, i, j] = torch.where(todo, draw(probs, generator), x[:, ch, i, j])
+    user_threads = torch.get_num_threads()
+    on_cpu = x.device.type == "cpu"
+    chooser = ThreadChooser([threads] if threads else [user_threads, 1] if on_cpu else [user_threads])
+    steps = [(j, ch) for j in range(w) for ch in range(c)]
+
+    def step(i, j, ch):
+        logits = cache.logits_at(j, ch)  # computed even when given: later pixels read the cache
+        todo = ~known[:, ch, i, j]
+        if todo.any():
+            probs = probabilities(logits, temperature)
+            x[:, ch, i, j] = torch.where(todo, draw(probs, generator), x[:, ch, i, j])
+
+    try:
+        for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
+            cache.start_row(i)
+            if cache.skip_given_rows and known[:, :, i].all():
+                continue
+            for (j, ch), n_threads in zip(steps, chooser.plan(i, len(steps))):
+                chooser.run(n_threads, step, i, j, ch)
+    finally:
+        torch.set_num_threads(user_threads)
     return x
 
 
@@ -117,7 +178,9 @@ def pick_method(model, method="auto"):
 
 
 @torch.no_grad()
-def sample(model, n, *, temperature=1.0, labels=None, given=None, seed=None, method="auto", progress=False):
+def sample(
+    model, n, *, temperature=1.0, labels=None, given=None, seed=None, method="auto", progress=False, threads=None
+):
     """Draw `n` images (n, C, H, W) of integer levels from `model` (returned on the CPU).
 
     temperature: > 0; divides the logits (below 1: sharper, above 1: more random).
@@ -126,8 +189,11 @@ def sample(model, n, *, temperature=1.0, labels=None, given=None, seed=None, met
            boolean mask broadcastable to it; known entries are kept exactly.
     seed: makes the draw reproducible. The model is put in eval mode (and restored afterwards).
     method: "auto" (default: cached where possible), "cached" or "naive" (see the module docstring).
+    threads: CPU threads for cached sampling; None (default) picks between your setting and 1 by timing.
     """
     method = pick_method(model, method)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise CourseError(f"threads must be a positive whole number or None (automatic), got {threads!r}.")
     if not temperature > 0:
         raise CourseError(
             f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples)."
@@ -137,7 +203,10 @@ def sample(model, n, *, temperature=1.0, labels=None, given=None, seed=None, met
     generator.manual_seed(seed) if seed is not None else generator.seed()
     x, known, labels = _prepare(model, n, labels, given, device)
     with eval_mode(model):
-        x = SAMPLERS[method](model, x, known, labels, temperature, generator, progress)
+        if method == "cached":
+            x = sample_cached(model, x, known, labels, temperature, generator, progress, threads)
+        else:
+            x = sample_naive(model, x, known, labels, temperature, generator, progress)
     return x.cpu()
 
 

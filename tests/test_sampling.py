@@ -375,3 +375,80 @@ def test_occlude_default_is_bottom_and_unknown_regions_are_rejected():
     assert torch.equal(occlude(images)[1], occlude(images, "bottom")[1])
     with pytest.raises(CourseError, match="Unknown region 'top'"):
         occlude(images, "top")
+
+
+class FakeClock:
+    """A clock whose step durations depend on the thread count in use: `cost[threads]` seconds a step."""
+
+    def __init__(self, cost):
+        self.cost, self.now, self.started = cost, 0.0, False
+
+    def __call__(self):
+        if self.started:  # the end of a timed step: advance by the cost of the current thread count
+            self.now += self.cost[torch.get_num_threads()]
+        self.started = not self.started
+        return self.now
+
+
+@pytest.mark.parametrize("cost, winner", [({2: 1.0, 1: 4.0}, 2), ({2: 4.0, 1: 1.0}, 1)])
+def test_thread_chooser_keeps_the_option_whose_probe_steps_were_faster(cost, winner):
+    threads = torch.get_num_threads()
+    try:
+        chooser = sampling.ThreadChooser([2, 1], probe=3, every=7, clock=FakeClock(cost))
+        ran = []
+        for i in range(14):
+            for n in chooser.plan(i, 10):
+                chooser.run(n, lambda: ran.append(torch.get_num_threads()))
+        assert len(ran) == 140 and chooser.chosen == [winner, winner]  # decided at rows 0 and 7
+        probes = [2, 2, 2, 1, 1, 1]
+        assert ran[:6] == probes and ran[6:70] == [winner] * 64  # the rest of rows 0-6 use the winner
+        assert ran[70:76] == probes and ran[76:] == [winner] * 64  # row 7 measures again
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_thread_chooser_with_one_option_never_measures():
+    chooser = sampling.ThreadChooser([3], clock=lambda: pytest.fail("a single option needs no timing"))
+    assert chooser.plan(0, 10) == [3] * 10
+    chooser.run(3, lambda: None)
+    assert chooser.chosen == []
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_cached_sampling_with_any_thread_policy_equals_naive_and_restores_the_thread_count(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model = tiny(shape=(1, 8, 7))  # 56 steps: probes at rows 0 and 7
+        naive = sample(model, 3, seed=5, method="naive")
+        cached = sample(model, 3, seed=5, method="cached", threads=threads)
+        assert torch.equal(naive, cached)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_fixed_thread_count_is_used_during_sampling_and_restored_after_an_error(monkeypatch):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+
+    def spy(logits, temperature=1.0):
+        seen.append(torch.get_num_threads())
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return probabilities(logits, temperature)
+
+    monkeypatch.setattr(sampling, "probabilities", spy)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sample(tiny(), 2, seed=0, method="cached", threads=1)
+        assert seen == [1] * 5 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, "2", True])
+def test_bad_thread_counts_stop_with_one_clear_sentence(threads):
+    with pytest.raises(CourseError, match="threads must be a positive whole number"):
+        sample(tiny(), 1, threads=threads)
