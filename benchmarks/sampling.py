@@ -7,10 +7,16 @@ the default 28x28 Gated PixelCNN at several batch sizes. Prints a table, writes 
 Cached: median of --repeats whole runs. Naive: every step is the same full forward pass, so the whole
 run is estimated as H times the median time of one naively sampled row (--naive-rows rows timed);
 --full-naive B times one whole naive run at batch B as a check of that estimate.
+--busy also times cached sampling while one competing process keeps a core busy (a shared classroom
+machine): the benchmark starts that process itself and stops it when done (and it stops by itself after
+--busy-seconds in any case).
 """
 
 import argparse
+import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +29,19 @@ from course_lib.device import pick_device  # noqa: E402
 from course_lib.sampling import sample  # noqa: E402
 
 
+@contextmanager
+def competing_load(seconds):
+    """One other process spinning on a core for at most `seconds` (killed on exit)."""
+    spin = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"
+    process = subprocess.Popen([sys.executable, "-c", spin])
+    time.sleep(0.5)  # let it start spinning
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
@@ -32,6 +51,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="whole cached runs per batch size (median)")
     p.add_argument("--naive-rows", type=int, default=3, help="rows timed for the naive estimate (median)")
     p.add_argument("--full-naive", type=int, nargs="*", default=[], help="batch sizes to also sample naively in full")
+    p.add_argument("--busy", action="store_true", help="also time cached sampling beside one busy process")
+    p.add_argument("--threads", type=int, default=None, help="fix the cached sampler's CPU threads (default: auto)")
+    p.add_argument("--busy-seconds", type=float, default=600, help="upper bound on the competing process's life")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/sampling_<device>.json)")
     args = p.parse_args(argv)
@@ -47,7 +69,7 @@ def main(argv=None):
     )
     rows, results = [], []
     for b in args.batch_sizes:
-        cached = sampling_seconds(model, b, "cached", repeats=args.repeats)
+        cached = sampling_seconds(model, b, "cached", repeats=args.repeats, threads=args.threads)
         naive = naive_sampling_seconds(model, b, rows=args.naive_rows)
         entry = {
             "batch_size": b,
@@ -58,6 +80,12 @@ def main(argv=None):
         }
         if b in args.full_naive:
             entry["naive_full_run_s"] = timed_call(lambda b=b: sample(model, b, seed=0, method="naive"), device)
+        if args.busy:
+            with competing_load(args.busy_seconds):
+                entry["cached_busy_s"] = sampling_seconds(
+                    model, b, "cached", repeats=args.repeats, threads=args.threads
+                )
+            entry["busy_slowdown"] = entry["cached_busy_s"] / cached
         results.append(entry)
         rows.append(
             [
@@ -67,9 +95,11 @@ def main(argv=None):
                 f"{naive / cached:.0f}x",
                 f"{1000 * cached / b:.1f}",
                 f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-",
+                f"{entry['cached_busy_s']:.3f} ({entry['busy_slowdown']:.2f}x)" if args.busy else "-",
             ]
         )
-    text = table(["batch", "naive s", "cached s", "speed-up", "cached ms/image", "naive full run s"], rows)
+    header = ["batch", "naive s", "cached s", "speed-up", "cached ms/image", "naive full run s", "cached, busy s"]
+    text = table(header, rows)
     write(
         "sampling",
         device,
@@ -78,6 +108,8 @@ def main(argv=None):
             "model": type(model).__name__,
             "config": model.config,
             "parameters": count_parameters(model),
+            "cached_threads": args.threads or "auto",
+            "torch_threads": torch.get_num_threads(),
             "machine": machine(device),
             "results": results,
             "table": text,

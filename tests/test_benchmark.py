@@ -59,6 +59,9 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
             "1",
             "--full-naive",
             "2",
+            "--busy",
+            "--busy-seconds",
+            "30",
             "--out",
             str(tmp_path / "s.json"),
         ]
@@ -66,6 +69,7 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     s = json.loads((tmp_path / "s.json").read_text())
     assert [r["batch_size"] for r in s["results"]] == [1, 2] and s["machine"]["device"] == "cpu"
     assert all(r["speedup"] > 0 for r in s["results"]) and "naive_full_run_s" in s["results"][1]
+    assert all(r["cached_busy_s"] > 0 and r["busy_slowdown"] > 0 for r in s["results"])
     training.main(
         ["--model", "default", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "t.json")]
     )
