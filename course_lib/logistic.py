@@ -16,7 +16,9 @@ logits, means, log-scales) instead of K, whatever K is.
 
 `mixture_log_probs` turns those 3M numbers into K log-probabilities. A model with this head returns
 them in the place of categorical logits (log-softmax leaves normalised log-probabilities unchanged), so
-the likelihood, both samplers and everything else in the course work with it unchanged.
+the likelihood, both samplers and everything else in the course work with it unchanged. Training and
+scoring need only the observed level's probability: `mixture_log_prob_at` computes that one bin, K times
+less work than all K.
 """
 
 import torch
@@ -55,3 +57,20 @@ def mixture_log_probs(params, levels):
         dim=-2,
     )
     return torch.logsumexp(log_mass + F.log_softmax(logit_pi, dim=-1)[..., None, :], dim=-1)
+
+
+def mixture_log_prob_at(params, x, levels):
+    """Log-probability of the observed levels only: params (..., 3M), x (...) integers 0..K-1 -> (...).
+    The same numbers as mixture_log_probs(params, levels) at x, for one bin instead of K."""
+    logit_pi, mu, log_s = split_params(params)
+    inv_s = torch.exp(-log_s)  # (..., M)
+    half = 1.0 / (levels - 1)
+    centre = (x.to(params.dtype) * (2 * half) - 1.0)[..., None]  # (..., 1): x_k = 2k / (K - 1) - 1
+    lo, hi = (centre - half - mu) * inv_s, (centre + half - mu) * inv_s  # standardised bin edges
+    k = x[..., None]
+    log_mass = torch.where(  # (..., M): log P(x | component); the edge levels take the tails
+        k == 0,
+        F.logsigmoid(hi),
+        torch.where(k == levels - 1, F.logsigmoid(-lo), _log_bin_mass(lo, hi, 2 * half * inv_s)),
+    )
+    return torch.logsumexp(log_mass + F.log_softmax(logit_pi, dim=-1), dim=-1)

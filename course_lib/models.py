@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CourseError
-from .logistic import mixture_log_probs
+from .logistic import mixture_log_prob_at, mixture_log_probs
 from .masks import MaskedConv2d
 
 HEADS = ("softmax", "logistic")
@@ -138,9 +138,20 @@ class AutoregressiveImageModel(nn.Module):
         softmax and Bernoulli heads, the mixture's log-probabilities for the logistic head."""
         return mixture_log_probs(out, self.levels) if self.head == "logistic" else out
 
+    def score(self, out, x):
+        """(B, C*K', H, W) network output and the images x (B, C, H, W) -> log-likelihood of each image in
+        nats, (B,), in float32 like `log_prob_from_logits`. The logistic head evaluates only each sub-pixel's
+        observed level, from its (B, C, H, W, 3M) mixture parameters."""
+        if self.head != "logistic":
+            return log_prob_from_logits(self.to_logits(out), x)
+        b, _, h, w = out.shape
+        c, k = self.image_shape[0], self.outputs_per_channel
+        params = out.float().view(b, c, k, h, w).permute(0, 1, 3, 4, 2)  # (B, C, H, W, 3M)
+        return mixture_log_prob_at(params, x, self.levels).flatten(1).sum(1)
+
     def log_prob(self, x, labels=None):
         """Log-likelihood of each image in nats, shape (B,)."""
-        return log_prob_from_logits(self(x, labels), x)
+        return self(x, labels, score=True)
 
 
 class ResidualBlock(nn.Module):
@@ -197,15 +208,16 @@ class PixelCNN(AutoregressiveImageModel):
         self.out1 = MaskedConv2d(channels, channels, 1, "B", c)
         self.out2 = MaskedConv2d(channels, c * self.outputs_per_channel, 1, "B", c)
 
-    def forward(self, x, labels=None):
+    def forward(self, x, labels=None, score=False):
+        """Logits in the layout above, or with score=True each image's log-likelihood (B,) (see `score`)."""
         self._check_input(x, labels)
         h = self.input_conv(self.scale(x))
         if self.class_bias is not None:
             h = h + self.class_bias(labels)[:, :, None, None]
         for block in self.blocks:
             h = block(h)
-        h = self.out1(F.relu(h))
-        return self.to_logits(self.out2(F.relu(h)))
+        out = self.out2(F.relu(self.out1(F.relu(h))))
+        return self.score(out, x) if score else self.to_logits(out)
 
 
 def gate(x):
@@ -278,14 +290,15 @@ class GatedPixelCNN(AutoregressiveImageModel):
         self.out1 = MaskedConv2d(channels, channels, 1, "B", c)
         self.out2 = MaskedConv2d(channels, c * self.outputs_per_channel, 1, "B", c)
 
-    def forward(self, x, labels=None):
+    def forward(self, x, labels=None, score=False):
+        """Logits in the layout above, or with score=True each image's log-likelihood (B,) (see `score`)."""
         self._check_input(x, labels)
-        x = self.scale(x)
-        v, h = self.v_in(x), self.h_in(x)
+        scaled = self.scale(x)
+        v, h = self.v_in(scaled), self.h_in(scaled)
         for layer in self.layers:
             v, h = layer(v, h, labels)
-        h = self.out1(F.elu(h))
-        return self.to_logits(self.out2(F.elu(h)))
+        out = self.out2(F.elu(self.out1(F.elu(h))))
+        return self.score(out, x) if score else self.to_logits(out)
 
 
 MODELS = {"gated": GatedPixelCNN, "pixelcnn": PixelCNN}

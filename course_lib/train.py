@@ -189,6 +189,8 @@ class Trainer:
         """Mean negative log-likelihood in nats per image of one batch."""
         labels = y if self.model.num_classes else None
         with self.autocast():
+            if getattr(self.model, "head", None) == "logistic":  # only the observed levels' mass, in float32
+                return -self.network(x, labels, score=True).mean()
             logits = self.network(x, labels)
         # the log-likelihood is computed in float32 even under autocast
         return -log_prob_from_logits(logits, x).mean()

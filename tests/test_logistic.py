@@ -7,9 +7,21 @@ import math
 import pytest
 import torch
 
-from course_lib import GatedPixelCNN, PixelCNN, build_model, load_model, save_checkpoint
+from course_lib import (
+    GatedPixelCNN,
+    ImageDataset,
+    PixelCNN,
+    TrainConfig,
+    Trainer,
+    build_model,
+    evaluate,
+    load_model,
+    log_prob_from_logits,
+    nll,
+    save_checkpoint,
+)
 from course_lib.errors import CourseError
-from course_lib.logistic import MIN_LOG_SCALE, mixture_log_probs, split_params
+from course_lib.logistic import MIN_LOG_SCALE, mixture_log_prob_at, mixture_log_probs, split_params
 
 
 def params(*shape, mixtures=3, seed=0, scale=3.0):
@@ -131,3 +143,46 @@ def test_a_logistic_model_is_rebuilt_from_its_configuration_and_checkpoint(tmp_p
 def test_bad_head_settings_stop_with_one_clear_sentence(kwargs, words):
     with pytest.raises(CourseError, match=words.replace("(", r"\(").replace(")", r"\)")):
         GatedPixelCNN((1, 5, 5), channels=4, dilations=(1,), **kwargs)
+
+
+@pytest.mark.parametrize("levels", [3, 16, 256])
+def test_the_observed_level_alone_has_the_probability_all_levels_give_it(levels):
+    """mixture_log_prob_at (training's one-bin shortcut) equals mixture_log_probs at x, edges and extremes too."""
+    g = torch.Generator().manual_seed(levels)
+    params = torch.randn(4, 50, 9, generator=g, dtype=torch.float64) * 3
+    params[0, :, 6:] = MIN_LOG_SCALE - 2  # narrow components (clamped)
+    params[1, :, 3:6] = torch.linspace(-4, 4, 50, dtype=torch.float64)[:, None]  # means outside [-1, 1] (tanh)
+    x = torch.randint(0, levels, (4, 50), generator=g)
+    x[2, :10], x[3, :10] = 0, levels - 1  # the edge levels take the tails
+    want = mixture_log_probs(params, levels).gather(-1, x[..., None]).squeeze(-1)
+    got = mixture_log_prob_at(params, x, levels)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", [GatedPixelCNN, PixelCNN])
+def test_the_scoring_shortcut_and_its_gradients_match_the_full_log_probabilities(cls):
+    """model.log_prob (and so training and evaluation) gives the same values and gradients as the K log-probs
+    (both scored in float32, as every likelihood in the course)."""
+    torch.manual_seed(0)
+    kwargs = dict(channels=8, dilations=(1, 2)) if cls is GatedPixelCNN else dict(channels=8, n_blocks=1)
+    model = cls(image_shape=(3, 5, 5), levels=7, head="logistic", mixtures=2, num_classes=3, **kwargs).double()
+    x, labels = torch.randint(0, 7, (3, 3, 5, 5)), torch.tensor([0, 2, 1])
+    full = model(x, labels).gather(1, x[:, None]).flatten(1).sum(1)  # float64 log-probs of all K levels at x
+    grads = torch.autograd.grad(full.sum(), list(model.parameters()))
+    short = model.log_prob(x, labels)
+    torch.testing.assert_close(short.double(), full, rtol=1e-6, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(short.sum(), list(model.parameters())), grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_training_and_evaluation_score_a_logistic_model_with_its_likelihood():
+    """fit's loss and evaluate's NLL are the model's log-likelihood (the shortcut feeds both)."""
+    torch.manual_seed(0)
+    model = GatedPixelCNN(image_shape=(1, 4, 4), levels=5, channels=4, dilations=(1,), head="logistic", mixtures=2)
+    data = ImageDataset("toy", torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long), levels=5)
+    x = data.images
+    want = -log_prob_from_logits(model(x), x)
+    torch.testing.assert_close(nll(model, x), want)
+    assert evaluate(model, data)["nats"] == pytest.approx(want.double().mean().item(), rel=1e-6)
+    trainer = Trainer(model, data, None, TrainConfig(epochs=1, batch_size=6), device="cpu")
+    torch.testing.assert_close(trainer.loss(x, torch.zeros(6, dtype=torch.long)), want.mean())
