@@ -409,12 +409,14 @@ def _distinct(outputs):
 
 
 def _sample_setup(seed, n, temperature, labels, **model_config):
-    """A model and a draw seed for which the correct samples and every known bug's samples all differ."""
+    """A model and a draw seed for which the correct samples, every known bug's samples and all zeros (draws
+    never written) all differ."""
     for attempt in range(8):
         model = tiny_gated(seed + 1009 * attempt, sharpen=True, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
         reference = sample(model, n, temperature=temperature, labels=labels, seed=draw_seed, method="naive")
-        if _distinct([reference] + [v[0] for v in _sample_variants(model, n, temperature, labels, draw_seed)]):
+        variants = [v[0] for v in _sample_variants(model, n, temperature, labels, draw_seed)]
+        if _distinct([reference, torch.zeros_like(reference)] + variants):
             break
     return model, draw_seed
 
