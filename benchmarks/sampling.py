@@ -4,7 +4,8 @@ the default 28x28 Gated PixelCNN at several batch sizes. Prints a table, writes 
     python benchmarks/sampling.py                       # batch 1, 16, 64, 256 on the device found
     python benchmarks/sampling.py --batch-sizes 64 --full-naive 64   # also one whole naive run
 
-Cached: median of --repeats whole runs. Naive: every step is the same full forward pass, so the whole
+Cached: median of --repeats whole runs; "passes" is that time over one full forward pass of the same batch
+(median of --forward-repeats), the cost of sampling in units of the arithmetic it must do. Naive: every step is the same full forward pass, so the whole
 run is estimated as H times the median time of one naively sampled row (--naive-rows rows timed);
 --full-naive B times one whole naive run at batch B as a check of that estimate.
 --busy also times cached sampling while one competing process keeps a core busy (a shared classroom
@@ -24,7 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write  # noqa: E402
 from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
-from course_lib.benchmark import machine, naive_sampling_seconds, sampling_seconds, timed_call  # noqa: E402
+from course_lib.benchmark import (  # noqa: E402
+    forward_seconds,
+    machine,
+    naive_sampling_seconds,
+    sampling_seconds,
+    timed_call,
+)
 from course_lib.device import pick_device  # noqa: E402
 from course_lib.sampling import sample  # noqa: E402
 
@@ -49,6 +56,7 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--channels", type=int, default=None, help="hidden channels (default: the model's default)")
     p.add_argument("--repeats", type=int, default=3, help="whole cached runs per batch size (median)")
+    p.add_argument("--forward-repeats", type=int, default=7, help="full forward passes timed per batch size (median)")
     p.add_argument("--naive-rows", type=int, default=3, help="rows timed for the naive estimate (median)")
     p.add_argument("--full-naive", type=int, nargs="*", default=[], help="batch sizes to also sample naively in full")
     p.add_argument("--busy", action="store_true", help="also time cached sampling beside one busy process")
@@ -70,10 +78,13 @@ def main(argv=None):
     rows, results = [], []
     for b in args.batch_sizes:
         cached = sampling_seconds(model, b, "cached", repeats=args.repeats, threads=args.threads)
+        forward = forward_seconds(model, b, repeats=args.forward_repeats)
         naive = naive_sampling_seconds(model, b, rows=args.naive_rows)
         entry = {
             "batch_size": b,
             "cached_s": cached,
+            "forward_s": forward,
+            "forward_passes": cached / forward,
             "naive_s": naive,
             "speedup": naive / cached,
             "naive_estimated_from_rows": args.naive_rows,
@@ -92,13 +103,25 @@ def main(argv=None):
                 b,
                 f"{naive:.2f}",
                 f"{cached:.3f}",
+                f"{1000 * forward:.1f}",
+                f"{cached / forward:.2f}",
                 f"{naive / cached:.0f}x",
                 f"{1000 * cached / b:.1f}",
                 f"{entry['naive_full_run_s']:.1f}" if "naive_full_run_s" in entry else "-",
                 f"{entry['cached_busy_s']:.3f} ({entry['busy_slowdown']:.2f}x)" if args.busy else "-",
             ]
         )
-    header = ["batch", "naive s", "cached s", "speed-up", "cached ms/image", "naive full run s", "cached, busy s"]
+    header = [
+        "batch",
+        "naive s",
+        "cached s",
+        "forward ms",
+        "passes",
+        "speed-up",
+        "cached ms/image",
+        "naive full run s",
+        "cached, busy s",
+    ]
     text = table(header, rows)
     write(
         "sampling",

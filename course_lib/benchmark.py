@@ -66,6 +66,18 @@ def sampling_seconds(model, batch_size, method="cached", repeats=3, seed=0, thre
     )
 
 
+def forward_seconds(model, batch_size, repeats=5, seed=0):
+    """Median wall time in seconds of one full forward pass (eval mode, no_grad) over a batch of
+    `batch_size` random images, after one warm-up pass: the yardstick for sampling (whole-batch cached
+    sampling computes, pixel by pixel, what one such pass computes)."""
+    device = model_device(model)
+    x = random_images(batch_size, model.image_shape, model.levels, seed).images.to(device)
+    labels = None if model.num_classes is None else torch.zeros(batch_size, dtype=torch.long, device=device)
+    with torch.no_grad():
+        model(x, labels)
+        return statistics.median(timed_call(lambda: model(x, labels), device) for _ in range(repeats))
+
+
 def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
     """Estimated wall time in seconds of naive sampling of `batch_size` whole images: the median time
     of naively sampling one row (C*W full forward passes; the other rows are given, and naive sampling

@@ -1,5 +1,6 @@
 """Benchmark helpers: they time the real training step and leave the measured model alone."""
 
+import pytest
 import torch
 
 
@@ -17,7 +18,7 @@ def test_training_throughput_measures_the_real_step_without_touching_the_model()
 def test_naive_estimate_times_one_row_of_full_forward_passes():
     """The naive estimate samples one row at a time (W forward passes each) and scales by H."""
     from course_lib import GatedPixelCNN
-    from course_lib.benchmark import naive_sampling_seconds, sampling_seconds
+    from course_lib.benchmark import forward_seconds, naive_sampling_seconds, sampling_seconds
 
     model = GatedPixelCNN((1, 6, 5), channels=4, dilations=(1,))
     calls = []
@@ -26,6 +27,20 @@ def test_naive_estimate_times_one_row_of_full_forward_passes():
     assert calls == [3] * (2 * 5)
     calls.clear()
     assert sampling_seconds(model, 3, "cached", repeats=2) > 0 and calls == []
+    assert forward_seconds(model, 3, repeats=2) > 0 and calls == [3] * 3  # a warm-up pass, then two timed
+
+
+def test_the_forward_pass_yardstick_is_one_full_pass_without_gradients():
+    from course_lib import GatedPixelCNN
+    from course_lib.benchmark import forward_seconds
+
+    model = GatedPixelCNN((1, 6, 5), channels=4, dilations=(1,), num_classes=2)
+    seen = []
+    model.register_forward_hook(
+        lambda m, args, out: seen.append((args[0].shape, args[1].shape, torch.is_grad_enabled()))
+    )
+    assert forward_seconds(model, 4, repeats=3) > 0
+    assert seen == [(torch.Size([4, 1, 6, 5]), torch.Size([4]), False)] * 4
 
 
 def test_fast_options_per_device():
@@ -69,6 +84,7 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     s = json.loads((tmp_path / "s.json").read_text())
     assert [r["batch_size"] for r in s["results"]] == [1, 2] and s["machine"]["device"] == "cpu"
     assert all(r["speedup"] > 0 for r in s["results"]) and "naive_full_run_s" in s["results"][1]
+    assert all(r["forward_passes"] == pytest.approx(r["cached_s"] / r["forward_s"]) for r in s["results"])
     assert all(r["cached_busy_s"] > 0 and r["busy_slowdown"] > 0 for r in s["results"])
     training.main(
         ["--model", "default", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "t.json")]
