@@ -8,7 +8,7 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo lint format test course exercises bench bench-precision mutation mutation-solutions clean
+.PHONY: setup lab demo pretrained lint format test course exercises bench bench-precision mutation mutation-solutions clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ lab: setup
 
 demo: setup
 	TQDM_DISABLE= $(BIN)/python -m course_lib train
+
+# retrain the shipped pretrained models (course_lib/weights) from scratch; see README "Pretrained models"
+pretrained: setup
+	TQDM_DISABLE= $(BIN)/python tools/pretrain.py
 
 # ruff (configured in pyproject.toml): lint and check the formatting; `make format` rewrites
 lint: setup

@@ -13,6 +13,7 @@ Reading order (each module imports only modules above it):
     likelihood       nats and bits/dim, the independent-pixel baseline, evaluation of every image (lesson 01)
     data             data sets, offline first: binarize, quantize, colour (lessons 00-05)
     checkpoint       atomic checkpoints that rebuild their own model (lesson 03)
+    zoo              the shipped models trained for longer: pretrained("binary") (make pretrained)
     train            fit: precision, channels_last, compile, clipping, schedule, exact resume (lesson 03)
     plotting         image grids and learning curves
     cached_sampling  fast, exact sampling with activation caches (lesson 04)
@@ -34,6 +35,7 @@ from .masks import MaskedConv2d, raster_mask, vertical_mask
 from .models import GatedPixelCNN, PixelCNN, build_model, count_parameters
 from .sampling import occlude, sample
 from .train import TrainConfig, Trainer, fit, seed_everything
+from .zoo import pretrained
 
 __all__ = [
     "DATASETS",
@@ -64,6 +66,7 @@ __all__ = [
     "occlude",
     "pick",
     "pick_device",
+    "pretrained",
     "quantize",
     "raster_mask",
     "sample",

@@ -2,6 +2,7 @@
 
 `python -m course_lib train` with no arguments trains the default Gated PixelCNN on binarized
 mnist-subset and writes checkpoint.pt, samples.png, completions.png and metrics.json to runs/default.
+`python -m course_lib sample --pretrained binary` draws from a model shipped with the course.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from .models import MODELS, build_model, count_parameters
 from .plotting import save_grid
 from .sampling import occlude, sample
 from .train import fast_options, fit, seed_everything
+from .zoo import pretrained
 
 
 def _number(kind, low, high=None, what="a number"):
@@ -100,7 +102,9 @@ def build_parser():
     t.add_argument("--tensorboard", action="store_true", help="log to OUT/tensorboard")
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint into a PNG grid")
-    s.add_argument("--checkpoint", required=True)
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a checkpoint written by train")
+    source.add_argument("--pretrained", metavar="NAME", help="a model shipped with the course (binary, levels256, ...)")
     s.add_argument("--n", type=COUNT, default=16)
     s.add_argument("--temperature", type=_positive_float, default=1.0)
     s.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
@@ -243,7 +247,8 @@ def _write_samples(model, test, args, out, levels):
 
 
 def cmd_sample(args):
-    model = load_model(args.checkpoint).to(pick_device(args.device))
+    model = pretrained(args.pretrained) if args.pretrained else load_model(args.checkpoint)
+    model = model.to(pick_device(args.device))
     labels = args.label if model.num_classes else None
     if model.num_classes and labels is None:
         labels = torch.arange(args.n) % model.num_classes

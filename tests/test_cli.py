@@ -60,6 +60,16 @@ def test_sample_and_evaluate_from_the_checkpoint(trained, tmp_path):
     assert report["data"] == "shapes" and report["n_images"] == 20
 
 
+def test_sample_from_a_shipped_pretrained_model(tmp_path):
+    """`sample --pretrained NAME` draws from a model shipped with the course; an unknown name lists the choices."""
+    run("sample", "--pretrained", "binary", "--n", "2", "--out", str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").stat().st_size > 0
+    result = run("sample", "--pretrained", "binray", check=False)
+    assert result.returncode == 2
+    assert "No pretrained model named 'binray'; choose one of: binary" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["train", "sample", "evaluate"])
 def test_every_subcommand_has_help(command):
     assert "usage" in run(command, "--help").stdout

@@ -1,0 +1,160 @@
+"""Train the course's pretrained models from scratch: `make pretrained` (all) or
+`python tools/pretrain.py binary levels256` (some).
+
+Each recipe fixes its data, model, training options and seed. A run trains in runs/pretrain/NAME/
+(resumable with --resume; a checkpoint after every epoch), and only when it has finished does it write
+course_lib/weights/NAME.pt (fp16 weights) and NAME.json (the recipe, machine, training time, learning
+curve and the test NLL of the fp16 weights as shipped). A failed or interrupted run leaves the shipped
+files as they were.
+"""
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from course_lib import build_model, count_parameters, evaluate, fit, load_dataset, save_checkpoint  # noqa: E402
+from course_lib.device import cpu_has_bf16, pick_device  # noqa: E402
+from course_lib.zoo import WEIGHTS  # noqa: E402
+
+WIDE = dict(name="gated", channels=48, dilations=(1, 2, 1, 4, 1, 2, 1))  # 7 gated layers, 48 channels
+
+
+def recipe(about, levels, epochs, color=False, num_classes=None):
+    """One recipe: mnist-subset at `levels`, the WIDE Gated PixelCNN, Adam 2e-3 at batch 32 (cosine decay)."""
+    data = dict(name="mnist-subset", levels=levels, **({"color": True} if color else {}))
+    model = dict(WIDE, **({"num_classes": num_classes} if num_classes else {}))
+    return dict(about=about, data=data, model=model, train=dict(epochs=epochs, batch_size=32, lr=2e-3))
+
+
+RECIPES = {
+    "binary": recipe("the default binary model's data, trained longer and wider", 2, 20),
+    "binary-conditional": recipe("the binary model told the digit's class", 2, 20, num_classes=10),
+    "levels256": recipe("8-bit grey levels, a 256-way softmax per pixel", 256, 16),
+    "colour": recipe("digits in random colours, 256 levels per channel (R -> G -> B within a pixel)", 256, 12, True),
+}
+SEED = 0
+
+
+def machine() -> dict:
+    """Where the run happened: CPU (or GPU) model, thread count, torch version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return dict(cpu=cpu, threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(), gpu=gpu, torch=torch.__version__)
+
+
+def data(recipe, split):
+    """The recipe's data set (split "train" or "test")."""
+    return load_dataset(split=split, seed=SEED, **recipe["data"])
+
+
+def train(name, resume=False, device="auto"):
+    """Train recipe `name`, then write course_lib/weights/NAME.pt and NAME.json. Returns the record."""
+    recipe = RECIPES[name]
+    train_data, test_data = data(recipe, "train"), data(recipe, "test")
+    model_config = dict(recipe["model"])
+    kind = model_config.pop("name")
+    model = build_model(kind, image_shape=train_data.image_shape, levels=train_data.levels, **model_config)
+    device = pick_device(device)
+    precision = "bf16" if (device.type == "cpu" and cpu_has_bf16()) or device.type == "cuda" else "fp32"
+    folder = ROOT / "runs" / "pretrain" / name
+    print(f"{name}: {count_parameters(model):,} parameters, {train_data}, {precision} on {device}", flush=True)
+    start = time.perf_counter()
+    history = fit(
+        model,
+        train_data,
+        test_data,
+        device=device,
+        checkpoint=folder / "checkpoint.pt",
+        resume=resume,
+        seed=SEED,
+        precision=precision,
+        on_epoch_end=lambda epoch, h: print(
+            f"  epoch {epoch + 1}: train {h['train_nats'][-1]:.2f}, test {h['test_nats'][-1]:.2f} nats/image "
+            f"({h['test_bpd'][-1]:.4f} bits/dim), {h['seconds'][-1]:.0f} s",
+            flush=True,
+        ),
+        **recipe["train"],
+    )
+    seconds = time.perf_counter() - start
+    shipped = copy.deepcopy(model).cpu().half()
+    scored = copy.deepcopy(shipped).float()  # exactly the weights a learner loads
+    result = evaluate(scored, test_data, device="cpu")
+    record = dict(
+        name=name,
+        about=recipe["about"],
+        data=recipe["data"],
+        model=recipe["model"],
+        parameters=count_parameters(model),
+        train=dict(recipe["train"], seed=SEED, precision=precision, device=str(device)),
+        train_seconds=round(seconds, 1),
+        machine=machine(),
+        history=history,
+        test_nats_per_image=result["nats"],
+        test_bits_per_dim=result["bpd"],
+        test_images=result["n_images"],
+        scored="the fp16 weights as shipped, computed in float32 on the CPU",
+    )
+    save_checkpoint(WEIGHTS / f"{name}.pt", shipped)
+    (WEIGHTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{name}: test {result['nats']:.2f} nats/image ({result['bpd']:.4f} bits/dim), {seconds:.0f} s", flush=True)
+    return record
+
+
+def readme_table() -> str:
+    """The README's table of the shipped models, generated from their records (tests compare the two)."""
+    from course_lib.zoo import available, record
+
+    rows = [
+        "| name | what it models | parameters | epochs | test NLL (nats/image) | test bits/dim | training | machine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in available():
+        r = record(name)
+        where = r["machine"]["gpu"] if r["train"]["device"].startswith("cuda") else r["train"]["device"]
+        threads = r["machine"]["threads"]
+        rows.append(
+            f"| `{name}` | {r['about']} | {r['parameters']:,} | {r['train']['epochs']} | "
+            f"{r['test_nats_per_image']:.2f} | {r['test_bits_per_dim']:.4f} | {r['train_seconds'] / 60:.0f} min "
+            f"({r['train']['precision']}) | {r['machine']['cpu']}, {threads} thread{'s' * (threads != 1)} ({where}) |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "names", nargs="*", default=list(RECIPES), help=f"recipes to train (default: all of {list(RECIPES)})"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue each run from runs/pretrain/NAME/checkpoint.pt")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
+    parser.add_argument("--table", action="store_true", help="print the README's table of the shipped models and stop")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(readme_table())
+        return
+    unknown = [n for n in args.names if n not in RECIPES]
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+    for name in args.names:
+        train(name, resume=args.resume, device=args.device)
+
+
+if __name__ == "__main__":
+    main()
