@@ -150,8 +150,11 @@ class AutoregressiveImageModel(nn.Module):
         return mixture_log_prob_at(params, x, self.levels).flatten(1).sum(1)
 
     def log_prob(self, x, labels=None):
-        """Log-likelihood of each image in nats, shape (B,)."""
-        return self(x, labels, score=True)
+        """Log-likelihood of each image in nats, shape (B,). (A subclass whose forward has no `score`
+        argument keeps working with the softmax and Bernoulli heads.)"""
+        if self.head == "logistic":
+            return self(x, labels, score=True)
+        return log_prob_from_logits(self(x, labels), x)
 
 
 class ResidualBlock(nn.Module):

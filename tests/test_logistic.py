@@ -186,3 +186,27 @@ def test_training_and_evaluation_score_a_logistic_model_with_its_likelihood():
     assert evaluate(model, data)["nats"] == pytest.approx(want.double().mean().item(), rel=1e-6)
     trainer = Trainer(model, data, None, TrainConfig(epochs=1, batch_size=6), device="cpu")
     torch.testing.assert_close(trainer.loss(x, torch.zeros(6, dtype=torch.long)), want.mean())
+
+
+def test_a_subclass_whose_forward_knows_no_score_argument_still_trains_and_scores():
+    """The shortcut is the logistic head's alone: a learner's own softmax/Bernoulli subclass (lesson 02's
+    plain convolution) keeps its forward(x, labels=None)."""
+    from torch import nn
+
+    from course_lib.models import AutoregressiveImageModel
+
+    class Plain(AutoregressiveImageModel):
+        def __init__(self):
+            super().__init__((1, 4, 4), levels=2, num_classes=None)
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x, labels=None):
+            return self.conv(self.scale(x))
+
+    model = Plain()
+    data = ImageDataset("toy", torch.rand(6, 1, 4, 4), torch.zeros(6, dtype=torch.long))
+    want = -log_prob_from_logits(model(data.images), data.images)
+    torch.testing.assert_close(nll(model, data.images), want)
+    assert evaluate(model, data)["nats"] == pytest.approx(want.double().mean().item(), rel=1e-6)
+    trainer = Trainer(model, data, None, TrainConfig(epochs=1, batch_size=6), device="cpu")
+    torch.testing.assert_close(trainer.loss(data.images, torch.zeros(6, dtype=torch.long)), want.mean())
