@@ -119,17 +119,35 @@ def test_the_output_layer_has_3m_outputs_per_sub_pixel_whatever_the_number_of_le
     assert colour(x).shape == (2, 4, 3, 8, 8) and logistic(x[:, :1]).shape == (2, 256, 1, 8, 8)
 
 
-def test_a_logistic_model_is_rebuilt_from_its_configuration_and_checkpoint(tmp_path):
+@pytest.mark.parametrize("name", ["gated", "pixelcnn"])
+def test_a_logistic_model_is_rebuilt_from_its_configuration_and_checkpoint(tmp_path, name):
     torch.manual_seed(0)
-    model = GatedPixelCNN((1, 5, 5), levels=16, channels=4, dilations=(1,), head="logistic", mixtures=2)
+    size = dict(channels=4, dilations=(1,)) if name == "gated" else dict(channels=4, n_blocks=1)
+    model = build_model(name, image_shape=(1, 5, 5), levels=16, head="logistic", mixtures=2, **size)
     assert model.config["head"] == "logistic" and model.config["mixtures"] == 2
-    rebuilt = build_model("gated", **model.config)
+    rebuilt = build_model(name, **model.config)
     assert rebuilt.head == "logistic" and rebuilt.out2.weight.shape == model.out2.weight.shape
     save_checkpoint(tmp_path / "logistic.pt", model)
     loaded = load_model(tmp_path / "logistic.pt")
     x = torch.randint(0, 16, (2, 1, 5, 5))
     assert torch.equal(loaded(x), model(x))
-    assert "head" not in GatedPixelCNN((1, 5, 5), levels=16, channels=4, dilations=(1,)).config
+    assert "head" not in build_model(name, image_shape=(1, 5, 5), levels=16, **size).config
+
+
+def test_a_single_logistic_component_is_allowed():
+    model = GatedPixelCNN((1, 4, 4), levels=8, channels=4, dilations=(1,), head="logistic", mixtures=1)
+    assert model.out2.weight.shape[0] == 3
+    x = torch.randint(0, 8, (2, 1, 4, 4))
+    torch.testing.assert_close(model(x).exp().sum(1), torch.ones(2, 1, 4, 4))
+
+
+@pytest.mark.parametrize("levels", [2, 5])
+def test_score_is_the_log_likelihood_for_the_softmax_and_bernoulli_heads_too(levels):
+    """forward(..., score=True) means the same for every head: each image's log-likelihood."""
+    torch.manual_seed(0)
+    model = GatedPixelCNN((2, 4, 4), levels=levels, channels=4, dilations=(1,))
+    x = torch.randint(0, levels, (3, 2, 4, 4))
+    torch.testing.assert_close(model(x, score=True), log_prob_from_logits(model(x), x))
 
 
 @pytest.mark.parametrize(

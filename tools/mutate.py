@@ -48,6 +48,7 @@ MODULES = {
         "tests/test_likelihood.py",
         "tests/test_logistic.py",
         "tests/test_causality.py",
+        "tests/test_cached_sampling.py",  # head_logits: the cached sampler's view of the head
     ],
     "device": ["tests/test_device.py"],
     "likelihood": ["tests/test_likelihood.py"],
