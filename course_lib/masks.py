@@ -104,3 +104,18 @@ class MaskedConv2d(nn.Conv2d):
 
     def extra_repr(self):
         return super().extra_repr() + f", mask_type={self.mask_type}"
+
+
+def cut_channel_links(model):
+    """Make every colour channel ignore the other channels of its own pixel, in place; returns `model`.
+
+    Zeroes the centre tap of each mask-A convolution (the only place where a channel sees earlier
+    channels of the current pixel), so output channel c at (i, j) sees only the pixels before (i, j):
+    R, G and B of a pixel become independent given the past. Masks are not saved in checkpoints:
+    call this again after loading such a model.
+    """
+    for conv in model.modules():
+        if isinstance(conv, MaskedConv2d) and conv.mask_type == "A":
+            kh, kw = conv.mask.shape[-2:]
+            conv.mask[:, :, kh // 2, kw // 2] = 0
+    return model
