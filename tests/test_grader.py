@@ -362,8 +362,8 @@ def test_check_failed_has_a_short_traceback_in_notebooks():
 def test_every_lesson_module_is_imported_explicitly():
     import importlib
 
-    assert [name for name in checks.__all__ if name.startswith("lesson")] == [f"lesson0{k}" for k in range(1, 6)]
-    for k in range(1, 6):
+    assert [name for name in checks.__all__ if name.startswith("lesson")] == [f"lesson0{k}" for k in range(1, 7)]
+    for k in range(1, 7):
         assert getattr(checks, f"lesson0{k}") is importlib.import_module(f"coursework.checks.lesson0{k}")
 
 

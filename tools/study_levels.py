@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -111,10 +109,39 @@ def study(name):
         path.write_text(json.dumps(record, indent=1) + "\n")
 
 
+def summary(name, field):
+    """{value of `field`: [test bits/dim of each seed]} for study `name`, from its results file."""
+    runs = json.loads((RESULTS / f"06_{name}.json").read_text())["runs"]
+    groups = {}
+    for run in runs.values():
+        groups.setdefault(run[field], []).append(run["test_bits_per_dim"])
+    return groups
+
+
+def readme_table() -> str:
+    """The README's table of the three studies, generated from their results files (tests compare the two)."""
+    rows = ["| study | variant | seeds | test bits/dim, mean (min-max) |", "|---|---|---|---|"]
+    labels = {"heads": ("head", "{}"), "data": ("n_train", "{:,} training digits"), "colour": ("order", "{}")}
+    for name, (field, label) in labels.items():
+        for value, bpd in summary(name, field).items():
+            rows.append(
+                f"| {name} | {label.format(value)} | {len(bpd)} | "
+                f"{sum(bpd) / len(bpd):.4f} ({min(bpd):.4f}-{max(bpd):.4f}) |"
+            )
+    return "\n".join(rows)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="*", default=["heads", "data", "colour"])
-    for name in parser.parse_args(argv).studies:
+    parser.add_argument("--table", action="store_true", help="print the README's table of the studies and stop")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(readme_table())
+        return
+    for name in args.studies:
+        if name not in ("heads", "data", "colour"):
+            parser.error(f"unknown study {name!r}; choose heads, data or colour")
         study(name)
 
 

@@ -11,7 +11,7 @@ On failure it also raises :class:`CheckFailed`, so the cell shows an error and t
 (``pixelcnn-grade``) gives the task no points. The verdict never shows the solution.
 
 The shared machinery is in ``helpers``; the checks themselves live in one module per lesson (``lesson01``
-... ``lesson05``): ``from coursework import checks`` then ``checks.lesson02.check_mask(...)``.
+... ``lesson06``): ``from coursework import checks`` then ``checks.lesson02.check_mask(...)``.
 
 Writing a check (in ``lessonNN.py``)::
 
@@ -34,7 +34,7 @@ Writing a check (in ``lessonNN.py``)::
         return passed("nll matches the reference on 3 random images")
 """
 
-from . import lesson01, lesson02, lesson03, lesson04, lesson05
+from . import lesson01, lesson02, lesson03, lesson04, lesson05, lesson06
 from .helpers import (
     CheckFailed,
     ForwardSpy,
@@ -66,4 +66,5 @@ __all__ = [
     "lesson03",
     "lesson04",
     "lesson05",
+    "lesson06",
 ]
