@@ -44,6 +44,7 @@
 # | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 6 min |
 # | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 6.5 min |
 # | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 7.5 min |
+# | 06 · levels and colour | What changes with 256 intensity levels and with colour? What does PixelCNN++'s logistic mixture buy? | under 1 min |
 #
 # The times were measured on idle 2-core CPUs without a GPU (the repository's `README.md` has the exact
 # figures and names the machine of each); a busy or older laptop may take two or three times as long. On a GPU the training and sampling
@@ -189,14 +190,14 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 # %% [markdown]
 # ## How the exercises work
 #
-# Each lesson 01–05 has a graded notebook in `exercises/` (its solved twin is in `solutions/`). You write
+# Each lesson 01–06 has a graded notebook in `exercises/` (its solved twin is in `solutions/`). You write
 # small, real pieces of the model (a mask, a log-likelihood, a sampling loop) between the marked lines;
 # a check cell right after each task tests your code on fresh random inputs and prints what passed, what
 # is wrong and a hint, never the answer. Instructors grade a whole folder of submissions with
 # `pixelcnn-grade`, and can import the notebooks into nbgrader unchanged.
 #
 # ## Recap
-# - The course has six lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.
+# - The course has seven lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.
 # - `pick_device()` chose this machine's device; offline data sets always work, downloads are optional.
 # - A PixelCNN is trained on images alone and scored in nats per image; even a tiny one beats the
 #   independent-pixel model by a wide margin, and it can draw new digits pixel by pixel.

@@ -770,7 +770,8 @@ assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(
 # image modelling. Four directions lead on from here:
 #
 # - **Better likelihoods per pixel**: PixelCNN++ replaces the 256-way softmax with a discretized logistic
-#   mixture, so that intensity 242 is close to 243 (Salimans et al. 2017).
+#   mixture, so that intensity 242 is close to 243 (Salimans et al. 2017). Lesson 06 trains both on 8-bit
+#   digits, and colour models too.
 # - **Longer reach**: PixelSNAIL adds self-attention, so every pixel can look at any earlier pixel, not only
 #   at those within the convolutions' reach (Chen et al. 2018).
 # - **Transformers on pixels**: Image GPT trains a GPT-style transformer on sequences of pixels and shows
