@@ -86,6 +86,31 @@ MUTANTS = {
         [(f"return {TAILS}", f"return {TAILS}.movedim(-1, 0)")],
         "new last dimension",
     ),
+    "inputs changed in place": (
+        "t06_discretized_logistic",
+        [("inv_s = torch.exp(-log_scale)[..., None]", "log_scale.neg_()\n    inv_s = torch.exp(log_scale)[..., None]")],
+        "changed its input tensors in place",
+    ),
+    "only 2-D inputs": (
+        "t06_discretized_logistic",
+        [
+            ("mean[..., None]", "mean.unsqueeze(2)"),
+            ("torch.exp(-log_scale)[..., None]", "torch.exp(-log_scale).unsqueeze(2)"),
+        ],
+        "raised RuntimeError",
+    ),
+    "naive difference, clamped": (
+        "t06_discretized_logistic",
+        [
+            (
+                "inner = F.logsigmoid(hi) + F.logsigmoid(-lo) + torch.log(-torch.expm1(lo - hi))",
+                "inner = torch.log((torch.sigmoid(hi) - torch.sigmoid(lo)).clamp(min=1e-12))",
+            ),
+            ("F.logsigmoid(-lo[..., -1:])", "torch.log((1 - torch.sigmoid(lo[..., -1:])).clamp(min=1e-12))"),
+            ("F.logsigmoid(hi[..., :1])", "torch.log(torch.sigmoid(hi[..., :1]).clamp(min=1e-12))"),
+        ],
+        "right for likely levels but wrong for unlikely ones",
+    ),
     # task 2: the mixture
     "raw logits as weights": (
         "t06_mixture",
@@ -121,6 +146,26 @@ MUTANTS = {
         "t06_mixture",
         [("torch.logsumexp(log_pi + components, dim=-2)", "torch.logsumexp(log_pi + components, dim=-1)")],
         "shape",
+    ),
+    "logits normalised in place": (
+        "t06_mixture",
+        [
+            (
+                "log_pi = F.log_softmax(logit_pi, dim=-1)[..., None]",
+                "logit_pi -= logit_pi.logsumexp(-1, keepdim=True)\n    log_pi = logit_pi[..., None]",
+            )
+        ],
+        "changed its input tensors in place",
+    ),
+    "squeezed components": (
+        "t06_mixture",
+        [
+            (
+                "components = discretized_logistic(mean, log_scale, levels)",
+                "components = discretized_logistic(mean, log_scale, levels).squeeze()",
+            )
+        ],
+        "1 component",
     ),
     # task 3: colour order at the centre of a mask
     "A and B swapped": ("t06_centre_mask", [('if mask_type == "A":', 'if mask_type == "B":')], "not mask"),
@@ -163,11 +208,8 @@ MUTANTS = {
         [("return allowed.float()", "return torch.ones_like(allowed.float())")],
         "every link is open",
     ),
-    "boolean mask": (
-        "t06_centre_mask",
-        [("return allowed.float()", "return allowed.float().tolist()")],
-        "not a tensor",
-    ),
+    "a list": ("t06_centre_mask", [("return allowed.float()", "return allowed.float().tolist()")], "not a tensor"),
+    "a boolean mask": ("t06_centre_mask", [("return allowed.float()", "return allowed")], "not a float one"),
 }
 
 

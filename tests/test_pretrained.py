@@ -100,3 +100,20 @@ def test_a_failed_run_leaves_the_shipped_weights_alone(tmp_path, monkeypatch):
         pretrain.train("tiny", device="cpu")
     assert (weights / "tiny.pt").read_bytes() == b"good"
     assert not (weights / "tiny.json").exists()
+
+
+def test_training_your_own_returns_a_model_and_leaves_the_shipped_files_alone(tmp_path, monkeypatch):
+    """A lesson's TRAIN_YOUR_OWN switch (ship=False): the recipe's model comes back, nothing is shipped."""
+    tiny = dict(
+        about="a tiny test recipe",
+        data=dict(name="digits", levels=2, limit=32),
+        model=dict(name="gated", channels=4, dilations=(1,)),
+        train=dict(epochs=1, batch_size=16, lr=1e-3),
+    )
+    weights = tmp_path / "weights"
+    monkeypatch.setattr(pretrain, "RECIPES", {"tiny": tiny})
+    monkeypatch.setattr(pretrain, "ROOT", tmp_path)
+    monkeypatch.setattr(pretrain, "WEIGHTS", weights)
+    model = pretrain.train("tiny", device="cpu", ship=False)
+    assert isinstance(model, torch.nn.Module) and not model.training and model.image_shape == (1, 8, 8)
+    assert not weights.exists() and (tmp_path / "runs" / "train-your-own" / "tiny" / "checkpoint.pt").exists()

@@ -64,8 +64,9 @@ def data(recipe, split):
     return load_dataset(split=split, seed=SEED, **recipe["data"])
 
 
-def train(name, resume=False, device="auto"):
-    """Train recipe `name`, then write course_lib/weights/NAME.pt and NAME.json. Returns the record."""
+def train(name, resume=False, device="auto", ship=True):
+    """Train recipe `name`, then write course_lib/weights/NAME.pt and NAME.json and return the record; with
+    ship=False (a lesson's "train your own") leave the shipped files alone and return the trained model."""
     recipe = RECIPES[name]
     train_data, test_data = data(recipe, "train"), data(recipe, "test")
     model_config = dict(recipe["model"])
@@ -73,7 +74,7 @@ def train(name, resume=False, device="auto"):
     model = build_model(kind, image_shape=train_data.image_shape, levels=train_data.levels, **model_config)
     device = pick_device(device)
     precision = "bf16" if (device.type == "cpu" and cpu_has_bf16()) or device.type == "cuda" else "fp32"
-    folder = ROOT / "runs" / "pretrain" / name
+    folder = ROOT / "runs" / ("pretrain" if ship else "train-your-own") / name
     print(f"{name}: {count_parameters(model):,} parameters, {train_data}, {precision} on {device}", flush=True)
     start = time.perf_counter()
     history = fit(
@@ -93,6 +94,8 @@ def train(name, resume=False, device="auto"):
         **recipe["train"],
     )
     seconds = time.perf_counter() - start
+    if not ship:
+        return model.cpu().eval()
     shipped = copy.deepcopy(model).cpu().half()
     scored = copy.deepcopy(shipped).float()  # exactly the weights a learner loads
     result = evaluate(scored, test_data, device="cpu")

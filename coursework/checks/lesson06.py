@@ -76,56 +76,69 @@ def _mistakes(mean, log_scale, levels):
 
 
 def _diagnose(got, mean, log_scale, levels, what):
-    """Fail with the closest plausible mistake, or with a generic message."""
+    """Fail with the closest plausible mistake, or with a generic message. An answer right wherever a level
+    has a probability above 1e-3 (where float32 cancellation stays below the tolerance) has the formula
+    right and the numerics wrong, so that comes first."""
+    ref = reference(mean, log_scale, levels)
+    likely = ref > -7.0
+    if close(got.detach()[likely], ref[likely], rtol=1e-3, atol=1e-3):
+        fail(f"{what}: your log-probabilities are right for likely levels but wrong for unlikely ones", LOG_SPACE)
     for variant, message, hint in _mistakes(mean, log_scale, levels).values():
         if close(got, variant, rtol=1e-3, atol=1e-3):
             fail(f"{what}: {message}", hint)
-    ref = reference(mean, log_scale, levels)
-    likely = ref > -12.0  # levels with probability above about 6e-6
-    if close(got.detach()[likely], ref[likely], rtol=1e-3, atol=1e-3):
-        fail(f"{what}: your log-probabilities are right for likely levels but wrong for unlikely ones", LOG_SPACE)
     fail(f"{what}: your log-probabilities differ from the reference",
          "bin edges x_k ± 1/(K-1) with x_k = 2k/(K-1) - 1, standardised by exp(log_scale); edge levels take the tails")  # fmt: skip
 
 
-def _check_output(got, ref, what, name):
+def _check_output(got, ref, what, name, shape_hint, finite_hint):
     if not torch.is_tensor(got):
         fail(f"{name} returned {type(got).__name__}, not a tensor", "return a torch tensor of log-probabilities")
     if tuple(got.shape) != tuple(ref.shape):
-        fail(
-            f"{what}: {name} returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-            "keep the input's shape and add the K levels as a new last dimension",
-        )
+        fail(f"{what}: {name} returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}", shape_hint)
     if not torch.isfinite(got.detach()).all():
-        fail(f"{what}: some log-probabilities are -inf or NaN", LOG_SPACE)
+        fail(f"{what}: some log-probabilities are -inf or NaN", finite_hint)
+
+
+def _check_inputs_unchanged(inputs, originals, what, name):
+    for given, original in zip(inputs, originals):
+        if given.shape != original.shape or not torch.equal(given, original):
+            fail(f"{what}: {name} changed its input tensors in place",
+                 "build new tensors (x[..., None], -x, x - y) instead of in-place operations (unsqueeze_, neg_, -=)")  # fmt: skip
+
+
+def _ok(got, ref):
+    return torch.is_tensor(got) and tuple(got.shape) == tuple(ref.shape) and bool(torch.isfinite(got.detach()).all())
 
 
 # -- task 1 ------------------------------------------------------------------------------------------------------------------------------------------------
 @isolated
 def check_discretized_logistic(discretized_logistic):
     g = fresh_generator()
-    cases = [
-        (
-            "7 levels, wide logistics",
-            (3, 4),
-            7,
-            0.6,
-            (0.3, 1.5),
-        ),  # first: positive log-scales keep every mistake finite
-        ("5 levels", (3, 4), 5, 0.9, (-2.5, -0.5)),
+    cases = [  # the first: positive log-scales keep every mistake finite, so it gets named
+        ("7 levels, wide logistics", (3, 4), 7, 0.6, (0.3, 1.5)),
+        ("5 levels, inputs of shape (2, 1, 3)", (2, 1, 3), 5, 0.9, (-2.5, -0.5)),
         ("256 levels", (2, 3), 256, 0.95, (-4.0, -1.0)),
-        ("256 levels, a very narrow logistic far from most levels", (2, 3), 256, 0.8, (-7.0, -6.0)),
+        ("256 levels, a very narrow logistic far from most levels", (5,), 256, 0.8, (-7.0, -6.0)),
     ]
     for what, shape, levels, spread, (lo, hi) in cases:
         mean = ((torch.rand(shape, generator=g) * 2 - 1) * spread).float()
         log_scale = (lo + torch.rand(shape, generator=g) * (hi - lo)).float()
         ref = reference(mean, log_scale, levels)
-        got = call(discretized_logistic, mean.clone(), log_scale.clone(), levels)
-        if torch.is_tensor(got) and tuple(got.shape) == tuple(ref.shape) and torch.isfinite(got.detach()).all():
+        inputs = (mean.clone(), log_scale.clone())
+        got = call(discretized_logistic, *inputs, levels)
+        _check_inputs_unchanged(inputs, (mean, log_scale), what, "discretized_logistic")
+        if _ok(got, ref):
             if close(got, ref, rtol=1e-4, atol=1e-4):
                 continue
             _diagnose(got, mean, log_scale, levels, what)
-        _check_output(got, ref, what, "discretized_logistic")
+        _check_output(
+            got,
+            ref,
+            what,
+            "discretized_logistic",
+            "keep the input's shape and add the K levels as a new last dimension",
+            LOG_SPACE,
+        )
     return passed("discretized_logistic matches the reference at 5, 7 and 256 levels, narrow and wide logistics")
 
 
@@ -162,6 +175,7 @@ def check_mixture(mixture):
     g = fresh_generator()
     cases = [
         ("3 components, 7 levels", (2, 3), 3, 7, (-2.0, -0.5)),
+        ("1 component, inputs of shape (2, 1, 1)", (2, 1), 1, 5, (-2.0, -0.5)),
         ("4 components, 256 levels", (3,), 4, 256, (-4.0, -1.0)),
         ("2 narrow components, 256 levels", (2,), 2, 256, (-7.0, -6.0)),
     ]
@@ -170,8 +184,10 @@ def check_mixture(mixture):
         mean = torch.rand(*shape, m, generator=g) * 1.8 - 0.9
         log_scale = lo + torch.rand(*shape, m, generator=g) * (hi - lo)
         ref = reference_mixture(logit_pi, mean, log_scale, levels)
-        got = call(mixture, logit_pi.clone(), mean.clone(), log_scale.clone(), levels)
-        if torch.is_tensor(got) and tuple(got.shape) == tuple(ref.shape) and torch.isfinite(got.detach()).all():
+        inputs = (logit_pi.clone(), mean.clone(), log_scale.clone())
+        got = call(mixture, *inputs, levels)
+        _check_inputs_unchanged(inputs, (logit_pi, mean, log_scale), what, "mixture")
+        if _ok(got, ref):
             if close(got, ref, rtol=1e-4, atol=1e-4):
                 continue
             for variant, message, hint in _mixture_mistakes(logit_pi, mean, log_scale, levels).values():
@@ -180,8 +196,10 @@ def check_mixture(mixture):
             fail(f"{what}: your mixture's log-probabilities differ from the reference",
                  "check your discretized_logistic first (its check must pass), then logsumexp over the components "
                  "of log_softmax(logit_pi) + their log-probabilities")  # fmt: skip
-        _check_output(got, ref, what, "mixture")
-    return passed("mixture matches the reference for 2 to 4 components at 7 and 256 levels")
+        _check_output(got, ref, what, "mixture", "replace the last dimension (the M components) by the K levels",
+                      "combine the components in log space with torch.logsumexp: exp() of log-probabilities near -1000 "
+                      "is 0, and so is a sum of such probabilities")  # fmt: skip
+    return passed("mixture matches the reference for 1 to 4 components at 5, 7 and 256 levels")
 
 
 # -- task 3 ------------------------------------------------------------------------------------------------------------------------------------------------
@@ -213,13 +231,26 @@ def _centre_mistakes(n_in, n_out, groups, mask_type):
 
 @isolated
 def check_centre_mask(centre_mask):
-    cases = [(3, 8, 3, "A"), (3, 8, 3, "B"), (7, 10, 3, "B"), (10, 7, 3, "A"), (5, 4, 1, "A"), (5, 4, 1, "B")]
+    cases = [
+        (3, 8, 3, "A"),
+        (3, 8, 3, "B"),
+        (7, 10, 3, "B"),
+        (10, 7, 3, "A"),
+        (5, 4, 1, "A"),
+        (5, 4, 1, "B"),
+        (7, 9, 5, "A"),
+    ]
     for n_in, n_out, groups, mask_type in cases:
         what = f"mask {mask_type}, {n_in} -> {n_out} channels, {groups} colour group{'s' * (groups > 1)}"
         ref = reference_centre_mask(n_in, n_out, groups, mask_type)
         got = call(centre_mask, n_in, n_out, groups, mask_type)
         if not torch.is_tensor(got):
             fail(f"centre_mask returned {type(got).__name__}, not a tensor", "return a float tensor of ones and zeros")
+        if not got.is_floating_point():
+            fail(
+                f"centre_mask returned a {got.dtype} tensor, not a float one",
+                "return the mask as ones and zeros: .float()",
+            )
         if tuple(got.shape) == (n_in, n_out) and n_in != n_out and torch.equal(got.float(), ref.T):
             fail(
                 f"{what}: rows and columns are swapped", "return shape (out_channels, in_channels), like a conv weight"
