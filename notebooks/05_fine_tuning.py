@@ -148,7 +148,9 @@ print(
 # **Question: how much does a model of the digits 0–4 already know about 5–9?** We train a small Gated
 # PixelCNN on the source digits, then score it on both test sets without showing it a single 5–9.
 # The reference is the independent-pixel model (lesson 01) fitted on *all* the target training digits:
-# it knows where 5–9 put their ink, but nothing about strokes.
+# it knows where 5–9 put their ink, but nothing about strokes. (The course's pretrained models,
+# `course_lib.pretrained`, saw all ten digits, so none of them can be the source here: the point is a
+# target the source has never seen.)
 
 # %%
 MODEL = dict(channels=pick(fast=8, full=16), dilations=pick(fast=(1, 2, 1), full=(1, 2, 1, 4)))
