@@ -33,7 +33,7 @@
 #   discriminative CNN, and the repair of noisy digits by maximising the posterior.
 #
 # The helpers live in `course_lib/finetune.py` (about 300 lines, one idea per function); read it alongside.
-# Everything runs on the CPU, in about seven and a half minutes on a 2-core CPU (the README's lesson table);
+# Everything runs on the CPU, in about two minutes on a 2-core CPU (the README's lesson table);
 # `COURSE_FAST=1` shrinks every size so the tests finish in about a minute.
 #
 # **Why the CPU, even with a GPU at hand.** The comparisons below rest on differences of a few
@@ -402,15 +402,17 @@ plt.show()
 # What the table and the verdicts show (every difference below is beyond the spread of its runs by the rule
 # of section 2; the source difference of the output-only variant only just):
 #
-# - **every step towards more freedom adapts more and forgets more.** Ordered by how much they may change,
-#   output layers only, last gated layer + output, all layers at $10^{-3}$, all layers at $10^{-2}$: each
+# - **every step towards more freedom adapts more and forgets more, up to training all layers.** Ordered by
+#   how much they may change, output layers only, last gated layer + output, all layers at $10^{-3}$: each
 #   scores better than the one before on the target digits, and worse on the source digits;
 # - training **only the output layers** (289 parameters) barely moves either score: 0.0004 bits/dim better
 #   on the target, 0.0003 worse on the source. The frozen layers still compute what they did, and the
 #   top alone cannot learn much about new shapes;
-# - **all layers at the large learning rate** adapts best to the new digits (0.0014 bits/dim better than
-#   the small learning rate) and forgets most: its source score falls back by 0.0084, almost twice as far as
-#   with the small learning rate.
+# - **all layers at the large learning rate** forgets most: its source score falls back by 0.0092, about
+#   twice as far as with the small learning rate. On the target the two rates cannot be told apart here.
+#   (The same lesson run on the README's other CPU, machine B, put the large rate ahead by 0.0014 bits/dim,
+#   just beyond its spread: a difference that small does not survive a change of machine, so it is no
+#   finding.)
 #
 # So there is no free lunch here: which variant is "best" depends on how much the old task matters. When
 # the old task must be kept, freeze most of the network; to adapt as far as possible, train everything,
@@ -429,7 +431,8 @@ if not is_fast():  # the claims of the text, on the full-size runs: each step is
     for before, after in zip(order, order[1:]):
         (tb, tsb), (ta, tsa) = mean_sd(scores[before]["target"]), mean_sd(scores[after]["target"])
         (sb, ssb), (sa, ssa) = mean_sd(scores[before]["source"]), mean_sd(scores[after]["source"])
-        assert ta + tsa < tb - tsb, f"{after} should adapt more than {before}"
+        if after != order[-1]:  # the larger learning rate is claimed to forget more, not to adapt more
+            assert ta + tsa < tb - tsb, f"{after} should adapt more than {before}"
         assert sa - ssa > sb + ssb, f"{after} should forget more than {before}"
 (m_all, s_all), (m_start, _) = mean_sd(scores["all layers, lr 1e-3"]["target"]), mean_sd(start["target"])
 assert m_all + s_all < m_start, "gentle fine-tuning of all layers helps on the target, beyond the spread"
@@ -579,20 +582,21 @@ for k in LABELS_PER_CLASS:
 # Read the verdicts, not single numbers: between seeds, accuracies on these 300 test digits move by a few
 # points, so one run could have told almost any story.
 #
-# - With **10 labels per class**, the pretrained body gives a more accurate classifier than the same
-#   network trained from scratch with the same labels and steps, beyond the spread of three seeds, and the
-#   runs cannot tell it apart from the small CNN.
+# - With **10 labels per class**, the pretrained body's mean accuracy is several points above that of the
+#   same network trained from scratch with the same labels and steps, but the three seeds of each spread
+#   by about four points, so the runs cannot tell them apart (on the README's machine B the same
+#   comparison came out just beyond the spread). It is level with the small CNN.
 # - With **100 labels per class**, pretrained and scratch bodies can no longer be told apart, and the small
 #   CNN is ahead of both, beyond its spread. Its architecture (pooling, a classifier on a coarse map) is
 #   built for recognising digits; the PixelCNN body was built to predict pixels.
 #
-# Pretraining helped where labels were fewest. Whether the scratch body would catch up at 10 labels with a
-# longer budget is not measured here: try it.
+# Pretraining may help where labels are fewest, but three seeds cannot show it: try more seeds, or fewer
+# labels. Whether the scratch body would catch up with a longer budget is not measured here either.
 
 # %%
 (m_pre, s_pre), (m_scr, s_scr) = (mean_sd(accuracies[name, LABELS_PER_CLASS[0]]) for name in CLASSIFIERS[:2])
 if not is_fast():  # fast mode's classifiers train too briefly for a stable ranking
-    assert m_pre - s_pre > m_scr + s_scr, "pretraining should help the classifier when labels are few"
+    assert m_pre > m_scr, "the text says the pretrained body is ahead on average at 10 labels per class"
 assert min(min(v) for v in accuracies.values()) > 20, "every classifier should beat chance (10%) by far"
 
 # %% [markdown]
@@ -648,8 +652,8 @@ print(f"average probability given to the predicted class: {confidence:.1%}; accu
 # hesitates: between digits that share strokes. A difference of a few nats between two
 # $\log p(\mathbf{x} \mid y)$ is a probability ratio of $e^{\text{a few}}$: the posterior is sharp on a
 # digit where one class leads by several nats, and spread where two classes are within a nat or two.
-# Averaged over the test set, the probability the model gives its chosen class is 80.0%: sharp on many
-# digits, hesitant on a fair share. That is a little below its accuracy (84.7%), so on average it is, if
+# Averaged over the test set, the probability the model gives its chosen class is 80.2%: sharp on many
+# digits, hesitant on a fair share. That is a little below its accuracy (84.0%), so on average it is, if
 # anything, slightly underconfident, not overconfident. What the generative classifier offers in return:
 # it can say *how likely* an image is at all, and the same kind of model draws, completes and repairs
 # digits.
@@ -752,13 +756,14 @@ assert errors["PixelCNN, max posterior"] < errors["3x3 majority filter"] + pick(
 #   and 1,000 target images, over three seeds each; with only 10 images, 100 steps memorise them and end
 #   worse than not fine-tuning at all.
 # - `freeze(model, train=...)` chooses what learns (one loop over `named_parameters`); frozen parameters
-#   stay bit-identical under Adam (checked). More freedom (more layers, a larger learning rate) adapted
-#   more to the new digits and forgot more of the old ones, step by step, beyond the spread of the seeds.
+#   stay bit-identical under Adam (checked). More freedom (more layers) adapted more to the new digits and
+#   forgot more of the old ones, step by step, beyond the spread of the seeds; the larger learning rate then
+#   forgot more without adapting measurably more.
 # - `add_conditioning` adds zero-initialised class biases, so the conditional model starts *exactly* at
 #   the pretrained one (checked); after fine-tuning on labelled digits, a judge recognised the requested
 #   digit in its samples several times more often than chance.
-# - The pretrained network's features, fine-tuned with a small head, classified more accurately than the
-#   same network from scratch with 10 labels per class; with 100, the seeds could not tell them apart.
+# - The pretrained network's features, fine-tuned with a small head, were several points more accurate on
+#   average than the same network from scratch with 10 labels per class, within the spread of three seeds.
 # - The likelihood is a tool: Bayes' rule over class likelihoods gives a classifier (weaker than a
 #   discriminative CNN, far above chance), and maximising the posterior repaired 30 noisy digits (one
 #   noise draw) to 1.34% wrong pixels, against 1.88% for a majority filter.
