@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.masks import MaskedConv2d, channel_groups, raster_mask, vertical_mask
+from course_lib import GatedPixelCNN, PixelCNN
+from course_lib.masks import MaskedConv2d, channel_groups, cut_channel_links, raster_mask, vertical_mask
 
 
 def test_channel_groups_are_contiguous_integer_groups():
@@ -129,3 +130,24 @@ def test_masked_weights_get_no_gradient():
     assert (conv.weight.grad[conv.mask == 0] == 0).all()
     assert (conv.weight.grad[conv.mask == 1] != 0).all()
     assert "mask_type=A" in repr(conv)
+
+
+def test_cut_channel_links_zeroes_exactly_the_centre_of_each_mask_a():
+    """cut_channel_links closes the centre tap of every mask-A layer (all channel pairs) and nothing else,
+    in place, and returns the model it was given."""
+    for model in (
+        GatedPixelCNN(image_shape=(3, 5, 5), levels=4, channels=6, dilations=(1, 2)),
+        PixelCNN(image_shape=(3, 5, 5), levels=4, channels=6, n_blocks=1),
+    ):
+        before = {n: m.mask.clone() for n, m in model.named_modules() if isinstance(m, MaskedConv2d)}
+        assert cut_channel_links(model) is model
+        for name, mask in before.items():
+            conv = model.get_submodule(name)
+            if conv.mask_type != "A":
+                assert torch.equal(conv.mask, mask), name
+                continue
+            kh, kw = mask.shape[-2:]
+            assert mask[:, :, kh // 2, kw // 2].any() and not conv.mask[:, :, kh // 2, kw // 2].any(), name
+            expected = mask.clone()
+            expected[:, :, kh // 2, kw // 2] = 0
+            assert torch.equal(conv.mask, expected), name

@@ -41,7 +41,12 @@ LIB = "course_lib"
 
 # The test files that protect each module (run in this order; fast files first).
 MODULES = {
-    "masks": ["tests/test_masks.py", "tests/test_models.py", "tests/test_causality.py"],
+    "masks": [
+        "tests/test_masks.py",
+        "tests/test_models.py",
+        "tests/test_causality.py",
+        "tests/test_cached_sampling.py",
+    ],
     "models": [
         "tests/test_models.py",
         "tests/test_masks.py",
