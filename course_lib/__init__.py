@@ -13,8 +13,8 @@ Reading order (each module imports only modules above it):
     likelihood       nats and bits/dim, the independent-pixel baseline, evaluation of every image (lesson 01)
     data             data sets, offline first: binarize, quantize, colour (lessons 00-05)
     checkpoint       atomic checkpoints that rebuild their own model (lesson 03)
-    zoo              the shipped models trained for longer: pretrained("binary") (make pretrained)
     train            fit: precision, channels_last, compile, clipping, schedule, exact resume (lesson 03)
+    zoo              the shipped models trained for longer: pretrained("binary"), retrain (make pretrained)
     plotting         image grids and learning curves
     cached_sampling  fast, exact sampling with activation caches (lesson 04)
     sampling         ancestral sampling, temperature, completion (lesson 04)

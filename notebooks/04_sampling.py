@@ -811,19 +811,10 @@ plt.show()
 
 # %%
 from course_lib import pretrained
-from course_lib.zoo import record
+from course_lib.zoo import record, retrain
 
-TRAIN_YOUR_OWN = False  # True: retrain the recipe here (tools/pretrain.py; about half an hour on a CPU)
-if TRAIN_YOUR_OWN:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path.cwd().parent))  # the repository root, where tools/ lives
-    from tools.pretrain import train as train_recipe
-
-    finished = train_recipe("binary-conditional", ship=False)  # the shipped files stay as they are
-else:
-    finished = pretrained("binary-conditional")
+TRAIN_YOUR_OWN = False  # True: retrain the recipe here (about half an hour on a CPU); the shipped files stay
+finished = retrain("binary-conditional") if TRAIN_YOUR_OWN else pretrained("binary-conditional")
 info = record("binary-conditional")
 print(
     f"binary-conditional: {info['parameters']:,} parameters, {info['train']['epochs']} epochs, "

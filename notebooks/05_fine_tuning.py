@@ -673,19 +673,10 @@ if not is_fast():
 # reach with a better likelihood model, on the same test digits.
 
 # %%
-from course_lib import pretrained
+from course_lib import zoo  # the shipped models (`pretrained` above is this lesson's own source model)
 
-TRAIN_YOUR_OWN = False  # True: retrain the recipe here (tools/pretrain.py; about half an hour on a CPU)
-if TRAIN_YOUR_OWN:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path.cwd().parent))  # the repository root, where tools/ lives
-    from tools.pretrain import train as train_recipe
-
-    finished = train_recipe("binary-conditional", ship=False)  # the shipped files stay as they are
-else:
-    finished = pretrained("binary-conditional")
+TRAIN_YOUR_OWN = False  # True: retrain the recipe here (about half an hour on a CPU); the shipped files stay
+finished = zoo.retrain("binary-conditional") if TRAIN_YOUR_OWN else zoo.pretrained("binary-conditional")
 finished_acc = (generative_classify(finished, x).argmax(1) == classify_test.labels).float().mean().item()
 print(f"pretrained binary-conditional, Bayes' rule: {finished_acc:.1%} of the same {len(x)} test digits")
 print(f"our fine-tuned conditional model:           {generative_acc:.1%}")

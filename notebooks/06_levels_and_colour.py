@@ -39,7 +39,6 @@
 # %%
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -52,7 +51,7 @@ from course_lib.masks import cut_channel_links
 from course_lib.models import GatedPixelCNN, count_parameters
 from course_lib.plotting import show_grid
 from course_lib.sampling import distribution_at
-from course_lib.zoo import record
+from course_lib.zoo import record, retrain
 
 torch.manual_seed(0)
 RESULTS = Path("results")  # the study's measurements and seed-0 models, next to this notebook
@@ -81,16 +80,10 @@ def mean_sd(values):
 # training digits of `mnist-subset` for about half an hour. Its record says how it was made.
 
 # %%
-TRAIN_YOUR_OWN = False  # True: train the same recipe here instead (tools/pretrain.py; about half an hour on a CPU)
+TRAIN_YOUR_OWN = False  # True: train the same recipe here instead (about half an hour on a CPU)
 
 test = load_dataset("mnist-subset", "test", levels=256)
-if TRAIN_YOUR_OWN:
-    sys.path.insert(0, str(Path.cwd().parent))  # the repository root, where tools/ lives
-    from tools.pretrain import train as train_recipe
-
-    model = train_recipe("levels256", ship=False)  # the shipped files stay as they are
-else:
-    model = pretrained("levels256")
+model = retrain("levels256") if TRAIN_YOUR_OWN else pretrained("levels256")  # retrain: the shipped files stay
 info = record("levels256")
 print(
     f"levels256: {info['model']['channels']} channels, {len(info['model']['dilations'])} gated layers, "

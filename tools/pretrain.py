@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from course_lib import build_model, count_parameters, evaluate, fit, load_dataset, save_checkpoint  # noqa: E402
-from course_lib.device import cpu_has_bf16, pick_device  # noqa: E402
-from course_lib.zoo import WEIGHTS  # noqa: E402
+from course_lib import count_parameters, evaluate, load_dataset, save_checkpoint  # noqa: E402
+from course_lib.device import cpu_has_bf16  # noqa: E402
+from course_lib.zoo import WEIGHTS, train_recipe  # noqa: E402
 
 WIDE = dict(name="gated", channels=48, dilations=(1, 2, 1, 4, 1, 2, 1))  # 7 gated layers, 48 channels
 
@@ -59,43 +59,27 @@ def machine() -> dict:
     return dict(cpu=cpu, threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(), gpu=gpu, torch=torch.__version__)
 
 
-def data(recipe, split):
-    """The recipe's data set (split "train" or "test")."""
-    return load_dataset(split=split, seed=SEED, **recipe["data"])
-
-
-def train(name, resume=False, device="auto", ship=True):
-    """Train recipe `name`, then write course_lib/weights/NAME.pt and NAME.json and return the record; with
-    ship=False (a lesson's "train your own") leave the shipped files alone and return the trained model."""
+def train(name, resume=False, device="auto"):
+    """Train recipe `name`, then write course_lib/weights/NAME.pt and NAME.json. Returns the record."""
     recipe = RECIPES[name]
-    train_data, test_data = data(recipe, "train"), data(recipe, "test")
-    model_config = dict(recipe["model"])
-    kind = model_config.pop("name")
-    model = build_model(kind, image_shape=train_data.image_shape, levels=train_data.levels, **model_config)
-    device = pick_device(device)
-    precision = "bf16" if (device.type == "cpu" and cpu_has_bf16()) or device.type == "cuda" else "fp32"
-    folder = ROOT / "runs" / ("pretrain" if ship else "train-your-own") / name
-    print(f"{name}: {count_parameters(model):,} parameters, {train_data}, {precision} on {device}", flush=True)
+    folder = ROOT / "runs" / "pretrain" / name
+    print(f"{name}: {recipe['about']}", flush=True)
     start = time.perf_counter()
-    history = fit(
-        model,
-        train_data,
-        test_data,
+    model, history, precision = train_recipe(
+        recipe,
+        seed=SEED,
         device=device,
         checkpoint=folder / "checkpoint.pt",
         resume=resume,
-        seed=SEED,
-        precision=precision,
         on_epoch_end=lambda epoch, h: print(
             f"  epoch {epoch + 1}: train {h['train_nats'][-1]:.2f}, test {h['test_nats'][-1]:.2f} nats/image "
             f"({h['test_bpd'][-1]:.4f} bits/dim), {h['seconds'][-1]:.0f} s",
             flush=True,
         ),
-        **recipe["train"],
     )
     seconds = time.perf_counter() - start
-    if not ship:
-        return model.cpu().eval()
+    device = next(model.parameters()).device
+    test_data = load_dataset(split="test", seed=SEED, **recipe["data"])
     shipped = copy.deepcopy(model).cpu().half()
     scored = copy.deepcopy(shipped).float()  # exactly the weights a learner loads
     result = evaluate(scored, test_data, device="cpu")
