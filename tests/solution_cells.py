@@ -51,3 +51,18 @@ class SolutionCells:
         src = self.cells[grade_id]
         block = src[src.index("    ### BEGIN SOLUTION") : src.index("### END SOLUTION") + len("### END SOLUTION")]
         return self.solution(grade_id, (block, "    raise NotImplementedError()"))
+
+
+def assert_checks_leave_global_state_alone(calls):
+    """Run each check on its function, `calls` = [(check, fn), ...], with torch's global generator seeded:
+    afterwards the generator is where it was (the checks draw from their own) and so is the thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for check, fn in calls:
+        check(fn)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.get_num_threads() == threads

@@ -4,7 +4,7 @@ taken from solutions/03_training_on_gpu.py) fail with their own message."""
 import re
 
 import pytest
-from solution_cells import SolutionCells
+from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 
 from coursework.checks import CheckFailed, lesson03
 
@@ -306,17 +306,15 @@ def test_planted_bug_fails_with_its_message(bug, capsys):
 
 
 def test_checks_leave_global_state_alone():
-    """The checks use their own seeds and undo their fake hardware."""
+    """The checks use their own seeds, keep the thread setting and undo their fake hardware."""
     import torch
 
     originals = (torch.cuda.is_available, torch.backends.mps.is_available)
-    pick_device, train_step = solution("t03_pick_device"), solution("t03_train_step")
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    lesson03.check_pick_device(pick_device)
-    lesson03.check_train_step(train_step)
-    assert torch.equal(torch.rand(3), expected)
+    calls = [
+        (lesson03.check_pick_device, solution("t03_pick_device")),
+        (lesson03.check_train_step, solution("t03_train_step")),
+    ]
+    assert_checks_leave_global_state_alone(calls)
     assert (torch.cuda.is_available, torch.backends.mps.is_available) == originals
 
 

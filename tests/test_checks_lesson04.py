@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from solution_cells import SolutionCells
+from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 
 from coursework.checks import CheckFailed, lesson04, tiny_gated
 
@@ -236,15 +236,11 @@ def test_variant_loop_without_bugs_is_course_lib_sample():
 
 def test_checks_leave_global_state_alone():
     """The checks use their own seeds and restore the thread setting."""
-    threads = torch.get_num_threads()
-    temperature_probs, ancestral_sample = solution("t04_temperature"), solution("t04_sample")
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    lesson04.check_temperature_probs(temperature_probs)
-    lesson04.check_sample(ancestral_sample)
-    assert torch.equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads
+    calls = [
+        (lesson04.check_temperature_probs, solution("t04_temperature")),
+        (lesson04.check_sample, solution("t04_sample")),
+    ]
+    assert_checks_leave_global_state_alone(calls)
 
 
 @pytest.mark.parametrize("seed", [190, 718, 1306])

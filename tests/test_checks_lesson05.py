@@ -4,8 +4,7 @@ taken from solutions/05_fine_tuning.py) fail with their own message."""
 import re
 
 import pytest
-import torch
-from solution_cells import SolutionCells
+from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 
 from coursework.checks import CheckFailed, lesson05
 
@@ -283,12 +282,5 @@ def test_planted_bug_fails_with_its_message(bug, capsys):
 
 def test_checks_leave_global_state_alone():
     """The checks use their own seeds and restore the thread setting."""
-    threads = torch.get_num_threads()
-    fine_tune, bayes = solution("t05_fine_tune"), solution("t05_bayes")
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    lesson05.check_fine_tune(fine_tune)
-    lesson05.check_bayes(bayes)
-    assert torch.equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads
+    calls = [(lesson05.check_fine_tune, solution("t05_fine_tune")), (lesson05.check_bayes, solution("t05_bayes"))]
+    assert_checks_leave_global_state_alone(calls)

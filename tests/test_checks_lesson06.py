@@ -5,8 +5,7 @@ message."""
 import re
 
 import pytest
-import torch
-from solution_cells import SolutionCells
+from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 
 from coursework.checks import CheckFailed, lesson06
 
@@ -246,12 +245,9 @@ def test_a_wrong_component_fails_the_mixture_check():
 
 def test_checks_leave_global_state_alone():
     """The checks use their own seeds and restore the thread setting."""
-    threads = torch.get_num_threads()
-    logistic, mixture = solution("t06_discretized_logistic"), solution("t06_mixture")
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    lesson06.check_discretized_logistic(logistic)
-    lesson06.check_mixture(mixture)
-    assert torch.equal(torch.rand(3), expected)
-    assert torch.get_num_threads() == threads
+    calls = [
+        (lesson06.check_discretized_logistic, solution("t06_discretized_logistic")),
+        (lesson06.check_mixture, solution("t06_mixture")),
+        (lesson06.check_centre_mask, solution("t06_centre_mask")),
+    ]
+    assert_checks_leave_global_state_alone(calls)
