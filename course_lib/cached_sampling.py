@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .errors import CourseError
 from .masks import MaskedConv2d, raster_mask, vertical_mask
-from .models import GatedPixelCNN, PixelCNN, gate
+from .models import GatedPixelCNN, PixelCNN
 
 
 def _masked_weight(conv: MaskedConv2d) -> torch.Tensor:
@@ -77,6 +77,18 @@ class GatedPixelCNNCache:
     Call `start_row(i)` once rows < i of x are final, then `logits_at(j, c)` for j = 0..W-1 (and
     c = 0..C-1): it returns the logits of sub-pixel (c, i, j), (B,) for a binary model or (B, K),
     computed from x[:, :, i, :j] and the channels of pixel (i, j) before c.
+
+    The per-pixel step is four small operations per layer. Three rewrites of the same arithmetic
+    (each exact up to float rounding) keep it that few:
+    * the gate: tanh(a) * sigmoid(b) = (2 sigmoid(2a) - 1) * sigmoid(b). The weights that make `a`
+      are doubled once, so one sigmoid of [2a, b] serves both halves (on the CPU PyTorch's tanh and
+      ELU take several times longer than its sigmoid and exp), and the 1x1 output convolution takes
+      the gate apart: gate @ W_out + b_out = [sigmoid(2a) sigmoid(b), sigmoid(b), 1] @ [2 W_out; -W_out; b_out];
+    * the masked 1 x k convolution: a row cache per layer stores column q at [q % d, q // d], so the
+      taps j - d*(taps-1), ..., j - d, j of dilation d lie side by side: one (B, taps*p) @ (taps*p, 2p)
+      matrix product per layer;
+    * every per-pixel operation writes into a buffer made once (`out=`), through views made once.
+    The vertical stack keeps only the rows its convolutions still need (a ring of rows per layer).
     """
 
     # Later rows read only the vertical stack, which `start_row` computes from x: a row whose pixels
@@ -87,81 +99,117 @@ class GatedPixelCNNCache:
         self.model, self.x, self.labels = model, x, labels
         b, c, h, w = x.shape
         p = model.v_in.out_channels
-        self.k0 = model.h_in.kernel_size[1]
-        self.top = self.k0 // 2  # rows above seen by v_in
-        self.left = max(
-            [self.k0 // 2] + [l.h_conv.dilation[1] * (l.h_conv.kernel_size[1] // 2) for l in model.layers]
-        )  # zero columns left of the row
-        self.pad = max([l.v_conv.dilation[0] * (l.v_conv.kernel_size[0] // 2) for l in model.layers] + [0])
+        k0 = model.h_in.kernel_size[1]
+        self.top = k0 // 2  # rows above seen by v_in
+        taps = [l.h_conv.kernel_size[1] // 2 + 1 for l in model.layers]  # of each 1 x k conv: left and centre
+        dil = [l.h_conv.dilation[1] for l in model.layers]
+        L = max([k0 // 2] + [d * (n - 1) for d, n in zip(dil, taps)])  # zero columns before a row
         dtype, device = model.v_in.weight.dtype, x.device
-        # scaled input image, `top` zero rows above; the current row, `left` zero columns before it
-        self.xs = torch.zeros(b, c, self.top + h, w, dtype=dtype, device=device)
-        self.x_row = torch.zeros(b, c, self.left + w, dtype=dtype, device=device)
-        # vertical stack: input of every layer for every row so far (`pad` zero rows above)
-        self.v = [torch.zeros(b, p, self.pad + h, w, dtype=dtype, device=device) for _ in model.layers]
-        # horizontal stack: input of every layer along the current row, as (column, B, p)
-        self.h = [torch.zeros(self.left + w, b, p, dtype=dtype, device=device) for _ in model.layers]
-        self.v_to_h_row = [None] * len(model.layers)  # (W, B, 2p) per layer, this row
+        new = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
+        # input rows above the current one, scaled to [-1, 1], after `top` zero rows
+        self.xs = new(b, c, self.top + h, w)
+        # vertical stack: the rows each layer's input still needs, as (B, ring, W, p), row i at i % ring
+        self.ring = [new(b, l.v_conv.dilation[0] * (l.v_conv.kernel_size[0] // 2) + 1, w, p) for l in model.layers]
+        self.to_h = [new(b, w, 2 * p) for _ in model.layers]  # per layer: v->h link plus biases, this row
+        # horizontal stack: the current row scaled, as (B, L + W, C); each layer's input along the row, with
+        # column q = L + j at [:, q % d, q // d]; the gate's [sigmoid(2a) sigmoid(b), sigmoid(b), 1]
+        self.x_row = new(b, L + w, c)
+        rows = [new(b, d, (L + w) // d + 1, p) for d in dil]
+        self.act = new(b, 2 * p + 1)
+        self.act[:, 2 * p] = 1
+        self.ab, self.sa, self.sb = self.act[:, : 2 * p], self.act[:, :p], self.act[:, p : 2 * p]
+        # views made once, indexed by column j (all (B, n)):
+        t0 = k0 // 2 + 1
+        self.x_window = [self.x_row[:, L + j - t0 + 1 : L + j + 1].reshape(b, t0 * c) for j in range(w)]
+        self.slot = [[r[:, (L + j) % d, (L + j) // d] for j in range(w)] for r, d in zip(rows, dil)]
+        self.slot.append([new(b, p)] * w)  # slot[l][j]: input of layer l at column j; slot[-1]: the last output
+        self.window = [
+            [r[:, (L + j) % d, (L + j) // d - n + 1 : (L + j) // d + 1].reshape(b, n * p) for j in range(w)]
+            for r, d, n in zip(rows, dil, taps)
+        ]  # window[l][j]: the tap inputs of layer l at column j, side by side
+        self.to_h_at = [[t[:, j] for j in range(w)] for t in self.to_h]
+        self.row_now, self.minus_one = self.x_row[:, L:], torch.tensor(-1.0, dtype=dtype, device=device)
+        self.elu1, self.elu2, self.hidden = new(b, p), new(b, p), new(b, p)
         self._prepare_weights()
         self.row = None
 
     def _prepare_weights(self):
+        """Masked weights as matrices, with the gates' `a` halves doubled (see the class docstring)."""
         m = self.model
+        p = m.v_in.out_channels
+        two = torch.ones(2 * p, dtype=self.xs.dtype, device=self.xs.device)
+        two[:p] = 2  # doubles the a half of a gate's input (exact in floating point)
         self.v_in_w = _masked_weight(m.v_in)[:, :, : self.top, :]  # rows strictly above
-        w = _masked_weight(m.h_in)[:, :, 0, : self.k0 // 2 + 1]  # (p, C, taps): left and centre
-        self.h_in_w = w.reshape(w.shape[0], -1).t().contiguous()  # (C*taps, p)
+        w = _masked_weight(m.h_in)[:, :, 0, : self.top + 1]  # (p, C, taps): left and centre
+        self.h_in_w = w.permute(2, 1, 0).reshape(-1, w.shape[0])  # (taps*C, p), as x_window
         self.layer_w = []
         for layer in m.layers:
-            k = layer.v_conv.kernel_size[0]
-            v_w = _masked_weight(layer.v_conv)[:, :, : k // 2 + 1, :]  # rows above and the centre row
-            h_w = _masked_weight(layer.h_conv)[:, :, 0, : layer.h_conv.kernel_size[1] // 2 + 1]
-            taps = [h_w[:, :, t].t().contiguous() for t in range(h_w.shape[2])]  # (p, 2p) each, left to right
-            self.layer_w.append(dict(v=v_w, taps=taps, out=_pointwise(layer.h_out)))
+            k, d = layer.v_conv.kernel_size[0], layer.v_conv.dilation[0]
+            h_w = _masked_weight(layer.h_conv)[:, :, 0, : layer.h_conv.kernel_size[1] // 2 + 1]  # (2p, p, taps)
+            vh_w = layer.v_to_h.weight[:, :, 0, 0]  # (2p, 2p), applied to v features whose a half is doubled
+            w_out, b_out = _pointwise(layer.h_out)
+            ring = d * (k // 2) + 1
+            lw = dict(
+                v=_masked_weight(layer.v_conv)[:, :, : k // 2 + 1, :] * two[:, None, None, None],  # rows above, centre
+                v_bias=layer.v_conv.bias * two,
+                # ring slots of the rows i - d*(k//2), ..., i - d, i, for each i % ring
+                rows=[
+                    torch.tensor([(r - d * t) % ring for t in range(k // 2, -1, -1)], device=self.xs.device)
+                    for r in range(ring)
+                ],
+                d=d,
+                padding=d * (k // 2),
+                v_to_h=(two[:, None] * vh_w / two[None, :])[:, :, None, None],
+                h_bias=(layer.v_to_h.bias + layer.h_conv.bias) * two,
+                taps=(h_w * two[:, None, None]).permute(2, 1, 0).reshape(-1, 2 * p),  # (taps*p, 2p), as window
+                out=torch.cat([2 * w_out, -w_out, b_out[None]]),  # (2p+1, p)
+                class_bias=None,
+            )
+            if layer.class_bias is not None:
+                lw["class_bias"] = [part * two for part in layer.class_bias(self.labels).chunk(2, dim=1)]
+            self.layer_w.append(lw)
         self.out1, self.out2 = _pointwise(m.out1), _pointwise(m.out2)
-
-    def _scale(self, x):
-        return x.to(self.xs.dtype) * (2.0 / (self.model.levels - 1)) - 1.0
 
     def start_row(self, i):
         """Compute the vertical stack of row i (every layer) from rows < i of x. Call once per row, in order."""
         m, x = self.model, self.x
         if i > 0:
-            self.xs[:, :, self.top + i - 1] = self._scale(x[:, :, i - 1])
-        v = F.conv2d(self.xs[:, :, i : i + self.top], self.v_in_w, m.v_in.bias, padding=(0, self.k0 // 2))
-        for l, (layer, lw) in enumerate(zip(m.layers, self.layer_w)):
-            self.v[l][:, :, self.pad + i] = v[:, :, 0]
-            d, k = layer.v_conv.dilation[0], layer.v_conv.kernel_size[0]
-            rows = self.v[l][:, :, self.pad + i - d * (k // 2) : self.pad + i + 1]
-            v_feat = F.conv2d(rows, lw["v"], layer.v_conv.bias, padding=(0, d * (k // 2)), dilation=d)
-            to_h = F.conv2d(v_feat, layer.v_to_h.weight, layer.v_to_h.bias)[:, :, 0]  # (B, 2p, W)
-            to_h = to_h + layer.h_conv.bias[None, :, None]
-            if layer.class_bias is not None:
-                bv, bh = layer.class_bias(self.labels)[:, :, None, None].chunk(2, dim=1)
-                v_feat, to_h = v_feat + bv, to_h + bh[:, :, :, 0]
-            self.v_to_h_row[l] = to_h.permute(2, 0, 1).contiguous()  # (W, B, 2p)
-            v = gate(v_feat)
-        self.x_row.zero_()
-        self.x_row[:, :, self.left :] = self._scale(x[:, :, i])
+            self.xs[:, :, self.top + i - 1] = x[:, :, i - 1].to(self.xs.dtype) * (2.0 / (m.levels - 1)) - 1.0
+        v = F.conv2d(self.xs[:, :, i : i + self.top], self.v_in_w, m.v_in.bias, padding=(0, self.top))
+        self.ring[0][:, i % self.ring[0].shape[1]] = v[:, :, 0].transpose(1, 2)
+        for l, lw in enumerate(self.layer_w):
+            ring = self.ring[l]
+            rows = torch.index_select(ring, 1, lw["rows"][i % ring.shape[1]]).permute(0, 3, 1, 2)  # (B, p, k//2+1, W)
+            feat = F.conv2d(rows, lw["v"], lw["v_bias"], padding=(0, lw["padding"]), dilation=(1, lw["d"]))
+            self.to_h[l].copy_(F.conv2d(feat, lw["v_to_h"], lw["h_bias"])[:, :, 0].transpose(1, 2))  # 1x1 conv
+            feat = feat[:, :, 0].transpose(1, 2)  # (B, W, 2p): [2a, b] of the vertical gate
+            if lw["class_bias"] is not None:
+                bv, bh = lw["class_bias"]
+                feat = feat + bv[:, None]
+                self.to_h[l] += bh[:, None]
+            if l + 1 < len(self.layer_w):  # the input of the next layer's vertical stack; the last one is unused
+                s = torch.sigmoid(feat)
+                p = s.shape[2] // 2
+                nxt = self.ring[l + 1]
+                torch.mul(s[:, :, :p].mul_(2).sub_(1), s[:, :, p:], out=nxt[:, i % nxt.shape[1]])
+        self.x_now = x[:, :, i].transpose(1, 2)  # (B, W, C) view of row i of x
         self.row = i
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
-        m, i, L = self.model, self.row, self.left
-        lo = max(j - 1, 0)
-        self.x_row[:, :, L + lo : L + j + 1] = self._scale(self.x[:, :, i, lo : j + 1])  # pixels drawn since
-        taps = self.k0 // 2 + 1
-        window = self.x_row[:, :, L + j - taps + 1 : L + j + 1].reshape(len(self.x_row), -1)  # (B, C*taps)
-        h = torch.addmm(m.h_in.bias, window, self.h_in_w)  # (B, p)
-        for l, (layer, lw) in enumerate(zip(m.layers, self.layer_w)):
-            self.h[l][L + j] = h
-            d = layer.h_conv.dilation[1]
-            feat = self.v_to_h_row[l][j]  # (B, 2p) with both biases
-            n_taps = len(lw["taps"])
-            for t, tap in enumerate(lw["taps"]):
-                feat = torch.addmm(feat, self.h[l][L + j - d * (n_taps - 1 - t)], tap)
-            w_out, b_out = lw["out"]
-            h = h + torch.addmm(b_out, gate(feat), w_out)
-        out = torch.addmm(self.out2[1], F.elu(torch.addmm(self.out1[1], F.elu(h), self.out1[0])), self.out2[0])
+        m = self.model
+        torch.add(
+            self.minus_one, self.x_now, alpha=2.0 / (m.levels - 1), out=self.row_now
+        )  # the row so far, in [-1, 1]
+        torch.addmm(m.h_in.bias, self.x_window[j], self.h_in_w, out=self.slot[0][j])  # 1 x k0 mask A conv
+        for l, lw in enumerate(self.layer_w):
+            torch.addmm(self.to_h_at[l][j], self.window[l][j], lw["taps"], out=self.ab)  # [2a, b] of the gate
+            self.ab.sigmoid_()
+            torch.mul(self.sa, self.sb, out=self.sa)  # [sigmoid(2a) sigmoid(b), sigmoid(b), 1]
+            torch.addmm(self.slot[l][j], self.act, lw["out"], out=self.slot[l + 1][j])  # h + gate @ W_out + b_out
+        h = self.slot[-1][j]
+        hidden = torch.addmm(self.out1[1], _elu(h, self.elu1), self.out1[0], out=self.hidden)
+        out = torch.addmm(self.out2[1], _elu(hidden, self.elu2), self.out2[0])
         return m.head_logits(_select(out, c, m.outputs_per_channel))
 
 
@@ -238,6 +286,13 @@ class PixelCNNCache:
             h = h + torch.addmm(b, a, w_t)
         out = torch.addmm(self.out2[1], F.relu(torch.addmm(self.out1[1], F.relu(h), self.out1[0])), self.out2[0])
         return m.head_logits(_select(out, c, m.outputs_per_channel))
+
+
+def _elu(x, out):
+    """ELU of x (B, n) into the buffer `out`: max(x, exp(min(x, 0)) - 1), which equals it for every x
+    (exp(x) - 1 >= x) and runs several times faster than F.elu on the CPU."""
+    torch.clamp(x, max=0, out=out).exp_().sub_(1)
+    return torch.maximum(x, out, out=out)
 
 
 def _select(out, c, k):

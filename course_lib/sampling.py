@@ -8,15 +8,15 @@ pixel), each from the model's conditional distribution given everything drawn so
     "auto":   (default) "cached" where the model supports it, else "naive".
 Both draw the same random numbers in the same order, so with a seed they give the same images.
 
-Threads: a cached step is a few dozen tiny operations. On an idle CPU several threads help a little; on
-a shared one (a classroom server, a test run beside it) threads that wait for a core make every tiny
-operation slow. So on the CPU the cached sampler times a few steps with your thread count and with one
-thread, now and then, and uses the faster (`ThreadChooser`); `threads=` fixes the count instead. Your
-`torch.get_num_threads()` setting is restored when sampling ends.
+Threads: a cached step is a few dozen tiny operations, which several CPU threads do not speed up and
+which become many times slower on a shared machine (a classroom server, a test run beside it), where
+threads wait for a core at every operation. So on the CPU the cached sampler runs its per-pixel steps on
+one thread, and its once-per-row work (a few larger convolutions) on your thread count, but on no more
+threads than there are idle cores at the start of that row (`row_threads`); `threads=n` uses n threads
+for all of it. Your `torch.get_num_threads()` setting is restored when sampling ends. Measured in the README.
 """
 
-import statistics
-import time
+import os
 
 import torch
 from tqdm.auto import tqdm
@@ -30,9 +30,8 @@ from .models import eval_mode
 def probabilities(logits, temperature=1.0):
     """Distribution of one sub-pixel for every image from its logits: (B,) logits -> (B,) P(x=1),
     (B, K) logits -> (B, K) probabilities. Temperature divides the logits *before* sigmoid / softmax."""
-    if logits.dim() == 1:
-        return torch.sigmoid(logits.float() / temperature)
-    return torch.softmax(logits.float() / temperature, dim=1)
+    logits = logits.float() if temperature == 1 else logits.float() / temperature  # dividing by 1 changes nothing
+    return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=1)
 
 
 def distribution_at(logits, i, j, c, temperature=1.0):
@@ -91,45 +90,32 @@ def sample_naive(model, x, known, labels, temperature, generator, progress=False
     return x
 
 
-class ThreadChooser:
-    """Chooses the CPU thread count for the cached sampler's steps by measuring, not guessing.
+LOADAVG = "/proc/loadavg"  # Linux: "1.02 0.80 0.61 2/153 4242"; the fourth field is running/existing tasks
 
-    options: the thread counts to compare, e.g. (2, 1). Every `every` rows, the first `probe` steps of the
-    row run with each option in turn, timed one by one; the rest of the row and the following rows use
-    the option with the smallest median step time. The load of a shared machine changes, hence the
-    re-check. With one option there is nothing to measure. `clock` is the timer (tests pass a fake one).
-    """
 
-    def __init__(self, options, probe=3, every=7, clock=time.perf_counter):
-        self.options, self.probe, self.every, self.clock = list(dict.fromkeys(options)), probe, every, clock
-        self.current = self.options[0]
-        self.times = {}
-        self.chosen = []  # the thread count chosen at every decision, for inspection
+def idle_cores():
+    """How many of the CPU cores this process may use no other task wants right now: those cores minus
+    the runnable tasks besides this one that Linux reports (the fourth field of /proc/loadavg, read at
+    this moment, not an average); at least 1. None where the file does not exist (macOS, Windows)."""
+    try:
+        with open(LOADAVG) as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - max(running - 1, 0))
 
-    def plan(self, i, steps):
-        """Thread count for each of the `steps` steps of row i: a probe at the start of every `every`-th row."""
-        if len(self.options) == 1 or i % self.every or steps < self.probe * len(self.options):
-            return [self.current] * steps
-        self.times = {t: [] for t in self.options}
-        probes = [t for t in self.options for _ in range(self.probe)]
-        return probes + [None] * (steps - len(probes))  # None: the winner, decided after the probes
 
-    def run(self, threads, step, *args):
-        """Run `step(*args)` with `threads` (None: the current choice); time it if it is a probe."""
-        if threads is None:
-            if self.times:
-                self.current = min(self.options, key=lambda t: statistics.median(self.times[t]))
-                self.times = {}
-                self.chosen.append(self.current)
-            threads = self.current
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-        if not self.times:  # not probing: run untimed
-            return step(*args)
-        start = self.clock()
-        result = step(*args)
-        self.times[threads].append(self.clock() - start)
-        return result
+def _use_threads(n):
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def row_threads(user_threads):
+    """Threads for the cached sampler's once-per-row convolutions: your count, but no more than the cores
+    that are idle right now (`idle_cores`), so that no thread waits for a core another process holds."""
+    idle = idle_cores()
+    return user_threads if idle is None else min(user_threads, idle)
 
 
 @torch.no_grad()
@@ -137,29 +123,28 @@ def sample_cached(model, x, known, labels, temperature, generator, progress=Fals
     """Fill the unknown entries of x (B, C, H, W) in raster order like `sample_naive`, but with a
     cache of activations (`cached_sampling.make_cache`): one row of the vertical stack per row, one
     position of every layer per sub-pixel. Same draws, in the same order, as `sample_naive`.
-    threads: None chooses between the current CPU thread count and 1 by timing (`ThreadChooser`); an
-    int uses that many threads. The caller's thread count is restored at the end."""
+    threads: None runs the steps on one CPU thread and the rows on the current thread count, limited to
+    the idle cores (`row_threads`); an int uses that many threads for both. The caller's count is restored."""
     _, c, h, w = x.shape
     cache = make_cache(model, x, labels)
     user_threads = torch.get_num_threads()
-    on_cpu = x.device.type == "cpu"
-    chooser = ThreadChooser([threads] if threads else [user_threads, 1] if on_cpu else [user_threads])
-    steps = [(j, ch) for j in range(w) for ch in range(c)]
-
-    def step(i, j, ch):
-        logits = cache.logits_at(j, ch)  # computed even when given: later pixels read the cache
-        todo = ~known[:, ch, i, j]
-        if todo.any():
-            probs = probabilities(logits, temperature)
-            x[:, ch, i, j] = torch.where(todo, draw(probs, generator), x[:, ch, i, j])
-
+    automatic = threads is None and x.device.type == "cpu"  # else: the caller's count, or the GPU's
+    step_threads = 1 if automatic else threads or user_threads
     try:
         for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
+            todo = ~known[:, :, i]  # (B, C, W): sub-pixels to draw in this row
+            some, every = todo.any(0).tolist(), todo.all(0).tolist()  # [C][W] flags, read once per row
+            _use_threads(row_threads(user_threads) if automatic else step_threads)
             cache.start_row(i)
-            if cache.skip_given_rows and known[:, :, i].all():
+            if cache.skip_given_rows and not any(map(any, some)):
                 continue
-            for (j, ch), n_threads in zip(steps, chooser.plan(i, len(steps))):
-                chooser.run(n_threads, step, i, j, ch)
+            _use_threads(step_threads)
+            for j in range(w):
+                for ch in range(c):
+                    logits = cache.logits_at(j, ch)  # computed even where all are given: later pixels read it
+                    if some[ch][j]:
+                        value = draw(probabilities(logits, temperature), generator)
+                        x[:, ch, i, j] = value if every[ch][j] else torch.where(todo[:, ch, j], value, x[:, ch, i, j])
     finally:
         torch.set_num_threads(user_threads)
     return x
@@ -189,7 +174,7 @@ def sample(
            boolean mask broadcastable to it; known entries are kept exactly.
     seed: makes the draw reproducible. The model is put in eval mode (and restored afterwards).
     method: "auto" (default: cached where possible), "cached" or "naive" (see the module docstring).
-    threads: CPU threads for cached sampling; None (default) picks between your setting and 1 by timing.
+    threads: CPU threads for cached sampling; None (default) chooses (see the module docstring).
     """
     method = pick_method(model, method)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):

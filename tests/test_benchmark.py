@@ -1,5 +1,8 @@
 """Benchmark helpers: they time the real training step and leave the measured model alone."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -77,6 +80,7 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
             "--busy",
             "--busy-seconds",
             "30",
+            "--no-kept-memory",  # keeping freed memory cannot be undone: not in this process (tested below)
             "--out",
             str(tmp_path / "s.json"),
         ]
@@ -86,6 +90,7 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     assert all(r["speedup"] > 0 for r in s["results"]) and "naive_full_run_s" in s["results"][1]
     assert all(r["forward_passes"] == pytest.approx(r["cached_s"] / r["forward_s"]) for r in s["results"])
     assert all(r["cached_busy_s"] > 0 and r["busy_slowdown"] > 0 for r in s["results"])
+    assert s["freed_memory_kept"] is False and all("kept_cached_s" not in r for r in s["results"])
     training.main(
         ["--model", "default", "--batch-size", "2", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "t.json")]
     )
@@ -96,3 +101,27 @@ def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     assert [r["precision"] for r in p["results"]] == ["fp32", "bf16"]
     out = capsys.readouterr().out
     assert "speed-up" in out and "images/s" in out and "test bits/dim" in out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_sampling_benchmark_times_the_pass_again_with_freed_memory_kept(tmp_path):
+    """The "kept" columns: sampling and the pass timed again after glibc is told to keep freed memory (in a
+    process of its own, since that setting lasts for the life of the process)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.json"
+    args = ["--batch-sizes", "2", "--image-size", "5", "--channels", "4", "--repeats", "1", "--naive-rows", "1"]
+    run = subprocess.run(
+        [sys.executable, "benchmarks/sampling.py", *args, "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    s = json.loads(out.read_text())
+    assert "kept: passes" in run.stdout and s["freed_memory_kept"] is True
+    r = s["results"][0]
+    assert r["kept_forward_passes"] == pytest.approx(r["kept_cached_s"] / r["kept_forward_s"])

@@ -377,41 +377,57 @@ def test_occlude_default_is_bottom_and_unknown_regions_are_rejected():
         occlude(images, "top")
 
 
-class FakeClock:
-    """A clock whose step durations depend on the thread count in use: `cost[threads]` seconds a step."""
+@pytest.mark.parametrize(
+    "loadavg, cores, idle",
+    [
+        ("0.52 0.40 0.31 1/80 123", 2, 2),
+        ("1.90 0.40 0.31 2/80 123", 2, 1),
+        ("3 3 3 9/80 1", 2, 1),
+        ("1 1 1 3/9 1", 8, 6),
+    ],
+)
+def test_idle_cores_counts_the_cores_that_no_other_running_task_wants(tmp_path, monkeypatch, loadavg, cores, idle):
+    """The fourth field of /proc/loadavg counts the tasks running now, this process's own included."""
+    (tmp_path / "loadavg").write_text(loadavg + "\n")
+    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert sampling.idle_cores() == idle
+    assert sampling.row_threads(4) == min(4, idle) and sampling.row_threads(1) == 1
 
-    def __init__(self, cost):
-        self.cost, self.now, self.started = cost, 0.0, False
 
-    def __call__(self):
-        if self.started:  # the end of a timed step: advance by the cost of the current thread count
-            self.now += self.cost[torch.get_num_threads()]
-        self.started = not self.started
-        return self.now
+@pytest.mark.parametrize("content", [None, "", "garbage"])
+def test_without_a_load_figure_the_rows_use_your_thread_count(tmp_path, monkeypatch, content):
+    if content is not None:
+        (tmp_path / "loadavg").write_text(content)
+    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))  # missing (macOS, Windows) or unreadable
+    assert sampling.idle_cores() is None and sampling.row_threads(3) == 3
 
 
-@pytest.mark.parametrize("cost, winner", [({2: 1.0, 1: 4.0}, 2), ({2: 4.0, 1: 1.0}, 1)])
-def test_thread_chooser_keeps_the_option_whose_probe_steps_were_faster(cost, winner):
-    threads = torch.get_num_threads()
+@pytest.mark.parametrize("running, row_threads", [(1, 2), (2, 1)])
+def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
+    tmp_path, monkeypatch, running, row_threads
+):
+    """Idle machine: rows on your 2 threads; one other busy task: rows on 1. Steps always on 1."""
+    (tmp_path / "loadavg").write_text(f"1.0 1.0 1.0 {running}/80 1\n")
+    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    from course_lib.cached_sampling import GatedPixelCNNCache
+
+    rows, steps = [], []
+    start_row, logits_at = GatedPixelCNNCache.start_row, GatedPixelCNNCache.logits_at
+    monkeypatch.setattr(
+        GatedPixelCNNCache, "start_row", lambda s, i: rows.append(torch.get_num_threads()) or start_row(s, i)
+    )
+    monkeypatch.setattr(
+        GatedPixelCNNCache, "logits_at", lambda s, j, c=0: steps.append(torch.get_num_threads()) or logits_at(s, j, c)
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        chooser = sampling.ThreadChooser([2, 1], probe=3, every=7, clock=FakeClock(cost))
-        ran = []
-        for i in range(14):
-            for n in chooser.plan(i, 10):
-                chooser.run(n, lambda: ran.append(torch.get_num_threads()))
-        assert len(ran) == 140 and chooser.chosen == [winner, winner]  # decided at rows 0 and 7
-        probes = [2, 2, 2, 1, 1, 1]
-        assert ran[:6] == probes and ran[6:70] == [winner] * 64  # the rest of rows 0-6 use the winner
-        assert ran[70:76] == probes and ran[76:] == [winner] * 64  # row 7 measures again
+        sample(tiny(shape=(1, 4, 5)), 2, seed=0, method="cached")
+        assert rows == [row_threads] * 4 and steps == [1] * 20 and torch.get_num_threads() == 2
     finally:
-        torch.set_num_threads(threads)
-
-
-def test_thread_chooser_with_one_option_never_measures():
-    chooser = sampling.ThreadChooser([3], clock=lambda: pytest.fail("a single option needs no timing"))
-    assert chooser.plan(0, 10) == [3] * 10
-    chooser.run(3, lambda: None)
-    assert chooser.chosen == []
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("threads", [None, 1, 2])
@@ -419,7 +435,7 @@ def test_cached_sampling_with_any_thread_policy_equals_naive_and_restores_the_th
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        model = tiny(shape=(1, 8, 7))  # 56 steps: probes at rows 0 and 7
+        model = tiny(shape=(1, 8, 7))
         naive = sample(model, 3, seed=5, method="naive")
         cached = sample(model, 3, seed=5, method="cached", threads=threads)
         assert torch.equal(naive, cached)
