@@ -53,7 +53,7 @@ exercises: setup
 
 # speed: naive vs cached sampling, training throughput (fp32 eager vs the fast path); tables + JSON
 bench: setup
-	$(BIN)/python benchmarks/sampling.py --full-naive 64
+	$(BIN)/python benchmarks/sampling.py --full-naive 64 --busy
 	$(BIN)/python benchmarks/training.py
 
 # quality: bf16 autocast against fp32 on the same run (about 8 minutes on a 2-core CPU)

@@ -17,6 +17,7 @@ yardstick than the pass as users time it.
 
 import argparse
 import ctypes
+import json
 import subprocess
 import sys
 import time
@@ -67,6 +68,23 @@ def competing_load(seconds):
         process.wait()
 
 
+def readme_table(result: dict) -> str:
+    """The README's sampling table, in Markdown, from this script's JSON (`--table PATH` prints it)."""
+    kept = result.get("freed_memory_kept")
+    head = ["batch", "naive (s)", "cached (s)", "speed-up", "one pass (ms)", "passes", "busy (s)", "busy ÷ idle"]
+    head += ["kept: cached (s)", "kept: one pass (ms)", "kept: passes"] if kept else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for e in result["results"]:
+        row = [str(e["batch_size"]), f"{e['naive_s']:.2f}", f"{e['cached_s']:.3f}", f"{e['speedup']:.0f}×"]
+        row += [f"{1000 * e['forward_s']:.1f}", f"{e['forward_passes']:.2f}"]
+        busy = "cached_busy_s" in e
+        row += [f"{e['cached_busy_s']:.3f}", f"{e['busy_slowdown']:.2f}×"] if busy else ["-", "-"]
+        if kept:
+            row += [f"{e['kept_cached_s']:.3f}", f"{1000 * e['kept_forward_s']:.1f}", f"{e['kept_forward_passes']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64, 256])
@@ -88,7 +106,11 @@ def main(argv=None):
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/sampling_<device>.json)")
+    p.add_argument("--table", default=None, metavar="JSON", help="print the README table of a result JSON and stop")
     args = p.parse_args(argv)
+    if args.table:
+        print(readme_table(json.loads(Path(args.table).read_text())))
+        return
 
     device = pick_device(args.device)
     torch.manual_seed(0)

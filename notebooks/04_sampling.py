@@ -676,22 +676,25 @@ plt.show()
 #   layer (`cache.start_row(i)`);
 # - the **horizontal stack** sees the current row up to the pixel, so it is computed **once per pixel**, one
 #   position of every layer (`cache.logits_at(j)`): its $1 \times 3$ masked convolution sees two cached
-#   positions, so it becomes two matrix products of shape (batch, channels) × (channels, 2·channels).
+#   positions, so it becomes one matrix product of shape (batch, 2·channels) × (2·channels, 2·channels).
 #
-# A step is a few dozen small matrix products instead of a forward pass over batch × channels × 28 × 28.
+# A step is a few dozen small operations instead of a forward pass over batch × channels × 28 × 28.
 # `course_lib/cached_sampling.py` is the whole implementation; `sample()` has used it all along in this
 # lesson (`method="auto"` picks it for course_lib models), except where we asked for `method="naive"`.
 #
 # Here is the per-pixel step, printed from the library. Read the loop over layers: each gated layer's
-# horizontal stack at column $j$ is one small update of shape (B, p) to (B, p):
+# horizontal stack at column $j$ is four operations on tensors of shape (B, 2p) or smaller, each writing
+# into a buffer the cache made once (`out=`):
 #
-# 1. store the layer's input `h` at column $j$ of its row cache `self.h[l]`;
-# 2. `feat` starts from the vertical stack's contribution at column $j$ (the v→h 1×1 link, computed once
-#    per row by `start_row`, biases included);
-# 3. the masked 1×3 convolution becomes one `addmm` per tap: the cached inputs at columns $j-d$ and $j$
-#    times that tap's (p, 2p) weight;
-# 4. gate, the 1×1 output convolution as one more `addmm`, and the residual `h + ...`.
+# 1. `addmm`: the vertical stack's contribution at column $j$ (`to_h_at`: the v→h 1×1 link, computed once
+#    per row by `start_row`, biases included) plus the masked 1×3 convolution: the layer's cached inputs at
+#    columns $j-d$ and $j$, stored side by side (`window`), times the two taps' weights stacked;
+# 2. and 3. the gate, written as $\tanh(a)\,\sigma(b) = (2\sigma(2a) - 1)\,\sigma(b)$: one sigmoid of
+#    $[2a, b]$ (the cache doubled the weights that make $a$), then the product $\sigma(2a)\sigma(b)$;
+# 4. `addmm`: the residual $h$ plus the gate times the 1×1 output convolution, rewritten as
+#    $[\sigma(2a)\sigma(b), \sigma(b), 1] \cdot [2W; -W; b]$, straight into the next layer's input at column $j$.
 #
+# The rewrites change nothing but the rounding (the class docstring says why they are faster on a CPU).
 # After the last layer, the two 1×1 output layers give the logits.
 
 # %%
@@ -721,11 +724,11 @@ difference = (from_cache - full).abs().max().item()
 print(f"{H * W} logits, largest difference between cache and full pass: {difference:.1e}")
 
 # %% [markdown]
-# The differences are float32 rounding: the cache adds the same products in a different order. With the
-# same seed, the two samplers then draw the same images: a draw compares a uniform random number with $p$,
-# and rounding moves $p$ by less than $10^{-6}$ (a logit difference of the size printed above, times at
-# most $\tfrac14$), so a draw flips only if the random number falls in that sliver: less than once in a
-# million draws. In float64 the sliver vanishes, so we check there that the images are
+# The differences are float32 rounding: the cache adds the same products in a different order and writes
+# the gate with a sigmoid. With the same seed, the two samplers then draw the same images: a draw compares a
+# uniform random number with $p$, and rounding moves $p$ by at most a quarter of the logit difference
+# printed above, about $10^{-6}$, so a draw flips only if the random number falls in that sliver: about once
+# in a million draws. In float64 the sliver vanishes, so we check there that the images are
 # identical, and count the forward passes the cached sampler makes.
 
 # %%
@@ -752,16 +755,20 @@ assert naive_passes == C * H * W and passes == []
 
 # %% [markdown]
 # **How much faster?** The naive cost at each batch size is the section-6 pass time times $D$; the cached
-# sampler we time directly (median of three runs, `course_lib.benchmark.sampling_seconds`).
+# sampler we time directly (median of three runs, `course_lib.benchmark.sampling_seconds`). The last column,
+# *passes*, is the cached time in units of one full forward pass of the same batch (section 6's fastest):
+# in total the cached sampler does no more arithmetic than one pass (less: it skips the weights the masks
+# zero), so a value well above 1 is the cost of running it as many small operations, one pixel at a time.
 
 # %%
 from course_lib.benchmark import sampling_seconds
 
 cached_seconds = {b: sampling_seconds(model, b, "cached", repeats=3) for b in batch_sizes}
 naive_seconds_at = {b: C * H * W * fastest[b] for b in batch_sizes}
-print(f"{'batch':>5s} {'naive s':>9s} {'cached s':>9s} {'speed-up':>9s}")
+print(f"{'batch':>5s} {'naive s':>9s} {'cached s':>9s} {'speed-up':>9s} {'passes':>7s}")
 for b in batch_sizes:
-    print(f"{b:5d} {naive_seconds_at[b]:9.2f} {cached_seconds[b]:9.3f} {naive_seconds_at[b] / cached_seconds[b]:8.0f}x")
+    speed_up, passes = naive_seconds_at[b] / cached_seconds[b], cached_seconds[b] / fastest[b]
+    print(f"{b:5d} {naive_seconds_at[b]:9.2f} {cached_seconds[b]:9.3f} {speed_up:8.0f}x {passes:7.1f}")
 first, last = batch_sizes[0], batch_sizes[-1]
 print(f"cached time, batch {last} against batch {first}: {cached_seconds[last] / cached_seconds[first]:.1f}x")
 
@@ -782,10 +789,9 @@ plt.show()
 # *fastest* of several single forward passes timed in section 6, a lower bound that leaves out the
 # sampler's own work between passes. The benchmark script `benchmarks/sampling.py` (`make bench`), whose
 # tables the README quotes, times sampled rows with the real naive sampler instead, so its naive times
-# include that work; and it ran on another 2-core CPU, which the README names. Its speed-up at batch 64
-# (323× there) is therefore not comparable figure for figure with this table's. Both agree that caching
-# wins by two orders of magnitude at batch 64; the exact factor depends on the machine and on how the naive
-# cost is measured.
+# include that work; and it ran on another 2-core CPU, which the README names. Its speed-ups are therefore
+# not comparable figure for figure with this table's; the exact factor depends on the machine and on how the
+# naive cost is measured.
 #
 # The speed-up grows with the batch. A naive pass costs in proportion to batch × positions, while a cached
 # step touches one position per layer. At batch 1 the cached step is so small that Python and the launch of

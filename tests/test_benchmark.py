@@ -125,3 +125,17 @@ def test_sampling_benchmark_times_the_pass_again_with_freed_memory_kept(tmp_path
     assert "kept: passes" in run.stdout and s["freed_memory_kept"] is True
     r = s["results"][0]
     assert r["kept_forward_passes"] == pytest.approx(r["kept_cached_s"] / r["kept_forward_s"])
+
+
+def test_readme_quotes_the_committed_sampling_benchmark():
+    """The README's sampling table is the one `benchmarks/sampling.py --table` prints from the committed
+    result (after `make bench`, paste the new table into the README, or restore the committed JSON)."""
+    import json
+
+    from benchmarks.sampling import readme_table
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "benchmarks/results/sampling_cpu.json").read_text())
+    assert readme_table(result) in (root / "README.md").read_text()
+    assert {e["batch_size"] for e in result["results"]} >= {1, 16, 64, 256}
+    assert all("cached_busy_s" in e and "kept_forward_passes" in e for e in result["results"])
