@@ -13,9 +13,9 @@ arrives, computes only the activations at that pixel:
 * PixelCNN: every layer is computed at one position per pixel, reading the cached activations of
   the layer below in its (masked) window.
 
-Each per-pixel step is a few small matrix products of shape (B, channels), instead of a forward
-pass over (B, channels, H, W). The arithmetic is that of the full forward pass (the same weights,
-masks and biases), so in float64 the logits agree with the naive ones to ~1e-12, and with the same
+Each per-pixel step is a few dozen small operations on tensors of shape (B, channels), instead of a
+forward pass over (B, channels, H, W). The arithmetic is that of the full forward pass (the same
+weights, masks and biases; `GatedPixelCNNCache` rewrites some of it in a faster, equal form), so in float64 the logits agree with the naive ones to ~1e-12, and with the same
 seed the sampled images are identical (`tests/test_cached_sampling.py`).
 
 A cache reads the model's parameters once when it is built: build a new one after training.
@@ -131,7 +131,6 @@ class GatedPixelCNNCache:
         self.row_now, self.minus_one = self.x_row[:, L:], torch.tensor(-1.0, dtype=dtype, device=device)
         self.elu1, self.elu2, self.hidden = new(b, p), new(b, p), new(b, p)
         self._prepare_weights()
-        self.row = None
 
     def _prepare_weights(self):
         """Masked weights as matrices, with the gates' `a` halves doubled (see the class docstring)."""
@@ -193,14 +192,12 @@ class GatedPixelCNNCache:
                 nxt = self.ring[l + 1]
                 torch.mul(s[:, :, :p].mul_(2).sub_(1), s[:, :, p:], out=nxt[:, i % nxt.shape[1]])
         self.x_now = x[:, :, i].transpose(1, 2)  # (B, W, C) view of row i of x
-        self.row = i
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
         m = self.model
-        torch.add(
-            self.minus_one, self.x_now, alpha=2.0 / (m.levels - 1), out=self.row_now
-        )  # the row so far, in [-1, 1]
+        # the row so far, scaled to [-1, 1] as the model scales its input
+        torch.add(self.minus_one, self.x_now, alpha=2.0 / (m.levels - 1), out=self.row_now)
         torch.addmm(m.h_in.bias, self.x_window[j], self.h_in_w, out=self.slot[0][j])  # 1 x k0 mask A conv
         for l, lw in enumerate(self.layer_w):
             torch.addmm(self.to_h_at[l][j], self.window[l][j], lw["taps"], out=self.ab)  # [2a, b] of the gate

@@ -102,7 +102,7 @@ def idle_cores():
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))  # the cores this process (pid 0: itself) may run on; Linux, as the file
     return max(1, cores - max(running - 1, 0))
 
 

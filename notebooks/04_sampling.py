@@ -683,7 +683,7 @@ plt.show()
 # lesson (`method="auto"` picks it for course_lib models), except where we asked for `method="naive"`.
 #
 # Here is the per-pixel step, printed from the library. Read the loop over layers: each gated layer's
-# horizontal stack at column $j$ is four operations on tensors of shape (B, 2p) or smaller, each writing
+# horizontal stack at column $j$ is four operations on tensors of shape (B, 2p + 1) or smaller, each writing
 # into a buffer the cache made once (`out=`):
 #
 # 1. `addmm`: the vertical stack's contribution at column $j$ (`to_h_at`: the v→h 1×1 link, computed once

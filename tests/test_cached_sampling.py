@@ -36,6 +36,10 @@ CONFIGS = {
         GatedPixelCNN,
         dict(image_shape=(1, 7, 8), channels=4, dilations=(1, 3), kernel_size=5, first_kernel_size=3),
     ),
+    "gated kernel 5, first 3, no dilation": (  # the row caches' zero columns come from a layer, not the first one
+        GatedPixelCNN,
+        dict(image_shape=(1, 5, 6), channels=4, dilations=(1, 1), kernel_size=5, first_kernel_size=3),
+    ),
     "gated kernel 3, first 5, colour": (
         GatedPixelCNN,
         dict(image_shape=(3, 4, 4), levels=3, channels=3, dilations=(2, 1), first_kernel_size=5),

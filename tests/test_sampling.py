@@ -390,7 +390,7 @@ def test_idle_cores_counts_the_cores_that_no_other_running_task_wants(tmp_path, 
     """The fourth field of /proc/loadavg counts the tasks running now, this process's own included."""
     (tmp_path / "loadavg").write_text(loadavg + "\n")
     monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
-    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(cores)) if pid == 0 else {0})
     assert sampling.idle_cores() == idle
     assert sampling.row_threads(4) == min(4, idle) and sampling.row_threads(1) == 1
 
@@ -403,14 +403,12 @@ def test_without_a_load_figure_the_rows_use_your_thread_count(tmp_path, monkeypa
     assert sampling.idle_cores() is None and sampling.row_threads(3) == 3
 
 
-@pytest.mark.parametrize("running, row_threads", [(1, 2), (2, 1)])
-def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
-    tmp_path, monkeypatch, running, row_threads
-):
-    """Idle machine: rows on your 2 threads; one other busy task: rows on 1. Steps always on 1."""
+def threads_seen(monkeypatch, tmp_path, running, **kw):
+    """Sample a tiny 4x5 model on a machine with `running` runnable tasks and 2 cores, starting from 2 threads
+    (sample's keywords: kw); returns the thread counts its rows and its steps ran with, and the count after."""
     (tmp_path / "loadavg").write_text(f"1.0 1.0 1.0 {running}/80 1\n")
     monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
-    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1})
     from course_lib.cached_sampling import GatedPixelCNNCache
 
     rows, steps = [], []
@@ -424,10 +422,35 @@ def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        sample(tiny(shape=(1, 4, 5)), 2, seed=0, method="cached")
-        assert rows == [row_threads] * 4 and steps == [1] * 20 and torch.get_num_threads() == 2
+        sample(tiny(shape=(1, 4, 5)), 2, seed=0, method="cached", **kw)
+        return rows, steps, torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("running, row_threads", [(1, 2), (2, 1)])
+def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
+    tmp_path, monkeypatch, running, row_threads
+):
+    """Idle machine: rows on your 2 threads; one other busy task: rows on 1. Steps always on 1."""
+    assert threads_seen(monkeypatch, tmp_path, running) == ([row_threads] * 4, [1] * 20, 2)
+
+
+def test_a_fixed_thread_count_is_kept_on_a_busy_machine(tmp_path, monkeypatch):
+    """threads=3 is the caller's choice: rows and steps run on 3 threads whatever the load."""
+    assert threads_seen(monkeypatch, tmp_path, 3, threads=3) == ([3] * 4, [3] * 20, 2)
+
+
+def test_cached_completion_with_a_different_mask_per_image_and_channel_equals_naive():
+    """Sub-pixels given in some images and drawn in others, colour: the drawn ones match naive sampling,
+    the given ones are kept."""
+    model = tiny(levels=3, shape=(3, 4, 4))
+    images = torch.randint(0, 3, (3, 3, 4, 4), generator=torch.Generator().manual_seed(0))
+    known = torch.rand(3, 3, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5
+    naive = sample(model, 3, given=(images, known), seed=2, method="naive")
+    cached = sample(model, 3, given=(images, known), seed=2, method="cached")
+    assert torch.equal(naive, cached) and torch.equal(cached[known], images[known])
+    assert (known.any(0) & ~known.all(0)).any()  # some sub-pixels are given in one image and drawn in another
 
 
 @pytest.mark.parametrize("threads", [None, 1, 2])
