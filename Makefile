@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# JupyterLab rooted at the repository (notebooks/, exercises/, solutions/, course_lib/ all in reach), lesson 00 open
 lab: setup
-	TQDM_DISABLE= $(BIN)/jupyter lab notebooks/
+	TQDM_DISABLE= $(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" notebooks/00_start_here.ipynb
 
 demo: setup
 	TQDM_DISABLE= $(BIN)/python -m course_lib train
