@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from course_lib import GatedPixelCNN, load_dataset, log_prob_from_logits, pick
+from course_lib.data import per_class
 from coursework import checks
 
 torch.manual_seed(0)
@@ -85,8 +86,9 @@ checks.lesson03.check_pick_device(pick_device)
 #   when `precision == "fp32"`.
 # - The loss is the **negative log-likelihood in nats per image**: sum over the `C*H*W` sub-pixels of
 #   each image, mean over the images of the batch. Compute it in float32, outside autocast.
-#   `log_prob_from_logits(logits, x)` (shape `(B,)`) from lesson 01 is imported above; you may also
-#   write it with `F.binary_cross_entropy_with_logits`.
+#   `log_prob_from_logits(logits, x)` (shape `(B,)`, from `course_lib`, imported above) is the
+#   log-likelihood of each image, minus your `nll` of Exercises 01; you may also write it with
+#   `F.binary_cross_entropy_with_logits`.
 # - Backpropagate; if `clip` is set, clip the gradient norm to `clip`
 #   (`torch.nn.utils.clip_grad_norm_`); take one optimizer step.
 # - Return the loss as a Python float.
@@ -112,7 +114,12 @@ checks.lesson03.check_train_step(train_step)
 # ## Task 3 · Evaluate every test image (3 points)
 #
 # Write `evaluate_nll(model, dataset, batch_size=256) -> dict` returning
-# `{"nats": ..., "bpd": ..., "n_images": ...}`:
+# `{"nats": ..., "bpd": ..., "n_images": ...}`.
+#
+# This is task 4 of Exercises 01 carried to a training loop that may run on a GPU. What is new: the model
+# may live on another device than the data, so every batch must follow it there, and the result is the
+# report a training loop prints after each epoch, with bits per dimension (task 2 of Exercises 01) and the
+# number of images scored next to the NLL.
 #
 # - `dataset` yields `(x, y)` pairs (use a `DataLoader`, ignore `y`); score **every** image, including
 #   those of the last, smaller batch.
@@ -193,15 +200,21 @@ checks.lesson03.check_resume(resume)
 # ## Putting it together
 #
 # Your five functions are a complete training loop. It trains a small Gated PixelCNN on 14×14 binarized
-# digits with bf16 autocast, evaluates every test image and saves a checkpoint after each epoch. Then a
-# "restarted" run resumes from the checkpoint and finds nothing left to do, and your evaluation is
-# compared with `course_lib.evaluate`.
+# digits (50 of every digit) with bf16 autocast, evaluates all 1,000 test images and saves a checkpoint
+# after each epoch. Then a "restarted" run resumes from the checkpoint and finds nothing left to do, and
+# your evaluation is compared with `course_lib.evaluate`.
+#
+# A correct solution reaches about 51 nats/image (0.37 bits/dim) on the test digits after the second
+# epoch (measured with the reference solution on a CPU: 69.4 after the first epoch, 50.7 after the second).
+# Such a short run is noisy: started from other random weights (seeds 1 and 2 instead of 0), the same
+# solution ends at 46.0 and 64.3. A loss that does not fall from the first epoch to the second points to a
+# bug; your evaluation and `course_lib.evaluate` must agree to the last digit shown.
 
 # %% nbgrader={"grade": false, "grade_id": "together", "locked": true, "schema_version": 3, "solution": false, "task": false}
 from course_lib import evaluate
 
-train = load_dataset("mnist-subset", "train", size=14, limit=pick(fast=64, full=512))
-test = load_dataset("mnist-subset", "test", size=14, limit=pick(fast=100, full=None))
+train = per_class(load_dataset("mnist-subset", "train", size=14), pick(fast=6, full=50))  # images of every digit
+test = per_class(load_dataset("mnist-subset", "test", size=14), pick(fast=10, full=100))
 epochs = pick(fast=1, full=2)
 device = pick_device()
 checkpoint = Path(tempfile.mkdtemp()) / "checkpoint.pt"

@@ -17,7 +17,7 @@
 # # Exercises 02 · Masked convolutions
 #
 # Lesson `notebooks/02_masked_convolutions` showed why a plain convolution cheats and how masks make a
-# network autoregressive. Here you build the masks and the layer yourself, and the tools that prove a
+# network autoregressive. Here you build the masks and the layer yourself, and the tools that test whether a
 # network is causal.
 #
 # ## What you will practise
@@ -256,6 +256,10 @@ for name, model in candidates.items():
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## What you have built
-# Masks A and B with colour groups, a masked convolution that stays causal while it trains, and a proof
-# of causality by gradients: the three things that make a PixelCNN a valid autoregressive model. Lesson 03
-# trains one on a GPU.
+# Masks A and B with colour groups, a masked convolution that stays causal while it trains, and a test of
+# causality by gradients: the three things that make a PixelCNN a valid autoregressive model. The test
+# differentiates each output at a random input: a masked path contributes exactly zero, and a real
+# dependence almost never has a gradient of exactly zero at a random point, so it finds the classic leaks.
+# It is still a test at the inputs it tried, not a proof; a proof is an argument about the architecture,
+# that every path from an input to an output passes only through masks that read earlier sub-pixels.
+# Lesson 03 trains a PixelCNN on a GPU.

@@ -38,31 +38,36 @@ import torch
 from torch.utils.data import DataLoader
 
 from course_lib import GatedPixelCNN, evaluate, fit, load_dataset, log_prob_from_logits, pick
-from course_lib.data import ImageDataset
+from course_lib.data import per_class, select_classes
 from coursework import checks
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small models: one CPU thread is faster than several competing for a busy CPU
 
 
-def digits_of(dataset, classes, limit=None):
-    """The images of `dataset` whose label is in `classes` (at most `limit` of them), as a new ImageDataset."""
-    keep = torch.isin(dataset.labels, torch.tensor(classes)).nonzero().flatten()[:limit]
-    return ImageDataset(dataset.name, dataset.intensities[keep], dataset.labels[keep], classes=dataset.classes)
+def digits_of(dataset, classes, per_digit=None):
+    """The images of `dataset` showing one of the digits `classes`: all of them, or `per_digit` of every digit
+    (a fixed random draw), never the first N images, which would be the first digits only."""
+    digits = select_classes(dataset, classes)
+    return digits if per_digit is None else per_class(digits, per_digit)
 
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "pretrain_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ## A pretrained model
 #
-# We pretrain a small Gated PixelCNN on 14×14 binarized digits 0-4 only. Later we adapt it to digits 5-9
-# it has never seen, and turn it into a classifier. (This takes well under a minute on a CPU.)
+# We pretrain a small Gated PixelCNN on 14×14 binarized digits 0-4 only (all 2,000 training images of these
+# five digits). Later we adapt it to digits 5-9 it has never seen, and turn it into a classifier. (This
+# takes well under a minute on a CPU.)
+#
+# The data sets are sorted by digit, so the first N images of one would hold the first digits only:
+# `digits_of` picks the same number of images of every digit it is asked for.
 
 # %% nbgrader={"grade": false, "grade_id": "pretrain", "locked": true, "schema_version": 3, "solution": false, "task": false}
 train_all = load_dataset("mnist-subset", "train", size=14)
 test_all = load_dataset("mnist-subset", "test", size=14)
-source = digits_of(train_all, [0, 1, 2, 3, 4], limit=pick(fast=256, full=2000))
-target_train = digits_of(train_all, [5, 6, 7, 8, 9], limit=pick(fast=128, full=1000))
-target_test = digits_of(test_all, [5, 6, 7, 8, 9], limit=pick(fast=100, full=None))
+source = digits_of(train_all, range(5), per_digit=pick(fast=50, full=None))
+target_train = digits_of(train_all, range(5, 10), per_digit=pick(fast=25, full=200))
+target_test = digits_of(test_all, range(5, 10), per_digit=pick(fast=20, full=None))
 
 torch.manual_seed(0)
 pretrained = GatedPixelCNN(image_shape=source.image_shape, channels=16, dilations=(1, 2, 1, 2))
@@ -136,9 +141,13 @@ checks.lesson05.check_fine_tune(fine_tune)
 # %% [markdown] nbgrader={"grade": false, "grade_id": "transfer_text", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # ### Transfer to new digits
 #
-# We adapt two copies of the pretrained model to digits 5-9, with the same small budget: one trains only
-# its output layers (`out1`, `out2`, a few percent of the parameters), the other every layer. A snapshot of
-# the weights shows what moved.
+# We adapt two copies of the pretrained model to digits 5-9 (200 training images of each), with the same
+# small budget: one trains only its output layers (`out1`, `out2`, under 1% of the parameters), the other
+# every layer. A snapshot of the weights shows what moved.
+#
+# A correct `fine_tune` takes the test NLL on digits 5-9 from about 37.9 nats/image to about 37.5 with the
+# output layers only and about 35 with every layer. (Measured with the reference solution, pretrained from
+# five random starts: 37.8 to 38.0 before, 37.3 to 37.6 and 34.2 to 35.2 after.)
 
 # %% nbgrader={"grade": false, "grade_id": "transfer", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import copy
@@ -234,8 +243,13 @@ checks.lesson05.check_bayes(bayes_log_posterior)
 # The pretrained model is unconditional. We give it a class input the way the lesson did: a
 # class-conditional copy with the same weights and a learned bias per class in every gated layer, started
 # at zero (so at first it computes exactly what the pretrained model computed). Then your `fine_tune`
-# trains only those class biases and the output layers on digits of all ten classes, and your two
-# functions classify test digits. Chance is 10%.
+# trains only those class biases and the output layers on 200 training images of each of the ten digits,
+# and your two functions classify the 1,000 test digits (100 of each). Chance is 10%.
+#
+# A correct solution gets about 70% of the test digits right on this data, and every digit well above
+# chance (measured with the reference solution: 67% with the seeds in this notebook, 67% to 76% over five
+# seeds of the pretraining and the fine-tuning, every digit between 51% and 95%). An accuracy near 10%, or
+# a digit that is almost never right, points to a bug rather than to an unlucky run.
 
 # %% nbgrader={"grade": false, "grade_id": "classifier", "locked": true, "schema_version": 3, "solution": false, "task": false}
 conditional = GatedPixelCNN(**{**pretrained.config, "num_classes": 10})
@@ -245,16 +259,17 @@ with torch.no_grad():
     for name in missing:
         conditional.get_parameter(name).zero_()
 
-labelled = digits_of(train_all, list(range(10)), limit=pick(fast=300, full=2000))
+labelled = digits_of(train_all, range(10), per_digit=pick(fast=30, full=200))
 class_modules = [f"layers.{k}.class_bias" for k in range(len(conditional.layers))] + ["out1", "out2"]
 start = time.perf_counter()
 fine_tune(conditional, labelled, class_modules, epochs=pick(fast=1, full=3), lr=5e-3)
 print(f"fine-tuned the class biases and output layers in {time.perf_counter() - start:.0f} s")
 
-judge = digits_of(test_all, list(range(10)), limit=pick(fast=100, full=None))
+judge = digits_of(test_all, range(10), per_digit=pick(fast=10, full=None))
 log_post = bayes_log_posterior(class_log_likelihoods(conditional, judge.images))
-accuracy = (log_post.argmax(1).cpu() == judge.labels).float().mean().item()
-print(f"generative classifier on {len(judge)} test digits: {accuracy:.0%} correct (chance: 10%)")
+right = log_post.argmax(1).cpu() == judge.labels
+print(f"generative classifier on {len(judge)} test digits: {right.float().mean():.0%} correct (chance: 10%)")
+print("correct per digit:", ", ".join(f"{d}: {right[judge.labels == d].float().mean():.0%}" for d in range(10)))
 print("posterior rows sum to one:", torch.allclose(log_post.exp().sum(1), torch.ones(len(judge)), atol=1e-4))
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "closing", "locked": true, "schema_version": 3, "solution": false, "task": false}

@@ -5,14 +5,17 @@ The grading tests execute every lesson twice (fast mode, about a minute each); d
 `-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
 while solutions/ holds none."""
 
+import ast
 import difflib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
 import jupytext
 import nbformat
 import pytest
+import torch
 
 from coursework import grade
 
@@ -330,3 +333,126 @@ def test_lesson_exercises_paragraph_names_only_functions_of_the_exercise(source)
     named = {name for span in _CODE_SPAN.findall(_paragraph(source)) for name in _CALL.findall(span)}
     missing = sorted(name for name in named if not re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", text))
     assert not missing, f"notebooks/{source.name} promises {missing}, which {relative} never defines or asks for"
+
+
+# --------------------------------------------------------------- the data of the end-to-end cells
+# The mnist-subset splits are sorted by digit, so cutting their first N images keeps the first digits only:
+# a generative classifier fine-tuned on such a cut can never name the digits it did not see. Every data set
+# that the end-to-end cells of an exercise build (an assignment that calls one of DATA_CALLS, in a locked
+# code cell) is listed here with the digits the notebook says it holds.
+ALL_DIGITS = tuple(range(10))
+END_TO_END_DATA = {
+    "01_self_supervised_likelihood": {"train": ALL_DIGITS, "test": ALL_DIGITS},
+    "02_masked_convolutions": {},
+    "03_training_on_gpu": {"train": ALL_DIGITS, "test": ALL_DIGITS},
+    "04_sampling": {"train": ALL_DIGITS, "test": ALL_DIGITS, "six_digits": tuple(range(6))},
+    "05_fine_tuning": {
+        "train_all": ALL_DIGITS,
+        "test_all": ALL_DIGITS,
+        "source": tuple(range(5)),  # pretraining: digits 0-4
+        "target_train": tuple(range(5, 10)),  # transfer: digits 5-9
+        "target_test": tuple(range(5, 10)),
+        "labelled": ALL_DIGITS,  # the classifier's class biases: all ten classes
+        "judge": ALL_DIGITS,
+    },
+    "06_levels_and_colour": {"digits": ALL_DIGITS, "scored": ALL_DIGITS},
+}
+DATA_CALLS = {"load_dataset", "per_class", "select_classes", "subset", "digits_of"}
+
+
+def _calls(node):
+    return {
+        n.func.id if isinstance(n.func, ast.Name) else n.func.attr
+        for n in ast.walk(node)
+        if isinstance(n, ast.Call) and isinstance(n.func, (ast.Name, ast.Attribute))
+    }
+
+
+def end_to_end_data(text, fast):
+    """The data sets that the locked code cells of a solution notebook (percent-format `text`) build, by
+    variable name, built the way the notebook builds them in fast or full mode: only the imports, the
+    function definitions and the data assignments run, nothing trains."""
+    notebook = jupytext.reads(text, fmt="py:percent")
+    statements = []
+    for cell in notebook.cells:
+        data = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or data.get("solution") or data.get("grade"):
+            continue
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef)):
+                statements.append(node)
+            elif isinstance(node, ast.Assign) and _calls(node.value) & DATA_CALLS:
+                assert len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), ast.unparse(node)
+                statements.append(node)
+    names = [node.targets[0].id for node in statements if isinstance(node, ast.Assign)]
+    assert len(names) == len(set(names)), f"a data set is built twice: {names}"
+    previous = os.environ.get("COURSE_FAST")
+    os.environ["COURSE_FAST"] = "1" if fast else "0"
+    try:
+        namespace = {}
+        exec(compile(ast.Module(body=statements, type_ignores=[]), "<end-to-end data>", "exec"), namespace)
+    finally:
+        if previous is None:
+            del os.environ["COURSE_FAST"]
+        else:
+            os.environ["COURSE_FAST"] = previous
+    return {name: namespace[name] for name in names}
+
+
+def digit_problems(datasets, claims):
+    """What is wrong with `datasets` (name -> ImageDataset) against `claims` (name -> digits): a digit
+    missing or extra, or digits in unequal numbers."""
+    problems = []
+    for name, digits in claims.items():
+        if not hasattr(datasets[name], "labels"):
+            problems.append(f"{name} has no labels: build a data set and take its .images afterwards")
+            continue
+        counts = torch.bincount(datasets[name].labels, minlength=10)
+        held = tuple(counts.nonzero().flatten().tolist())
+        if held != tuple(digits):
+            problems.append(f"{name} should hold the digits {list(digits)}, holds {list(held)}")
+        elif len(set(counts[list(held)].tolist())) != 1:
+            problems.append(f"{name} holds its digits in unequal numbers: {counts[list(held)].tolist()}")
+    return problems
+
+
+@needs_solutions
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "full"])
+@lessons()
+def test_end_to_end_data_holds_the_digits_it_claims_in_equal_numbers(source, fast):
+    claims = END_TO_END_DATA[source.stem]
+    datasets = end_to_end_data(source.read_text(), fast)
+    assert set(datasets) == set(claims), (
+        f"{source.name} builds the data sets {sorted(datasets)}; list what each holds in END_TO_END_DATA"
+    )
+    problems = digit_problems(datasets, claims)
+    assert not problems, f"{source.name}: " + "; ".join(problems)
+
+
+FIRST_N_CUT = """# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import torch
+
+from course_lib import load_dataset, pick
+from course_lib.data import ImageDataset
+
+
+def digits_of(dataset, classes, limit=None):
+    keep = torch.isin(dataset.labels, torch.tensor(classes)).nonzero().flatten()[:limit]
+    return ImageDataset(dataset.name, dataset.intensities[keep], dataset.labels[keep], classes=dataset.classes)
+
+
+# %% nbgrader={"grade": false, "grade_id": "classifier", "locked": true, "schema_version": 3, "solution": false, "task": false}
+train_all = load_dataset("mnist-subset", "train", size=14)
+labelled = digits_of(train_all, list(range(10)), limit=pick(fast=300, full=2000))
+target_train = digits_of(train_all, [5, 6, 7, 8, 9], limit=pick(fast=128, full=1000))
+"""
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "full"])
+def test_a_cut_of_the_first_n_sorted_images_is_caught(fast):
+    """The fault this guards against: the first N images of a digit-sorted split miss the later digits."""
+    datasets = end_to_end_data(FIRST_N_CUT, fast)
+    claims = {"train_all": ALL_DIGITS, "labelled": ALL_DIGITS, "target_train": tuple(range(5, 10))}
+    problems = digit_problems(datasets, claims)
+    assert any(p.startswith("labelled should hold the digits") for p in problems)
+    assert any(p.startswith("target_train should hold the digits") for p in problems)
