@@ -24,7 +24,7 @@ less work than all K.
 import torch
 import torch.nn.functional as F
 
-MIN_LOG_SCALE = -7.0  # s >= e^-7: a bin of width 2/255 is then about 1,000 scales wide
+MIN_LOG_SCALE = -7.0  # s >= e^-7: a bin of width 2/255 is then at most about 8.6 scales wide
 
 
 def split_params(params):
