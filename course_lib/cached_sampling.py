@@ -18,6 +18,21 @@ forward pass over (B, channels, H, W). The arithmetic is that of the full forwar
 weights, masks and biases; `GatedPixelCNNCache` rewrites some of it in a faster, equal form), so in float64 the logits agree with the naive ones to ~1e-12, and with the same
 seed the sampled images are identical (`tests/test_cached_sampling.py`).
 
+The Gated PixelCNN's per-pixel step (`GatedPixelCNNCache.logits_at`), read line by line. Each gated
+layer's horizontal stack at column j is four operations on tensors of shape (B, 2p + 1) or smaller (p: the
+layer's channels), each writing into a buffer the cache made once (`out=`):
+
+1. `addmm`: the vertical stack's contribution at column j (`to_h_at`: the v->h 1x1 link, computed once per
+   row by `start_row`, biases included) plus the masked 1x3 convolution: the layer's cached inputs at
+   columns j - d and j, stored side by side (`window`), times the two taps' weights stacked;
+2. and 3. the gate, written as tanh(a) sigmoid(b) = (2 sigmoid(2a) - 1) sigmoid(b): one sigmoid of [2a, b]
+   (the cache doubled the weights that make a), then the product sigmoid(2a) sigmoid(b);
+4. `addmm`: the residual h plus the gate times the 1x1 output convolution, rewritten as
+   [sigmoid(2a) sigmoid(b), sigmoid(b), 1] @ [2 W; -W; b], straight into the next layer's input at column j.
+
+The rewrites change nothing but the rounding (`GatedPixelCNNCache`'s docstring says why they are faster on
+a CPU). After the last layer, the two 1x1 output layers give the logits.
+
 A cache reads the model's parameters once when it is built: build a new one after training.
 """
 

@@ -8,6 +8,12 @@ pixel), each from the model's conditional distribution given everything drawn so
     "auto":   (default) "cached" where the model supports it, else "naive".
 Both draw the same random numbers in the same order, so with a seed they give the same images.
 
+Classifier-free guidance (Ho & Salimans 2022): `sample(model, n, labels=y, guidance=w, unconditional=u)`
+draws every sub-pixel from the logits (1 + w) * conditional - w * unconditional (`guide`), where the
+conditional logits are `model`'s given y and the unconditional ones come from `u`, a model of p(x) of the
+same images: a separate unconditional model, or the same network with its "no label" class (`null_label=`).
+w = 0 is plain conditional sampling; w > 0 pushes each sub-pixel further in the direction the label moved it.
+
 Threads: a cached step is a few dozen tiny operations, which several CPU threads do not speed up and
 which become many times slower on a shared machine (a classroom server, a test run beside it), where
 threads wait for a core at every operation. So on the CPU the cached sampler runs its per-pixel steps on
@@ -16,7 +22,10 @@ threads than there are idle cores at the start of that row (`row_threads`); `thr
 for all of it. Your `torch.get_num_threads()` setting is restored when sampling ends. Measured in the README.
 """
 
+import numbers
 import os
+from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -49,6 +58,68 @@ def draw(probs, generator=None):
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def guide(conditional, unconditional, weight):
+    """Classifier-free guidance: the logits (1 + w) * conditional - w * unconditional, elementwise.
+
+    conditional, unconditional: logits of the same shape, e.g. (B,) Bernoulli or (B, K) categorical logits of
+    one sub-pixel, or a whole model output (B, C, H, W) / (B, K, C, H, W). Returns that shape. For a Bernoulli
+    sub-pixel the log-odds become c + w (c - u): the label's effect on them, c - u, is multiplied by 1 + w.
+    weight: w >= 0; w = 0 returns `conditional` itself (the unconditional logits are not read)."""
+    if weight == 0:
+        return conditional
+    return (1 + weight) * conditional - weight * unconditional
+
+
+class Guidance(NamedTuple):
+    """What the samplers need for guidance: the unconditional model, its labels ((B,) null class, or None
+    for a model without classes) and the weight w > 0."""
+
+    model: object
+    labels: torch.Tensor | None
+    weight: float
+
+
+def _guidance(model, weight, unconditional, null_label, n, device):
+    """Check the guidance arguments of `sample`; the `Guidance` to use, or None for plain sampling (w = 0)."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < float("inf"):
+        raise CourseError(f"guidance must be a number >= 0 (0: plain conditional sampling), got {weight!r}.")
+    if unconditional is None:
+        if weight != 0:
+            raise CourseError(
+                "guidance mixes the model with a model of p(x); pass unconditional=... (an unconditional model "
+                "of the same images, or the same network with null_label=, its 'no label' class)."
+            )
+        if null_label is not None:
+            raise CourseError("null_label= is the class of unconditional=...; pass that model too, or drop null_label.")
+        return None
+    if model.num_classes is None:
+        raise CourseError("guidance steers a class-conditional model towards labels=; this model has no classes.")
+    if (tuple(unconditional.image_shape), unconditional.levels) != (tuple(model.image_shape), model.levels):
+        raise CourseError(
+            f"the unconditional model makes {tuple(unconditional.image_shape)} images with {unconditional.levels} "
+            f"levels, the model {tuple(model.image_shape)} with {model.levels}; guide with a model of the same images."
+        )
+    if model_device(unconditional) != device:
+        raise CourseError(
+            f"the unconditional model is on {model_device(unconditional)}, the model on {device}; "
+            f"move both to one device."
+        )
+    labels = None
+    if unconditional.num_classes is None:
+        if null_label is not None:
+            raise CourseError("the unconditional model has no classes; drop null_label=.")
+    elif isinstance(null_label, bool) or not isinstance(null_label, numbers.Integral):
+        raise CourseError(
+            f"unconditional= is class-conditional; pass null_label=, the class it learned as 'no label' "
+            f"(an int in 0..{unconditional.num_classes - 1}), got {null_label!r}."
+        )
+    elif not 0 <= null_label < unconditional.num_classes:
+        raise CourseError(f"null_label must lie in 0..{unconditional.num_classes - 1}, got {null_label}.")
+    else:
+        labels = torch.full((n,), null_label, device=device)
+    return Guidance(unconditional, labels, weight) if weight != 0 else None
+
+
 def _prepare(model, n, labels, given, device):
     c, h, w = model.image_shape
     x = torch.zeros(n, c, h, w, dtype=torch.long, device=device)
@@ -75,9 +146,9 @@ def _prepare(model, n, labels, given, device):
 
 
 @torch.no_grad()
-def sample_naive(model, x, known, labels, temperature, generator, progress=False):
+def sample_naive(model, x, known, labels, temperature, generator, progress=False, guidance=None):
     """Fill the unknown entries of x (B, C, H, W) in raster order with one full forward pass per
-    sub-pixel: H*W*C passes. Known entries are never changed."""
+    sub-pixel: H*W*C passes (twice that with `guidance`, a `Guidance`). Known entries are never changed."""
     _, c, h, w = x.shape
     for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
         for j in range(w):
@@ -85,7 +156,10 @@ def sample_naive(model, x, known, labels, temperature, generator, progress=False
                 todo = ~known[:, ch, i, j]
                 if not todo.any():
                     continue  # every image already has this sub-pixel: skip the forward pass
-                probs = distribution_at(model(x, labels), i, j, ch, temperature)
+                logits = model(x, labels)
+                if guidance is not None:
+                    logits = guide(logits, guidance.model(x, guidance.labels), guidance.weight)
+                probs = distribution_at(logits, i, j, ch, temperature)
                 x[:, ch, i, j] = torch.where(todo, draw(probs, generator), x[:, ch, i, j])
     return x
 
@@ -119,14 +193,17 @@ def row_threads(user_threads):
 
 
 @torch.no_grad()
-def sample_cached(model, x, known, labels, temperature, generator, progress=False, threads=None):
+def sample_cached(model, x, known, labels, temperature, generator, progress=False, threads=None, guidance=None):
     """Fill the unknown entries of x (B, C, H, W) in raster order like `sample_naive`, but with a
     cache of activations (`cached_sampling.make_cache`): one row of the vertical stack per row, one
     position of every layer per sub-pixel. Same draws, in the same order, as `sample_naive`.
     threads: None runs the steps on one CPU thread and the rows on the current thread count, limited to
-    the idle cores (`row_threads`); an int uses that many threads for both. The caller's count is restored."""
+    the idle cores (`row_threads`); an int uses that many threads for both. The caller's count is restored.
+    guidance: a `Guidance`, or None; its model gets a cache of its own over the same x, stepped in lockstep."""
     _, c, h, w = x.shape
     cache = make_cache(model, x, labels)
+    uncond = make_cache(guidance.model, x, guidance.labels) if guidance is not None else None
+    skip_given_rows = cache.skip_given_rows and (uncond is None or uncond.skip_given_rows)
     user_threads = torch.get_num_threads()
     automatic = threads is None and x.device.type == "cpu"  # else: the caller's count, or the GPU's
     step_threads = 1 if automatic else threads or user_threads
@@ -136,12 +213,16 @@ def sample_cached(model, x, known, labels, temperature, generator, progress=Fals
             some, every = todo.any(0).tolist(), todo.all(0).tolist()  # [C][W] flags, read once per row
             _use_threads(row_threads(user_threads) if automatic else step_threads)
             cache.start_row(i)
-            if cache.skip_given_rows and not any(map(any, some)):
+            if uncond is not None:
+                uncond.start_row(i)
+            if skip_given_rows and not any(map(any, some)):
                 continue
             _use_threads(step_threads)
             for j in range(w):
                 for ch in range(c):
                     logits = cache.logits_at(j, ch)  # computed even where all are given: later pixels read it
+                    if uncond is not None:
+                        logits = guide(logits, uncond.logits_at(j, ch), guidance.weight)
                     if some[ch][j]:
                         value = draw(probabilities(logits, temperature), generator)
                         x[:, ch, i, j] = value if every[ch][j] else torch.where(todo[:, ch, j], value, x[:, ch, i, j])
@@ -153,10 +234,12 @@ def sample_cached(model, x, known, labels, temperature, generator, progress=Fals
 SAMPLERS = {"naive": sample_naive, "cached": sample_cached}
 
 
-def pick_method(model, method="auto"):
-    """The sampler `sample` uses: `method` itself, or for "auto" "cached" if the model supports it."""
+def pick_method(model, method="auto", unconditional=None):
+    """The sampler `sample` uses: `method` itself, or for "auto" "cached" if the model (and the
+    unconditional model of guidance, if any) supports it."""
     if method == "auto":
-        return "cached" if supports_cache(model) else "naive"
+        models = [model] if unconditional is None else [model, unconditional]
+        return "cached" if all(map(supports_cache, models)) else "naive"
     if method not in SAMPLERS:
         raise CourseError(f"Unknown sampling method {method!r}; choose one of: auto, {', '.join(SAMPLERS)}.")
     return method
@@ -164,7 +247,19 @@ def pick_method(model, method="auto"):
 
 @torch.no_grad()
 def sample(
-    model, n, *, temperature=1.0, labels=None, given=None, seed=None, method="auto", progress=False, threads=None
+    model,
+    n,
+    *,
+    temperature=1.0,
+    labels=None,
+    given=None,
+    seed=None,
+    method="auto",
+    progress=False,
+    threads=None,
+    guidance=0.0,
+    unconditional=None,
+    null_label=None,
 ):
     """Draw `n` images (n, C, H, W) of integer levels from `model` (returned on the CPU).
 
@@ -175,8 +270,12 @@ def sample(
     seed: makes the draw reproducible. The model is put in eval mode (and restored afterwards).
     method: "auto" (default: cached where possible), "cached" or "naive" (see the module docstring).
     threads: CPU threads for cached sampling; None (default) chooses (see the module docstring).
+    guidance: classifier-free guidance weight w >= 0 (default 0: plain sampling). Each sub-pixel's logits
+              are `guide(conditional, unconditional, w)`, then divided by the temperature.
+    unconditional: for guidance, a model of p(x) of the same images (shape, levels, device): a model without
+              classes, or a class-conditional one (often `model` itself) read with its class `null_label`
+              (an int: the class it learned as "no label"). At w = 0 it is checked but never run.
     """
-    method = pick_method(model, method)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise CourseError(f"threads must be a positive whole number or None (automatic), got {threads!r}.")
     if not temperature > 0:
@@ -184,14 +283,16 @@ def sample(
             f"temperature must be positive, got {temperature}; use e.g. 1.0 (or 0.5 for sharper samples)."
         )
     device = model_device(model)
+    guided = _guidance(model, guidance, unconditional, null_label, n, device)
+    method = pick_method(model, method, guided.model if guided else None)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed) if seed is not None else generator.seed()
     x, known, labels = _prepare(model, n, labels, given, device)
-    with eval_mode(model):
+    with eval_mode(model), eval_mode(guided.model) if guided else nullcontext():
         if method == "cached":
-            x = sample_cached(model, x, known, labels, temperature, generator, progress, threads)
+            x = sample_cached(model, x, known, labels, temperature, generator, progress, threads, guided)
         else:
-            x = sample_naive(model, x, known, labels, temperature, generator, progress)
+            x = sample_naive(model, x, known, labels, temperature, generator, progress, guided)
     return x.cpu()
 
 

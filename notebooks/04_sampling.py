@@ -32,7 +32,9 @@
 # - what naive sampling **costs**: one full forward pass per sub-pixel, and what makes it cheaper;
 # - **fast cached sampling**: why a masked network's activations never change once computed, and how keeping
 #   them turns each step into a few small matrix products (over a hundred times faster at batch 64, same images).
-# - what a model **trained for longer** draws: a pretrained model loaded in one line, judged like ours.
+# - what a model **trained for longer** draws: a pretrained model loaded in one line, judged like ours;
+# - **classifier-free guidance**: mixing the conditional and unconditional predictions to make the label count
+#   for more, and what that costs in likelihood.
 
 # %% [markdown]
 # ## Setup: data and one network for two models
@@ -45,8 +47,10 @@
 # - label $y \in \{0, \dots, 9\}$ → a model of $p(x \mid y)$;
 # - label 10 → a model of $p(x)$, the digits of all classes mixed.
 #
-# The label enters every gated layer as a learned bias, so this costs nothing extra. (Diffusion models use
-# the same trick, under the name *conditioning dropout*, for classifier-free guidance.)
+# The label enters every gated layer as a learned bias: one vector per class and layer, 7,040 of the
+# network's 159,585 parameters (4.4%), of which the extra class adds 640 (the cell below counts them).
+# (Diffusion models use the same trick, under the name *conditioning dropout*, for classifier-free guidance,
+# which section 9 tries.)
 #
 # The hiding is one small `Dataset` wrapper. It draws from torch's global generator, which `fit` reseeds at
 # every epoch, so training stays reproducible.
@@ -65,6 +69,7 @@ from course_lib import (
     count_parameters,
     evaluate,
     fit,
+    is_fast,
     load_dataset,
     occlude,
     pick,
@@ -91,7 +96,7 @@ class HideLabels(Dataset):
         return x, (torch.tensor(self.null) if torch.rand(()) < self.p else y)
 
 
-SIZE = pick(fast=14, full=28)  # fast mode (the tests) uses 14x14 digits: same cells, much cheaper sampling
+SIZE = pick(fast=14, full=28)
 train = load_dataset("mnist-subset", "train", size=SIZE)
 test = load_dataset("mnist-subset", "test", size=SIZE)
 test_no_label = ImageDataset(test.name, test.intensities, torch.full_like(test.labels, NULL))
@@ -113,7 +118,12 @@ model = GatedPixelCNN(
     dilations=pick(fast=(1, 2, 1, 2), full=(1, 2, 1, 4, 1)),
     num_classes=11,
 )
+label_parameters = sum(layer.class_bias.weight.numel() for layer in model.layers)
 print(f"Gated PixelCNN with {count_parameters(model):,} parameters, 11 classes (0-9 and 'no label')")
+print(
+    f"of which the label biases: {label_parameters:,} ({label_parameters / count_parameters(model):.1%}), "
+    f"{label_parameters // 11:,} of them for the 'no label' class"
+)
 start = time.perf_counter()
 history = fit(
     model,
@@ -140,6 +150,11 @@ print(
 
 plot_history(history, dims=C * H * W, title="Training the sampling model (test curve: label 'none')")
 plt.show()
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    assert (label_parameters, count_parameters(model), label_parameters // 11) == (7_040, 159_585, 640)
+    assert unconditional - conditional > math.log(10), "the label should save more than ln 10 nats here"
 
 # %% [markdown]
 # Read the curves with care: the training curve averages batches in which 70% of the images carry their
@@ -266,7 +281,7 @@ def draw_state(stepper, axes):
     axes[1].bar(["0 (off)", "1 (on)"], [1 - p, p], color=["dimgray", "orange"])
     axes[1].set(
         ylim=(0, 1),
-        title=f"next pixel (row {i}, column {j}): P(on) = {p:.3f}",
+        title=f"next pixel (row {i}, column {j})\nP(on) = {p:.3f}",
         xlabel="value of the next pixel",
         ylabel="probability",
     )
@@ -310,22 +325,42 @@ widgets.VBox([widgets.HBox([*buttons.values(), class_menu]), picture])
 
 # %% [markdown]
 # A static page (GitHub, the HTML export) shows no widget, so here is what it draws at three moments of
-# one image: the same `draw_state`, after stepping a new stepper (seed 1, no label) to each position.
+# one image (seed 1, no label): the same `draw_state`. Most pixels are near-certain background, so we
+# pick moments where the model hesitates. Sampling and scoring are the same chain rule, so one forward pass
+# over the finished image gives $P(\text{on})$ at every step; we choose the three most uncertain pixels
+# (closest to 0.5) in different parts of the image, which lie at the edges of strokes.
 
 # %%
-moments = (10 * W + 14, 14 * W + 10, 18 * W + 6)  # pixel positions k = i * W + j, inside the digit
-fig, axes = plt.subplots(2, len(moments), figsize=(12, 6.4), gridspec_kw={"height_ratios": [3, 2]})
+finished_digit = sample(model, 1, labels=NULL, seed=1)  # the image the stepper with seed 1 draws
+with torch.no_grad():
+    p_seen = torch.sigmoid(model(finished_digit, torch.tensor([NULL]))).flatten()  # P(on) at every step
+moments = []
+for k in (p_seen - 0.5).abs().argsort().tolist():  # most uncertain first
+    if all(abs(k // W - m // W) >= H // 6 for m in moments):  # rows apart: three different places
+        moments.append(k)
+    if len(moments) == 3:
+        break
+moments.sort()
+fig, axes = plt.subplots(2, len(moments), figsize=(12, 7), gridspec_kw={"height_ratios": [3, 2]}, layout="constrained")
+shown_p = []
 for column, k in enumerate(moments):
     still = AncestralStepper(model, 1, labels=NULL, seed=1)
     still.run(k)
     draw_state(still, axes[:, column])
-fig.suptitle("The stepping widget at three moments (top: the image so far; bottom: the next pixel's distribution)")
-plt.tight_layout()
+    shown_p.append(still.predict()[0].item())
+fig.suptitle(
+    "The stepping widget at three uncertain moments\n(top: the image so far; bottom: the next pixel's distribution)"
+)
 plt.show()
+print("P(on) at the three moments:", ", ".join(f"{p:.2f}" for p in shown_p))
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+assert all(0.2 < p < 0.8 for p in shown_p), "the figure should show moments where the model hesitates"
+assert torch.allclose(torch.tensor(shown_p), p_seen[moments], atol=1e-4), "one pass should give the stepper's P(on)"
 
 # %% [markdown]
-# The widget can be driven from code too, which is how the tests exercise it: click **next pixel** five
-# times, **next row** once, then choose class 3 (which starts a new image).
+# The buttons are ordinary Python objects, so code can press them too: click **next pixel** five times,
+# **next row** once, then choose class 3 (which starts a new image).
 
 # %%
 for _ in range(5):
@@ -404,6 +439,11 @@ plt.show()
 # %%
 assert log_lik[0.6] > log_lik[0.8] > log_lik[1.0] > log_lik[1.3], "likelihood should fall as T rises"
 assert spread[0.6] < spread[1.3], "cold samples should be more alike than hot ones"
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    assert log_lik[0.8] > -unconditional, "cold samples should be more likely than real test digits"
+    assert abs(log_lik[1.0] + unconditional) < 10, "at T = 1 samples should score near real test digits"
 
 # %% [markdown]
 # ## 3 · Completion: fill in what is missing
@@ -570,6 +610,10 @@ plt.show()
 assert d_samples.min() > 0, "a sample is an exact copy of a training image"
 assert d_samples.median() > 0.5 * d_test.median(), "samples sit much closer to the training set than new digits do"
 
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    assert d_samples.median() > d_test.median(), "samples should sit further from the training set than test digits"
+
 # %% [markdown]
 # ## 6 · What does sampling cost?
 #
@@ -655,8 +699,8 @@ plt.show()
 #   busy), so the cost per image changes far less than the batch size does; on a GPU a pass over 64 images costs little more than a
 #   pass over one, so batching is the first and free speed-up there.
 # - **Draw only what is missing**: completion skips the given sub-pixels (half the passes above).
-# - **Smaller models and images**: the cost is $D$ times one pass; the tests of this lesson sample 14×14
-#   digits with a smaller network: four times fewer passes, each of them cheaper.
+# - **Smaller models and images**: the cost is $D$ times one pass; a 14×14 digit has four times fewer
+#   sub-pixels than a 28×28 one, so four times fewer passes, and each pass is cheaper too.
 # - **Cache**: each naive pass recomputes all $D$ positions although only one input changed. The next
 #   section keeps what was computed and computes only what changed: by far the biggest win.
 #
@@ -681,28 +725,10 @@ plt.show()
 # A step is a few dozen small operations instead of a forward pass over batch × channels × 28 × 28.
 # `course_lib/cached_sampling.py` is the whole implementation; `sample()` has used it all along in this
 # lesson (`method="auto"` picks it for course_lib models), except where we asked for `method="naive"`.
-#
-# Here is the per-pixel step, printed from the library. Read the loop over layers: each gated layer's
-# horizontal stack at column $j$ is four operations on tensors of shape (B, 2p + 1) or smaller, each writing
-# into a buffer the cache made once (`out=`):
-#
-# 1. `addmm`: the vertical stack's contribution at column $j$ (`to_h_at`: the v→h 1×1 link, computed once
-#    per row by `start_row`, biases included) plus the masked 1×3 convolution: the layer's cached inputs at
-#    columns $j-d$ and $j$, stored side by side (`window`), times the two taps' weights stacked;
-# 2. and 3. the gate, written as $\tanh(a)\,\sigma(b) = (2\sigma(2a) - 1)\,\sigma(b)$: one sigmoid of
-#    $[2a, b]$ (the cache doubled the weights that make $a$), then the product $\sigma(2a)\sigma(b)$;
-# 4. `addmm`: the residual $h$ plus the gate times the 1×1 output convolution, rewritten as
-#    $[\sigma(2a)\sigma(b), \sigma(b), 1] \cdot [2W; -W; b]$, straight into the next layer's input at column $j$.
-#
-# The rewrites change nothing but the rounding (the class docstring says why they are faster on a CPU).
-# After the last layer, the two 1×1 output layers give the logits.
-
-# %%
-import inspect
-
-from course_lib.cached_sampling import GatedPixelCNNCache
-
-print(inspect.getsource(GatedPixelCNNCache.logits_at))
+# How a step is written to run fast on a CPU (four small operations per gated layer, the gate as one
+# sigmoid, buffers made once) is engineering on top of this idea, not part of it: the module docstring of
+# `course_lib/cached_sampling.py` walks through it. What matters here is whether the cache is exact, and
+# what it saves.
 
 # %% [markdown]
 # **Is it exact?** Feed a real test digit to the cache position by position, and compare every logit with
@@ -725,7 +751,7 @@ print(f"{H * W} logits, largest difference between cache and full pass: {differe
 
 # %% [markdown]
 # The differences are float32 rounding: the cache adds the same products in a different order and writes
-# the gate with a sigmoid. With the same seed, the two samplers then draw the same images: a draw compares a
+# the gate in an equal form with one sigmoid. With the same seed, the two samplers then draw the same images: a draw compares a
 # uniform random number with $p$, and rounding moves $p$ by at most a quarter of the logit difference
 # printed above, about $10^{-6}$, so a draw flips only if the random number falls in that sliver: about once
 # in a million draws. In float64 the sliver vanishes, so we check there that the images are
@@ -783,6 +809,13 @@ ax.set(title="Sampling cost per image on this machine", xlabel="batch size B", y
 ax.legend()
 plt.tight_layout()
 plt.show()
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    speed_up_at = {b: naive_seconds_at[b] / cached_seconds[b] for b in batch_sizes}
+    assert speed_up_at[64] > 100, "cached sampling should be over a hundred times faster at batch 64"
+    assert speed_up_at[64] > speed_up_at[1], "the speed-up should grow with the batch"
+    assert cached_seconds[64] < 16 * cached_seconds[1], "the cached time should grow far more slowly than the batch"
 
 # %% [markdown]
 # **Where these numbers come from.** The naive column is not a timed naive run: it is $D$ times the
@@ -846,8 +879,14 @@ for ax, (name, m, digits) in zip(
     _, idx = nearest_neighbours(drawn, digits.images, k=5)
     judged_share[name] = (majority_label(idx, digits.labels, 10) == grid_labels).float().mean().item()
     print(f"{name}: the judge names the requested class for {judged_share[name]:.0%} of {len(grid_labels)} samples")
-    show_grid(drawn, f"{name}: class-conditional samples", nrow=10, ax=ax,
-              xlabel="class 0 to 9 (left to right)", ylabel="sample")  # fmt: skip
+    show_grid(
+        drawn,
+        f"{name}: class-conditional samples",
+        nrow=10,
+        ax=ax,
+        xlabel="class 0 to 9 (left to right)",
+        ylabel="sample",
+    )
 plt.tight_layout()
 plt.show()
 
@@ -861,8 +900,13 @@ test28 = test if SIZE == 28 else load_dataset("mnist-subset", "test")
 given_digits, given_labels = test28.images[::100][:10], test28.labels[::100][:10]
 given = occlude(given_digits, "bottom")
 completed = sample(finished, len(given_digits), labels=given_labels, given=given, seed=9)
-show_grid(torch.cat([given_digits * given[1], completed, given_digits]), "Pretrained model: bottom halves completed",
-          nrow=10, xlabel="test digit", ylabel="top half given / completed / original")  # fmt: skip
+show_grid(
+    torch.cat([given_digits * given[1], completed, given_digits]),
+    "Pretrained model: bottom halves completed",
+    nrow=10,
+    xlabel="test digit",
+    ylabel="top half given / completed / original",
+)
 plt.show()
 
 # %% [markdown]
@@ -871,6 +915,168 @@ plt.show()
 
 # %%
 assert judged_share["pretrained binary-conditional"] >= max(0.5, judged_share["this lesson's model"])
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    ratio = judged_share["pretrained binary-conditional"] / judged_share["this lesson's model"]
+    assert 1.5 < ratio < 2.5, "the pretrained model should be recognised about twice as often"
+
+# %% [markdown]
+# ## 9 · Classifier-free guidance: make the label count for more
+#
+# **Can we make the samples follow their label more closely?** Our model's conditional samples are often
+# not recognisable as their class (sections 4 and 8). *Classifier-free guidance* (Ho & Salimans, 2022,
+# introduced for diffusion models) mixes, at every step, the logits $\ell_c$ of the conditional model
+# $p(x_k \mid x_{<k}, y)$ and $\ell_u$ of the unconditional model $p(x_k \mid x_{<k})$ with a weight $w \ge 0$:
+#
+# $$\ell_w = (1 + w)\,\ell_c - w\,\ell_u = \ell_c + w\,(\ell_c - \ell_u).$$
+#
+# The difference $\ell_c - \ell_u$ is what knowing the label changed; guidance multiplies that change by
+# $1 + w$. At $w = 0$ it is plain conditional sampling. By Bayes' rule, the new distribution of a sub-pixel is
+# proportional to $p(x_k \mid x_{<k}, y)\,\big(p(y \mid x_{\le k}) / p(y \mid x_{<k})\big)^w$: it favours the
+# values that make the label more evident to the model's own implicit classifier. It is no longer sampling
+# from the model: like a low temperature, it trades the model's probabilities for something else.
+#
+# We guide with this lesson's network, whose label 10 already is the unconditional model that guidance
+# needs (it was trained with 30% of the labels hidden), so no second network has to be trained. Both
+# predictions come from cached samplers over the same images (`sample(..., guidance=w,
+# unconditional=model, null_label=10)`), so a guided sample costs two cached samples, not $2D$ forward passes.
+#
+# We draw the same class grid at several weights, and measure two things on every batch: how often the
+# judge of section 4 names the requested class, and the mean log-likelihood of the samples under the
+# unconditional model, $\log p(x)$ (label 10). Samples drawn with the same seed share their random numbers,
+# so each seed gives one comparison across weights; we repeat with several seeds to see the spread.
+
+# %%
+guidance_weights = pick(fast=(0, 1, 3), full=(0, 0.5, 1, 2, 3))
+guidance_seeds = range(pick(fast=3, full=5))
+per_class_guided = pick(fast=3, full=10)
+guided_labels = torch.arange(10).repeat(per_class_guided)  # columns: classes 0..9; rows: samples
+no_label_guided = torch.full_like(guided_labels, NULL)
+
+
+def judged_correct(images, labels):
+    """Share of `images` that the judge of section 4 (5 nearest training digits) assigns to `labels`."""
+    _, idx = nearest_neighbours(images, train.images, k=5)
+    return (majority_label(idx, train.labels, 10) == labels).float().mean().item()
+
+
+start = time.perf_counter()
+guided = {}  # (w, seed) -> samples
+judged_at, log_p_at = {w: [] for w in guidance_weights}, {w: [] for w in guidance_weights}
+for w in guidance_weights:
+    for seed in guidance_seeds:
+        x = sample(
+            model,
+            len(guided_labels),
+            labels=guided_labels,
+            seed=100 + seed,
+            guidance=w,
+            unconditional=model,
+            null_label=NULL,
+        )
+        guided[w, seed] = x
+        judged_at[w].append(judged_correct(x, guided_labels))
+        log_p_at[w].append(model.log_prob(x, no_label_guided).mean().item())
+print(
+    f"{len(guidance_weights)} weights x {len(guidance_seeds)} seeds x {len(guided_labels)} samples "
+    f"in {time.perf_counter() - start:.0f} s"
+)
+print(f"{'w':>4s} {'judged correct (mean ± sd, min-max)':>37s} {'log p(x) under label 10 (mean ± sd)':>38s}")
+for w in guidance_weights:
+    j, lp = torch.tensor(judged_at[w]), torch.tensor(log_p_at[w])
+    print(
+        f"{w:4} {j.mean():14.0%} ± {j.std():3.0%} ({j.min():.0%}-{j.max():.0%})"
+        f" {lp.mean():24.1f} ± {lp.std():4.1f} nats"
+    )
+print(
+    f"for comparison, real test digits: log p(x) = {-unconditional:.1f} nats; the judge on them: {judge_accuracy:.0%}"
+)
+for w in guidance_weights[1:]:  # the same seeds at w and at 0: one paired comparison per seed
+    gains = [a - b for a, b in zip(judged_at[w], judged_at[0])]
+    print(f"w = {w}: judged correct minus at w = 0, seed by seed: " + ", ".join(f"{g:+.0%}" for g in gains))
+
+# %%
+shown_weights = (0, 1, 3)
+fig, axes = plt.subplots(1, len(shown_weights), figsize=(15, 2.9), layout="constrained")
+for ax, w in zip(axes, shown_weights):
+    show_grid(
+        guided[w, 0][:30],
+        f"guidance w = {w}",
+        nrow=10,
+        ax=ax,
+        xlabel="class 0 to 9 (left to right)",
+        ylabel="sample (seed 100)",
+    )
+fig.suptitle("Class-conditional samples with classifier-free guidance (this lesson's model, same random numbers)")
+plt.show()
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+for ax, values, ylabel in (
+    (axes[0], judged_at, "judged as the requested class"),
+    (axes[1], log_p_at, "mean log p(x) under label 10 (nats)"),
+):
+    mean = [torch.tensor(values[w]).mean().item() for w in guidance_weights]
+    sd = [torch.tensor(values[w]).std().item() for w in guidance_weights]
+    for seed in guidance_seeds:
+        ax.plot(guidance_weights, [values[w][seed] for w in guidance_weights], ".", color="lightgray")
+    ax.errorbar(
+        guidance_weights, mean, yerr=sd, fmt="o-", capsize=4, label=f"mean ± sd over {len(guidance_seeds)} seeds"
+    )
+    ax.set(xlabel="guidance weight w", ylabel=ylabel)
+axes[0].axhline(0.1, color="gray", linestyle=":", label="chance")
+axes[0].set_title("How often the judge names the requested class")
+axes[0].legend()
+axes[1].axhline(-unconditional, color="gray", linestyle="--", label="real test digits")
+axes[1].set_title("Likelihood of the samples under the unconditional model")
+axes[1].legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Where this comes from: every point is one batch of samples (grey dots: single seeds), judged by the
+# nearest-neighbour judge and scored by this lesson's model with label 10.
+#
+# What holds beyond the spread of the seeds:
+#
+# - **A little guidance makes the label count.** Without guidance the judge names the requested class in
+#   51% of the samples (42% to 60% over the seeds); at $w = 1$ in 63%, and the gain appears in every one
+#   of the five seeds (the seed-by-seed lines above).
+# - **More guidance does not help the judge further.** At $w = 1$, 2 and 3 the means differ by less than the
+#   spread between seeds, so these runs show no gain beyond $w = 1$.
+# - **Guidance costs likelihood, at every step of $w$.** Unguided samples score close to real test digits
+#   under the unconditional model ($-74.2$ against $-68.8$ nats); every increase of $w$ makes them less
+#   likely, by far more than the spread, down to $-150.1$ nats at $w = 3$. Unlike a low temperature, which
+#   makes samples *more* likely (section 2), guidance pushes them away from what the model finds typical,
+#   towards what makes the class evident.
+#
+# The grids show what guidance does to a digit (one seed, so read them as examples, not as evidence): at
+# $w = 1$ more digits have the strokes that define their class (compare the 4s, 6s and 7s with $w = 0$); at
+# $w = 3$ strokes multiply into dashes and doubled lines.
+#
+# `unconditional=` also takes a separate model of the same images, for a pair of networks trained
+# apart: `sample(finished, 10, labels=3, guidance=1, unconditional=pretrained("binary"))` guides the
+# pretrained conditional model of section 8 with the pretrained unconditional one.
+#
+# **Check.** Guidance with $w = 0$ is plain conditional sampling: the same seed gives the same images.
+
+# %%
+assert torch.equal(guided[0, 0], sample(model, len(guided_labels), labels=guided_labels, seed=100))
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    mean = {w: torch.tensor(v).mean().item() for w, v in judged_at.items()}
+    sd = {w: torch.tensor(v).std().item() for w, v in judged_at.items()}
+    assert all(a > b for a, b in zip(judged_at[1], judged_at[0])), "w = 1 should beat w = 0 in every seed"
+    assert mean[1] - mean[0] > sd[1] + sd[0], "the gain at w = 1 should exceed the spread"
+    assert all(abs(mean[w] - mean[1]) < sd[w] + sd[1] for w in (2, 3)), "no gain beyond w = 1 beyond the spread"
+    lp_mean = [torch.tensor(log_p_at[w]).mean().item() for w in guidance_weights]
+    lp_sd = [torch.tensor(log_p_at[w]).std().item() for w in guidance_weights]
+    assert all(lp_mean[k] - lp_mean[k + 1] > lp_sd[k] + lp_sd[k + 1] for k in range(len(lp_mean) - 1)), (
+        "log p(x) should fall at every step of w, beyond the spread"
+    )
+    assert abs(lp_mean[0] + unconditional) < 10, "unguided samples should score near real test digits"
 
 # %% [markdown]
 # ## Recap
@@ -893,6 +1099,11 @@ assert judged_share["pretrained binary-conditional"] >= max(0.5, judged_share["t
 #   times faster at batch 64 on a 2-core CPU. `sample()` does it by default.
 # - **Pretrained models**: `pretrained("binary-conditional")` loads a model trained for half an hour in one
 #   line; the same judge measures how much cleaner its class-conditional samples are.
+# - **Classifier-free guidance** mixes the logits, $(1 + w)\,\ell_c - w\,\ell_u$, of the conditional and the
+#   unconditional model (here one network, with label 10 as "no label"); `sample(..., guidance=w,
+#   unconditional=...)` does it with the cache. A little guidance ($w = 1$) made the judge name the
+#   requested class more often, in every seed; more did not help further, and every increase of $w$ made
+#   the samples less likely under the unconditional model.
 
 # %% [markdown]
 # ## References
@@ -901,6 +1112,7 @@ assert judged_share["pretrained binary-conditional"] >= max(0.5, judged_share["t
 # - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN, its vertical and horizontal stacks, and class conditioning.
 # - Ramachandran, Le Paine, Khorrami, Babaeizadeh, Chang, Zhang, Hasegawa-Johnson, Campbell, Huang (2017), *Fast Generation for Convolutional Autoregressive Models*, ICLR workshop, arXiv:1704.06001: caching for sampling.
 # - Salimans, Karpathy, Chen, Kingma (2017), *PixelCNN++: Improving the PixelCNN with Discretized Logistic Mixture Likelihood and Other Modifications*, ICLR, arXiv:1701.05517.
+# - Ho, Salimans (2022), *Classifier-Free Diffusion Guidance*, arXiv:2207.12598 (NeurIPS 2021 workshop on deep generative models): training with the label dropped to a null class, and mixing conditional and unconditional predictions with a guidance weight.
 
 # %% [markdown]
 # ## Exercises

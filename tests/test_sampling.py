@@ -1,6 +1,7 @@
 """Sampling: per-sub-pixel distributions (temperature before the sigmoid / softmax), draws that follow
 them, shapes and ranges, reproducibility, labels respected and checked, given pixels kept, eval mode and
-no autograd inside, cached and naive samplers giving the same images, `occlude`'s masks."""
+no autograd inside, cached and naive samplers giving the same images, classifier-free guidance (the mixing
+formula, w = 0 exactly plain, both samplers alike, arguments checked), `occlude`'s masks."""
 
 import math
 
@@ -9,7 +10,7 @@ import torch
 
 import course_lib.sampling as sampling
 from course_lib import CourseError, GatedPixelCNN, IndependentPixelModel, PixelCNN, occlude, sample
-from course_lib.sampling import distribution_at, draw, pick_method, probabilities, sample_cached, sample_naive
+from course_lib.sampling import distribution_at, draw, guide, pick_method, probabilities, sample_cached, sample_naive
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -338,6 +339,175 @@ def test_auto_sampling_uses_the_cache_where_it_can():
     model.register_forward_hook(lambda *args: calls.append(1))
     sample(model, 1, seed=0)
     assert calls == []
+
+
+# -- classifier-free guidance ---------------------------------------------------------------------------
+class ConstantLogits(torch.nn.Module):
+    """A model with the same logits at every sub-pixel: table[label] for a class-conditional model (one
+    label per image), table[0] without classes. A table of numbers: Bernoulli logits; of rows: K levels."""
+
+    def __init__(self, table, num_classes=None, shape=(1, 2, 2)):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table, dtype=torch.float64))
+        self.image_shape, self.num_classes = shape, num_classes
+        self.levels = 2 if self.table.dim() == 1 else self.table.shape[1]
+
+    def forward(self, x, labels=None):
+        rows = self.table[torch.zeros(len(x), dtype=torch.long) if labels is None else labels]
+        if rows.dim() == 1:  # (B,) -> (B, C, H, W)
+            return rows.view(-1, 1, 1, 1).expand(len(x), *self.image_shape)
+        return rows.view(*rows.shape, 1, 1, 1).expand(len(x), -1, *self.image_shape)  # (B, K, C, H, W)
+
+
+def test_guide_mixes_the_logits_with_the_weight():
+    """(1 + w) * conditional - w * unconditional, elementwise, for Bernoulli (B,) and categorical (B, K)
+    logits; at w = 0 the conditional logits themselves, without reading the unconditional ones."""
+    c, u = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.5, 1.0, 0.5])
+    assert guide(c, u, 2.0).tolist() == [2.0, -8.0, 0.5]
+    assert guide(c, u, 0.5).tolist() == [1.25, -3.5, 0.5]
+    c, u = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, -1.0]]), torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, -1.0]])
+    assert guide(c, u, 3.0).tolist() == [[-3.0, 1.0, 5.0], [12.0, -6.0, -1.0]]
+    assert guide(c, None, 0) is c and guide(c, None, 0.0) is c
+
+
+def test_guided_sampling_draws_from_the_mixed_logits_then_applies_the_temperature():
+    """Constant logits: conditional -0.5 (class 0) and 0.5 (class 1), unconditional -0.5. Sample frequencies
+    must follow sigmoid(((1 + w) c - w u) / T), per class; the same for K = 3 levels with a softmax."""
+    model, unconditional = ConstantLogits([-0.5, 0.5], num_classes=2), ConstantLogits([-0.5])
+    labels = torch.tensor([0, 1]).repeat(1000)
+    for w, temperature in ((0.0, 1.0), (2.0, 1.0), (2.0, 2.0), (0.5, 0.5)):
+        x = sample(model, 2000, labels=labels, guidance=w, unconditional=unconditional, temperature=temperature, seed=0)
+        for label, c in ((0, -0.5), (1, 0.5)):
+            want = torch.sigmoid(torch.tensor(((1 + w) * c - w * -0.5) / temperature)).item()
+            assert x[labels == label].double().mean().item() == pytest.approx(want, abs=0.03)
+    model, unconditional = ConstantLogits([[0.0, 1.0, -1.0]], num_classes=1), ConstantLogits([[0.5, 0.0, 0.0]])
+    x = sample(model, 2000, labels=0, guidance=1.5, unconditional=unconditional, temperature=0.8, seed=1)
+    want = torch.softmax(guide(torch.tensor([0.0, 1.0, -1.0]), torch.tensor([0.5, 0.0, 0.0]), 1.5) / 0.8, dim=0)
+    assert (torch.bincount(x.flatten(), minlength=3) / x.numel()).tolist() == pytest.approx(want.tolist(), abs=0.03)
+
+
+class Refuses(Spy):
+    """A model that the samplers must never run: guidance at weight 0 does not need it."""
+
+    def forward(self, x, labels=None):
+        raise AssertionError("the unconditional model ran at guidance 0")
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_zero_guidance_is_plain_conditional_sampling_exactly(method):
+    """w = 0 gives the images of plain conditional sampling with the same seed, bit for bit, and never runs
+    the unconditional model (here one that the cache cannot handle, and that fails when called)."""
+    model = tiny(num_classes=3)
+    plain = sample(model, 4, labels=[0, 1, 2, 1], seed=5, method=method)
+    for w in (0, 0.0):
+        got = sample(model, 4, labels=[0, 1, 2, 1], seed=5, method=method, guidance=w, unconditional=Refuses((1, 4, 5)))
+        assert torch.equal(got, plain)
+
+
+def gated_and_pixelcnn(seed=1):
+    """An unconditional PixelCNN of tiny()'s 1x4x5 images: its cache needs every row, the gated one's does not."""
+    torch.manual_seed(seed)
+    model = PixelCNN((1, 4, 5), channels=4, n_blocks=1).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 1)  # large enough that its cache going stale changes the images
+    return model
+
+
+@pytest.mark.parametrize("case", ["same network, null class", "separate model, colour", "gated and pixelcnn"])
+def test_cached_and_naive_guided_sampling_draw_the_same_images(case):
+    """Guidance in the cached sampler (a second cache over the same images, stepped in lockstep) is exact:
+    with a seed, the same images as the naive sampler, also when completing images and with a temperature;
+    and guidance changes the images (so the comparison is not between two plain samplers)."""
+    if case == "same network, null class":
+        model = tiny(num_classes=3)
+        kw = dict(unconditional=model, null_label=2)
+    elif case == "separate model, colour":
+        model = tiny(3, (3, 3, 3), num_classes=2)
+        kw = dict(unconditional=tiny(3, (3, 3, 3), seed=1))
+    else:
+        model = tiny(num_classes=2)
+        kw = dict(unconditional=gated_and_pixelcnn())
+    with torch.no_grad():  # labels that matter: larger class biases and output weights
+        for layer in model.layers:
+            layer.class_bias.weight.normal_(0, 2)
+            layer.h_out.weight.normal_(0, 1)
+        model.out1.weight.normal_(0, 1)
+        model.out2.weight.normal_(0, 1)
+    n, shape, levels = 8, model.image_shape, model.levels
+    labels = torch.tensor([0, 1, 1, 0]).repeat(2)
+    images = torch.randint(0, levels, (n, *shape), generator=torch.Generator().manual_seed(0))
+    for given, temperature, w in (
+        (None, 1.0, 1.5),
+        (occlude(images, "bottom"), 0.7, 3.0),
+        (occlude(images, "box"), 1, 4),
+    ):
+        args = dict(labels=labels, given=given, temperature=temperature, seed=3, guidance=w, **kw)
+        naive = sample(model, n, method="naive", **args)
+        assert torch.equal(naive, sample(model, n, method="cached", **args))
+        assert not torch.equal(naive, sample(model, n, labels=labels, given=given, temperature=temperature, seed=3))
+
+
+def test_guidance_runs_the_unconditional_model_with_its_null_class_in_eval_mode_without_grad():
+    model, unconditional = Spy(num_classes=2).train(), Spy(num_classes=3).train()
+    sample(model, 3, labels=1, guidance=2, unconditional=unconditional, null_label=2, seed=0)
+    assert len(unconditional.seen) == len(model.seen) == 4  # one pass of each per sub-pixel
+    for seen in unconditional.seen:
+        assert seen["labels"].tolist() == [2, 2, 2] and seen["labels"].dtype == torch.long
+        assert not seen["training"] and not seen["grad"]
+    assert model.training and unconditional.training  # modes restored
+    same = Spy(num_classes=3).train()  # one network as both models
+    sample(same, 2, labels=1, guidance=1, unconditional=same, null_label=2, seed=0)
+    assert {s["training"] for s in same.seen} == {False} and same.training
+    assert [s["labels"].tolist() for s in same.seen[:2]] == [[1, 1], [2, 2]]
+
+
+def test_auto_guided_sampling_is_cached_only_when_both_models_allow_it():
+    model = tiny(num_classes=2)
+    assert pick_method(model, "auto", tiny()) == "cached" and pick_method(model, "auto", None) == "cached"
+    baseline = independent(torch.full((2, 1, 4, 5), 0.5))
+    assert pick_method(model, "auto", baseline) == "naive" and pick_method(model, "cached", baseline) == "cached"
+    args = dict(labels=1, guidance=1.0, unconditional=baseline, seed=2)
+    assert torch.equal(sample(model, 2, **args), sample(model, 2, method="naive", **args))
+    with pytest.raises(CourseError, match="use method='naive'"):
+        sample(model, 2, method="cached", **args)
+    calls = []
+    for m in (model, unconditional := tiny()):
+        m.register_forward_hook(lambda *a: calls.append(1))
+    sample(model, 2, labels=1, guidance=1.0, unconditional=unconditional, seed=2)
+    assert calls == []  # both cached: no full forward pass
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(guidance=1.0), "pass unconditional="),
+        (dict(guidance=0, null_label=2), "drop null_label"),
+        (dict(guidance=1, unconditional=tiny(shape=(1, 5, 4))), "guide with a model of the same images"),
+        (dict(guidance=0, unconditional=tiny(levels=3)), "guide with a model of the same images"),
+        (dict(guidance=1, unconditional=tiny().to("meta")), "move both to one device"),
+        (dict(guidance=1, unconditional=tiny(num_classes=4)), r"pass null_label=.*0\.\.3\), got None"),
+        (dict(guidance=1, unconditional=tiny(num_classes=4), null_label=True), "pass null_label="),
+        (dict(guidance=1, unconditional=tiny(num_classes=4), null_label=1.0), "pass null_label="),
+        (dict(guidance=1, unconditional=tiny(num_classes=4), null_label=4), r"null_label must lie in 0\.\.3"),
+        (dict(guidance=1, unconditional=tiny(num_classes=4), null_label=-1), r"null_label must lie in 0\.\.3"),
+        (dict(guidance=1, unconditional=tiny(), null_label=0), "has no classes; drop null_label"),
+        (dict(guidance=-0.5, unconditional=tiny()), "guidance must be a number >= 0"),
+        (dict(guidance=float("nan"), unconditional=tiny()), "guidance must be a number >= 0"),
+        (dict(guidance=float("inf"), unconditional=tiny()), "guidance must be a number >= 0"),
+        (dict(guidance=True, unconditional=tiny()), "guidance must be a number >= 0"),
+        (dict(guidance="1", unconditional=tiny()), "guidance must be a number >= 0"),
+    ],
+)
+def test_bad_guidance_arguments_stop_with_a_sentence_naming_the_fix(kw, message):
+    """Checked before any sampling, also at weight 0 (a sweep over w finds a wrong model at its first point)."""
+    with pytest.raises(CourseError, match=message):
+        sample(tiny(num_classes=2), 2, labels=1, seed=0, **kw)
+
+
+def test_guidance_needs_a_class_conditional_model():
+    with pytest.raises(CourseError, match="this model has no classes"):
+        sample(tiny(), 2, guidance=1, unconditional=tiny(seed=1))
 
 
 # -- occlude --------------------------------------------------------------------------------------------
