@@ -51,7 +51,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" (with linear warm-up) or "constant"
     warmup_steps: int = 0
     clip: float | None = 1.0  # max gradient norm, None to disable
-    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler, CUDA only)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + gradient scaler; CUDA or CPU)
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
@@ -146,8 +146,10 @@ class Trainer:
         self.rank, self.world, _ = distributed.world()
         self.owns_group = self.world > 1 and not distributed.in_group()  # then run() leaves it at the end
         self.device = distributed.setup(pick_device(device))
-        if self.cfg.precision == "fp16" and self.device.type != "cuda":
-            raise CourseError("precision='fp16' needs a CUDA GPU; use 'bf16' or 'fp32' on this device.")
+        if self.cfg.precision == "fp16" and self.device.type not in ("cuda", "cpu"):
+            raise CourseError(
+                f"precision='fp16' needs a CUDA GPU or the CPU (not {self.device.type}); use 'bf16' or 'fp32' here."
+            )
         if self.cfg.batch_size % self.world:
             raise CourseError(
                 f"batch_size={self.cfg.batch_size} does not split evenly over {self.world} processes; "
@@ -172,7 +174,8 @@ class Trainer:
         self.progress = (os.environ.get("TQDM_DISABLE", "") in ("", "0")) if progress is None else progress
         self.progress = self.progress and self.rank == 0
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda") if self.cfg.precision == "fp16" else None
+        # fp16 needs a gradient scaler (CUDA's or the CPU's); bf16 and fp32 do not
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.cfg.precision == "fp16" else None
         self.history = {k: [] for k in ("epoch", "train_nats", "test_nats", "test_bpd", "lr", "seconds")}
         self.start_epoch = 0
         self.steps_per_epoch = math.ceil(math.ceil(len(train_data) / self.world) / self.local_batch)

@@ -187,8 +187,8 @@ def test_bad_settings_fail_clearly():
         fit(model, data, schedule="linear", device="cpu")
     with pytest.raises(CourseError, match="Unknown training option"):
         fit(model, data, epocs=1, device="cpu")
-    with pytest.raises(CourseError, match="fp16' needs a CUDA GPU"):
-        fit(model, data, precision="fp16", device="cpu")
+    with pytest.raises(CourseError, match=r"fp16' needs a CUDA GPU or the CPU \(not meta\)"):
+        fit(model, data, precision="fp16", device="meta")
     with pytest.raises(CourseError, match="training set is empty"):
         fit(model, tiny_data(n=0), device="cpu")
 
@@ -266,7 +266,7 @@ def test_step_without_clipping_keeps_the_raw_gradient():
 
 
 def test_gradient_scaler_path_unscales_before_clipping_and_is_checkpointed(tmp_path):
-    """The fp16 path (CUDA only) exercised on the CPU with a CPU GradScaler: same step as without a scaler,
+    """The fp16 path's gradient scaler (here the CPU's, with a small scale): same step as without a scaler,
     the scale is updated after the step, and resuming restores the scaler's state."""
     data = tiny_data(n=8)
     model = tiny_model()
@@ -285,6 +285,46 @@ def test_gradient_scaler_path_unscales_before_clipping_and_is_checkpointed(tmp_p
     assert again.scaler.get_scale() == 32.0
 
 
+def test_fp16_on_the_cpu_skips_overflowing_steps_and_halves_the_scale_until_the_gradients_fit():
+    """fp16 runs on the CPU through the CPU's GradScaler: it starts at 2**16; a step whose scaled gradients
+    overflow fp16 leaves the weights untouched and halves the scale; once they fit, the weights move and the
+    scale holds."""
+    data = tiny_data(n=8)
+    trainer = Trainer(tiny_model(), data, config=TrainConfig(precision="fp16"), device="cpu")
+    assert trainer.scaler is not None and trainer.scaler.is_enabled() and trainer.scaler.get_scale() == 2.0**16
+    with trainer.autocast():
+        assert F.linear(torch.randn(3, 8), torch.randn(5, 8)).dtype == torch.float16
+    skipped = 0
+    for _ in range(30):
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        scale = trainer.scaler.get_scale()
+        trainer.step(data.images, data.labels, 0.01)
+        moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+        if trainer.scaler.get_scale() == scale / 2:
+            assert not moved, "an overflowing step must be skipped"
+            skipped += 1
+        else:
+            assert trainer.scaler.get_scale() == scale and moved
+            break
+    assert skipped >= 1  # this model's gradients overflow fp16 at the initial scale
+    assert 0 < trainer.scaler.get_scale() < 2.0**16
+
+
+def test_fit_trains_in_fp16_on_the_cpu_and_checkpoints_the_scaler(tmp_path):
+    history = fit(
+        tiny_model(),
+        tiny_data(n=8),
+        epochs=2,
+        batch_size=4,
+        precision="fp16",
+        device="cpu",
+        checkpoint=tmp_path / "c.pt",
+    )
+    assert all(math.isfinite(v) for v in history["train_nats"])
+    scaler = load_checkpoint(tmp_path / "c.pt")["scaler"]
+    assert scaler is not None and scaler["scale"] < 2.0**16  # the overflowing first steps halved it
+
+
 def test_autocast_uses_the_configured_precision_and_the_loss_stays_float32():
     data = tiny_data(n=4)
     a, b = torch.randn(3, 8), torch.randn(5, 8)
@@ -295,7 +335,7 @@ def test_autocast_uses_the_configured_precision_and_the_loss_stays_float32():
     with trainer.autocast():
         assert F.linear(a, b).dtype == torch.bfloat16
     assert trainer.loss(data.images, data.labels).dtype == torch.float32
-    trainer.cfg.precision = "fp16"  # only allowed on CUDA; the mapping to float16 is what is checked here
+    trainer.cfg.precision = "fp16"  # the mapping to float16 is what is checked here
     with trainer.autocast():
         assert F.linear(a, b).dtype == torch.float16
 
