@@ -23,12 +23,16 @@ Reading order (each module imports only modules above it):
     finetune         freezing, added conditioning, classifiers, repair (lesson 05)
     benchmark        honest speed measurements (lesson 03)
     cli              the command line: python -m course_lib {train,sample,evaluate}
+
+Importing course_lib runs PyTorch on no more CPU threads than this process may use: a classroom server's
+CPU quota (a JupyterHub `cpu_limit`, Docker `--cpus`) leaves every core visible, and PyTorch would start a
+thread per core. A count you set yourself is kept (`device.use_allowed_threads` says how that is told).
 """
 
 from .checkpoint import load_checkpoint, load_into, load_model, save_checkpoint
 from .config import data_dir, is_fast, pick
 from .data import DATASETS, ImageDataset, load_dataset, quantize
-from .device import pick_device
+from .device import pick_device, use_allowed_threads
 from .errors import CheckpointError, CourseError, DatasetUnavailable, TrainingDiverged
 from .likelihood import IndependentPixelModel, bits_per_dim, evaluate, log_prob_from_logits, nll
 from .masks import MaskedConv2d, raster_mask, vertical_mask
@@ -75,3 +79,5 @@ __all__ = [
     "vertical_mask",
 ]
 __version__ = "0.1.0"
+
+use_allowed_threads()

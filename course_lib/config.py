@@ -19,7 +19,10 @@ def pick(*, fast, full):
 
 
 def data_dir() -> Path:
-    """Download cache for torchvision data sets: $COURSE_DATA_DIR or ~/.cache/pixelcnn-course."""
+    """Download cache for torchvision data sets: $COURSE_DATA_DIR or ~/.cache/pixelcnn-course.
+
+    The only place the library writes on its own (checkpoints and figures go where you name them). In a
+    classroom an instructor may point COURSE_DATA_DIR at a shared read-only folder with the data sets in it."""
     env = os.environ.get("COURSE_DATA_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pixelcnn-course"
 

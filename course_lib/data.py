@@ -175,6 +175,11 @@ def _torchvision(name, split, root, download):
     root = root or data_dir()
     try:
         ds = cls(str(root), train=split == "train", download=download)
+    except PermissionError:  # a shared folder the instructor prepared without this set, or a read-only home
+        raise DatasetUnavailable(
+            f"Could not download {name!r} into {root}: that folder is read-only for you; ask for {name!r} to be "
+            f"put there, or set COURSE_DATA_DIR to a folder of your own."
+        ) from None
     except Exception as err:  # network errors come in many types (URLError, RuntimeError, OSError)
         raise DatasetUnavailable(
             f"Could not load or download {name!r} into {root} ({type(err).__name__}); "

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .cached_sampling import make_cache, supports_cache
-from .device import model_device
+from .device import cpu_threads, model_device
 from .errors import CourseError
 from .models import eval_mode
 
@@ -167,17 +167,19 @@ def sample_naive(model, x, known, labels, temperature, generator, progress=False
 LOADAVG = "/proc/loadavg"  # Linux: "1.02 0.80 0.61 2/153 4242"; the fourth field is running/existing tasks
 
 
-def idle_cores():
+def idle_cores(allowed=None):
     """How many of the CPU cores this process may use no other task wants right now: those cores minus
     the runnable tasks besides this one that Linux reports (the fourth field of /proc/loadavg, read at
-    this moment, not an average); at least 1. None where the file does not exist (macOS, Windows)."""
+    this moment, not an average), and no more than `allowed` (this process's CPU quota in whole cores,
+    `device.cpu_threads()`); at least 1. None where the file does not exist (macOS, Windows)."""
     try:
         with open(LOADAVG) as f:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
     cores = len(os.sched_getaffinity(0))  # the cores this process (pid 0: itself) may run on; Linux, as the file
-    return max(1, cores - max(running - 1, 0))
+    idle = max(1, cores - max(running - 1, 0))
+    return idle if allowed is None else max(1, min(allowed, idle))
 
 
 def _use_threads(n):
@@ -185,10 +187,11 @@ def _use_threads(n):
         torch.set_num_threads(n)
 
 
-def row_threads(user_threads):
+def row_threads(user_threads, allowed=None):
     """Threads for the cached sampler's once-per-row convolutions: your count, but no more than the cores
-    that are idle right now (`idle_cores`), so that no thread waits for a core another process holds."""
-    idle = idle_cores()
+    that are idle right now within your quota (`idle_cores`), so that no thread waits for a core another
+    process holds or the quota withholds."""
+    idle = idle_cores(allowed)
     return user_threads if idle is None else min(user_threads, idle)
 
 
@@ -207,11 +210,12 @@ def sample_cached(model, x, known, labels, temperature, generator, progress=Fals
     user_threads = torch.get_num_threads()
     automatic = threads is None and x.device.type == "cpu"  # else: the caller's count, or the GPU's
     step_threads = 1 if automatic else threads or user_threads
+    allowed = cpu_threads() if automatic else None  # the CPU quota, read once: about 0.5 ms
     try:
         for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
             todo = ~known[:, :, i]  # (B, C, W): sub-pixels to draw in this row
             some, every = todo.any(0).tolist(), todo.all(0).tolist()  # [C][W] flags, read once per row
-            _use_threads(row_threads(user_threads) if automatic else step_threads)
+            _use_threads(row_threads(user_threads, allowed) if automatic else step_threads)
             cache.start_row(i)
             if uncond is not None:
                 uncond.start_row(i)

@@ -281,6 +281,20 @@ def test_offline_download_failure_is_one_clear_message(tmp_path, monkeypatch):
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_a_read_only_data_folder_without_the_set_says_so(tmp_path, monkeypatch):
+    """A classroom's shared COURSE_DATA_DIR is read-only for students: a set missing there is named with
+    the folder and the fix, not reported as a network problem."""
+    import torchvision.datasets
+
+    def read_only(self):
+        raise PermissionError(13, "Permission denied", self.raw_folder)
+
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", read_only)
+    with pytest.raises(DatasetUnavailable, match=f"into {tmp_path}: that folder is read-only.*COURSE_DATA_DIR"):
+        load_dataset("mnist")
+
+
 def test_cache_folder_follows_the_environment(tmp_path, monkeypatch):
     from course_lib import data_dir
 

@@ -1,8 +1,14 @@
 """Devices: the automatic choice, the device of a model, and waiting for a device (a no-op on the CPU)."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
-from course_lib import GatedPixelCNN, IndependentPixelModel
+from course_lib import GatedPixelCNN, IndependentPixelModel, device
 from course_lib.device import cpu_has_bf16, model_device, pick_device, synchronize
 
 
@@ -46,3 +52,187 @@ def test_cpu_has_bf16_is_false_on_a_torch_without_the_probes(monkeypatch):
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert cpu_has_bf16() is False
+
+
+# --- CPU quotas: fake /proc and /sys trees under tmp_path (`root=`), laid out as Linux lays them out ---
+
+V2_MOUNT = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev shared:4 - cgroup2 cgroup2 rw,nsdelegate"
+V1_MOUNTS = (
+    "33 25 0:29 / /sys/fs/cgroup/memory rw,nosuid shared:9 - cgroup cgroup rw,memory\n"
+    "34 25 0:30 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:10 - cgroup cgroup rw,cpu,cpuacct"
+)
+
+
+def fake_root(tmp_path, cgroup, mountinfo, files=()):
+    """A fake file system: /proc/self/cgroup, /proc/self/mountinfo and `files` ({path: text})."""
+    for path, text in {"proc/self/cgroup": cgroup, "proc/self/mountinfo": mountinfo, **dict(files)}.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text + "\n")
+    return tmp_path
+
+
+def v2(tmp_path, cpu_max, group="/user.slice/student"):
+    files = {f"sys/fs/cgroup{group}/cpu.max": cpu_max} if cpu_max is not None else {}
+    return fake_root(tmp_path, f"0::{group}", V2_MOUNT, files)
+
+
+def v1(tmp_path, quota, period="100000", group="/hub/student"):
+    folder = f"sys/fs/cgroup/cpu,cpuacct{group}"
+    cgroup = f"5:memory:{group}\n4:cpu,cpuacct:{group}\n0::/"
+    return fake_root(
+        tmp_path, cgroup, V1_MOUNTS, {f"{folder}/cpu.cfs_quota_us": quota, f"{folder}/cpu.cfs_period_us": period}
+    )
+
+
+@pytest.mark.parametrize(
+    "cpu_max, cores", [("150000 100000", 1.5), ("100000 100000", 1.0), ("50000 100000", 0.5), ("max 100000", None)]
+)
+def test_cgroup_v2_quota_is_cpu_max_over_its_period(tmp_path, cpu_max, cores):
+    """cgroup v2: `cpu.max` holds "quota period" in microseconds; "max" means no limit."""
+    assert device.cpu_quota(v2(tmp_path, cpu_max)) == cores
+
+
+@pytest.mark.parametrize(
+    "quota, period, cores", [("100000", "100000", 1.0), ("250000", "100000", 2.5), ("-1", "100000", None)]
+)
+def test_cgroup_v1_quota_is_cfs_quota_over_cfs_period(tmp_path, quota, period, cores):
+    """cgroup v1: `cpu.cfs_quota_us` over `cpu.cfs_period_us` of the `cpu` hierarchy; -1 means no limit."""
+    assert device.cpu_quota(v1(tmp_path, quota, period)) == cores
+
+
+@pytest.mark.parametrize(
+    "cpu_max", ["", "lots", "150000", "150000 100000 7", "0 100000", "-5 100000", "100000 0", None]
+)
+def test_a_malformed_or_missing_cpu_max_means_no_quota(tmp_path, cpu_max):
+    assert device.cpu_quota(v2(tmp_path, cpu_max)) is None
+
+
+@pytest.mark.parametrize("quota, period", [("abc", "100000"), ("100000", ""), ("", ""), ("100000", "-1")])
+def test_a_malformed_v1_quota_means_no_quota(tmp_path, quota, period):
+    assert device.cpu_quota(v1(tmp_path, quota, period)) is None
+
+
+def test_no_cgroup_files_means_no_quota(tmp_path):
+    """Off Linux (or without /proc) there is nothing to read: no quota, and the affinity alone counts."""
+    assert device.cpu_quota(tmp_path) is None
+    assert device.cpu_quota(fake_root(tmp_path, "0::/a", "")) is None  # no cgroup mounted
+    assert device.cpu_quota(fake_root(tmp_path, "garbage\n::\n", V2_MOUNT)) is None
+
+
+def test_the_smallest_quota_on_the_path_to_the_process_cgroup_wins(tmp_path):
+    """Kubernetes nests a container's cgroup in its pod's: a parent's limit binds its children too; the
+    hierarchy's top (the mount point) and unrelated cgroups are ignored."""
+    pod = "sys/fs/cgroup/kubepods/pod7"
+    files = {f"{pod}/cpu.max": "200000 100000", f"{pod}/student/cpu.max": "max 100000"}
+    files["sys/fs/cgroup/kubepods/pod8/cpu.max"] = "10000 100000"  # a neighbour's pod
+    root = fake_root(tmp_path, "0::/kubepods/pod7/student", V2_MOUNT, files)
+    assert device.cpu_quota(root) == 2.0
+    (root / pod / "student/cpu.max").write_text("150000 100000\n")
+    assert device.cpu_quota(root) == 1.5
+
+
+def test_inside_a_container_the_mount_shows_the_container_cgroup_itself(tmp_path):
+    """Docker with cgroup v1 mounts the container's own cgroup (field 4 of mountinfo) at /sys/fs/cgroup/cpu;
+    /proc/self/cgroup still names the full path: the quota is read at the mount point, not below it."""
+    mount = "40 31 0:29 /docker/abc /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu"
+    files = {"sys/fs/cgroup/cpu/cpu.cfs_quota_us": "50000", "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000"}
+    assert device.cpu_quota(fake_root(tmp_path, "3:cpu:/docker/abc", mount, files)) == 0.5
+
+
+@pytest.mark.parametrize(
+    "cpu_max, cores, threads",
+    [
+        ("max 100000", 8, 8),
+        ("150000 100000", 8, 1),
+        ("50000 100000", 8, 1),
+        ("400000 100000", 2, 2),
+        ("299999 100000", 8, 2),
+    ],
+)
+def test_cpu_threads_is_the_affinity_capped_by_the_quota_rounded_down(tmp_path, monkeypatch, cpu_max, cores, threads):
+    monkeypatch.setattr(device, "_affinity", lambda: set(range(cores)))
+    assert device.cpu_threads(v2(tmp_path, cpu_max)) == threads
+
+
+def test_torch_default_threads_are_the_cores_or_hardware_threads_of_the_mask_or_machine(tmp_path, monkeypatch):
+    """8 hardware threads on 4 hyper-threaded cores, this process on 4 of them (2 cores)."""
+    siblings = ["0,4", "1,5", "2,6", "3,7", "0,4", "1,5", "2,6", "3,7"]
+    for cpu, text in enumerate(siblings):
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/topology").mkdir(parents=True)
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/topology/core_cpus_list").write_text(text + "\n")
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(device, "_affinity", lambda: {0, 1, 4, 5})
+    assert device.torch_default_threads(tmp_path) == {8, 4, 2}
+    assert device.torch_default_threads(tmp_path / "nothing") == {8, 4}  # no topology: logical counts only
+
+
+@pytest.fixture
+def torch_threads(monkeypatch):
+    """torch.get/set_num_threads on a fake count (the real one stays as it is); 8 CPUs, a 1.5-core quota."""
+    state = {"threads": 8}
+    monkeypatch.setattr(device.torch, "get_num_threads", lambda: state["threads"])
+    monkeypatch.setattr(device.torch, "set_num_threads", lambda n: state.update(threads=n))
+    monkeypatch.setattr(device, "torch_default_threads", lambda root="/": {4, 8})
+    monkeypatch.setattr(device, "cpu_threads", lambda root="/": 1)
+    return state
+
+
+def test_import_lowers_a_default_thread_count_to_the_quota(torch_threads):
+    assert device.use_allowed_threads(environ={}) == 1 and torch_threads["threads"] == 1
+    torch_threads["threads"] = 4  # one per physical core: also PyTorch's own choice
+    assert device.use_allowed_threads(environ={}) == 1
+
+
+@pytest.mark.parametrize("name", ["OMP_NUM_THREADS", "MKL_NUM_THREADS"])
+def test_a_count_set_in_the_environment_is_kept(torch_threads, name):
+    assert device.use_allowed_threads(environ={name: "8"}) == 8 and torch_threads["threads"] == 8
+
+
+def test_a_count_set_by_torch_set_num_threads_is_kept(torch_threads):
+    """3 is no count PyTorch picks by itself on this machine: someone called torch.set_num_threads(3)."""
+    torch_threads["threads"] = 3
+    assert device.use_allowed_threads(environ={}) == 3
+
+
+def test_a_count_below_the_quota_is_never_raised(torch_threads, monkeypatch):
+    monkeypatch.setattr(device, "cpu_threads", lambda root="/": 16)
+    assert device.use_allowed_threads(environ={}) == 8
+
+
+def python_after_import(code, env=None, preexec_fn=None, tasks=None):
+    """Run `code` after `import torch, course_lib` in a fresh Python; its stdout, stripped."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")} | (env or {})
+    args = [sys.executable, "-c", "import torch, course_lib\n" + code]
+    if tasks is not None:  # enter the cgroup whose tasks file is given, then run Python
+        args = ["sh", "-c", f'echo $$ > "{tasks}" && exec "$@"', "sh", *args]
+    out = subprocess.run(args, env=env, preexec_fn=preexec_fn, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_import_keeps_the_count_set_by_omp_num_threads():
+    """On one CPU (its affinity mask) with OMP_NUM_THREADS=2, importing course_lib leaves torch on 2 threads."""
+    cpu = min(os.sched_getaffinity(0))
+    out = python_after_import(
+        "print(torch.get_num_threads(), course_lib.device.cpu_threads())",
+        env={"OMP_NUM_THREADS": "2"},
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    assert out == "2 1"
+
+
+def test_import_runs_torch_on_one_thread_inside_a_real_one_core_quota():
+    """A real cgroup v1 `cpu` group with a 1-core quota (needs root): `import course_lib` lowers PyTorch's
+    default (one thread per visible CPU) to 1. Under CI the controller must be there."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.quota import cpu_controller, quota_group
+
+    if cpu_controller() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI runs as root with a writable cgroup v1 cpu controller (/sys/fs/cgroup/cpu); none found")
+        pytest.skip("no writable cgroup v1 cpu controller (needs root and /sys/fs/cgroup/cpu)")
+    code = "import os\nprint(course_lib.device.cpu_quota(), torch.get_num_threads(), len(os.sched_getaffinity(0)))"
+    with quota_group(1) as tasks:
+        quota, threads, cpus = python_after_import(code, tasks=tasks).split()
+    assert (float(quota), int(threads)) == (1.0, 1), f"{cpus} CPUs visible"

@@ -573,12 +573,13 @@ def test_without_a_load_figure_the_rows_use_your_thread_count(tmp_path, monkeypa
     assert sampling.idle_cores() is None and sampling.row_threads(3) == 3
 
 
-def threads_seen(monkeypatch, tmp_path, running, **kw):
-    """Sample a tiny 4x5 model on a machine with `running` runnable tasks and 2 cores, starting from 2 threads
-    (sample's keywords: kw); returns the thread counts its rows and its steps ran with, and the count after."""
+def threads_seen(monkeypatch, tmp_path, running, quota=2, **kw):
+    """Sample a tiny 4x5 model on a machine with `running` runnable tasks, 2 cores and a CPU quota of `quota`
+    whole cores, starting from 2 threads (sample's keywords: kw); returns the thread counts its rows and its steps ran with, and the count after."""
     (tmp_path / "loadavg").write_text(f"1.0 1.0 1.0 {running}/80 1\n")
     monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
     monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(sampling, "cpu_threads", lambda: quota)
     from course_lib.cached_sampling import GatedPixelCNNCache
 
     rows, steps = [], []
@@ -604,6 +605,20 @@ def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
 ):
     """Idle machine: rows on your 2 threads; one other busy task: rows on 1. Steps always on 1."""
     assert threads_seen(monkeypatch, tmp_path, running) == ([row_threads] * 4, [1] * 20, 2)
+
+
+def test_automatic_threads_keep_rows_within_the_cpu_quota(tmp_path, monkeypatch):
+    """An idle 2-core machine, but a quota of 1 core (a classroom hub's cpu_limit): rows run on 1 thread."""
+    assert threads_seen(monkeypatch, tmp_path, 1, quota=1) == ([1] * 4, [1] * 20, 2)
+
+
+@pytest.mark.parametrize("allowed, idle", [(None, 3), (1, 1), (2, 2), (8, 3)])
+def test_idle_cores_are_capped_by_the_quota(tmp_path, monkeypatch, allowed, idle):
+    """4 cores, one other task running: 3 idle, but never more than the quota allows."""
+    (tmp_path / "loadavg").write_text("1 1 1 2/9 1\n")
+    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert sampling.idle_cores(allowed) == idle and sampling.row_threads(8, allowed) == idle
 
 
 def test_a_fixed_thread_count_is_kept_on_a_busy_machine(tmp_path, monkeypatch):
