@@ -119,3 +119,13 @@ def cut_channel_links(model):
             kh, kw = conv.mask.shape[-2:]
             conv.mask[:, :, kh // 2, kw // 2] = 0
     return model
+
+
+def masked_parameter_count(model) -> int:
+    """Number of weight entries of `model`'s MaskedConv2d layers whose mask is 0.
+
+    `count_parameters` counts these entries, but every forward pass multiplies them by 0: they never
+    change the output, their gradient is exactly 0, and an optimiser without weight decay leaves them
+    at their initial values. Biases and unmasked layers contribute nothing to this count.
+    """
+    return sum(int((conv.mask == 0).sum()) for conv in model.modules() if isinstance(conv, MaskedConv2d))

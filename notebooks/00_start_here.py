@@ -17,26 +17,32 @@
 # # 00 · Start here
 #
 # Welcome to **pixelcnn-course**: deep autoregressive image models, from the first principle
-# (the probability of an image) to a GPU-trained, sampled and fine-tuned Gated PixelCNN.
+# (the probability of an image) to a Gated PixelCNN that you train, sample from and fine-tune yourself,
+# with the code that takes the same training to one or several GPUs.
 #
 # ## What you will learn
 # - what the course covers, in what order, and how long each lesson takes;
+# - where everything is: the lessons, the exercises, their solutions and the library;
 # - whether your machine is ready: Python, PyTorch, the device, the data sets;
+# - what *full mode* and *fast mode* are, and what `pick(fast=..., full=...)` does;
 # - how the graded exercises work;
 # - a first taste: train a tiny PixelCNN in well under a minute and draw samples from it.
 #
 # **Who this is for.** You know Python and a little PyTorch (tensors, `nn.Module`, an optimiser).
-# No GPU is needed: every lesson runs on a laptop CPU, offline, in under ten minutes.
-# A GPU makes lesson 03 more interesting and the training cells faster: `fit` trains on the device
-# `pick_device()` finds, unless a lesson says why it stays on the CPU.
+# No GPU is needed: every lesson runs on a laptop CPU, offline, in under ten minutes, and every output
+# stored in these notebooks was produced on a CPU (a 2-core AMD EPYC, no GPU).
 #
-# (Some tutorials call this family of models "Imagen"; that name belongs to Google's text-to-image
-# diffusion model. What you learn here is PixelCNN.)
+# **What about GPUs?** Lesson 03 teaches the GPU code paths: choosing the device, mixed precision,
+# `torch.compile`, checkpoints and data-parallel training on several GPUs. It runs the parts a CPU can run
+# (data parallel with two processes and the gloo backend, `torch.compile`, the fp16 gradient scaler) and
+# shows the rest as code. The GPU speeds it quotes come from one earlier measurement on an NVIDIA H200,
+# not re-run for the course. If your machine has a GPU, `fit` trains on the device `pick_device()` finds
+# (unless a lesson says why it stays on the CPU), so your numbers may differ a little from the stored ones.
 
 # %% [markdown]
 # ## The plan
 #
-# | lesson | the question it answers | full mode, 2-core CPU |
+# | lesson | the question it answers | full-mode wall time, 2-core CPU (approx.) |
 # |---|---|---|
 # | 00 · start here | Is my machine ready, and what does a PixelCNN do? | under 1 min |
 # | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? | about 2 min |
@@ -46,15 +52,25 @@
 # | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 3 min |
 # | 06 · levels and colour | What changes with 256 intensity levels and with colour? What does PixelCNN++'s logistic mixture buy? | under 1 min |
 #
-# The times were measured on idle 2-core CPUs without a GPU (the repository's `README.md` has the exact
-# figures and names the machine of each); a busy or older laptop may take two or three times as long. On a GPU the training and sampling
-# cells run faster, but these small models leave most of a GPU idle; GPU timings have not been measured yet.
-# Every notebook also has a *fast mode* (`COURSE_FAST=1`) that the tests use: same cells, smaller sizes,
-# about a minute each.
+# The times are the wall times of running each lesson top to bottom in full mode on idle 2-core CPUs
+# without a GPU (the repository's `README.md` has the exact figures and names the machine of each); a busy
+# or older laptop may take two or three times as long. The lessons have not been timed on a GPU.
 #
-# Everything the notebooks use lives in the small library `course_lib/`, one module per idea
-# (`masks`, `models`, `likelihood`, `causality`, `data`, `train`, `checkpoint`, `sampling`,
-# `cached_sampling`, `plotting`, ...).
+# ## Finding your way
+#
+# `make lab` opens JupyterLab at the top folder of the course, with this notebook in front. The file
+# browser on the left (the folder icon at the top of the left sidebar shows and hides it) lists the whole
+# course. Double-click a folder to open it, and click a name in the path above the list to go back up:
+#
+# | folder | what is in it |
+# |---|---|
+# | `notebooks/` | the lessons 00 to 06, this one included: read and run them in order |
+# | `exercises/` | one graded notebook per lesson 01 to 06: you write the missing code (see the end of this lesson) |
+# | `solutions/` | the same notebooks, solved: open one when you are stuck or to compare |
+# | `course_lib/` | the library every notebook imports; double-click a `.py` file to read it |
+#
+# `course_lib/` is small, one module per idea (`masks.py`, `models.py`, `likelihood.py`, `causality.py`,
+# `data.py`, `train.py`, `checkpoint.py`, `sampling.py`, `cached_sampling.py`, `plotting.py`, ...).
 # Reading it top to bottom is part of the course.
 
 # %% [markdown]
@@ -133,6 +149,21 @@ plt.show()
 print(len(train), len(test), train.image_shape, torch.bincount(test.labels).tolist())
 
 # %% [markdown]
+# ## Full mode, fast mode and `pick`
+#
+# Every lesson sizes its data, models and training runs with `pick(fast=..., full=...)` from
+# `course_lib/config.py`. It returns its `fast` argument when the environment variable `COURSE_FAST` is
+# set to `1`, and its `full` argument otherwise:
+#
+# ```python
+# epochs = pick(fast=1, full=3)  # 3 in full mode, 1 in fast mode
+# ```
+#
+# **Full mode** is the course: the sizes the text is written about, and the outputs stored in the
+# notebooks. **Fast mode** is a quick check that everything runs (the same cells, with smaller data, models
+# and epochs, about a minute per lesson); its numbers are not meant to be read. To try it, start JupyterLab
+# with `COURSE_FAST=1 make lab`; the environment check above printed which mode this kernel runs in.
+#
 # ## A first taste: train a PixelCNN in well under a minute
 #
 # A PixelCNN predicts every pixel from the pixels *before* it (above, and to the left). Trained only on
@@ -140,7 +171,8 @@ print(len(train), len(test), train.image_shape, torch.bincount(test.labels).toli
 # **nats per image**: the average negative log-likelihood of the test digits. Lower is better.
 #
 # The reference point is a model that treats all 784 pixels as independent coins, each with its own
-# probability of being on. Lesson 01 explains both numbers in depth.
+# probability of being on. Lesson 01 explains both numbers in depth. On an idle 2-core CPU the training
+# takes well under a minute; the cell prints how long it took on your machine.
 
 # %%
 import time
@@ -190,7 +222,8 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 # %% [markdown]
 # ## How the exercises work
 #
-# Each lesson 01–06 has a graded notebook in `exercises/` (its solved twin is in `solutions/`). You write
+# Each lesson 01–06 has a graded notebook in `exercises/` (its solved twin is in `solutions/`): in the
+# file browser, double-click `exercises/`, then the notebook with the lesson's number. You write
 # small, real pieces of the model (a mask, a log-likelihood, a sampling loop) between the marked lines;
 # a check cell right after each task tests your code on fresh random inputs and prints what passed, what
 # is wrong and a hint, never the answer. Instructors grade a whole folder of submissions with
@@ -198,12 +231,20 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 #
 # ## Recap
 # - The course has seven lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.
+#   The file browser shows the lessons (`notebooks/`), the exercises, their solutions and `course_lib/`.
+# - `pick(fast=..., full=...)` returns `fast` when `COURSE_FAST=1` is set and `full` otherwise: fast mode
+#   is a quick check that everything runs, full mode is the course.
 # - `pick_device()` chose this machine's device; offline data sets always work, downloads are optional.
 # - A PixelCNN is trained on images alone and scored in nats per image; even a tiny one beats the
 #   independent-pixel model by a wide margin, and it can draw new digits pixel by pixel.
 #
+# ## References
+#
+# - van den Oord, Kalchbrenner, Kavukcuoglu (2016), *Pixel Recurrent Neural Networks*, ICML, arXiv:1601.06759: PixelRNN and PixelCNN.
+# - van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu (2016), *Conditional Image Generation with PixelCNN Decoders*, NeurIPS, arXiv:1606.05328: the Gated PixelCNN.
+#
 # ## Exercises
 # Lesson 00 has no graded exercise. Try this: change `epochs` or `channels` in the training cell and watch
-# the test nats and the samples change. Then open `01_self_supervised_likelihood` — its exercises
-# (`exercises/01_self_supervised_likelihood.ipynb`) ask you to write `nll`, `bits_per_dim` and the
-# independent baseline yourself.
+# the test nats and the samples change. Then open `notebooks/01_self_supervised_likelihood.ipynb` in the
+# file browser; its exercises (`exercises/01_self_supervised_likelihood.ipynb`) ask you to write `nll`,
+# `bits_per_dim`, the independent baseline and an evaluation loop yourself.

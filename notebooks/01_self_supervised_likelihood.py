@@ -34,6 +34,7 @@
 
 # %% tags=["nbval-check-output"]
 import math
+import time
 
 import matplotlib.pyplot as plt
 import torch
@@ -46,6 +47,7 @@ from course_lib import (
     count_parameters,
     evaluate,
     fit,
+    is_fast,
     load_dataset,
     nll,
     pick,
@@ -241,7 +243,10 @@ fig, ax = plt.subplots(figsize=(7, 4.5))
 top = 1.6
 for k, style in zip(curves, ("o-", "s-", "o--", "s--")):
     finite = [(n, v) for n, v in zip(sizes, curves[k]) if math.isfinite(v)]
-    ax.plot(*zip(*finite), style, label=k)
+    if k == "ml test":  # large open squares drawn last: where they are finite they lie on the laplace test values
+        ax.plot(*zip(*finite), style, label=k, ms=11, mfc="none", mew=2, zorder=5)
+    else:
+        ax.plot(*zip(*finite), style, label=k)
 infinite = [n for n, v in zip(sizes, curves["ml test"]) if not math.isfinite(v)]
 ax.plot(infinite, [top] * len(infinite), "x", color="C1", ms=10, mew=2, label="ml test = ∞")
 ax.axhline(floor, color="gray", ls=":", label=f"entropy of the data ≈ {floor:.3f}")
@@ -259,8 +264,9 @@ plt.show()
 # - **Overfitting.** With few patches, the train NLL is far *below* the entropy of the data and the test NLL
 #   far above it. A maximum-likelihood histogram reproduces its sample exactly, so it is overconfident.
 # - **Infinite test NLL.** With maximum likelihood, any pattern missing from the sample gets probability 0,
-#   and one such test patch makes the test NLL infinite. The rare checkerboards keep that happening until
-#   $N$ is in the tens of thousands.
+#   and one such test patch makes the test NLL infinite (crosses at the top). The rare checkerboards keep
+#   that happening until $N$ is in the tens of thousands; from there on the ml test NLL is finite (open
+#   squares) and lies on the laplace test curve.
 # - **Smoothing** gives up the perfect fit to the sample (its train NLL is higher) for a finite test NLL,
 #   and the pseudo-counts matter less and less as $N$ grows: both fits converge to the entropy floor.
 #
@@ -314,11 +320,13 @@ n_samples = pick(fast=8, full=16)
 real = test.images[torch.arange(n_samples) * (len(test) // n_samples)]  # the test set is sorted by class: spread out
 base_samples = sample(baseline, n_samples, seed=0)
 many = torch.bernoulli(baseline.probs[1].expand(10000, *train.image_shape))  # the same draw, 10,000 times at once
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), gridspec_kw={"width_ratios": [2, 2, 1]})
-show_grid(real, "Real test digits", ax=axes[0])
-show_grid(base_samples, "Samples from the independent model", ax=axes[1])
-axes[2].imshow(many.mean(0)[0], cmap="gray", vmin=0, vmax=1)
-axes[2].set_title("Mean of 10,000 samples")
+grid_label = dict(xlabel=f"{n_samples} images, 8 per row", ylabel="grid row")
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), gridspec_kw={"width_ratios": [2, 2, 1.25]})
+show_grid(real, "Real test digits", ax=axes[0], **grid_label)
+show_grid(base_samples, "Samples from the independent model", ax=axes[1], **grid_label)
+im = axes[2].imshow(many.mean(0)[0], cmap="gray", vmin=0, vmax=1)
+fig.colorbar(im, ax=axes[2], label="fraction of samples on")
+axes[2].set_title("Mean of 10,000\nsamples")
 axes[2].set_xlabel("column j")
 axes[2].set_ylabel("row i")
 plt.show()
@@ -507,8 +515,8 @@ print(f"28x28 binary images: 2^784 - 1 ≈ 10^{784 * math.log10(2):.0f} numbers"
 # Can a network that learns $p(x_d \mid x_{<d})$ for all 784 pixels at once beat the independent baseline?
 # We train a small **Gated PixelCNN** (lesson 02 opens it up) by maximum likelihood with `fit`: Adam on the
 # mean NLL per image of each batch, then the NLL of every test image after each epoch. Full mode trains for
-# a few epochs on the 4,000 training digits (a few minutes on a laptop CPU); fast mode, used by the tests,
-# trains a tiny model on 400 digits for one epoch.
+# three epochs on the 4,000 training digits (the cell prints how long that took); fast mode trains a tiny
+# model on 400 digits for one epoch.
 
 # %%
 cfg = pick(
@@ -519,6 +527,7 @@ train_ar = load_dataset("mnist-subset", "train", limit=cfg["limit"])
 torch.manual_seed(0)
 model = GatedPixelCNN(channels=cfg["channels"], dilations=cfg["dilations"])
 print(f"Gated PixelCNN with {count_parameters(model):,} parameters, trained on {len(train_ar):,} images")
+start = time.perf_counter()
 history = fit(
     model,
     train_ar,
@@ -530,6 +539,7 @@ history = fit(
     seed=0,
     progress=False,
 )
+print(f"trained for {cfg['epochs']} epochs in {time.perf_counter() - start:.0f} s on {next(model.parameters()).device}")
 model = model.cpu().eval()
 ar_test = {"nats": history["test_nats"][-1], "bpd": history["test_bpd"][-1]}  # measured by fit on every test image
 for e, tr, te, b in zip(history["epoch"], history["train_nats"], history["test_nats"], history["test_bpd"]):
@@ -551,8 +561,15 @@ ax.legend()
 plt.show()
 
 # %%
-assert ar_test["nats"] < base_test["nats"] - pick(fast=50, full=100), "the autoregressive model must beat the baseline"
+assert ar_test["nats"] < base_test["nats"], "the autoregressive model must beat the baseline"
 assert history["test_nats"][-1] <= history["test_nats"][0] + 1e-6, "training must not make the test NLL worse"
+
+# %% jupyter={"source_hidden": true} tags=["claims"]
+if not is_fast():  # the prose's claims, on the full-size runs
+    assert ar_test["nats"] < base_test["nats"] / 2, (
+        "the Gated PixelCNN's test NLL should be a fraction of the baseline's"
+    )
+    assert history["train_nats"][0] > history["test_nats"][0], "epoch 1: the running train mean sits above the test NLL"
 
 # %% [markdown]
 # The autoregressive model's test NLL is a fraction of the baseline's. Read the learning curve carefully:
@@ -576,8 +593,9 @@ vmax = max(pix_base[k].max(), pix_ar[k].max()).item()
 fig, axes = plt.subplots(2, 3, figsize=(11, 7))
 for r, (name, img, nb, na) in enumerate(rows):
     top = vmax if r == 0 else pix_base.mean(0).max().item()
-    axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
+    im = axes[r, 0].imshow(img, cmap="gray", vmin=0, vmax=1)
     axes[r, 0].set_title(name)
+    fig.colorbar(im, ax=axes[r, 0], label="pixel value" if r == 0 else "fraction of test digits on")
     for c, (mname, m) in enumerate((("independent", nb), ("Gated PixelCNN", na)), start=1):
         im = axes[r, c].imshow(m, cmap="magma", vmin=0, vmax=top)
         axes[r, c].set_title(f"{mname}: {m.sum():.1f} nats")
@@ -607,9 +625,9 @@ assert pix_ar[stroke_pixels].mean() < pix_base[stroke_pixels].mean(), "context m
 # %%
 ar_samples = sample(model, n_samples, seed=0)
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.2))
-show_grid(real, "Real test digits", ax=axes[0])
-show_grid(base_samples, "Independent pixels: samples", ax=axes[1])
-show_grid(ar_samples, "Gated PixelCNN: samples", ax=axes[2])
+show_grid(real, "Real test digits", ax=axes[0], **grid_label)
+show_grid(base_samples, "Independent pixels: samples", ax=axes[1], **grid_label)
+show_grid(ar_samples, "Gated PixelCNN: samples", ax=axes[2], **grid_label)
 plt.show()
 
 
@@ -628,9 +646,8 @@ assert agree["Gated PixelCNN"] > agree["independent"], "autoregressive samples a
 
 # %% [markdown]
 # The independent model's samples are speckle. The autoregressive samples are made of connected strokes,
-# like the real digits (the neighbour-agreement numbers above measure it). After a few minutes of CPU
-# training on 4,000 images, many of them are not yet recognisable digits; later lessons train longer
-# and on a GPU.
+# like the real digits (the neighbour-agreement numbers above measure it). After three epochs on 4,000
+# images, many of them are not yet recognisable digits; lesson 04 samples from models trained for longer.
 #
 # ## Recap
 # - The training signal of a likelihood model is the probability it gives to each real image: the data are
@@ -646,7 +663,7 @@ assert agree["Gated PixelCNN"] > agree["independent"], "autoregressive samples a
 # - The chain rule $p(x)=\prod_t p(x_{o_t}\mid x_{o_{<t}})$ is exact in every order; approximations come
 #   only from restricting the conditionals, and then the order matters. An autoregressive network learns
 #   all the conditionals with shared weights, and a small Gated PixelCNN beats the independent baseline by
-#   a wide margin after a few minutes of CPU training.
+#   a wide margin after three epochs on 4,000 digits, on a CPU.
 
 # %% [markdown]
 # ## References

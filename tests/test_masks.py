@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import GatedPixelCNN, PixelCNN
-from course_lib.masks import MaskedConv2d, channel_groups, cut_channel_links, raster_mask, vertical_mask
+from course_lib.masks import (
+    MaskedConv2d,
+    channel_groups,
+    cut_channel_links,
+    masked_parameter_count,
+    raster_mask,
+    vertical_mask,
+)
 
 
 def test_channel_groups_are_contiguous_integer_groups():
@@ -151,3 +158,37 @@ def test_cut_channel_links_zeroes_exactly_the_centre_of_each_mask_a():
             expected = mask.clone()
             expected[:, :, kh // 2, kw // 2] = 0
             assert torch.equal(conv.mask, expected), name
+
+
+def test_masked_parameter_count_by_hand():
+    """A 3x3 mask A keeps 4 of 9 taps (5 masked), a 3x3 mask V0 keeps 3 (6 masked) per channel pair; biases
+    and plain convolutions count nothing."""
+    assert masked_parameter_count(MaskedConv2d(1, 1, 3, "A")) == 5
+    assert masked_parameter_count(MaskedConv2d(2, 4, 3, "V0")) == 2 * 4 * 6
+    model = torch.nn.Sequential(MaskedConv2d(1, 1, 3, "A"), torch.nn.Conv2d(1, 1, 3), MaskedConv2d(2, 4, 3, "V0"))
+    assert masked_parameter_count(model) == 5 + 48
+    assert masked_parameter_count(torch.nn.Conv2d(3, 3, 3)) == 0
+
+
+@pytest.mark.parametrize("build", [PixelCNN, GatedPixelCNN], ids=["pixelcnn", "gated"])
+def test_masked_parameters_are_exactly_the_weights_with_no_effect(build):
+    """Overwriting every counted entry leaves the output unchanged; the count is the number of weight
+    entries that get exactly zero gradient by construction, and closing more taps counts them too."""
+    torch.manual_seed(0)
+    model = build(image_shape=(3, 6, 6), levels=4, channels=12).double()
+    x = torch.randint(0, 4, (2, 3, 6, 6))
+    before = model(x)
+    count = 0
+    with torch.no_grad():
+        for conv in model.modules():
+            if isinstance(conv, MaskedConv2d):
+                conv.weight[conv.mask == 0] = 1e3
+                count += int((conv.mask == 0).sum())
+    assert torch.equal(model(x), before)
+    assert masked_parameter_count(model) == count > 0
+    centre_taps = sum(
+        int(conv.mask[:, :, conv.mask.shape[-2] // 2, conv.mask.shape[-1] // 2].sum())
+        for conv in model.modules()
+        if isinstance(conv, MaskedConv2d) and conv.mask_type == "A"
+    )
+    assert masked_parameter_count(cut_channel_links(model)) == count + centre_taps
