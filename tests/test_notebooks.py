@@ -1,6 +1,7 @@
 """Notebook hygiene: every .ipynb has its percent-format .py twin with the same cells, lessons are
 committed with outputs, exercises and solutions without."""
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -56,3 +57,24 @@ def test_output_checks_are_cell_tags_not_comments_a_learner_reads(source):
     assert not [c for c in code if "NBVAL" in c.source], "use the nbval-check-output cell tag instead"
     tagged = [c for c in code if "nbval-check-output" in c.metadata.get("tags", [])]
     assert tagged and all(c.outputs for c in tagged), "tag deterministic cells nbval-check-output, with outputs"
+
+
+# What exists for the build or the tests stays out of the learner's sight: a lesson's visible text and code
+# never mention the test harness, and checks that keep the prose in step with full-mode numbers live in
+# hidden cells (tagged `claims`, source collapsed in JupyterLab).
+HARNESS_WORDS = re.compile(r"\bthe tests\b|\bmachine [AB]\b|the text says|fmt: skip|\bis_fast\(\)\s*:|NBVAL", re.I)
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.name)
+def test_a_learner_reads_no_test_harness(source):
+    visible = [c for c in jupytext.read(source).cells if not c.metadata.get("jupyter", {}).get("source_hidden")]
+    found = [m.group(0) for c in visible for m in HARNESS_WORDS.finditer(c.source)]
+    assert not found, f"{source.name} shows the learner build or test machinery: {found}; use a hidden claims cell"
+
+
+@pytest.mark.parametrize("source", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")), ids=lambda p: p.name)
+def test_claims_cells_are_hidden_and_only_check(source):
+    claims = [c for c in jupytext.read(source).cells if "claims" in c.metadata.get("tags", [])]
+    for cell in claims:
+        assert cell.metadata.get("jupyter", {}).get("source_hidden"), f"a claims cell of {source.name} is visible"
+        assert "assert" in cell.source, f"a claims cell of {source.name} checks nothing:\n{cell.source}"
