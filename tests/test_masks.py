@@ -192,3 +192,16 @@ def test_masked_parameters_are_exactly_the_weights_with_no_effect(build):
         if isinstance(conv, MaskedConv2d) and conv.mask_type == "A"
     )
     assert masked_parameter_count(cut_channel_links(model)) == count + centre_taps
+
+
+def test_the_readme_quotes_the_masked_parameter_counts_of_the_default_models():
+    """The README's sentence on weights the masks zero is computed from the default models, not typed in."""
+    from pathlib import Path
+
+    from course_lib import build_model, count_parameters
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, kind in (("gated", "Gated PixelCNN's"), ("pixelcnn", "PixelCNN it is")):
+        model = build_model(name, image_shape=(1, 28, 28), levels=2)
+        zeroed, total = masked_parameter_count(model), count_parameters(model)
+        assert f"{zeroed:,}" in readme and f"{total:,}" in readme and f"({100 * zeroed / total:.1f}%)" in readme, kind
