@@ -3,8 +3,8 @@
     coursework.checks      instant feedback for the graded exercises (one module per lesson)
     coursework.notebooks   preparing a submission: its reference and the reference's check cells
     coursework.checkcell   the fresh state (grad mode, dtype, random state) each graded check runs in
-    coursework.sandbox     the folder, environment and snapshot of the checks one submission runs with
-    coursework.kernel      the grading kernel: hides the references, imports the snapshot from memory
+    coursework.sandbox     the throwaway bubblewrap sandbox one submission's kernel runs in, and the checks' snapshot
+    coursework.kernel      the grading kernel's launcher: limits, the import path, then an IPython kernel
     coursework.executor    the separate process that runs a notebook in a fresh kernel
     coursework.grade       the autograder's command line (`pixelcnn-grade`) and its reports
 

@@ -1,6 +1,7 @@
 """The executor: the separate process that runs one prepared notebook in a fresh kernel.
 
     python -m coursework.executor GIVEN.ipynb --results-fd FD --timeout SECONDS [--cwd DIR] [--kernel NAME]
+                                  [--transport ipc] [--cgroup DIR]
 
 It runs every code cell (an error does not stop the run) until the time limit for the whole notebook, and
 reports on the pipe FD that the grader handed it, one JSON line at a time (each with the token the grader
@@ -72,9 +73,16 @@ def _cell_record(cell, reply_status: str | None) -> dict:
     }
 
 
-def execute(given: Path, channel: Channel, timeout: float, cwd: Path, kernel_name: str = "python3") -> int:
-    """The executor (child process): run every code cell, record each one as soon as it finishes."""
+def execute(
+    given: Path, channel: Channel, timeout: float, cwd: Path, kernel_name: str = "python3", transport: str = "tcp"
+) -> int:
+    """The executor (child process): run every code cell, record each one as soon as it finishes.
+
+    `transport`: how it talks to the kernel; "ipc" (sockets in the runtime folder) reaches a kernel in a
+    sandbox without a network."""
     import nbformat
+    from jupyter_client import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -106,6 +114,11 @@ def execute(given: Path, channel: Channel, timeout: float, cwd: Path, kernel_nam
 
     client = CappedClient(
         nb,
+        km=AsyncKernelManager(
+            kernel_name=kernel_name,
+            transport=transport,
+            connection_file=os.path.join(jupyter_runtime_dir(), f"kernel-{os.getpid()}.json"),
+        ),
         timeout=120,
         kernel_name=kernel_name,
         allow_errors=True,
@@ -162,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, required=True, help="seconds for the whole notebook")
     parser.add_argument("--cwd", type=Path, help="the kernel's working folder (default: the notebook's)")
     parser.add_argument("--kernel", default="python3", help="the kernel specification's name")
+    parser.add_argument("--transport", choices=("tcp", "ipc"), default="tcp", help="how to reach the kernel")
+    parser.add_argument("--cgroup", type=Path, help="a cgroup to join first (with the kernel it starts)")
     args = parser.parse_args(argv)
+    if args.cgroup is not None:
+        (args.cgroup / "cgroup.procs").write_text(str(os.getpid()))
     channel = Channel(args.results_fd, sys.stdin.readline().strip())
-    return execute(args.given, channel, args.timeout, args.cwd or args.given.parent, args.kernel)
+    return execute(args.given, channel, args.timeout, args.cwd or args.given.parent, args.kernel, args.transport)
 
 
 if __name__ == "__main__":

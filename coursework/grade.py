@@ -3,38 +3,48 @@
     pixelcnn-grade exercises/01_self_supervised_likelihood.ipynb
     pixelcnn-grade submissions/ --csv gradebook.csv --json report.json
     pixelcnn-grade PATH [--json FILE] [--csv FILE] [--timeout SECONDS] [--reference DIR] [--lesson NN]
-                        [--trust-own-checks]
+                        [--memory GIB] [--resume] [--trust-own-checks] [--unsafe-no-sandbox]
 
 How a notebook is graded:
 
 1. The notebook is prepared against its reference (`coursework.notebooks`): the reference's check cells,
    points and order replace whatever the submission has. A notebook that matches no reference scores 0
-   unless ``--trust-own-checks`` is given.
-2. The prepared notebook runs in a fresh kernel inside a sandbox of its own (`coursework.sandbox`,
-   `coursework.kernel`): a temporary copy of the notebook's folder (without other notebooks, hidden folders
-   and caches; at most 200 MB), its own HOME, a snapshot of the checks taken before the first submission,
-   and the reference folders out of its sight. A separate process (`python -m coursework.executor`) drives
-   it and reports on a pipe only it holds: the grader survives a kernel that raises,
-   loops forever or prints megabytes. Errors do not stop the run (every later check still runs); the time
-   limit (``--timeout``, default 900 s) is for the whole notebook, after which the remaining cells are not
-   run. ``COURSE_FAST`` is passed through from the environment.
+   unless ``--trust-own-checks`` is given; with ``--lesson``, a notebook of another lesson is reported as
+   such and not scored.
+2. The prepared notebook runs in a fresh kernel inside a throwaway bubblewrap sandbox of its own
+   (`coursework.sandbox`): its own user (uid 65534, no capabilities), PID, network, IPC and mount
+   namespaces; a read-only view of the system, the Python environment and a snapshot of the checks taken
+   before the first submission; nothing of the repository or of other submissions; a private home, /tmp and
+   working folder (a copy of the notebook's folder: no other notebooks, hidden folders or caches; at most
+   200 MB) discarded afterwards; limits on memory (``--memory``, default 8 GiB of address space), processes,
+   file size and time. Every process the submission starts dies with its kernel. Without bubblewrap the
+   grader stops and says how to install it; ``--unsafe-no-sandbox`` runs the kernels as you, without
+   isolation. A separate process (`python -m coursework.executor`) drives the kernel and reports on a pipe
+   only it holds. Errors do not stop the run (every later check still runs); the time limit (``--timeout``,
+   default 900 s) is for the whole notebook, after which the remaining cells are not run. ``COURSE_FAST``
+   is passed through from the environment.
 3. A check cell earns its points when it ran without an error (and printed no ✗ verdict). Its message is the
    check's verdict (the last line starting with ✓ or ✗), else the error's last line, or "time limit
    exceeded" / "not executed".
 
-The grader prints a table per notebook and the total. ``--json FILE`` writes the report (one object for a
-notebook, a list for a folder); a folder also writes a CSV gradebook (``--csv FILE``, default
-``grades.csv`` in the current folder), one row per notebook and one column per check.
+The grader prints a table per notebook and the total (control characters shown as escapes). ``--json FILE``
+writes the report (one object for a notebook, a list for a folder); a folder also writes a CSV gradebook
+(``--csv FILE``, default ``grades.csv`` in the current folder), one row per notebook and one column per
+check, with text cells made safe for spreadsheets. For a folder, both are rewritten as each notebook
+finishes, and each report is appended to a journal (the CSV's name with ``.progress.jsonl``): an
+interrupted run keeps what it graded, and ``--resume`` grades only the notebooks the journal lacks.
 
-Grading runs the submission's code with your permissions, in the same kernel as the checks: code there can
-patch torch or IPython, read files your account can read, or start processes that outlive it. Grade
-high-stakes work in a fresh container per submission.
+What stays out of reach: the submission runs in the same kernel as the checks, so code there can still
+patch Python, PyTorch or the checks in that kernel (a check sees what such code lets it see; the grader
+re-imports the checks before each check cell, which undoes a monkeypatched check function but not a
+patched torch). It cannot reach the grader, other submissions, the reference solutions or your files.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import secrets
@@ -44,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,12 +64,14 @@ from .notebooks import (
     default_reference,
     empty_notebook,
     find_notebooks,
+    lesson_of,
     load_references,
     match_reference,
+    other_lesson,
     prepare,
     read_notebook,
 )
-from .sandbox import KERNEL_NAME, Sandbox, Snapshot, can_hide
+from .sandbox import DEFAULT_LIMITS, KERNEL_NAME, Limits, Sandbox, SandboxUnavailable, Snapshot, bwrap_path, probe
 
 DEFAULT_TIMEOUT = 900  # seconds per notebook
 
@@ -67,6 +80,30 @@ STARTUP_GRACE = 120  # extra seconds for the executor and kernel to start and st
 
 
 COPY_BUDGET = (200_000_000, 2_000)  # bytes and files copied from a notebook's folder, at most
+
+
+COPY_DEPTH = 16  # folders below a notebook's folder that are copied, at most
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """How kernels are isolated: a bubblewrap sandbox (`bwrap`), or none (`unsafe`), with `limits`."""
+
+    bwrap: str | None
+    unsafe: bool = False
+    limits: Limits = DEFAULT_LIMITS
+
+    @classmethod
+    def sandboxed(cls, limits: Limits = DEFAULT_LIMITS) -> Isolation:
+        """bubblewrap, checked to work here; raises `SandboxUnavailable` (why, and how to fix it) otherwise."""
+        bwrap = bwrap_path()
+        probe(bwrap)
+        return cls(bwrap, False, limits)
+
+
+@functools.lru_cache(maxsize=1)
+def default_isolation() -> Isolation:
+    return Isolation.sandboxed()
 
 
 @dataclass
@@ -105,22 +142,32 @@ def _kill_group(pid: int | None) -> None:
         pass
 
 
-def copy_folder(source: Path, target: Path, budget: tuple[int, int] = COPY_BUDGET) -> None:
+def copy_folder(source: Path, target: Path, budget: tuple[int, int] = COPY_BUDGET, depth: int = COPY_DEPTH) -> None:
     """Copy the files a notebook may read from its folder: hidden folders, virtual environments, caches and
-    other notebooks are left out, and copying stops at `budget` (bytes, files) so that grading a notebook
-    that sits in a big folder stays cheap."""
+    other notebooks are left out, folders deeper than `depth` too, and copying stops at `budget` (bytes,
+    files) so that grading a notebook that sits in a big folder stays cheap. A file or folder that cannot be
+    copied (a name too long, a vanished file) is skipped."""
     max_bytes, max_files = budget
     used_bytes = used_files = 0
     target.mkdir(parents=True, exist_ok=True)
     for folder, subfolders, files in os.walk(source):
-        subfolders[:] = sorted(
-            d
-            for d in subfolders
-            if not d.startswith(".") and d not in ("__pycache__", "node_modules", "venv", "site-packages")
-        )
         here = Path(folder)
-        destination = target / here.relative_to(source)
-        destination.mkdir(parents=True, exist_ok=True)
+        relative = here.relative_to(source)
+        subfolders[:] = (
+            []
+            if len(relative.parts) >= depth
+            else sorted(
+                d
+                for d in subfolders
+                if not d.startswith(".") and d not in ("__pycache__", "node_modules", "venv", "site-packages")
+            )
+        )
+        destination = target / relative
+        try:
+            destination.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            subfolders[:] = []
+            continue
         for name in sorted(files):
             path = here / name
             if name.startswith(".") or name.endswith((".ipynb", ".pyc")) or path.is_symlink():
@@ -135,23 +182,27 @@ def copy_folder(source: Path, target: Path, budget: tuple[int, int] = COPY_BUDGE
             used_bytes, used_files = used_bytes + size, used_files + 1
 
 
-def run_notebook(nb, folder: Path, timeout: float, snapshot: Snapshot | None = None, references=()) -> dict:
+def run_notebook(
+    nb, folder: Path, timeout: float, snapshot: Snapshot | None = None, isolation: Isolation | None = None
+) -> dict:
     """Execute `nb` in a fresh sandbox holding a copy of `folder`, in a separate process; the per-cell results.
 
-    `references`: folders of reference notebooks the kernel must not see (`coursework.sandbox`).
-    The executor reports on a pipe that only it holds, each record carrying a token it read before the kernel
-    started (`coursework.executor`). Its records are trusted when
-    it exits normally, or when the grader stopped it at the time limit; an executor that stops any other way
-    (a kernel that kills it, say) voids them. Never raises for anything the notebook does: the result says
-    "ok", "time limit exceeded", "kernel died" or "error: ..." and holds one record per executed cell index.
+    `isolation`: bubblewrap (default, checked once per process) or none (`Isolation(None, unsafe=True)`).
+    The executor runs on the grader's side and reports on a pipe that only it holds, each record carrying a
+    token it read before the kernel started (`coursework.executor`); the kernel runs in the sandbox and
+    reaches the executor only through its own sockets. Records are trusted when the executor exits
+    normally, or when the grader stopped it at the time limit; an executor that stops any other way voids
+    them. Never raises for anything the notebook does: the result says "ok", "time limit exceeded",
+    "kernel died" or "error: ..." and holds one record per executed cell index.
     """
     import nbformat
 
-    sandbox = Sandbox(snapshot or Snapshot.take(), list(references))
+    isolation = isolation or default_isolation()
+    sandbox = Sandbox(snapshot or Snapshot.take(), isolation.bwrap, isolation.limits, isolation.unsafe)
     read_end = write_end = None
     try:
         copy_folder(folder, sandbox.work)
-        given = sandbox.root / "input.ipynb"
+        given = sandbox.root / "home" / "input.ipynb"
         nbformat.write(nb, given)
         read_end, write_end = os.pipe()
         command = [
@@ -167,14 +218,19 @@ def run_notebook(nb, folder: Path, timeout: float, snapshot: Snapshot | None = N
             str(sandbox.work),
             "--kernel",
             KERNEL_NAME,
+            "--transport",
+            "ipc",
         ]
+        if sandbox.cgroup is not None:
+            command += ["--cgroup", str(sandbox.cgroup)]
         records: list[dict] = []
         reader = threading.Thread(target=_read_records, args=(read_end, records), daemon=True)
         stopped_by_grader = False
-        with open(sandbox.root / "executor.log", "wb") as log:
+        log_path = sandbox.root / "home" / "executor.log"
+        with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 command,
-                cwd=sandbox.root,
+                cwd=sandbox.root / "home",
                 env=sandbox.env,
                 stdin=subprocess.PIPE,
                 stdout=log,
@@ -207,7 +263,7 @@ def run_notebook(nb, folder: Path, timeout: float, snapshot: Snapshot | None = N
             return {"status": "time limit exceeded", "cells": cells}
         if process.returncode == 0 and final is not None:
             return {"status": final.get("status") or "error", "cells": cells}
-        tail = (sandbox.root / "executor.log").read_bytes()[-600:].decode("utf-8", "replace").strip()
+        tail = log_path.read_bytes()[-600:].decode("utf-8", "replace").strip()
         last = tail.splitlines()[-1] if tail else f"exit code {process.returncode}"
         return {"status": f"error: the executor stopped before the end ({last[:200]})", "cells": {}}
     finally:
@@ -240,13 +296,16 @@ def grade_notebook(
     lesson: str | None = None,
     trust_own_checks: bool = False,
     snapshot: Snapshot | None = None,
+    isolation: Isolation | None = None,
 ) -> Report:
     """Execute one notebook in a fresh sandbox and score it against its reference.
 
     A notebook that matches no reference scores 0 (its status says why and how to fix it) unless
-    `trust_own_checks` is set, in which case its own check cells grade it.
+    `trust_own_checks` is set, in which case its own check cells grade it. With `lesson`, a notebook whose
+    check cells belong to another lesson is reported as such and not scored. `isolation`: see `run_notebook`.
     """
     start = time.perf_counter()
+    shown = printable(str(path))
     try:
         notebook = read_notebook(path)
     except Exception as error:  # noqa: BLE001 - an unreadable submission still gets a report
@@ -254,12 +313,24 @@ def grade_notebook(
     else:
         problem = None
     reference = match_reference(path, notebook, references, lesson)
-    if reference is None and not trust_own_checks:
+    elsewhere = other_lesson(notebook, references, reference) if lesson is not None else None
+    if elsewhere is not None:
         return Report(
-            notebook=str(path),
+            notebook=shown,
             total=0,
             max=0,
-            status=_unmatched_status(references, lesson),
+            status=printable(
+                f"another lesson: this notebook's graded cells are those of {elsewhere.path.name}, not of lesson "
+                f"{lesson}, so it was not graded; grade it with --lesson {lesson_of(elsewhere)}"
+            ),
+            seconds=round(time.perf_counter() - start, 1),
+        )
+    if reference is None and not trust_own_checks:
+        return Report(
+            notebook=shown,
+            total=0,
+            max=0,
+            status=printable(_unmatched_status(references, lesson)),
             seconds=round(time.perf_counter() - start, 1),
         )
     try:
@@ -272,10 +343,7 @@ def grade_notebook(
     elif not checks:
         outcome = {"status": "ok", "cells": {}}
     else:
-        folders = {r.path.parent for r in references} | (
-            {default_reference()} if default_reference().is_dir() else set()
-        )
-        outcome = run_notebook(nb, path.parent, timeout, snapshot, sorted(folders))
+        outcome = run_notebook(nb, path.parent, timeout, snapshot, isolation)
     run_status = outcome.get("status") or "error"
     tasks = []
     for gid, max_points, index in checks:
@@ -295,16 +363,39 @@ def grade_notebook(
             else:
                 points = max_points
                 message = verdict or record.get("last_line") or "passed"
-        tasks.append(Task(gid, _number(points), _number(max_points), message[:MESSAGE_CAP]))
+        tasks.append(Task(printable(gid), _number(points), _number(max_points), printable(str(message))[:MESSAGE_CAP]))
     return Report(
-        notebook=str(path),
+        notebook=shown,
         total=_number(sum(t.points for t in tasks)),
         max=_number(sum(t.max_points for t in tasks)),
         tasks=tasks,
-        reference=str(reference.path) if reference else None,
-        status=run_status,
+        reference=printable(str(reference.path)) if reference else None,
+        status=printable(run_status),
         seconds=round(time.perf_counter() - start, 1),
     )
+
+
+def printable(text: str) -> str:
+    """`text` with control and formatting characters (escape sequences, carriage returns, bidirectional
+    overrides, ...) and undecodable bytes of file names shown as escapes, so that it prints as what it is."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that a spreadsheet shows as text: a leading =, +, -, @, tab or carriage return is escaped
+    with a quote (OWASP's advice against formula injection)."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def _unmatched_status(references: list[Reference], lesson: str | None) -> str:
@@ -329,39 +420,74 @@ def _missing_message(run_status: str) -> str:
 
 
 def format_report(report: Report) -> str:
+    """The report as a table for the terminal (every text made printable)."""
     name_width = max([len(t.grade_id) for t in report.tasks] + [5])
+    reference = report.reference or ("none" if not report.tasks else "none: its own check cells")
     lines = [
-        f"{report.notebook}  (reference: {report.reference or ('none' if not report.tasks else 'none: its own check cells')}; "
-        f"{report.seconds:.0f} s; {report.status})"
+        f"{printable(report.notebook)}  (reference: {printable(reference)}; {report.seconds:.0f} s; {printable(report.status)})"
     ]
     for task in report.tasks:
         score = f"{_number(task.points)}/{_number(task.max_points)}"
-        lines.append(f"  {task.grade_id:<{name_width}}  {score:>7}  {task.message}")
+        lines.append(f"  {printable(task.grade_id):<{name_width}}  {score:>7}  {printable(task.message)}")
     lines.append(f"  {'total':<{name_width}}  {f'{_number(report.total)}/{_number(report.max)}':>7}")
     return "\n".join(lines)
 
 
 def write_gradebook(reports: list[Report], path: Path) -> None:
-    """One row per notebook, one column per check (in order of first appearance), then total and max."""
+    """One row per notebook, one column per check (in order of first appearance), then total, max and status;
+    text cells made safe for spreadsheets. Written to a temporary file, then put in place."""
     columns: list[str] = []
     for report in reports:
         for task in report.tasks:
             if task.grade_id not in columns:
                 columns.append(task.grade_id)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["notebook", *columns, "total", "max", "status"])
+        writer.writerow([spreadsheet_safe(c) for c in ["notebook", *columns, "total", "max", "status"]])
         for report in reports:
             points = {t.grade_id: _number(t.points) for t in report.tasks}
-            writer.writerow(
-                [
-                    report.notebook,
-                    *(points.get(c, "") for c in columns),
-                    _number(report.total),
-                    _number(report.max),
-                    report.status,
-                ]
-            )
+            row = [report.notebook, *(points.get(c, "") for c in columns), report.total, report.max, report.status]
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
+    os.replace(partial, path)
+
+
+def _write_json(data, path: Path) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def journal_path(csv_path: Path) -> Path:
+    """Where a folder run appends each report as it finishes (for --resume)."""
+    return csv_path.with_name(csv_path.stem + ".progress.jsonl")
+
+
+def read_journal(path: Path) -> dict[str, Report]:
+    """The reports a journal holds, by notebook (a line cut short by an interruption is skipped)."""
+    reports = {}
+    if not path.exists():
+        return reports
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            data = json.loads(line)
+            data["tasks"] = [Task(**t) for t in data.get("tasks", [])]
+            report = Report(**data)
+        except (ValueError, TypeError):
+            continue
+        reports[report.notebook] = report
+    return reports
+
+
+def _failed_report(path: Path, error: BaseException) -> Report:
+    return Report(
+        notebook=printable(str(path)),
+        total=0,
+        max=0,
+        status=printable(
+            f"error: the grader could not grade this notebook ({type(error).__name__}: {str(error)[:200]})"
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -383,23 +509,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lesson",
         help="grade against the reference notebook of this lesson (its two-digit number, e.g. 03), whatever "
-        "the notebooks are called",
+        "the notebooks are called; a notebook of another lesson is reported as such",
+    )
+    parser.add_argument(
+        "--memory",
+        type=float,
+        default=DEFAULT_LIMITS.memory / 2**30,
+        help="address space a submission's kernel may use, in GiB (default %(default)g)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="grade only the notebooks of the folder that the journal of an interrupted run lacks",
     )
     parser.add_argument(
         "--trust-own-checks",
         action="store_true",
         help="grade a notebook that matches no reference by its own check cells (a submission can edit those)",
     )
+    parser.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run the kernels without a sandbox, as you: a submission can then read your files, start "
+        "processes that outlive it and change other submissions' grades (only for submissions you trust)",
+    )
     args = parser.parse_args(argv)
     if args.path is None:
         parser.error("the following arguments are required: path")
 
     if not args.path.exists():
-        print(f"error: {args.path} does not exist", file=sys.stderr)
+        print(f"error: {printable(str(args.path))} does not exist", file=sys.stderr)
         return 2
     notebooks = find_notebooks(args.path)
     if not notebooks:
-        print(f"error: no .ipynb notebook in {args.path}", file=sys.stderr)
+        print(f"error: no .ipynb notebook in {printable(str(args.path))}", file=sys.stderr)
         return 2
     reference_dir = args.reference if args.reference is not None else default_reference()
     if args.reference is not None and not reference_dir.is_dir():
@@ -407,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.lesson is not None and not (len(args.lesson) == 2 and args.lesson.isdigit()):
         print(f"error: --lesson takes a two-digit lesson number such as 03, not {args.lesson!r}", file=sys.stderr)
+        return 2
+    if not args.memory > 0:
+        print("error: --memory takes a positive number of GiB", file=sys.stderr)
         return 2
     references = load_references(reference_dir)
     if not references and not args.trust_own_checks:
@@ -417,36 +563,77 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    limits = Limits(memory=int(args.memory * 2**30))
+    if args.unsafe_no_sandbox:
+        isolation = Isolation(None, unsafe=True, limits=limits)
+        print("warning: --unsafe-no-sandbox: submissions run as you, without isolation", file=sys.stderr)
+    else:
+        try:
+            isolation = Isolation.sandboxed(limits)
+        except SandboxUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     snapshot = Snapshot.take()  # the checks and the library as they are now, before any submission runs
-    if not can_hide():
-        print(
-            "warning: this system does not allow private mount namespaces, so the reference notebooks stay "
-            "readable to a submission that searches the disk; grade high-stakes work in a container",
-            file=sys.stderr,
-        )
-    reports = []
+
+    folder_run = args.path.is_dir()
+    gradebook = args.csv or (Path("grades.csv") if folder_run else None)
+    journal = journal_path(gradebook) if folder_run else None
+    done = read_journal(journal) if journal is not None and args.resume else {}
+    if journal is not None and not args.resume:
+        journal.write_text("", encoding="utf-8")
+    reports: list[Report] = []
+    interrupted = False
     for path in notebooks:
-        report = grade_notebook(
-            path,
-            references,
-            args.timeout,
-            lesson=args.lesson,
-            trust_own_checks=args.trust_own_checks,
-            snapshot=snapshot,
-        )
+        shown = printable(str(path))
+        if shown in done:
+            reports.append(done[shown])
+            continue
+        try:
+            report = grade_notebook(
+                path,
+                references,
+                args.timeout,
+                lesson=args.lesson,
+                trust_own_checks=args.trust_own_checks,
+                snapshot=snapshot,
+                isolation=isolation,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            break
+        except Exception as error:  # noqa: BLE001 - one notebook never stops the class
+            report = _failed_report(path, error)
         reports.append(report)
         print(format_report(report), flush=True)
-    if len(reports) > 1 or args.path.is_dir():
+        if journal is not None:
+            with open(journal, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        if folder_run:
+            _write_outputs(reports, args.json, gradebook, folder_run)
+    if done:
+        print(f"{len(done)} notebooks taken from {printable(str(journal))} (--resume)")
+    if len(reports) > 1 or folder_run:
         total, top = sum(r.total for r in reports), sum(r.max for r in reports)
         print(f"{len(reports)} notebooks graded; {_number(total)}/{_number(top)} points in all")
-    if args.json:
-        data = [r.to_dict() for r in reports] if args.path.is_dir() else reports[0].to_dict()
-        args.json.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if args.path.is_dir() or args.csv:
-        target = args.csv or Path("grades.csv")
-        write_gradebook(reports, target)
-        print(f"gradebook: {target}")
+    if reports:
+        _write_outputs(reports, args.json, gradebook, folder_run)
+    if gradebook is not None:
+        print(f"gradebook: {printable(str(gradebook))}")
+    if interrupted:
+        print(
+            f"interrupted: {len(reports)} of {len(notebooks)} notebooks graded; finish with --resume", file=sys.stderr
+        )
+        return 130
     return 0
+
+
+def _write_outputs(reports: list[Report], json_path: Path | None, gradebook: Path | None, folder_run: bool) -> None:
+    if json_path:
+        _write_json([r.to_dict() for r in reports] if folder_run else reports[0].to_dict(), json_path)
+    if gradebook is not None:
+        write_gradebook(reports, gradebook)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
    that matches none is not graded by its own cells unless the grader is told to trust them.
 2. Every copy of a reference check cell (by ``grade_id``) is removed and the reference's check cell, with its
    metadata and points, is put at its reference position: after the cell that precedes it in the reference
-   (editing, deleting, duplicating or moving a check cell changes nothing). All outputs are cleared.
+   and the learner's own cells that follow that one (editing, deleting, duplicating or moving a check cell
+   changes nothing; a helper cell below a task runs before its check). All outputs are cleared.
 3. Each check cell runs wrapped (`check_source`): the checks are imported afresh (a monkeypatched check
    function is not the one that grades) and run in `coursework.checkcell.graded` (gradients on, float32,
    fixed random state), whatever state the notebook left behind.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,9 +122,26 @@ def match_reference(path: Path, notebook, references: list[Reference], lesson: s
     return None
 
 
+def lesson_of(reference: Reference) -> str:
+    """A reference's two-digit lesson number (the start of its file name)."""
+    return reference.path.name[:2]
+
+
+def other_lesson(notebook, references: list[Reference], chosen: Reference | None) -> Reference | None:
+    """The reference of another lesson that `notebook` belongs to: one that shares more of its check cells'
+    nbgrader grade_ids with it than `chosen` does; else None."""
+    if notebook is None:
+        return None
+    ids = {grade_id(c) for c in notebook.cells if is_check_cell(c)}
+    mine = len(ids & set(chosen.check_ids)) if chosen is not None else 0
+    overlap = [(len(ids & set(r.check_ids)), r) for r in references if r is not chosen]
+    best = max(overlap, key=lambda pair: pair[0], default=(0, None))
+    return best[1] if best[0] > mine else None
+
+
 # Wraps a reference check cell. The check modules are imported afresh (a submission that monkeypatched
-# `checks.lesson01.check_nll` is graded by the real one; in the grading kernel they come from the snapshot in
-# memory, so rewriting their files changes nothing) and the check runs in `checkcell.graded`: gradients on,
+# `checks.lesson01.check_nll` is graded by the real one; in the grading kernel they come from the snapshot,
+# read-only in the sandbox) and the check runs in `checkcell.graded`: gradients on,
 # float32, fixed random state, whatever the notebook left behind.
 PROLOGUE = """import importlib as _grader_importlib, sys as _grader_sys
 [_grader_sys.modules.pop(_n) for _n in list(_grader_sys.modules) if _n.startswith(("coursework.checks", "coursework.checkcell"))]
@@ -144,14 +163,19 @@ def check_source(source: str, gid: str) -> str:
 
 
 def _anchor(kept: list, reference_cells: list, position: int) -> int:
-    """Where the reference cell at `position` goes in `kept`: right after the last copy of the nearest cell
-    before it in the reference that the notebook has, else at the end."""
+    """Where the reference cell at `position` goes in `kept`: after the last copy of the nearest cell before it
+    in the reference that the notebook has (else at the end), and after the learner's own cells that follow
+    that one (cells without nbgrader metadata: helper cells, or a task cell retyped without its metadata)."""
+    index = len(kept)
     for earlier in reversed(reference_cells[:position]):
         gid = grade_id(earlier)
         places = [i for i, c in enumerate(kept) if gid is not None and grade_id(c) == gid]
         if places:
-            return places[-1] + 1
-    return len(kept)
+            index = places[-1] + 1
+            break
+    while index < len(kept) and grade_id(kept[index]) is None:
+        index += 1
+    return index
 
 
 def prepare(notebook, reference: Reference | None):
@@ -206,9 +230,14 @@ def empty_notebook():
     return nbformat.v4.new_notebook()
 
 
-def find_notebooks(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(
-            p for p in path.rglob("*.ipynb") if not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
-    return [path]
+def find_notebooks(path: Path, depth: int = 16) -> list[Path]:
+    """The notebooks under `path` (not in hidden folders, at most `depth` folders down); `path` itself if it is
+    a file. Folders that cannot be read are skipped."""
+    if not path.is_dir():
+        return [path]
+    found = []
+    for folder, subfolders, files in os.walk(path):
+        level = len(Path(folder).relative_to(path).parts)
+        subfolders[:] = [] if level >= depth else sorted(d for d in subfolders if not d.startswith("."))
+        found += [Path(folder) / f for f in files if f.endswith(".ipynb") and not f.startswith(".")]
+    return sorted(found)

@@ -1,16 +1,35 @@
-"""The folder one submission runs in, and what its kernel is allowed to see.
+"""The throwaway sandbox one submission's kernel runs in, made by bubblewrap (Debian's `bubblewrap`, the
+sandbox Flatpak uses).
 
 `Snapshot` reads `course_lib` and `coursework` into memory once, before any submission runs. `Sandbox`
-builds a fresh temporary folder per submission::
+builds, for one submission, a temporary folder on the grader's side::
 
-    <sandbox>/lib/        the snapshot (course_lib, coursework) and the kernel's launcher
-    <sandbox>/home/       HOME, IPython, Jupyter, matplotlib and cache folders: empty, never shared
-    <sandbox>/share/      the kernel specification of the grading kernel (`coursework.kernel`)
-    <sandbox>/work/       a copy of the submission's folder: the kernel's working folder
+    <sandbox>/lib/     the snapshot and the kernel's launcher (`coursework.kernel`)
+    <sandbox>/input/   a copy of the submission's folder
+    <sandbox>/run/     the kernel's connection file and sockets: the only folder both sides share
+    <sandbox>/share/   the kernel specification: ``bwrap ... python launcher -f {connection_file}``
+    <sandbox>/home/    the executor's HOME and temporary folder (the grader's side; the kernel never sees it)
 
-and the environment the executor and the kernel run with: the user's variables without those that name
-the hidden folders (the reference notebooks and the folder above them), ``PYTHONPATH`` set to the snapshot
-only, and every per-user folder inside ``home/``. Nothing one submission writes is seen by the next.
+and the kernel starts inside `bwrap`, which gives it, and every process it starts:
+
+- its own user namespace, as uid and gid 65534 with no capabilities and no right to make another one;
+- its own PID namespace (it cannot see or signal the grader, the executor or another submission, and when
+  the kernel ends every process it started ends) and ``--die-with-parent`` (when the executor dies, so does
+  the sandbox);
+- no network (a namespace with only its own loopback), and its own IPC and host name;
+- a file system made of: ``/usr``, a few files of ``/etc`` and the Python installation and environment the
+  grader runs with, read-only, at their own paths; the snapshot at ``/course/lib``, read-only; a copy of
+  the submission at ``/course/submission``, read-only, copied into ``/course/work`` (its working folder),
+  ``/home/student`` and ``/tmp`` as memory file systems of bounded size, discarded afterwards; its own
+  ``/proc`` and a minimal ``/dev``. Nothing else: not the repository (its ``.git``, ``solutions/``), not the
+  submissions folder, not the grader's home;
+- a clean environment (only the variables listed in `inside_environment`);
+- limits set before any submission code runs (`Limits`, applied by the launcher): address space, processes,
+  file size, no core files; as root, where a pids cgroup can be made, the process limit is that cgroup's
+  (the executor and everything it starts join it). Time is limited by the executor and the grader.
+
+``unsafe=True`` (``pixelcnn-grade --unsafe-no-sandbox``) runs the same launcher without bubblewrap, as the
+grader's user, with only the private HOME, the snapshot first on the import path and the limits.
 """
 
 from __future__ import annotations
@@ -18,10 +37,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +50,44 @@ from . import kernel
 
 KERNEL_NAME = "course-grader"
 LAUNCHER = "course_grader_kernel.py"
-DROPPED = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV", "IPYTHONDIR", "JUPYTER_")
 SKIPPED = ("__pycache__",)
+INSIDE_LIB, INSIDE_INPUT, INSIDE_WORK = "/course/lib", "/course/submission", "/course/work"
+INSIDE_HOME = "/home/student"
+SANDBOX_UID = 65534  # "nobody" on Debian
+ETC_FILES = (
+    "passwd",
+    "group",
+    "nsswitch.conf",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+)
+PASSED_THROUGH = ("COURSE_FAST", "TQDM_DISABLE", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "LANG")
+DROPPED = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "VIRTUAL_ENV", "IPYTHONDIR", "JUPYTER_")
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora: `sudo dnf install bubblewrap`)"
+)
 
 
-def _package_folder(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"cannot find the package {name}")
-    return Path(next(iter(spec.submodule_search_locations))).resolve()
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot make a sandbox here; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one submission may use: address space, memory file systems (/work, /home/student, /tmp each),
+    processes and threads, and the size of any one file it writes."""
+
+    memory: int = 8 << 30
+    disk: int = 512 << 20
+    processes: int = 512
+    file_size: int = 1 << 30
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -67,40 +117,170 @@ class Snapshot:
             path.write_bytes(content)
 
 
-def hidden_folders(reference: Path) -> list[Path]:
-    """The reference folder and the folder above it (unless that is the root or the home folder)."""
-    reference = reference.resolve()
-    hidden = [reference]
-    if reference.parent not in (Path(reference.anchor), Path.home().resolve()):
-        hidden.append(reference.parent)
-    return hidden
+def _package_folder(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"cannot find the package {name}")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-def environment(root: Path, hidden: list[Path]) -> dict:
-    """The executor's and kernel's environment for the sandbox at `root`."""
-    names = [str(h) for h in hidden]
-    env = {}
-    for key, value in os.environ.items():
-        if key.startswith(DROPPED):
-            continue
-        if any(name in value for name in names):
-            if key != "PATH":
-                continue
-            value = os.pathsep.join(p for p in value.split(os.pathsep) if not any(n in p for n in names))
-        env[key] = value
+PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+
+
+def process_cgroup(limit: int) -> Path | None:
+    """A fresh pids cgroup (v1) that allows `limit` processes and threads, where the grader may make one (as
+    root). It stands in for RLIMIT_NPROC, which does not bind processes that are root outside their user
+    namespace (a sandbox started by root). None where there is none to make."""
+    if os.geteuid() != 0 or not (PIDS_CGROUP / "cgroup.procs").is_file():
+        return None
+    path = PIDS_CGROUP / f"course-grade-{secrets.token_hex(6)}"
+    try:
+        path.mkdir()
+        (path / "pids.max").write_text(str(limit))
+    except OSError:
+        return None
+    return path
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def python_folders() -> list[Path]:
+    """The folders the grader's Python needs (its installation and environment), outermost only."""
+    candidates = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    candidates.add(Path(sys.executable).resolve().parent.parent)
+    candidates = {c for c in candidates if c != Path(c.anchor) and not c.is_relative_to("/usr")}
+    return sorted(c for c in candidates if not any(o != c and c.is_relative_to(o) for o in candidates))
+
+
+def _system_binds() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        top = Path("/") / name
+        if top.is_symlink():
+            args += ["--symlink", os.readlink(top), str(top)]
+        elif top.is_dir():
+            args += ["--ro-bind", str(top), str(top)]
+    for name in ETC_FILES:
+        path = Path("/etc") / name
+        if path.exists():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def inside_environment() -> dict:
+    """The kernel's whole environment inside the sandbox."""
+    home = INSIDE_HOME
+    env = {
+        "HOME": home,
+        "USER": "student",
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "PYTHONPATH": INSIDE_LIB,
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "IPYTHONDIR": f"{home}/.ipython",
+        "MPLCONFIGDIR": f"{home}/.config/matplotlib",
+        "XDG_CONFIG_HOME": f"{home}/.config",
+        "XDG_CACHE_HOME": f"{home}/.cache",
+        "XDG_DATA_HOME": f"{home}/.local/share",
+        "MPLBACKEND": "Agg",
+        "TQDM_DISABLE": "1",
+    }
+    env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+    return env
+
+
+def bwrap_command(bwrap: str, lib: Path, given: Path, run: Path, limits: Limits) -> list[str]:
+    """The bwrap command line that runs `python LAUNCHER` in a fresh sandbox (see the module docstring)."""
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "grader",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        *_system_binds(),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+    ]
+    for inside in ("/tmp", INSIDE_HOME, INSIDE_WORK):
+        args += ["--size", str(limits.disk), "--perms", "0700", "--tmpfs", inside]
+    for folder in python_folders():  # after the memory file systems, which must not cover them
+        args += ["--ro-bind", str(folder), str(folder)]
+    args += ["--ro-bind", str(lib), INSIDE_LIB, "--ro-bind", str(given), INSIDE_INPUT, "--bind", str(run), str(run)]
+    for key, value in inside_environment().items():
+        args += ["--setenv", key, value]
+    args += ["--chdir", INSIDE_WORK, "--", sys.executable, f"{INSIDE_LIB}/{LAUNCHER}"]
+    args += ["--copy", INSIDE_INPUT, INSIDE_WORK, "--limits", *map(str, _limit_values(limits, processes=True))]
+    return args
+
+
+def _limit_values(limits: Limits, processes: bool) -> tuple[int, int, int]:
+    return limits.memory, limits.processes if processes else -1, limits.file_size
+
+
+def probe(bwrap: str | None = None) -> None:
+    """Raise `SandboxUnavailable` (saying why and how to fix it) unless bwrap can run Python in a sandbox."""
+    bwrap = bwrap or bwrap_path()
+    if bwrap is None:
+        raise SandboxUnavailable(
+            "pixelcnn-grade runs every submission in a throwaway bubblewrap sandbox, but `bwrap` is not "
+            f"installed; {INSTALL_HINT}, or pass --unsafe-no-sandbox to grade without isolation (only for "
+            "submissions you trust)"
+        )
+    with tempfile.TemporaryDirectory(prefix="course-grade-probe-") as folder:
+        lib, given, run = (Path(folder) / name for name in ("lib", "input", "run"))
+        for path in (lib, given, run):
+            path.mkdir()
+        (lib / LAUNCHER).write_text("import os, sys\nprint(os.getuid(), sys.version_info[0])\n", encoding="utf-8")
+        command = bwrap_command(bwrap, lib, given, run, DEFAULT_LIMITS)
+        command = command[: command.index(f"{INSIDE_LIB}/{LAUNCHER}") + 1]
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            problem = str(error)
+        else:
+            if result.returncode == 0 and result.stdout.split() == [str(SANDBOX_UID).encode(), b"3"]:
+                return
+            lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            problem = lines[-1] if lines else f"exit code {result.returncode}"
+    raise SandboxUnavailable(
+        f"pixelcnn-grade runs every submission in a throwaway bubblewrap sandbox, but {bwrap} could not make one "
+        f"here ({problem[:200]}); allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+        "or a container started with them), or pass --unsafe-no-sandbox to grade without isolation (only for "
+        "submissions you trust)"
+    )
+
+
+def executor_environment(root: Path) -> dict:
+    """The executor's environment (the grader's side): the user's variables without those that configure
+    Python or Jupyter, a private HOME and Jupyter folders inside the sandbox folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(DROPPED)}
     home = root / "home"
     env.update(
         HOME=str(home),
         IPYTHONDIR=str(home / ".ipython"),
         JUPYTER_CONFIG_DIR=str(home / ".jupyter"),
         JUPYTER_DATA_DIR=str(home / ".local" / "share" / "jupyter"),
-        JUPYTER_RUNTIME_DIR=str(home / ".local" / "share" / "jupyter" / "runtime"),
+        JUPYTER_RUNTIME_DIR=str(root / "run"),
         JUPYTER_PATH=str(root / "share" / "jupyter"),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_CACHE_HOME=str(home / ".cache"),
         XDG_DATA_HOME=str(home / ".local" / "share"),
         MPLCONFIGDIR=str(home / ".config" / "matplotlib"),
-        TMPDIR=str(root / "tmp"),
+        TMPDIR=str(home / "tmp"),
         PYTHONPATH=str(root / "lib"),
         PYTHONNOUSERSITE="1",
         PYTHONDONTWRITEBYTECODE="1",
@@ -110,56 +290,51 @@ def environment(root: Path, hidden: list[Path]) -> dict:
     return env
 
 
-def can_hide() -> bool:
-    """Whether kernels here can hide the reference folders (a private mount namespace; see `kernel.hide`)."""
-    with tempfile.TemporaryDirectory(prefix="course-grade-probe-") as folder:
-        covered, empty = Path(folder) / "covered", Path(folder) / "empty"
-        covered.mkdir()
-        empty.mkdir()
-        (covered / "secret").write_text("x")
-        probe = (
-            "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import kernel; "
-            "ok = kernel.hide([Path(sys.argv[2])], [], Path(sys.argv[3])); "
-            "sys.exit(0 if ok and not (Path(sys.argv[2]) / 'secret').exists() else 1)"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", probe, str(Path(kernel.__file__).parent), str(covered), str(empty)],
-            capture_output=True,
-            timeout=60,
-        )
-        return result.returncode == 0 and (covered / "secret").exists()
-
-
 class Sandbox:
-    """A fresh temporary folder for one submission (see the module docstring); removed by `close()`."""
+    """The grader's side of one submission's sandbox (see the module docstring); removed by `close()`.
 
-    def __init__(self, snapshot: Snapshot, references: list[Path]):
-        references = [r.resolve() for r in references]
-        hidden = [h for folder in references for h in hidden_folders(folder)]
+    `bwrap`: the bubblewrap program, or None with ``unsafe=True`` (no isolation)."""
+
+    def __init__(self, snapshot: Snapshot, bwrap: str | None, limits: Limits = DEFAULT_LIMITS, unsafe: bool = False):
+        if bwrap is None and not unsafe:
+            raise SandboxUnavailable("no bubblewrap sandbox and --unsafe-no-sandbox not given")
         self.root = Path(tempfile.mkdtemp(prefix="course-grade-"))
-        self.work = self.root / "work"
-        for folder in ("home/.ipython", "home/.config/matplotlib", "home/.cache", "tmp", "work"):
+        self.root.chmod(0o700)
+        self.work = self.root / "input"
+        for folder in ("home/tmp", "home/.config/matplotlib", "run", "input"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         lib = self.root / "lib"
         snapshot.write(lib)
         shutil.copyfile(Path(kernel.__file__), lib / LAUNCHER)
-        forget = [str(h) for h in hidden] + [str(o) for o in snapshot.origins]
-        forget += [str(o.parent) for o in snapshot.origins if o.parent.name not in ("site-packages", "dist-packages")]
-        (self.root / "tmp" / "empty").mkdir()
-        plan = {
-            "cover": [str(r) for r in references],
-            "read_only": [str(o) for o in snapshot.origins],
-            "empty": str(self.root / "tmp" / "empty"),
-            "forget": sorted(set(forget)),
-        }
-        (lib / "hide.json").write_text(json.dumps(plan), encoding="utf-8")
+        if unsafe:
+            argv = [sys.executable, str(lib / LAUNCHER), "--limits", *map(str, _limit_values(limits, False))]
+        else:
+            argv = bwrap_command(bwrap, lib, self.work, self.root / "run", limits)
         spec = self.root / "share" / "jupyter" / "kernels" / KERNEL_NAME
         spec.mkdir(parents=True)
-        argv = [sys.executable, str(lib / LAUNCHER), "-f", "{connection_file}"]
-        (spec / "kernel.json").write_text(
-            json.dumps({"argv": argv, "display_name": "course grader", "language": "python"}), encoding="utf-8"
-        )
-        self.env = environment(self.root, hidden)
+        kernel_json = {
+            "argv": [*argv, "-f", "{connection_file}"],
+            "display_name": "course grader",
+            "language": "python",
+        }
+        if unsafe:
+            kernel_json["env"] = {**inside_environment(), "HOME": str(self.root / "home"), "PYTHONPATH": str(lib)}
+            kernel_json["env"].update(
+                {k: str(self.root / "home" / v) for k, v in (("IPYTHONDIR", ".ipython"), ("TMPDIR", "tmp"))}
+            )
+            for key in ("MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+                kernel_json["env"][key] = kernel_json["env"][key].replace(INSIDE_HOME, str(self.root / "home"))
+        (spec / "kernel.json").write_text(json.dumps(kernel_json), encoding="utf-8")
+        self.env = executor_environment(self.root)
+        # the executor joins it (`--cgroup`), and so does everything it starts; a little room for its threads
+        self.cgroup = None if unsafe else process_cgroup(limits.processes + 64)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        for _ in range(50):  # the cgroup can be removed once its last process is gone
+            try:
+                if self.cgroup is not None:
+                    self.cgroup.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from sandbox_support import require_sandbox
 
 from coursework import checks, grade, notebooks
 
@@ -101,13 +102,33 @@ SUBMISSIONS = {
 }
 
 
+def with_helper_cell():
+    """The task calls a helper the learner defined in a cell of their own, below the task cell."""
+    nb = notebook(square="def square(x):\n    return times(x, x)")
+    nb.cells.insert(2, nbformat.v4.new_code_cell("def times(a, b):\n    return a * b"))
+    return nb
+
+
+def with_retyped_task():
+    """The task cell was deleted and typed again, without its nbgrader metadata."""
+    nb = notebook()
+    nb.cells[1] = nbformat.v4.new_code_cell(SOLUTION)
+    return nb
+
+
+HONEST = {"helper_cell": with_helper_cell, "retyped_task": with_retyped_task}
+
+
 @pytest.fixture(scope="module")
 def folder_report(tmp_path_factory, reference):
     """Grade a folder holding one submission per case, once, through main()."""
+    require_sandbox()
     folder = tmp_path_factory.mktemp("submissions")
     for name, variant in SUBMISSIONS.items():
         write(notebook(**variant), folder / name / "lesson.ipynb")
     (folder / "uses_its_folder" / "greeting.txt").write_text("hello")
+    for name, build in HONEST.items():
+        write(build(), folder / name / "lesson.ipynb")
     # monkeypatches the check machinery before its (reference) check cell runs
     patch = (
         "from coursework import checks\n"
@@ -202,6 +223,23 @@ def test_a_kernel_that_dies_still_gets_a_report(folder_report):
     assert greeting["points"] == 0 and greeting["message"].startswith("not executed")
 
 
+def test_honest_helper_and_retyped_task_cells_keep_their_points(folder_report):
+    """A check runs after the learner's own cells below its task: a helper defined there, or the task cell
+    itself typed again without its metadata."""
+    for case in HONEST:
+        report = folder_report[0][case]
+        assert report["total"] == 3, report
+
+
+def test_a_check_runs_after_the_learners_own_cells_below_its_task(reference):
+    ref = grade.load_references(reference)[0]
+    nb, _ = notebooks.prepare(with_helper_cell(), ref)
+    order = [notebooks.grade_id(c) for c in nb.cells]
+    assert order == ["intro", "t_square", None, "t_square_check", "middle", "t_greeting", "t_greeting_check"]
+    nb, _ = notebooks.prepare(with_retyped_task(), ref)
+    assert [notebooks.grade_id(c) for c in nb.cells][:3] == ["intro", None, "t_square_check"]
+
+
 def test_notebook_runs_in_a_copy_of_its_folder(folder_report):
     by_case, _, folder = folder_report
     assert by_case["uses_its_folder"]["total"] == 3  # read greeting.txt next to it
@@ -222,7 +260,7 @@ def test_json_report_is_well_formed(folder_report):
 def test_csv_gradebook_has_one_row_per_notebook(folder_report):
     by_case, out, _ = folder_report
     rows = list(csv.DictReader((out / "grades.csv").open(encoding="utf-8")))
-    assert len(rows) == len(SUBMISSIONS) + 1
+    assert len(rows) == len(SUBMISSIONS) + len(HONEST) + 1
     assert list(rows[0])[:3] == ["notebook", "t_square_check", "t_greeting_check"]
     assert {"total", "max"} <= set(rows[0])
     for row in rows:
@@ -233,6 +271,7 @@ def test_csv_gradebook_has_one_row_per_notebook(folder_report):
 
 def test_infinite_loop_hits_the_time_limit_from_the_command_line(tmp_path, reference):
     """The CLI in its own process: `while True: pass` ends in a report, not a hung grader."""
+    require_sandbox()
     path = write(notebook(middle="while True:\n    pass"), tmp_path / "loop" / "lesson.ipynb")
     report_file = tmp_path / "report.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -448,6 +487,7 @@ def test_lesson_option_picks_the_reference_whatever_the_name():
 
 
 def test_an_unmatched_notebook_scores_zero_and_says_how_to_fix_it(reference, tmp_path, capsys):
+    require_sandbox()
     stranger = notebook()
     for cell in stranger.cells:
         cell.metadata["nbgrader"]["grade_id"] = "x_" + cell.metadata["nbgrader"]["grade_id"]
@@ -470,6 +510,7 @@ def test_no_reference_folder_is_an_error_unless_own_checks_are_trusted(tmp_path,
 
 
 def test_trusting_own_checks_grades_by_the_notebooks_cells(tmp_path):
+    require_sandbox()
     path = write(notebook(check_square="print('✓ trust me')"), tmp_path / "lesson.ipynb")
     empty = tmp_path / "empty"
     empty.mkdir()
