@@ -46,9 +46,9 @@
 # |---|---|---|
 # | 00 · start here | Is my machine ready, and what does a PixelCNN do? | under 1 min |
 # | 01 · self-supervised likelihood | How can images be their own labels? What are nats and bits per dimension? | about 2 min |
-# | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? | about 1.5 min |
-# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 6 min |
-# | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 2.5 min |
+# | 02 · masked convolutions | How does a CNN predict each pixel from the previous ones without cheating? | under 1 min |
+# | 03 · training on a GPU | How do I train fast and safely: devices, mixed precision, checkpoints, several GPUs? | about 3 min |
+# | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 3 min |
 # | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 3 min |
 # | 06 · levels and colour | What changes with 256 intensity levels and with colour? What does PixelCNN++'s logistic mixture buy? | under 1 min |
 #
