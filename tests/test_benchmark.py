@@ -1,5 +1,6 @@
 """Benchmark helpers: they time the real training step and leave the measured model alone."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -139,3 +140,10 @@ def test_readme_quotes_the_committed_sampling_benchmark():
     assert readme_table(result) in (root / "README.md").read_text()
     assert {e["batch_size"] for e in result["results"]} >= {1, 16, 64, 256}
     assert all("cached_busy_s" in e and "kept_forward_passes" in e for e in result["results"])
+
+
+def test_the_readme_quotes_the_committed_quota_table():
+    """The README's CPU-quota table is the one `benchmarks/quota.py` stored with its measurement."""
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "benchmarks" / "results" / "quota_cpu.json").read_text())
+    assert result["table"] in (root / "README.md").read_text()
