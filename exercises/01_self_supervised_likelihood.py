@@ -64,6 +64,9 @@ print(train, test, sep="\n")
 # keep one value per image, use natural logarithms, and compute log-probabilities from the logits in a
 # numerically stable way (PyTorch's `*_with_logits` / `cross_entropy` functions do).
 #
+# **Library:** `course_lib`'s `log_prob_from_logits` and `nll` do this task for you: calling them earns no
+# points; PyTorch is yours to use.
+#
 # **Checked:** on random logits and images of random shapes, both layouts, plus one very confident logit.
 # Mistakes recognised: bits instead of nats, mean instead of sum over pixels, a mean over the batch,
 # a wrong sign, the wrong target, an unstable log.
@@ -93,6 +96,9 @@ checks.lesson01.check_nll(nll)
 # - `dims`: the integer $D$;
 # - return: bits per dimension, same type and shape as `nats_per_image`.
 #
+# **Library:** `course_lib`'s `bits_per_dim` does this task for you: calling it earns no points; PyTorch is
+# yours to use.
+#
 # **Checked:** on random NLLs and dimensions, a float and a tensor. Mistakes recognised: no conversion to
 # bits, no division by $D$, multiplying by $\ln 2$, $\log_{10}$ instead of $\ln$.
 
@@ -118,6 +124,9 @@ checks.lesson01.check_bits_per_dim(bits_per_dim)
 #
 # - `images`: `(N, C, H, W)` integer levels 0..K-1; `levels`: K; `alpha`: the pseudo-count;
 # - return: probabilities of shape `(K, C, H, W)` (levels first), summing to 1 over the levels.
+#
+# **Library:** `course_lib`'s `IndependentPixelModel` does this task for you: calling it earns no points;
+# PyTorch is yours to use.
 #
 # **Checked:** on random binary and 4-level data sets, 1 and 3 channels, where some level never occurs at
 # some pixel, and one where the highest level occurs in no image at all (it still gets its pseudo-counts).
@@ -159,6 +168,9 @@ print(
 # Evaluate in eval mode and without building a graph for gradients, then give the model back the mode it
 # arrived in (train or eval); score every image exactly once, in batches of `batch_size`: the last batch
 # is usually smaller, and it counts like the others. Return a Python float, not a tensor.
+#
+# **Library:** `course_lib`'s `evaluate` and `nll` do this task for you: calling them earns no points; PyTorch
+# is yours to use.
 #
 # **Checked:** with a model that records how it is called, on a data set whose size is not a multiple of
 # the batch size. Mistakes recognised: a dropped last batch, a mean of batch means, train mode, gradients

@@ -96,6 +96,9 @@ print("its modules:", ", ".join(name for name, _ in pretrained.named_children())
 #   i.e. when `model.num_classes` is set, and `None` otherwise), backward, step.
 # - Return the mean loss of each epoch (averaged over its images), one float per epoch.
 #
+# **Library:** you may use `log_prob_from_logits` from `course_lib`; its `freeze`, `Trainer` and `fit` do this
+# task for you: calling them earns no points.
+#
 # **Check:** a tiny model with 12 gated layers, trained on 24 images with `train=["layers.1", "out2"]`
 # (and a class-conditional one, briefly)
 # after random gradients were left in every `.grad`. Every parameter outside those modules must be
@@ -152,6 +155,9 @@ for label, modules in (("output layers only", ["out1", "out2"]), ("every layer",
 # $\log p(x_b \mid y)$, i.e. column `y` scores every image with `labels = torch.full((B,), y)` (on the
 # model's device). Compute in eval mode under `torch.no_grad()`, and restore the model's mode at the end.
 #
+# **Library:** you may use `log_prob_from_logits` from `course_lib`; its `class_log_likelihoods` and
+# `generative_classify` do this task for you: calling them earns no points.
+#
 # **Check:** a tiny class-conditional model with 3-5 classes on a few random images (more images than
 # classes, so rows and columns cannot be confused). The NLL instead of the log-likelihood, a mean over
 # pixels, bits, train mode and gradients each get their own message.
@@ -181,6 +187,9 @@ checks.lesson05.check_class_log_likelihoods(class_log_likelihoods)
 #
 # Whole-image log-likelihoods are large: hundreds of nats for a binary digit, thousands for a colour image.
 # $e^{-1000}$ is 0 even in float64, so **stay in log space** (`torch.logsumexp`, or `torch.log_softmax`).
+#
+# **Library:** `course_lib`'s `generative_classify` does this task for you: calling it earns no points;
+# PyTorch is yours to use.
 #
 # **Check:** log-likelihoods around −1000 nats, with a uniform and a non-uniform prior. Underflow (NaN),
 # a missing normalisation, a normalisation over the images, an ignored prior and probabilities instead of

@@ -63,6 +63,9 @@ torch.manual_seed(0)
 # for $b > a$, $\log(\sigma(b) - \sigma(a)) = \log\sigma(b) + \log\sigma(-a) + \log(1 - e^{a - b})$
 # (`F.logsigmoid`, and `torch.log(-torch.expm1(a - b))` for the last term).
 #
+# **Library:** `course_lib`'s `mixture_log_probs`, `mixture_log_prob_at` and `_log_bin_mass` do this task for
+# you: calling them earns no points; PyTorch is yours to use.
+#
 # **Check:** random means and log-scales at $K$ = 5 and 256, then very narrow logistics far from most
 # levels. Probabilities instead of log-probabilities, edge levels without their tails, bins of the wrong
 # width, levels on $[0, 1]$ instead of $[-1, 1]$, the log-scale used as the scale, a density instead of a
@@ -89,6 +92,9 @@ checks.lesson06.check_discretized_logistic(discretized_logistic)
 #
 # Write `mixture(logit_pi, mean, log_scale, levels) -> (..., K)`: the three inputs have shape `(..., M)`;
 # return the mixture's log-probabilities of the levels. Use your `discretized_logistic` for the components.
+#
+# **Library:** `course_lib`'s `mixture_log_probs` and `mixture_log_prob_at` do this task for you: calling them
+# earns no points; PyTorch is yours to use.
 #
 # **Check:** random mixtures of 1 to 4 components. Raw logits used as weights, weights normalised over the
 # wrong dimension, probabilities added in log space and an average of log-probabilities get their own
@@ -157,6 +163,9 @@ print("equal to the library's log-likelihood:", torch.allclose(mine, library, at
 #
 # Write `centre_mask(in_channels, out_channels, data_channels, mask_type) -> (out_channels, in_channels)`,
 # a float tensor of ones (link allowed) and zeros.
+#
+# **Library:** `course_lib`'s `raster_mask` and `channel_groups` do this task for you: calling them earns no
+# points; PyTorch is yours to use.
 #
 # **Check:** masks A and B for the image layer (3 → 8), hidden layers with channel counts that do not divide
 # evenly (7 → 10, 10 → 7) and a grey model (1 group). Masks A and B swapped, the order reversed

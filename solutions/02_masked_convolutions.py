@@ -57,6 +57,9 @@ print("checks loaded:", checks.lesson02.__name__)
 #
 # With `data_channels=1` every channel is in group 0, so mask A has a zero centre and mask B a one.
 #
+# **Library:** `course_lib`'s `raster_mask` and `channel_groups` do this task for you: calling them earns no
+# points; PyTorch is yours to use.
+#
 # **Checked:** against the reference on random kernel sizes and channel counts, single-channel and colour.
 # Mistakes recognised: A and B swapped, the centre wrongly included (A) or excluded (B), channel order
 # ignored, reversed or interleaved, the centre row's right half kept, the future kept instead of the past,
@@ -104,6 +107,9 @@ print(
 # Apply the mask in every forward pass: masking the weight once in `__init__` looks right until the first
 # optimiser step brings the hidden weights back. Multiply `self.weight` itself (not `self.weight.data`, and
 # not a detached copy), so that the gradient reaches the weight and the layer can learn.
+#
+# **Library:** `course_lib`'s `MaskedConv2d` does this task for you: calling it earns no points; PyTorch is
+# yours to use.
 #
 # **Checked:** outputs against a masked reference convolution with your layer's weights, for masks A and B,
 # single-channel and colour; the gradients of the weight and the bias; then the outputs again after one SGD
@@ -169,6 +175,9 @@ class TinyPixelCNN(nn.Module):
 # Use a random float input that requires gradients (random, so that no gradient vanishes by accident) and
 # differentiate the single logit `[0, c, i, j]`.
 #
+# **Library:** `course_lib`'s `receptive_field` and `dependency_matrix` do this task for you: calling them
+# earns no points; PyTorch is yours to use.
+#
 # **Checked:** against the exact (float64) gradient support on small random causal models, 1 and 3
 # channels. Mistakes recognised: rows and columns swapped, all channels of the pixel (or all outputs)
 # differentiated at once, a missing channel or an extra batch dimension.
@@ -212,6 +221,9 @@ for r in range(size):
 # - at the pixel `(i, j)` itself, channel `c` or any later channel.
 #
 # Return `True` when no output does.
+#
+# **Library:** `course_lib`'s `causality_violations`, `dependency_matrix` and `receptive_field` do this task
+# for you: calling them earns no points; PyTorch is yours to use.
 #
 # **Checked:** on random models, causal and broken: correct single-channel and colour stacks, mask B on
 # the first layer, a residual from the raw input, a reversed colour order, a skip connection from green to

@@ -60,6 +60,9 @@ print("CUDA available:", torch.cuda.is_available())
 #
 # Always return a `torch.device`, not a string.
 #
+# **Library:** `course_lib`'s `pick_device` does this task for you: calling it earns no points; PyTorch is
+# yours to use.
+#
 # **Check:** the check pretends to be machines with CUDA and MPS, only MPS, only CUDA, or no GPU at all,
 # and also passes explicit devices.
 
@@ -99,6 +102,9 @@ checks.lesson03.check_pick_device(pick_device)
 # - Backpropagate; if `clip` is set, clip the gradient norm to `clip`
 #   (`torch.nn.utils.clip_grad_norm_`); take one optimizer step.
 # - Return the loss as a Python float.
+#
+# **Library:** you may use `log_prob_from_logits` from `course_lib`; its `Trainer` and `fit` do this task for
+# you: calling them earns no points.
 #
 # **Check:** one step on a fresh tiny model with SGD is compared with a reference step: the loss value,
 # and the parameter update (its direction and length). It checks bf16 with a clip far below the
@@ -148,6 +154,9 @@ checks.lesson03.check_train_step(train_step)
 #   `bpd`: bits per dimension, `nats / (D * ln 2)` with `D = C*H*W` (`dataset.image_shape`);
 #   `n_images`: how many images you scored. All three are plain Python numbers (`.item()`), not tensors.
 #
+# **Library:** you may use `log_prob_from_logits`, `nll` and `bits_per_dim` from `course_lib`; its `evaluate`
+# does this task for you: calling it earns no points.
+#
 # **Check:** a fresh tiny model on a random data set whose size is *not* a multiple of the batch size,
 # compared with the NLL of every image computed by the reference. Dropping the last batch, averaging batch
 # means, reporting bits as nats or a mean over pixels each get their own message.
@@ -188,6 +197,9 @@ checks.lesson03.check_evaluate(evaluate_nll)
 #   and it replaces an existing file);
 # - if anything fails, delete the temporary file and **re-raise** the error; never touch `path` itself.
 #
+# **Library:** `course_lib`'s `save_checkpoint` does this task for you: calling it earns no points; PyTorch is
+# yours to use.
+#
 # **Check:** a first save must load back with `torch.load(path, weights_only=True)`; then a save that
 # crashes while pickling must leave the first checkpoint intact, leave no temporary file, and raise;
 # a third save must replace the file.
@@ -222,6 +234,9 @@ checks.lesson03.check_save_checkpoint(save_checkpoint_atomically)
 # - otherwise load it with `torch.load(path, map_location=<the model's device>, weights_only=True)`,
 #   restore the model's weights **and the optimizer's state** (Adam's moment estimates and step count),
 #   and return the epoch after the last finished one.
+#
+# **Library:** `course_lib`'s `load_checkpoint`, `load_into`, `load_model` and `Trainer` do this task for you:
+# calling them earns no points; PyTorch is yours to use.
 #
 # **Check:** with no file, and with a checkpoint of a model and an Adam optimizer that took a few steps.
 

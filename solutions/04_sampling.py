@@ -62,6 +62,9 @@ torch.set_num_threads(1)  # small models: one CPU thread is faster than several 
 # Temperature divides the **logits, before** the sigmoid or softmax: $T < 1$ sharpens the distribution,
 # $T > 1$ flattens it.
 #
+# **Library:** `course_lib`'s `probabilities` and `distribution_at` do this task for you: calling them earns
+# no points; PyTorch is yours to use.
+#
 # **Check:** random logits at $T = 0.5, 1, 2$. Temperature applied after the sigmoid/softmax, ignored or
 # multiplied, and a softmax over the wrong dimension each get their own message.
 
@@ -100,6 +103,9 @@ checks.lesson04.check_temperature_probs(temperature_probs)
 #     into `x[:, c, i, j]`, so that the next pass sees them.
 #
 # With the same generator, your loop then makes exactly the draws `course_lib.sample` makes.
+#
+# **Library:** you may use `draw` from `course_lib`; its `sample`, `sample_naive`, `sample_cached`,
+# `AncestralStepper` and `distribution_at` do this task for you: calling them earns no points.
 #
 # **Check:** a class-conditional binary model at $T = 1.5$ and a 3-channel 4-level model at $T = 0.6$ and
 # $T = 1$, compared with `course_lib.sample(..., seed=...)`. It watches every forward pass: sampling in
@@ -149,6 +155,9 @@ checks.lesson04.check_sample(ancestral_sample)
 #
 # Since the given pixels are in `x` from the start, every hidden pixel is drawn conditioned on the given
 # pixels before it in raster order.
+#
+# **Library:** you may use `draw` from `course_lib`; its `sample`, `sample_naive`, `sample_cached`,
+# `AncestralStepper` and `complete_best_of` do this task for you: calling them earns no points.
 #
 # **Check:** bottom halves, boxes, right halves and random pixels hidden, for binary and colour images,
 # compared with `course_lib.sample(..., given=(images, known), seed=...)`. Given pixels overwritten (or

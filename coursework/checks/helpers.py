@@ -39,14 +39,20 @@ def _sentence(text: str) -> str:
 
 
 def passed(what: str) -> str:
-    """Print ``✓ <what>`` and return the line."""
+    """Print ``✓ <what>`` and return the line; in a `no_delegation` check whose learner's code called a
+    forbidden library function, fail instead."""
+    if _WATCH and _WATCH[-1].found:
+        _fail_delegation(_WATCH[-1].learner_name, _WATCH[-1].found)
     line = f"{PASS_MARK} {str(what).strip()}"
     print(line, flush=True)
     return line
 
 
 def fail(what: str, hint: str | None = None):
-    """Print ``✗ <what>. Hint: <hint>`` and raise :class:`CheckFailed` with that line."""
+    """Print ``✗ <what>. Hint: <hint>`` and raise :class:`CheckFailed` with that line. In a `no_delegation`
+    check whose learner's code called a forbidden library function, that is the verdict instead."""
+    if _WATCH and _WATCH[-1].found and not _WATCH[-1].reported:
+        _fail_delegation(_WATCH[-1].learner_name, _WATCH[-1].found)
     line = f"{FAIL_MARK} {_sentence(what)}"
     if hint:
         line += f" Hint: {_sentence(hint)}"
@@ -348,3 +354,200 @@ def call_explained(fn: Callable, *args, hint, context: str = "", **kwargs):
         if where:
             what += f" (at `{where}`)"
         fail(f"{what} {context}".strip(), hint(message, where) if callable(hint) else hint)
+
+
+# -- no credit for calling the library's own answer -------------------------------------------------------
+class _Watch:
+    """What one `no_delegation` check watches: the code of the forbidden library functions, and the first
+    call to one of them that came from the learner's code (its name and the learner's line)."""
+
+    def __init__(self, names: tuple[str, ...]):
+        self.names = names
+        self.codes, self.classes = {}, {}
+        for name in names:
+            obj = _resolve(name)
+            if isinstance(obj, type):
+                self.classes[obj] = name
+                for member in vars(obj).values():
+                    for code in _codes_of(member):
+                        self.codes[code] = name
+            for code in _codes_of(obj):
+                self.codes[code] = name
+        # only the library's own code: a decorator's wrapper (torch.no_grad's) is shared by many functions
+        self.codes = {code: name for code, name in self.codes.items() if code.co_filename.startswith(_LIBRARY)}
+        self.found: tuple[str, str | None] | None = None
+        self.learner_name = "your code"
+        self.reported = False
+        self.frame = None  # the check's own frame: the walk up the stack stops there
+
+    def hook(self, frame, event, arg):
+        if event == "call" and self.found is None and frame.f_code in self.codes:
+            self.found = _learner_caller(frame, self.frame, self.codes[frame.f_code])
+
+
+def _resolve(name: str):
+    """The object `name` ("course_lib.module.attribute[.attribute]") names."""
+    import importlib
+
+    module, _, rest = name.partition(".")
+    obj = importlib.import_module(module)
+    for part in rest.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            obj = importlib.import_module(f"{obj.__name__}.{part}")
+    return obj
+
+
+def _codes_of(obj) -> list:
+    """The code objects that run when `obj` (a function, method, property or decorated function) is called."""
+    codes, seen = [], set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or item is None:
+            continue
+        seen.add(id(item))
+        if isinstance(item, property):
+            stack += [item.fget, item.fset]
+        elif isinstance(item, (staticmethod, classmethod)):
+            stack.append(item.__func__)
+        else:
+            if getattr(item, "__code__", None) is not None:
+                codes.append(item.__code__)
+            stack += [getattr(item, "__wrapped__", None), getattr(item, "__func__", None)]
+    return codes
+
+
+_CHECKS = os.path.dirname(os.path.abspath(coursework.__file__)) + os.sep
+_LIBRARY = os.path.dirname(os.path.abspath(course_lib.__file__)) + os.sep
+_INVOKERS = {f.__code__ for f in (call, learner_call, call_explained, probe_forward)}  # they call the learner's object
+
+
+def _learner_caller(frame, stop, name: str):
+    """(name, learner's line) when the call in `frame` was made for the learner: a frame of the learner's own
+    code lies between it and the check (`stop`), or the nearest frame of the checks is a helper that calls the
+    learner's object (library frames in between are passed through). None for the check's own calls (its
+    reference computations)."""
+    caller = frame.f_back
+    while caller is not None and caller is not stop:
+        filename = caller.f_code.co_filename
+        if not _in_library(filename) and not filename.startswith("<frozen"):
+            return name, _frame_line(caller)
+        if filename.startswith(_CHECKS):
+            return (name, None) if caller.f_code in _INVOKERS else None
+        caller = caller.f_back
+    return None
+
+
+def _frame_line(frame) -> str | None:
+    import linecache
+
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return line or None
+
+
+_WATCH: list[_Watch] = []  # the watch of the check running now (checks do not nest)
+
+
+def _static_delegation(obj, watch: _Watch) -> str | None:
+    """The forbidden name when the learner's object itself is the library's (an alias, a partial, a
+    subclass, a wrapped function)."""
+    import functools as _functools
+
+    for _ in range(10):
+        if isinstance(obj, _functools.partial):
+            obj = obj.func
+        elif getattr(obj, "__wrapped__", None) is not None:
+            obj = obj.__wrapped__
+        elif getattr(obj, "__func__", None) is not None:
+            obj = obj.__func__
+        else:
+            break
+    if isinstance(obj, type):
+        for cls in obj.__mro__:
+            if cls in watch.classes:
+                return watch.classes[cls]
+        members = [m for cls in obj.__mro__ if cls.__module__ != "builtins" for m in vars(cls).values()]
+    else:
+        members = [obj, vars(type(obj)).get("__call__")]
+    for member in members:
+        for code in _codes_of(member):
+            if code in watch.codes:
+                return watch.codes[code]
+    return None
+
+
+def _fail_delegation(learner_name: str, found: tuple[str, str | None]) -> None:
+    if _WATCH:
+        _WATCH[-1].reported = True
+    name, line = found[0].rsplit(".", 1)[-1], found[1]
+    where = f" (at `{line}`)" if line else ""
+    fail(
+        f"{learner_name} hands the work to the course's own `{name}`{where}, which does this task for you",
+        "write it yourself; the task text says which course_lib functions you may use",
+    )
+
+
+def _listed(names) -> str:
+    short = [f"`{name.rsplit('.', 1)[-1]}`" for name in names]
+    return short[0] if len(short) == 1 else ", ".join(short[:-1]) + " and " + short[-1]
+
+
+def library_rule(check: Callable) -> str:
+    """The sentence a task's text carries about the library: what it may use, and what does the task for
+    the learner (and earns no points), generated from the check's `no_delegation` lists."""
+    forbidden, allowed = check.forbidden, check.allowed
+    one = len(forbidden) == 1
+    does = f"{_listed(forbidden)} {'does' if one else 'do'} this task for you: calling {'it' if one else 'them'} earns no points"
+    if allowed:
+        return f"**Library:** you may use {_listed(allowed)} from `course_lib`; its {does}."
+    return f"**Library:** `course_lib`'s {does}; PyTorch is yours to use."
+
+
+def no_delegation(*names: str, allowed: tuple[str, ...] = ()) -> Callable:
+    """Decorator for a check whose task asks for something `course_lib` already implements: `names` are those
+    implementations ("course_lib.likelihood.evaluate", a class means all its methods). The check fails, with
+    its own message, when the learner's object is one of them (an alias, a partial, a subclass), or when one
+    of them is called from the learner's code while the check runs (a profile hook, `sys.setprofile`, sees
+    every Python call). A learner's kernel can still switch the hook off or copy the library's source text:
+    the first is detected (the hook must still be in place at the end), the second is not. `allowed`: the
+    library functions the task lets the learner use (for the task's text, `library_rule`)."""
+
+    def decorate(check: Callable) -> Callable:
+        @functools.wraps(check)
+        def wrapper(*args, **kwargs):
+            import sys
+            import threading
+
+            watch = _Watch(names)
+            learner = args[0] if args else next(iter(kwargs.values()), None)
+            learner_name = watch.learner_name = getattr(learner, "__name__", None) or type(learner).__name__
+            found = _static_delegation(learner, watch)
+            if found:
+                _fail_delegation(learner_name, (found, None))
+            watch.frame = sys._getframe()
+            previous, previous_threads = sys.getprofile(), threading.getprofile()
+            _WATCH.append(watch)
+            sys.setprofile(watch.hook)
+            threading.setprofile(watch.hook)  # threads the learner's code starts
+            try:
+                result = check(*args, **kwargs)
+            finally:
+                intact = sys.getprofile() == watch.hook
+                sys.setprofile(previous)
+                threading.setprofile(previous_threads)
+                _WATCH.remove(watch)
+            if not intact:
+                fail(
+                    f"{learner_name} switched off the check's watch on library calls (sys.setprofile)",
+                    "leave sys.setprofile alone",
+                )
+            if watch.found:
+                _fail_delegation(learner_name, watch.found)
+            return result
+
+        wrapper.forbidden, wrapper.allowed = names, tuple(allowed)
+        return wrapper
+
+    return decorate

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .helpers import LN2, _in_library, close, fail, fresh_generator, isolated, learner_call, passed
+from .helpers import LN2, _in_library, close, fail, fresh_generator, isolated, learner_call, no_delegation, passed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,6 +135,7 @@ def _diagnose_nll(got, ref, logits, x):
 
 
 @isolated
+@no_delegation("course_lib.models.log_prob_from_logits", "course_lib.likelihood.nll")
 def check_nll(nll):
     """Task 1: `nll(logits, x)` returns the NLL in nats of each image, shape (B,), for Bernoulli logits
     (B, C, H, W) and categorical logits (B, K, C, H, W)."""
@@ -179,6 +180,7 @@ def check_nll(nll):
 # ---------------------------------------------------------------------------------------------------
 # task 2: bits_per_dim(nats_per_image, dims)
 @isolated
+@no_delegation("course_lib.likelihood.bits_per_dim")
 def check_bits_per_dim(bits_per_dim):
     """Task 2: `bits_per_dim(nats_per_image, dims)` = nats / (dims * ln 2), for floats and tensors."""
     g = fresh_generator()
@@ -263,6 +265,7 @@ def _smoothing_fit(got, counts):
 
 
 @isolated
+@no_delegation("course_lib.likelihood.IndependentPixelModel")
 def check_fit_independent(fit_independent):
     """Task 3: `fit_independent(images, levels, alpha)` -> probabilities (K, C, H, W) by counting, with
     `alpha` pseudo-counts per level."""
@@ -411,6 +414,7 @@ class _ListDataset(torch.utils.data.Dataset):
 
 
 @isolated
+@no_delegation("course_lib.likelihood.evaluate", "course_lib.likelihood.nll")
 def check_evaluate(evaluate_nll):
     """Task 4: `evaluate_nll(model, dataset, batch_size)` returns the average NLL in nats per image over
     every image of `dataset` (last, smaller batch included), in eval mode, without gradients."""

@@ -15,7 +15,7 @@ from course_lib.causality import receptive_field
 from course_lib.masks import MaskedConv2d as _RefConv
 from course_lib.masks import raster_mask, vertical_mask
 
-from .helpers import fail, fresh_generator, isolated, learner_call, passed
+from .helpers import fail, fresh_generator, isolated, learner_call, no_delegation, passed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ def _diagnose_mask(got, k, t, cin, cout, dc):
 
 
 @isolated
+@no_delegation("course_lib.masks.raster_mask", "course_lib.masks.channel_groups")
 def check_mask(make_mask):
     """Task 1: `make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1)` returns the
     raster-order mask (out_channels, in_channels, k, k) of type "A" or "B" with colour channel groups."""
@@ -240,6 +241,7 @@ def _require_gradients(got, ref, mask, where):
 
 
 @isolated
+@no_delegation("course_lib.masks.MaskedConv2d")
 def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
     padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass."""
@@ -435,6 +437,7 @@ def _ref_field(model, i, j, c):
 
 
 @isolated
+@no_delegation("course_lib.causality.receptive_field", "course_lib.causality.dependency_matrix")
 def check_receptive_field(receptive_field_map):
     """Task 3: `receptive_field_map(model, i, j, c=0)` returns a boolean (C, H, W) map: True where the
     logit of sub-pixel (c, i, j) has a non-zero gradient with respect to the input."""
@@ -512,6 +515,11 @@ def check_receptive_field(receptive_field_map):
 # ---------------------------------------------------------------------------------------------------
 # task 4: is_causal(model)
 @isolated
+@no_delegation(
+    "course_lib.causality.causality_violations",
+    "course_lib.causality.dependency_matrix",
+    "course_lib.causality.receptive_field",
+)
 def check_is_causal(is_causal):
     """Task 4: `is_causal(model)` returns True when no output depends on its own sub-pixel or a later one
     (raster order, then R -> G -> B inside a pixel), False otherwise."""

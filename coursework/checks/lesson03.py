@@ -37,6 +37,7 @@ from .helpers import (
     fail_off_device,
     fresh_seed,
     meta_copy,
+    no_delegation,
     not_implemented,
     passed,
     probe_forward,
@@ -121,6 +122,7 @@ def _fake_hardware(cuda, mps):
         (torch.cuda.is_available, torch.cuda.device_count, mps_backend.is_available, mps_backend.is_built) = saved
 
 
+@no_delegation("course_lib.device.pick_device")
 def check_pick_device(pick_device):
     """pick_device(device=None) -> torch.device: explicit choice, else CUDA, else MPS, else CPU."""
     cases = [  # (cuda present, mps present, argument, expected, message if wrong)
@@ -428,6 +430,7 @@ def _probe_step_device(train_step, model, x):
             )
 
 
+@no_delegation("course_lib.train.Trainer", "course_lib.train.fit", allowed=("course_lib.models.log_prob_from_logits",))
 def check_train_step(train_step):
     """train_step(model, optimizer, x, *, precision="bf16", clip=1.0) -> float loss in nats per image."""
     seed = fresh_seed()
@@ -559,6 +562,14 @@ def _diagnose_nats(nats, count, per_image, batch_size):
     )
 
 
+@no_delegation(
+    "course_lib.likelihood.evaluate",
+    allowed=(
+        "course_lib.models.log_prob_from_logits",
+        "course_lib.likelihood.nll",
+        "course_lib.likelihood.bits_per_dim",
+    ),
+)
 def check_evaluate(evaluate_nll):
     """evaluate_nll(model, dataset, batch_size) -> {"nats", "bpd", "n_images"} over every image."""
     seed = fresh_seed()
@@ -762,6 +773,7 @@ def _call_with_str_path(fn, *args):
     )
 
 
+@no_delegation("course_lib.checkpoint.save_checkpoint")
 def check_save_checkpoint(save_checkpoint_atomically):
     """save_checkpoint_atomically(payload, path): all or nothing, and never destroys the previous file."""
     if not callable(save_checkpoint_atomically):
@@ -918,6 +930,12 @@ def _spied_load():
         torch.load = real
 
 
+@no_delegation(
+    "course_lib.checkpoint.load_checkpoint",
+    "course_lib.checkpoint.load_into",
+    "course_lib.checkpoint.load_model",
+    "course_lib.train.Trainer",
+)
 def check_resume(resume):
     """resume(model, optimizer, path) -> the epoch to start from (0 without a checkpoint)."""
     seed = fresh_seed()

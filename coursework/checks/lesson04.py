@@ -30,6 +30,7 @@ from .helpers import (
     fresh_seed,
     isolated,
     meta_copy,
+    no_delegation,
     passed,
     probe_forward,
     tiny_gated,
@@ -310,6 +311,7 @@ def _probs_case(temperature_probs, logits, temperature, kind):
 
 
 @isolated
+@no_delegation("course_lib.sampling.probabilities", "course_lib.sampling.distribution_at")
 def check_temperature_probs(temperature_probs):
     """temperature_probs(logits, temperature) -> P(x=1) (B,) for Bernoulli logits (B,), or (B, K) for (B, K)."""
     g = torch.Generator().manual_seed(fresh_seed())
@@ -490,6 +492,14 @@ def _probe_sample_device(ancestral_sample, model):
 
 
 @isolated
+@no_delegation(
+    "course_lib.sampling.sample",
+    "course_lib.sampling.sample_naive",
+    "course_lib.sampling.sample_cached",
+    "course_lib.stepping.AncestralStepper",
+    "course_lib.sampling.distribution_at",
+    allowed=("course_lib.sampling.draw",),
+)
 def check_sample(ancestral_sample):
     """ancestral_sample(model, n, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W) levels."""
     seed = fresh_seed()
@@ -718,6 +728,14 @@ def _probe_complete_device(complete, model):
 
 
 @isolated
+@no_delegation(
+    "course_lib.sampling.sample",
+    "course_lib.sampling.sample_naive",
+    "course_lib.sampling.sample_cached",
+    "course_lib.stepping.AncestralStepper",
+    "course_lib.finetune.complete_best_of",
+    allowed=("course_lib.sampling.draw",),
+)
 def check_complete(complete):
     """complete(model, images, known, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W)."""
     seed = fresh_seed()

@@ -35,6 +35,7 @@ from .helpers import (
     fresh_seed,
     isolated,
     meta_copy,
+    no_delegation,
     passed,
     probe_forward,
     tiny_gated,
@@ -292,6 +293,12 @@ def _error(got, values):
 
 
 @isolated
+@no_delegation(
+    "course_lib.finetune.freeze",
+    "course_lib.train.Trainer",
+    "course_lib.train.fit",
+    allowed=("course_lib.models.log_prob_from_logits",),
+)
 def check_fine_tune(fine_tune):
     """fine_tune(model, dataset, train, *, epochs=1, lr=1e-3, batch_size=32, seed=0) -> per-epoch mean losses."""
     seed = fresh_seed()
@@ -509,6 +516,11 @@ def _check_seeds(fine_tune, start, dataset, train, epochs, lr, batch_size, seed,
 
 # -- task 2: class_log_likelihoods --------------------------------------------------------------------
 @isolated
+@no_delegation(
+    "course_lib.finetune.class_log_likelihoods",
+    "course_lib.finetune.generative_classify",
+    allowed=("course_lib.models.log_prob_from_logits",),
+)
 def check_class_log_likelihoods(class_log_likelihoods):
     """class_log_likelihoods(model, x) -> (B, K) log p(x | y) in nats for every image and class."""
     seed = fresh_seed()
@@ -701,6 +713,7 @@ def _bayes_case(bayes_log_posterior, log_lik, log_prior):
 
 
 @isolated
+@no_delegation("course_lib.finetune.generative_classify")
 def check_bayes(bayes_log_posterior):
     """bayes_log_posterior(log_lik, log_prior=None) -> (B, K) log p(y | x) by Bayes' rule."""
     g = torch.Generator().manual_seed(fresh_seed())
