@@ -8,7 +8,7 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo pretrained lint format test course exercises bench bench-precision mutation mutation-solutions clean
+.PHONY: setup lab demo pretrained lint format test course exercises bench bench-precision mutation mutation-solutions hub-rehearsal clean
 
 setup: $(STAMP)
 
@@ -71,6 +71,11 @@ mutation: setup
 # 20 times on fresh random inputs (no false failure allowed). LESSONS="01 02" for some lessons; JOBS=2.
 mutation-solutions: setup
 	$(BIN)/python tools/mutate_solutions.py --repeat 20 --fail-under 90 --jobs $(or $(JOBS),1) $(if $(LESSONS),--lessons $(LESSONS))
+
+# the course in a real JupyterHub classroom on 127.0.0.1 (as root; needs Node and npm): STUDENTS (default 3)
+# Unix users run lesson 00 at once in their own servers, hand in exercise 01 and are graded; JSON=FILE for timings
+hub-rehearsal: setup
+	$(BIN)/python tools/hub_rehearsal.py --students $(or $(STUDENTS),3) $(if $(JSON),--json $(JSON))
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

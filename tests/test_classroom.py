@@ -13,80 +13,29 @@ other lessons in the same layout (paths relative to the repository).
 
 import os
 import shutil
-import signal
-import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from classroom_layout import (  # noqa: E402  (shared with tools/hub_rehearsal.py)
+    ROOT,
+    add_student,
+    install_course,
+    missing_piece,
+    remove_install,
+    remove_student,
+    run,
+    snapshot,
+)
+
 NOTEBOOKS = os.environ.get(
     "CLASSROOM_NOTEBOOKS", "notebooks/00_start_here.ipynb solutions/01_self_supervised_likelihood.ipynb"
 ).split()
-PACKAGE = ("pyproject.toml", "README.md", "LICENSE", "course_lib", "coursework")  # what the wheel is built from
-JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", ".ipynb_checkpoints", "runs")
-
-
-def others_can_reach(path):
-    """Whether a user who is neither the owner nor in the group can read `path` and every folder above it."""
-    path = Path(path).resolve()
-    if not path.stat().st_mode & stat.S_IROTH:
-        return False
-    return all(p.stat().st_mode & stat.S_IXOTH for p in path.parents)
-
-
-def base_python():
-    """A Python of this run's version that every user may run (a venv built on it reads this run's packages)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys._base_executable, shutil.which(f"python{version}"), "/usr/bin/python3"):
-        if not candidate or not Path(candidate).exists() or not others_can_reach(candidate):
-            continue
-        out = subprocess.run(
-            [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
-        )
-        if out.stdout.strip() == str(sys.version_info[:2]):
-            return candidate
-    return None
-
-
-def missing_piece():
-    """Why the hub layout cannot be built here (None where it can)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "needs root (to add a student account)"
-    if not (shutil.which("useradd") and shutil.which("userdel") and shutil.which("runuser")):
-        return "needs useradd, userdel and runuser"
-    if base_python() is None:
-        return f"needs a Python {sys.version_info.major}.{sys.version_info.minor} that every user may run"
-    if not others_can_reach(sysconfig.get_paths()["purelib"]) and not shutil.which("mount"):
-        return "needs this environment's site-packages readable by every user (or `mount --bind`)"
-    return None
-
-
-def run(args, **kwargs):
-    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
-    assert out.returncode == 0, f"{' '.join(map(str, args))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
-
-
-def snapshot(folder):
-    """Every file under `folder` with its size and modification time."""
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*") if not p.is_symlink()}
-
-
-def stop_processes_of(uid):
-    """Kill, by pid, any process still running as `uid` (a kernel left behind by a failed run)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
 
 
 @pytest.fixture
@@ -100,37 +49,16 @@ def hub():
     base = Path(tempfile.mkdtemp(prefix="pixelcnn-hub-", dir="/tmp"))  # pytest's tmp_path is root's alone
     base.chmod(0o755)
     name = f"pxcstudent{os.getpid() % 100000}"
-    created, mounted = False, None
+    created, install = False, None
     try:
         timings = {}
         start = time.perf_counter()
-        src = base / "src"
-        src.mkdir()
-        for item in PACKAGE:
-            copy = shutil.copytree if (ROOT / item).is_dir() else shutil.copy2
-            copy(ROOT / item, src / item, **({"ignore": JUNK} if (ROOT / item).is_dir() else {}))
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-        run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", base / "wheel", src])
-        venv = base / "venv"
-        run([base_python(), "-m", "venv", "--without-pip", venv])
-        wheel = next((base / "wheel").glob("pixelcnn_course-*.whl"))
-        run([*pip, "--python", venv / "bin/python", "install", "--no-deps", "--no-index", "-q", wheel])
-        site = Path(
-            run([venv / "bin/python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-        )
-        third_party = sysconfig.get_paths()["purelib"]
-        if not others_can_reach(third_party):  # e.g. a checkout under /root: show it where the student can read
-            mounted = base / "third-party"
-            mounted.mkdir()
-            run(["mount", "--bind", third_party, mounted])
-            third_party = mounted
-        (site / "zz_third_party.pth").write_text(f"{third_party}\n")
-        shutil.rmtree(src)
+        install = install_course(base)
         timings["install"] = time.perf_counter() - start
 
-        run(["useradd", "--create-home", "--home-dir", base / "home", "--shell", "/bin/sh", "--user-group", name])
-        created = True
         home = base / "home"
+        add_student(name, home)
+        created = True
         course = home / "course"  # copied by the instructor: the student reads it, cannot change it
         for nb in NOTEBOOKS:
             (course / nb).parent.mkdir(parents=True, exist_ok=True)
@@ -139,19 +67,13 @@ def hub():
             shutil.copytree(ROOT / "notebooks/results", course / "notebooks/results", dirs_exist_ok=True)
         for p in [*course.rglob("*"), course]:
             p.chmod(0o555 if p.is_dir() else 0o444)
-        yield dict(base=base, venv=venv, site=site, home=home, course=course, user=name, timings=timings)
+        yield dict(
+            base=base, venv=install.venv, site=install.site, home=home, course=course, user=name, timings=timings
+        )
     finally:
         if created:
-            uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout or -1)
-            if uid > 0:
-                stop_processes_of(uid)
-            subprocess.run(["userdel", name], capture_output=True)
-        if mounted is not None:
-            subprocess.run(["umount", mounted], capture_output=True)
-        if mounted is not None and os.path.ismount(mounted):  # never delete through a bind mount
-            print(f"left {base}: {mounted} is still mounted")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+            remove_student(name)
+        remove_install(base, install.mounted if install else None)
 
 
 def test_a_student_runs_the_lessons_from_their_home_with_a_read_only_install(hub):
