@@ -44,16 +44,19 @@ def _torch_defaults(torch, seed: int):
     get_device = getattr(torch, "get_default_device", None)
     device = get_device() if get_device is not None else None
     deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
             torch.set_default_dtype(torch.float32)
             if device is not None:
                 torch.set_default_device(None)  # tensors on the CPU unless a device is given
-            torch.use_deterministic_algorithms(False)
+            if deterministic:  # the call imports torch._inductor (about 1 s): only when needed
+                torch.use_deterministic_algorithms(False)
             torch.manual_seed(seed)
             yield
     finally:
         torch.set_default_dtype(dtype)
         if device is not None:
             torch.set_default_device(None if device.type == "cpu" else device)
-        torch.use_deterministic_algorithms(deterministic)
+        if deterministic or torch.are_deterministic_algorithms_enabled():  # as it was before the check
+            torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

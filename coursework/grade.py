@@ -1,9 +1,11 @@
 """The autograder: run a notebook (or a folder of submissions) and score its check cells.
 
     pixelcnn-grade exercises/01_self_supervised_likelihood.ipynb
-    pixelcnn-grade submissions/ --csv gradebook.csv --json report.json
-    pixelcnn-grade PATH [--json FILE] [--csv FILE] [--timeout SECONDS] [--reference DIR] [--lesson NN]
-                        [--memory GIB] [--resume] [--trust-own-checks] [--unsafe-no-sandbox]
+    pixelcnn-grade submissions/ --csv gradebook.csv --json report.json --jobs 4
+    pixelcnn-grade PATH [--json FILE] [--csv FILE] [--feedback DIR] [--jobs N] [--shard K/N] [--resume]
+                        [--timeout SECONDS] [--reference DIR] [--lesson NN] [--memory GIB]
+                        [--trust-own-checks] [--unsafe-no-sandbox]
+    pixelcnn-grade merge grades-1.csv grades-2.csv ... [--csv FILE] [--json FILE] [--feedback DIR]
 
 How a notebook is graded:
 
@@ -29,15 +31,34 @@ How a notebook is graded:
 
 The grader prints a table per notebook and the total (control characters shown as escapes). ``--json FILE``
 writes the report (one object for a notebook, a list for a folder); a folder also writes a CSV gradebook
-(``--csv FILE``, default ``grades.csv`` in the current folder), one row per notebook and one column per
-check, with text cells made safe for spreadsheets. For a folder, both are rewritten as each notebook
+(``--csv FILE``, default ``grades.csv`` in the current folder), one row per notebook: the student (the first
+folder below the graded folder, or the notebook's name for a notebook directly in it), the notebook, one
+column per check, total, max and status, with text cells made safe for spreadsheets; and one feedback file
+per student (``--feedback DIR``, default ``feedback/`` beside the CSV): the points, verdict and hint of each
+task, the total and the run's status. For a folder, the JSON and CSV are rewritten as each notebook
 finishes, and each report is appended to a journal (the CSV's name with ``.progress.jsonl``): an
-interrupted run keeps what it graded, and ``--resume`` grades only the notebooks the journal lacks.
+interrupted run (Ctrl-C) keeps what it graded, and ``--resume`` grades only the notebooks the journal lacks.
+
+A class (`coursework.classroom`): ``--jobs N`` grades N notebooks at once, each in its own executor and
+sandbox as above, with max(1, cores // N) OpenMP/MKL threads per kernel; the outputs are those of a run with
+``--jobs 1`` (only the ``seconds`` differ). ``--shard K/N`` grades the K-th of N slices of the folder's
+sorted notebooks (positions K, K+N, ...; one per machine or Slurm array task), and ``pixelcnn-grade merge``
+joins the shards' gradebooks (from their journals) into the one a single run writes, and writes the
+feedback; it refuses when a shard is missing, given twice or unfinished. On Slurm, as a job array::
+
+    #SBATCH --array=1-10
+    pixelcnn-grade submissions/ --shard $SLURM_ARRAY_TASK_ID/10 --csv grades-$SLURM_ARRAY_TASK_ID.csv
+
+and once all ten have finished::
+
+    pixelcnn-grade merge grades-*.csv --csv grades.csv --json grades.json
 
 What stays out of reach: the submission runs in the same kernel as the checks, so code there can still
 patch Python, PyTorch or the checks in that kernel (a check sees what such code lets it see; the grader
 re-imports the checks before each check cell, which undoes a monkeypatched check function but not a
 patched torch). It cannot reach the grader, other submissions, the reference solutions or your files.
+A check whose task `course_lib` implements fails code that calls that implementation (the task's text
+says which library functions are allowed); a pasted copy of the library's source is not detected.
 """
 
 from __future__ import annotations
@@ -56,7 +77,7 @@ import threading
 import time
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .executor import FAIL_MARK, MESSAGE_CAP
 from .notebooks import (
@@ -132,6 +153,19 @@ def _number(x: float) -> float | int:
     return int(x) if float(x).is_integer() else round(float(x), 3)
 
 
+_RUNNING: set[int] = set()  # the executors running now (their process ids), for `stop_running`
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_running() -> None:
+    """Kill every executor running now (and with it its sandbox): what an interrupted class run does. Their
+    notebooks end with an error status, which the class run does not keep."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for pid in running:
+        _kill_group(pid)
+
+
 def _kill_group(pid: int | None) -> None:
     """Kill the process group led by `pid` (the executor or the kernel: each starts its own session)."""
     if not pid:
@@ -193,17 +227,33 @@ def run_notebook(
     reaches the executor only through its own sockets. Records are trusted when the executor exits
     normally, or when the grader stopped it at the time limit; an executor that stops any other way voids
     them. Never raises for anything the notebook does: the result says "ok", "time limit exceeded",
-    "kernel died" or "error: ..." and holds one record per executed cell index.
+    "kernel died" or "error: ..." and holds one record per executed cell index (with its `seconds`), and
+    under "timing" the seconds of each phase (sandbox setup, `PHASES`, teardown; not in the report).
     """
     import nbformat
 
     isolation = isolation or default_isolation()
+    started = time.perf_counter()
     sandbox = Sandbox(snapshot or Snapshot.take(), isolation.bwrap, isolation.limits, isolation.unsafe)
-    read_end = write_end = None
+    timing: dict = {}
     try:
         copy_folder(folder, sandbox.work)
         given = sandbox.root / "home" / "input.ipynb"
         nbformat.write(nb, given)
+        timing["sandbox_setup"] = time.perf_counter() - started
+        outcome = _execute(sandbox, given, timeout, timing)
+    finally:
+        closing = time.perf_counter()
+        sandbox.close()
+        timing["teardown"] = time.perf_counter() - closing
+    outcome["timing"] = {k: round(v, 3) for k, v in timing.items()}
+    return outcome
+
+
+def _execute(sandbox: Sandbox, given: Path, timeout: float, timing: dict) -> dict:
+    """Run the executor on `given` in `sandbox` (see `run_notebook`); adds the phases' seconds to `timing`."""
+    read_end = write_end = None
+    try:
         read_end, write_end = os.pipe()
         command = [
             sys.executable,
@@ -221,13 +271,14 @@ def run_notebook(
             "--transport",
             "ipc",
         ]
-        if sandbox.cgroup is not None:
-            command += ["--cgroup", str(sandbox.cgroup)]
+        for cgroup in sandbox.cgroups:
+            command += ["--cgroup", str(cgroup)]
         records: list[dict] = []
         reader = threading.Thread(target=_read_records, args=(read_end, records), daemon=True)
         stopped_by_grader = False
         log_path = sandbox.root / "home" / "executor.log"
         with open(log_path, "wb") as log:
+            launched = time.time()
             process = subprocess.Popen(
                 command,
                 cwd=sandbox.root / "home",
@@ -240,6 +291,8 @@ def run_notebook(
             )
             os.close(write_end)
             write_end = None
+            with _RUNNING_LOCK:
+                _RUNNING.add(process.pid)
             token = secrets.token_hex(16)
             try:
                 process.stdin.write(token.encode() + b"\n")
@@ -253,12 +306,17 @@ def run_notebook(
                 stopped_by_grader = True
                 _kill_group(process.pid)
                 process.wait()
+            finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.discard(process.pid)
         reader.join(timeout=10)
+        ended = time.time()
         records = [r for r in records if r.get("token") == token]
         for record in records:
             _kill_group(record.get("kernel_pid"))  # normally gone already; never leave a kernel behind
         cells = {str(r["cell"]): r for r in records if isinstance(r.get("cell"), int)}
         final = next((r for r in records if r.get("done")), None)
+        timing.update(_phases(launched, next((r["timing"] for r in records if "timing" in r), None), ended))
         if stopped_by_grader:
             return {"status": "time limit exceeded", "cells": cells}
         if process.returncode == 0 and final is not None:
@@ -273,7 +331,26 @@ def run_notebook(
                     os.close(fd)
                 except OSError:
                     pass
-        sandbox.close()
+
+
+PHASES = (
+    ("executor_start", "imported"),  # the executor's Python starts and imports nbclient
+    ("kernel_start", "kernel_ready"),  # bwrap, the launcher, ipykernel, until the kernel answers
+    ("cells", "cells_done"),  # every code cell (each cell's own seconds are in its record)
+    ("kernel_stop", "kernel_stopped"),  # shutting the kernel down
+)
+
+
+def _phases(launched: float, marks, ended: float) -> dict:
+    """Seconds of each phase of a run, from the executor's time marks (wall-clock times; none: one phase)."""
+    if not isinstance(marks, dict) or not all(isinstance(marks.get(m), (int, float)) for _, m in PHASES):
+        return {"executor": ended - launched}
+    phases, previous = {}, launched
+    for name, mark in PHASES:
+        phases[name] = marks[mark] - previous
+        previous = marks[mark]
+    phases["executor_exit"] = ended - previous
+    return phases
 
 
 def _read_records(fd: int, records: list) -> None:
@@ -433,9 +510,24 @@ def format_report(report: Report) -> str:
     return "\n".join(lines)
 
 
-def write_gradebook(reports: list[Report], path: Path) -> None:
-    """One row per notebook, one column per check (in order of first appearance), then total, max and status;
-    text cells made safe for spreadsheets. Written to a temporary file, then put in place."""
+def student_of(notebook: str, folder: str | None) -> str:
+    """Whose notebook it is: the first folder below the graded `folder` (submissions/alice/01_x.ipynb ->
+    alice), or the notebook's stem when it sits directly in `folder` (or `folder` is None)."""
+    path = PurePath(notebook)
+    if folder is not None:
+        try:
+            parts = path.relative_to(folder).parts
+        except ValueError:
+            parts = ()
+        if len(parts) > 1:
+            return parts[0]
+    return path.stem
+
+
+def write_gradebook(reports: list[Report], path: Path, folder: str | None = None) -> None:
+    """One row per notebook: the student (`student_of` with the graded `folder`) and the notebook, one
+    column per check (in order of first appearance), then total, max and status; text cells made safe for
+    spreadsheets. Written to a temporary file, then put in place."""
     columns: list[str] = []
     for report in reports:
         for task in report.tasks:
@@ -444,15 +536,22 @@ def write_gradebook(reports: list[Report], path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     with open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([spreadsheet_safe(c) for c in ["notebook", *columns, "total", "max", "status"]])
+        writer.writerow([spreadsheet_safe(c) for c in ["student", "notebook", *columns, "total", "max", "status"]])
         for report in reports:
             points = {t.grade_id: _number(t.points) for t in report.tasks}
-            row = [report.notebook, *(points.get(c, "") for c in columns), report.total, report.max, report.status]
+            row = [
+                student_of(report.notebook, folder),
+                report.notebook,
+                *(points.get(c, "") for c in columns),
+                report.total,
+                report.max,
+                report.status,
+            ]
             writer.writerow([spreadsheet_safe(cell) for cell in row])
     os.replace(partial, path)
 
 
-def _write_json(data, path: Path) -> None:
+def write_json(data, path: Path) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(partial, path)
@@ -479,7 +578,7 @@ def read_journal(path: Path) -> dict[str, Report]:
     return reports
 
 
-def _failed_report(path: Path, error: BaseException) -> Report:
+def failed_report(path: Path, error: BaseException) -> Report:
     return Report(
         notebook=printable(str(path)),
         total=0,
@@ -491,6 +590,11 @@ def _failed_report(path: Path, error: BaseException) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        from .classroom import merge_main
+
+        return merge_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="pixelcnn-grade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -523,6 +627,24 @@ def main(argv: list[str] | None = None) -> int:
         help="grade only the notebooks of the folder that the journal of an interrupted run lacks",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebooks graded at once, each in its own sandbox (default 1); each kernel then gets "
+        "max(1, cores // jobs) OpenMP/MKL threads unless OMP_NUM_THREADS is set",
+    )
+    parser.add_argument(
+        "--shard",
+        help="K/N: grade only the K-th of N slices of the folder's sorted notebooks (those at positions K, "
+        "K+N, K+2N, ...); join the shards' gradebooks with `pixelcnn-grade merge`",
+    )
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        help="folder of one feedback file per student (default for a folder: feedback/ beside the CSV; "
+        "for a shard: none, the merge writes it)",
+    )
+    parser.add_argument(
         "--trust-own-checks",
         action="store_true",
         help="grade a notebook that matches no reference by its own check cells (a submission can edit those)",
@@ -539,6 +661,19 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.path.exists():
         print(f"error: {printable(str(args.path))} does not exist", file=sys.stderr)
+        return 2
+    from . import classroom
+
+    try:
+        shard = classroom.Shard.parse(args.shard) if args.shard is not None else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        print("error: --jobs takes a positive number of notebooks graded at once", file=sys.stderr)
+        return 2
+    if shard is not None and not args.path.is_dir():
+        print("error: --shard splits a folder of notebooks; give a folder", file=sys.stderr)
         return 2
     notebooks = find_notebooks(args.path)
     if not notebooks:
@@ -563,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    limits = Limits(memory=int(args.memory * 2**30))
+    limits = Limits(memory=int(args.memory * 2**30), threads=classroom.job_threads(args.jobs))
     if args.unsafe_no_sandbox:
         isolation = Isolation(None, unsafe=True, limits=limits)
         print("warning: --unsafe-no-sandbox: submissions run as you, without isolation", file=sys.stderr)
@@ -575,66 +710,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     snapshot = Snapshot.take()  # the checks and the library as they are now, before any submission runs
 
-    folder_run = args.path.is_dir()
-    gradebook = args.csv or (Path("grades.csv") if folder_run else None)
-    journal = journal_path(gradebook) if folder_run else None
-    done = read_journal(journal) if journal is not None and args.resume else {}
-    if journal is not None and not args.resume:
-        journal.write_text("", encoding="utf-8")
-    reports: list[Report] = []
-    interrupted = False
-    for path in notebooks:
-        shown = printable(str(path))
-        if shown in done:
-            reports.append(done[shown])
-            continue
-        try:
-            report = grade_notebook(
-                path,
-                references,
-                args.timeout,
-                lesson=args.lesson,
-                trust_own_checks=args.trust_own_checks,
-                snapshot=snapshot,
-                isolation=isolation,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-            break
-        except Exception as error:  # noqa: BLE001 - one notebook never stops the class
-            report = _failed_report(path, error)
-        reports.append(report)
-        print(format_report(report), flush=True)
-        if journal is not None:
-            with open(journal, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-        if folder_run:
-            _write_outputs(reports, args.json, gradebook, folder_run)
-    if done:
-        print(f"{len(done)} notebooks taken from {printable(str(journal))} (--resume)")
-    if len(reports) > 1 or folder_run:
-        total, top = sum(r.total for r in reports), sum(r.max for r in reports)
-        print(f"{len(reports)} notebooks graded; {_number(total)}/{_number(top)} points in all")
-    if reports:
-        _write_outputs(reports, args.json, gradebook, folder_run)
-    if gradebook is not None:
-        print(f"gradebook: {printable(str(gradebook))}")
-    if interrupted:
-        print(
-            f"interrupted: {len(reports)} of {len(notebooks)} notebooks graded; finish with --resume", file=sys.stderr
+    def grade_one(path: Path) -> Report:
+        return grade_notebook(
+            path,
+            references,
+            args.timeout,
+            lesson=args.lesson,
+            trust_own_checks=args.trust_own_checks,
+            snapshot=snapshot,
+            isolation=isolation,
         )
-        return 130
-    return 0
+
+    return classroom.grade_all(args, notebooks, shard, grade_one)
 
 
-def _write_outputs(reports: list[Report], json_path: Path | None, gradebook: Path | None, folder_run: bool) -> None:
-    if json_path:
-        _write_json([r.to_dict() for r in reports] if folder_run else reports[0].to_dict(), json_path)
-    if gradebook is not None:
-        write_gradebook(reports, gradebook)
+if __name__ == "__main__":  # python -m coursework.grade: run the module that coursework.classroom imports,
+    from coursework.grade import main as module_main  # whose registry of running executors it stops
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(module_main())

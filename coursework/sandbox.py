@@ -25,8 +25,9 @@ and the kernel starts inside `bwrap`, which gives it, and every process it start
   submissions folder, not the grader's home;
 - a clean environment (only the variables listed in `inside_environment`);
 - limits set before any submission code runs (`Limits`, applied by the launcher): address space, processes,
-  file size, no core files; as root, where a pids cgroup can be made, the process limit is that cgroup's
-  (the executor and everything it starts join it). Time is limited by the executor and the grader.
+  file size, no core files; as root, where cgroups can be made (v1 or v2), the process limit is a pids
+  cgroup's and the memory of all its processes together a memory cgroup's (the executor and everything it
+  starts join them). Time is limited by the executor and the grader.
 
 ``unsafe=True`` (``pixelcnn-grade --unsafe-no-sandbox``) runs the same launcher without bubblewrap, as the
 grader's user, with only the private HOME, the snapshot first on the import path and the limits.
@@ -79,12 +80,15 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Limits:
     """What one submission may use: address space, memory file systems (/work, /home/student, /tmp each),
-    processes and threads, and the size of any one file it writes."""
+    processes and threads, the size of any one file it writes, and the threads its OpenMP and MKL pools
+    start (`threads`, set as OMP_NUM_THREADS and MKL_NUM_THREADS: a share of the cores when several
+    submissions are graded at once; 0: as PASSED_THROUGH gives them)."""
 
     memory: int = 8 << 30
     disk: int = 512 << 20
     processes: int = 512
     file_size: int = 1 << 30
+    threads: int = 0
 
 
 DEFAULT_LIMITS = Limits()
@@ -124,22 +128,59 @@ def _package_folder(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
-PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def process_cgroup(limit: int) -> Path | None:
-    """A fresh pids cgroup (v1) that allows `limit` processes and threads, where the grader may make one (as
-    root). It stands in for RLIMIT_NPROC, which does not bind processes that are root outside their user
-    namespace (a sandbox started by root). None where there is none to make."""
-    if os.geteuid() != 0 or not (PIDS_CGROUP / "cgroup.procs").is_file():
-        return None
-    path = PIDS_CGROUP / f"course-grade-{secrets.token_hex(6)}"
+def resource_cgroups(processes: int, memory: int) -> list[Path]:
+    """Fresh cgroups that allow `processes` processes and threads and `memory` bytes in all, for one
+    submission, where the grader may make them (as root): cgroup v1's pids and memory controllers, or one
+    cgroup v2 group with both. They stand in for what rlimits cannot do: RLIMIT_NPROC does not bind
+    processes that are root outside their user namespace, and the address-space limit is per process, not
+    for the submission's processes together. Empty where none can be made."""
+    if os.geteuid() != 0:
+        return []
+    name = f"course-grade-{secrets.token_hex(6)}"
+    if (CGROUP_ROOT / "cgroup.controllers").is_file():  # cgroup v2: one group, both limits
+        wanted = [("pids.max", processes), ("memory.max", memory), ("memory.swap.max", 0)]
+        return _make_cgroup(CGROUP_ROOT / name, wanted, optional={"memory.swap.max"})
+    made = []
+    for controller, wanted in (
+        ("pids", [("pids.max", processes)]),
+        ("memory", [("memory.limit_in_bytes", memory), ("memory.memsw.limit_in_bytes", memory)]),
+    ):
+        made += _make_cgroup(CGROUP_ROOT / controller / name, wanted, optional={"memory.memsw.limit_in_bytes"})
+    return made
+
+
+def _make_cgroup(path: Path, limits: list, optional: set) -> list[Path]:
+    """[path] once the cgroup exists with `limits` ((file, value), ...) written; [] where it cannot be made
+    (files in `optional` may be missing: swap accounting is often off)."""
+    if not (path.parent / "cgroup.procs").is_file():
+        return []
     try:
         path.mkdir()
-        (path / "pids.max").write_text(str(limit))
     except OSError:
-        return None
-    return path
+        return []
+    for file, value in limits:
+        try:
+            (path / file).write_text(str(value))
+        except OSError:
+            if file not in optional:
+                remove_cgroup(path)
+                return []
+    return [path]
+
+
+def remove_cgroup(path: Path) -> None:
+    """Remove a cgroup once its last process is gone (waits up to 5 s)."""
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def bwrap_path() -> str | None:
@@ -169,8 +210,8 @@ def _system_binds() -> list[str]:
     return args
 
 
-def inside_environment() -> dict:
-    """The kernel's whole environment inside the sandbox."""
+def inside_environment(threads: int = 0) -> dict:
+    """The kernel's whole environment inside the sandbox (`threads`: see `Limits`)."""
     home = INSIDE_HOME
     env = {
         "HOME": home,
@@ -190,6 +231,8 @@ def inside_environment() -> dict:
         "TQDM_DISABLE": "1",
     }
     env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
@@ -220,7 +263,7 @@ def bwrap_command(bwrap: str, lib: Path, given: Path, run: Path, limits: Limits)
     for folder in python_folders():  # after the memory file systems, which must not cover them
         args += ["--ro-bind", str(folder), str(folder)]
     args += ["--ro-bind", str(lib), INSIDE_LIB, "--ro-bind", str(given), INSIDE_INPUT, "--bind", str(run), str(run)]
-    for key, value in inside_environment().items():
+    for key, value in inside_environment(limits.threads).items():
         args += ["--setenv", key, value]
     args += ["--chdir", INSIDE_WORK, "--", sys.executable, f"{INSIDE_LIB}/{LAUNCHER}"]
     args += ["--copy", INSIDE_INPUT, INSIDE_WORK, "--limits", *map(str, _limit_values(limits, processes=True))]
@@ -318,7 +361,11 @@ class Sandbox:
             "language": "python",
         }
         if unsafe:
-            kernel_json["env"] = {**inside_environment(), "HOME": str(self.root / "home"), "PYTHONPATH": str(lib)}
+            kernel_json["env"] = {
+                **inside_environment(limits.threads),
+                "HOME": str(self.root / "home"),
+                "PYTHONPATH": str(lib),
+            }
             kernel_json["env"].update(
                 {k: str(self.root / "home" / v) for k, v in (("IPYTHONDIR", ".ipython"), ("TMPDIR", "tmp"))}
             )
@@ -326,15 +373,10 @@ class Sandbox:
                 kernel_json["env"][key] = kernel_json["env"][key].replace(INSIDE_HOME, str(self.root / "home"))
         (spec / "kernel.json").write_text(json.dumps(kernel_json), encoding="utf-8")
         self.env = executor_environment(self.root)
-        # the executor joins it (`--cgroup`), and so does everything it starts; a little room for its threads
-        self.cgroup = None if unsafe else process_cgroup(limits.processes + 64)
+        # the executor joins them (`--cgroup`), and so does everything it starts; a little room for its threads
+        self.cgroups = [] if unsafe else resource_cgroups(limits.processes + 64, limits.memory)
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        for _ in range(50):  # the cgroup can be removed once its last process is gone
-            try:
-                if self.cgroup is not None:
-                    self.cgroup.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        for cgroup in self.cgroups:
+            remove_cgroup(cgroup)

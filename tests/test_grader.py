@@ -261,10 +261,11 @@ def test_csv_gradebook_has_one_row_per_notebook(folder_report):
     by_case, out, _ = folder_report
     rows = list(csv.DictReader((out / "grades.csv").open(encoding="utf-8")))
     assert len(rows) == len(SUBMISSIONS) + len(HONEST) + 1
-    assert list(rows[0])[:3] == ["notebook", "t_square_check", "t_greeting_check"]
+    assert list(rows[0])[:4] == ["student", "notebook", "t_square_check", "t_greeting_check"]
     assert {"total", "max"} <= set(rows[0])
     for row in rows:
         case = Path(row["notebook"]).parent.name
+        assert row["student"] == case  # the first folder below the graded folder
         assert float(row["total"]) == by_case[case]["total"]
         assert float(row["max"]) == 3
 

@@ -144,6 +144,20 @@ except MemoryError:
     found = "MemoryError"
 """
 
+MANY_HOGS = """
+import os, signal, time
+children = []
+for _ in range(3):  # 3 x 1.25 GiB, each under the 3 GiB address-space limit, together over --memory 3
+    pid = os.fork()
+    if pid == 0:
+        block = b"x" * (5 * 2**28)
+        time.sleep(5)
+        os._exit(0)
+    children.append(pid)
+killed = sum(os.waitpid(pid, 0)[1] == signal.SIGKILL for pid in children)
+found = f"{killed} killed"
+"""
+
 ESCAPE_NAME = "\x1b[32m✓ full marks\x1b[0m"
 FORMULA_NAME = '=HYPERLINK("evil.example","grades")'
 BAD_BYTES = b"caf\xe9"
@@ -172,7 +186,8 @@ def _remove_deep(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
-    """One class run through main(), in this order: each attacker, then an untouched classmate."""
+    """One class run through main(), two submissions at a time, in this order: each attacker, then an untouched
+    classmate (often graded alongside it)."""
     require_sandbox()
     reference = tmp_path_factory.mktemp("solutions")
     write(notebook(), reference / "lesson.ipynb")
@@ -186,6 +201,8 @@ def class_run(tmp_path_factory):
         "a4_fork_bomb": notebook(square=reports_through_square(FORK_BOMB)),
         "a4_victim": notebook(),
         "a5_memory_hog": notebook(square=reports_through_square(HOG)),
+        "a5_many_hogs": notebook(square=reports_through_square(MANY_HOGS)),
+        "a5_victim": notebook(),
         "a6_deep": notebook(),
         "a7_malformed": None,
         FORMULA_NAME: notebook(),
@@ -215,6 +232,8 @@ def class_run(tmp_path_factory):
             "120",
             "--memory",
             "3",
+            "--jobs",  # two sandboxes at a time: every guarantee must hold with classmates running alongside
+            "2",
             "--json",
             str(out / "report.json"),
             "--csv",
@@ -246,8 +265,8 @@ def message(report) -> str:
 def test_the_class_run_finishes_and_grades_everyone(class_run):
     result, by_case, _, _ = class_run
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
-    assert len(by_case) == 14
-    for case in ("a1_victim", "a2_victim", "a4_victim", "z_victim", "a6_deep", FORMULA_NAME):
+    assert len(by_case) == 16
+    for case in ("a1_victim", "a2_victim", "a4_victim", "a5_victim", "z_victim", "a6_deep", FORMULA_NAME):
         assert by_case[case]["total"] == 3 and by_case[case]["status"] == "ok", by_case[case]
 
 
@@ -298,6 +317,18 @@ def test_a_memory_hog_is_stopped_by_the_memory_limit(class_run):
     assert "returned MemoryError" in message(by_case["a5_memory_hog"]), by_case["a5_memory_hog"]
 
 
+def test_processes_that_together_exceed_the_memory_limit_are_stopped(class_run):
+    """As root, a memory cgroup bounds the submission's processes together (the address-space limit binds
+    each process alone): one of three 1.25 GiB children under --memory 3 is killed; the next classmate is
+    untouched."""
+    _, by_case, _, _ = class_run
+    if os.geteuid() != 0:
+        pytest.skip("a memory cgroup needs root; run the tests as root (CI does) to check it")
+    text = message(by_case["a5_many_hogs"])
+    assert int(text.split("returned ")[1].split(" killed")[0]) >= 1, text
+    assert by_case["a5_victim"]["total"] == 3
+
+
 def test_a_malformed_notebook_gets_its_own_report(class_run):
     _, by_case, _, _ = class_run
     report = by_case["a7_malformed"]
@@ -310,10 +341,12 @@ def test_hostile_names_are_text_in_the_gradebook_and_on_the_terminal(class_run):
     assert "\x1b" not in stdout and "\\x1b[32m✓ full marks" in stdout
     assert "caf\\xe9" in stdout
     rows = list(csv.reader((out / "grades.csv").open(encoding="utf-8")))
-    names = [row[0] for row in rows[1:]]
-    assert not any(name.startswith(("=", "+", "-", "@")) for name in names)
+    assert rows[0][:2] == ["student", "notebook"]
+    students, names = [row[0] for row in rows[1:]], [row[1] for row in rows[1:]]
+    assert not any(name.startswith(("=", "+", "-", "@")) for name in students + names)
     assert any(name.startswith("'") and FORMULA_NAME in name for name in names)
     assert "caf\\xe9/lesson.ipynb" in names and f"'{FORMULA_NAME}/lesson.ipynb" in names
+    assert "caf\\xe9" in students and f"'{FORMULA_NAME}" in students
     assert by_case["caf\\xe9"]["total"] == 3
 
 
