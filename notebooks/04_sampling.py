@@ -69,7 +69,6 @@ from course_lib import (
     count_parameters,
     evaluate,
     fit,
-    is_fast,
     load_dataset,
     occlude,
     pick,
@@ -152,7 +151,9 @@ plot_history(history, dims=C * H * W, title="Training the sampling model (test c
 plt.show()
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert (label_parameters, count_parameters(model), label_parameters // 11) == (7_040, 159_585, 640)
     assert unconditional - conditional > math.log(10), "the label should save more than ln 10 nats here"
 
@@ -441,7 +442,9 @@ assert log_lik[0.6] > log_lik[0.8] > log_lik[1.0] > log_lik[1.3], "likelihood sh
 assert spread[0.6] < spread[1.3], "cold samples should be more alike than hot ones"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert log_lik[0.8] > -unconditional, "cold samples should be more likely than real test digits"
     assert abs(log_lik[1.0] + unconditional) < 10, "at T = 1 samples should score near real test digits"
 
@@ -611,7 +614,9 @@ assert d_samples.min() > 0, "a sample is an exact copy of a training image"
 assert d_samples.median() > 0.5 * d_test.median(), "samples sit much closer to the training set than new digits do"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert d_samples.median() > d_test.median(), "samples should sit further from the training set than test digits"
 
 # %% [markdown]
@@ -811,7 +816,9 @@ plt.tight_layout()
 plt.show()
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     speed_up_at = {b: naive_seconds_at[b] / cached_seconds[b] for b in batch_sizes}
     assert speed_up_at[64] > 100, "cached sampling should be over a hundred times faster at batch 64"
     assert speed_up_at[64] > speed_up_at[1], "the speed-up should grow with the batch"
@@ -917,7 +924,9 @@ plt.show()
 assert judged_share["pretrained binary-conditional"] >= max(0.5, judged_share["this lesson's model"])
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     ratio = judged_share["pretrained binary-conditional"] / judged_share["this lesson's model"]
     assert 1.5 < ratio < 2.5, "the pretrained model should be recognised about twice as often"
 
@@ -1065,7 +1074,9 @@ plt.show()
 assert torch.equal(guided[0, 0], sample(model, len(guided_labels), labels=guided_labels, seed=100))
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     mean = {w: torch.tensor(v).mean().item() for w, v in judged_at.items()}
     sd = {w: torch.tensor(v).std().item() for w, v in judged_at.items()}
     assert all(a > b for a, b in zip(judged_at[1], judged_at[0])), "w = 1 should beat w = 0 in every seed"

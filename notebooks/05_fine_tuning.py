@@ -307,7 +307,9 @@ for n in SIZES:
     assert mf + sf < ms - ss, f"fine-tuning should beat scratch beyond the spread at N={n}"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert mean_sd(results[SIZES[0]]["fine-tune"])[0] > zero_shot["bpd"], (
         "100 passes over 10 images should end worse than the pretrained model it started from"
     )
@@ -440,7 +442,9 @@ order = [
 assert m_all + s_all < m_start, "gentle fine-tuning of all layers helps on the target, beyond the spread"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs: each step is beyond the spread
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build: each step is beyond the spread
     for before, after in zip(order, order[1:]):
         (tb, tsb), (ta, tsa) = mean_sd(scores[before]["target"]), mean_sd(scores[after]["target"])
         (sb, ssb), (sa, ssa) = mean_sd(scores[before]["source"]), mean_sd(scores[after]["source"])
@@ -552,7 +556,9 @@ print(
 # levers (try them).
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert judge_real >= 0.9, "the judge should recognise real test digits almost always"
     assert 0.2 < recognised < judge_real / 2, (
         "the samples should be recognised more than twice as often as chance, far less often than real digits"
@@ -618,7 +624,9 @@ for k in LABELS_PER_CLASS:
 assert min(min(v) for v in accuracies.values()) > 20, "every classifier should beat chance (10%) by far"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     few_labels, many_labels = LABELS_PER_CLASS
     (m_pre, s_pre), (m_scr, s_scr) = (mean_sd(accuracies[name, few_labels]) for name in CLASSIFIERS[:2])
     assert m_pre - m_scr >= 3, "the pretrained body should be several points ahead on average at 10 labels per class"
@@ -695,7 +703,9 @@ print(f"average probability given to the predicted class: {confidence:.1%}; accu
 assert generative_acc > pick(fast=0.2, full=0.5), "Bayes' rule over class likelihoods should beat chance by far"
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert 100 * generative_acc < cnn_mean - cnn_sd, "the CNN should be more accurate beyond its spread"
     assert generative_acc - 0.05 < confidence < generative_acc, "the model should be slightly underconfident"
 
@@ -726,7 +736,9 @@ print(f"parameters: {count_parameters(finished):,} for the shipped model, {count
 # above lies in the small model and its few labels, not in Bayes' rule itself.
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     assert finished_acc > max(generative_acc + 0.1, (cnn_mean + cnn_sd) / 100), "the shipped model should classify best"
     assert len(train) == 4 * len(labelled) == 4000, "the shipped model should have seen four times as many labels"
     ratio = count_parameters(finished) / count_parameters(conditional)
@@ -951,7 +963,9 @@ print(f"across the MNIST test digits, correlation of an image's nats with its ou
 # evidence that an image is like the training data.
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the full-size runs
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the course's own full-size build
     (auc_shapes, flag_shapes, _), (auc_sk, _, _) = novelty["shapes"], novelty["scikit-learn digits"]
     assert auc_sk > 0.99, "the enlarged scikit-learn digits should be caught almost always"
     assert 0.5 < auc_shapes < 0.7 and flag_shapes < 0.15, "the shapes should mostly pass the detector"

@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from course_lib import evaluate, is_fast, load_dataset, load_model, pick, pretrained, sample
+from course_lib import evaluate, load_dataset, load_model, pick, pretrained, sample
 from course_lib.causality import receptive_field
 from course_lib.logistic import mixture_log_probs, split_params
 from course_lib.masks import cut_channel_links
@@ -231,7 +231,9 @@ print(
 )
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on the whole test split
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on the whole test split
     assert abs(result["nats"] - info["test_nats_per_image"]) < 0.01, "the record and the weights agree"
 if not TRAIN_YOUR_OWN:
     last_train = history["train_nats"][-1] / (784 * LN2)
@@ -344,7 +346,9 @@ for ax, t in zip(axes, temperatures):
 fig.tight_layout()
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast() and not TRAIN_YOUR_OWN:  # the prose's claims, on 16 samples of the shipped model
+from course_lib.config import claims_checked
+
+if claims_checked() and not TRAIN_YOUR_OWN:  # the prose's claims, on 16 samples of the shipped model
     share_extreme = {t: ((x == 0) | (x == 255)).double().mean().item() for t, x in draws.items()}
     assert share_extreme[0.7] > share_extreme[1.0] > share_extreme[1.3], "black and white: up at 0.7, down at 1.3"
     assert abs(share_extreme[1.0] - test_extremes) < 0.01, "at temperature 1 the share matches the test digits"
@@ -806,7 +810,9 @@ print(f"D = {D}: the mixture is at most log2(100) / D = {math.log2(100) / D:.4f}
 print(f"the colour study's gap between the orders: {gap:.4f} bits/dim")
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on eight sets of 64 samples
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on eight sets of 64 samples
     assert max(ink_sets["ordered"]) < min(ink_sets["independent"]), "ordered: less ink in every set"
     assert max(ink_sets["ordered"]) < 0.7 * test_ink, "ordered: far too little ink, in every set"
     assert 0 < mean_sd(ink_sets["independent"])[0] - test_ink < 0.025, "independent: a little more ink than the test"
@@ -847,7 +853,9 @@ show_grid(pretrained_draws[0][:n_samples], title, levels=256, xlabel="sample", y
 plt.show()
 
 # %% jupyter={"source_hidden": true} tags=["claims"]
-if not is_fast():  # the prose's claims, on three sets of 64 samples
+from course_lib.config import claims_checked
+
+if claims_checked():  # the prose's claims, on three sets of 64 samples
     assert abs(mean_sd(pretrained_drift)[0] - mean_sd(drift_sets["ordered"])[0]) < 0.05, "drift like the ordered"
     assert max(pretrained_ink) < 0.8 * test_ink, "it too draws less ink than the test digits"
 

@@ -78,3 +78,20 @@ def test_claims_cells_are_hidden_and_only_check(source):
     for cell in claims:
         assert cell.metadata.get("jupyter", {}).get("source_hidden"), f"a claims cell of {source.name} is visible"
         assert "assert" in cell.source, f"a claims cell of {source.name} checks nothing:\n{cell.source}"
+        # a learner's run (another CPU or thread count) may differ a little from the committed one: the
+        # claims about the committed numbers are checked by the course build alone, never in a learner's run
+        assert "is_fast()" not in cell.source, f"a claims cell of {source.name} runs in a learner's full-mode run"
+
+
+def test_claims_are_checked_by_the_course_build_in_full_mode_only(monkeypatch):
+    """`tools/build_course.py` sets COURSE_BUILD=1; a learner's run (without it) and fast mode check nothing."""
+    from course_lib.config import claims_checked
+
+    monkeypatch.delenv("COURSE_BUILD", raising=False)
+    monkeypatch.delenv("COURSE_FAST", raising=False)
+    assert not claims_checked()
+    monkeypatch.setenv("COURSE_BUILD", "1")
+    assert claims_checked()
+    monkeypatch.setenv("COURSE_FAST", "1")
+    assert not claims_checked()
+    assert 'os.environ["COURSE_BUILD"] = "1"' in (ROOT / "tools/build_course.py").read_text()
