@@ -8,6 +8,7 @@ mnist-subset and writes checkpoint.pt, samples.png, completions.png and metrics.
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -120,9 +121,22 @@ def build_parser():
     return parser
 
 
+def _writable_folder(folder):
+    """Make `folder` (a Path) if needed; a CourseError naming the fix when it cannot be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
+    except OSError as err:
+        writable, why = False, err.strerror
+    else:
+        why = "permission denied"
+    if not writable:
+        raise CourseError(f"Cannot write to {folder} ({why}); pass --out with a folder you can write to.")
+    return folder
+
+
 def cmd_train(args):
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_folder(Path(args.out))
     seed_everything(args.seed)
     levels = args.levels or 2
     train = load_dataset(args.data, "train", levels=levels, limit=args.limit)
@@ -247,6 +261,7 @@ def _write_samples(model, test, args, out, levels):
 
 
 def cmd_sample(args):
+    _writable_folder(Path(args.out).parent)  # before sampling, not after
     model = pretrained(args.pretrained) if args.pretrained else load_model(args.checkpoint)
     model = model.to(pick_device(args.device))
     labels = args.label if model.num_classes else None

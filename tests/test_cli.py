@@ -191,3 +191,21 @@ def test_ctrl_c_before_the_first_checkpoint(tmp_path, monkeypatch, capsys):
     argv = ["train", "--data", "shapes", "--limit", "16", "--channels", "4", "--out", str(tmp_path)]
     assert cli.main(argv) == 130
     assert "no checkpoint was written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_an_output_folder_that_cannot_be_written_stops_before_any_work(command, tmp_path, capsys, monkeypatch):
+    """A read-only --out (a student's copy of the course, a shared folder) is one sentence naming the fix,
+    said before training or sampling starts, never a traceback at the end."""
+    from course_lib import cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # root may write anywhere: pretend
+    monkeypatch.setattr(cli, "load_dataset", lambda *a, **k: pytest.fail("trained although --out is read-only"))
+    monkeypatch.setattr(cli, "pretrained", lambda *a, **k: pytest.fail("sampled although --out is read-only"))
+    out = locked / "run" if command == "train" else locked / "s.png"
+    args = ["train", "--data", "shapes", "--out", str(out)] if command == "train" else ["sample", "--out", str(out)]
+    assert cli.main([*args] + (["--pretrained", "binary"] if command == "sample" else [])) == 2
+    err = capsys.readouterr().err
+    assert "Cannot write to" in err and "pass --out" in err and "Traceback" not in err
