@@ -147,3 +147,61 @@ def test_the_readme_quotes_the_committed_quota_table():
     root = Path(__file__).resolve().parents[1]
     result = json.loads((root / "benchmarks" / "results" / "quota_cpu.json").read_text())
     assert result["table"] in (root / "README.md").read_text()
+
+
+def test_the_readme_quotes_the_committed_classroom_sizing_table():
+    """The README's classroom sizing table is the one `benchmarks/classroom.py --table` renders from the
+    committed measurement (after a new run, paste its printed table into the README)."""
+    from benchmarks.classroom import EMPTY, readme_table
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "benchmarks" / "results" / "classroom_sizing.json").read_text())
+    assert readme_table(result) in (root / "README.md").read_text()
+    lessons = [r for r in result["results"] if r["lesson"] != EMPTY]
+    assert [r["lesson"][:2] for r in lessons] == ["00", "01", "02", "03", "04", "05", "06"]  # every lesson
+    assert all(r["kernel_in_cgroup"] and r["quota"] == result["settings"]["cpus"] for r in lessons)
+
+
+def test_classroom_sizing_takes_the_smaller_of_the_cpu_and_the_memory_limit():
+    """Students per server = min(floor(cores / quota), floor((memory - reserve) / allowance)), the allowance
+    being the largest lesson peak plus headroom rounded up to 0.5 GiB; the table shows wall time as m:ss."""
+    from benchmarks.classroom import EMPTY, memory_per_student_gib, readme_table, sizing, students_per_server
+
+    assert memory_per_student_gib(1000, 0.25) == 1.5  # 1250 MiB -> 1.22 GiB -> 1.5
+    assert memory_per_student_gib(1024, 0.0) == 1.0 and memory_per_student_gib(1025, 0.0) == 1.5
+    assert students_per_server(32, 128, 1, 1.5, 2) == 32  # CPU-bound: memory would allow 84
+    assert students_per_server(32, 40, 1, 1.5, 2) == 25  # memory-bound: floor(38 / 1.5)
+    assert students_per_server(2, 24, 0.5, 1.5, 2) == 4  # half a core each
+    assert students_per_server(4, 1, 1, 1.5, 2) == 0  # less memory than the reserve
+    result = dict(
+        settings=dict(cpus=1.0),
+        results=[
+            dict(lesson=EMPTY, wall_s=1.2, cpu_s=2.0, peak_mib=5000),  # the floor is not a lesson
+            dict(lesson="00_a", wall_s=95.4, cpu_s=90.2, peak_mib=900.4),
+            dict(lesson="01_b", wall_s=600, cpu_s=580, peak_mib=2100, errors=[dict(index=3)]),
+        ],
+    )
+    s = sizing(result, [(32, 128), (2, 24)], headroom=0.25, reserve_gib=2)
+    assert (s["peak_lesson"], s["memory_per_student_gib"]) == ("01_b", 3.0)  # 2625 MiB -> 2.56 GiB -> 3
+    assert [f["students"] for f in s["servers"]] == [32, 2] and s["servers"][0]["by_memory"] == 42
+    table = readme_table(result)
+    assert "| 00_a | 1:35 | 90 | 900 |" in table and "| 01_b (1 cell failed) | 10:00 | 580 | 2100 |" in table
+
+
+def test_the_readme_quotes_the_committed_grading_and_hub_measurements():
+    """The README's class-grading table and hub rehearsal figures are those `benchmarks/grading.py` and
+    `tools/hub_rehearsal.py --json` stored (rerun both and update the README together)."""
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    grading = json.loads((root / "benchmarks" / "results" / "grading.json").read_text())
+    assert all(f"  {line}" in readme for line in grading["table"].splitlines())
+    assert grading["gradebooks_identical"] and f"({grading['runs'][0]['points']} points)" in readme
+    hub = json.loads((root / "benchmarks" / "results" / "hub_rehearsal.json").read_text())
+    seconds = hub["seconds"]
+    quoted = (
+        f"{seconds['total']:.0f} s in all, of which the hub {seconds['hub_start']:g} s, the three servers "
+        f"{seconds['servers_start']:g} s, lesson 00 on three"
+    )
+    assert quoted in " ".join(readme.split()), quoted
+    grades = sorted((g["total"], g["max"]) for g in hub["grades"].values())
+    assert grades == [(0, 7), (4, 7), (7, 7)] and "grades 7/7, 4/7 and 0/7" in readme
