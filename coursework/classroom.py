@@ -185,7 +185,7 @@ def grade_in_threads(todo: list[tuple[int, Path]], grade_one: Callable, jobs: in
     `record(position, report)` (called from the grading threads). A notebook whose grading raises gets an
     error report. Ctrl-C (or a KeyboardInterrupt from `grade_one`) stops the run: no new notebook starts,
     the running executors are killed and their notebooks are not recorded. SIGTERM (what Slurm sends at the
-    end of a job's time) counts as Ctrl-C. True when interrupted."""
+    end of a job's time) counts as Ctrl-C (`_stop_on_signals`). True when interrupted."""
     stop, interrupted = threading.Event(), threading.Event()
 
     def work(position: int, path: Path) -> None:
@@ -204,7 +204,7 @@ def grade_in_threads(todo: list[tuple[int, Path]], grade_one: Callable, jobs: in
 
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="pixelcnn-grade")
     futures: list = []
-    terminate = _interrupt_on_sigterm()
+    previous = _stop_on_signals(stop, interrupted)
     try:
         futures = [pool.submit(work, position, path) for position, path in todo]
         pending = set(futures)
@@ -212,7 +212,7 @@ def grade_in_threads(todo: list[tuple[int, Path]], grade_one: Callable, jobs: in
             finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             for future in finished:
                 future.result()  # a failure to record (a full disk, ...) stops the run
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # where no handler could be installed (not the main thread)
         interrupted.set()
     finally:
         stop.set()
@@ -220,20 +220,24 @@ def grade_in_threads(todo: list[tuple[int, Path]], grade_one: Callable, jobs: in
             future.cancel()
         stop_running()  # kills only executors still running: none after a run that finished
         pool.shutdown(wait=True)
-        if terminate is not None:
-            signal.signal(signal.SIGTERM, terminate)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return interrupted.is_set()
 
 
-def _interrupt_on_sigterm():
-    """Make SIGTERM raise KeyboardInterrupt (in the main thread); the handler it replaced, or None."""
+def _stop_on_signals(stop: threading.Event, interrupted: threading.Event) -> dict:
+    """Make Ctrl-C (SIGINT) and SIGTERM set `interrupted` and `stop` instead of raising KeyboardInterrupt in
+    the middle of whatever the main thread is doing (inside `concurrent.futures.wait` that can leave a
+    future's lock held, and the run would then never end); the main loop sees `stop` within half a second.
+    Returns the handlers replaced ({} outside the main thread, where signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    def on_signal(signum, frame):
+        interrupted.set()
+        stop.set()
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    return {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def write_outputs(
