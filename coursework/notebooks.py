@@ -16,11 +16,12 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+
+from .tasks import cell_points, grade_id, is_check_cell, read_notebook  # the cells as coursework.tasks reads them
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,41 +29,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 def default_reference() -> Path:
     """The repository's solutions/ folder, next to the coursework package."""
     return PACKAGE_ROOT / "solutions"
-
-
-def read_notebook(path: Path):
-    """A notebook from .ipynb or a jupytext .py file."""
-    import jupytext
-    import nbformat
-
-    if path.suffix == ".ipynb":
-        return nbformat.read(path, as_version=4)
-    return jupytext.read(path)
-
-
-def grade_id(cell) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    if isinstance(meta, dict) and isinstance(meta.get("grade_id"), str):
-        return meta["grade_id"]
-    return None
-
-
-def is_check_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader")
-    return (
-        cell.get("cell_type") == "code"
-        and isinstance(meta, dict)
-        and bool(meta.get("grade"))
-        and isinstance(meta.get("grade_id"), str)
-    )
-
-
-def cell_points(cell) -> float:
-    try:
-        points = float(cell.metadata["nbgrader"].get("points", 0) or 0)
-    except (TypeError, ValueError):
-        return 0.0
-    return points if math.isfinite(points) and points >= 0 else 0.0
 
 
 @dataclass

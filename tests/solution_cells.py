@@ -1,8 +1,9 @@
 """The graded cells of a solution notebook as code, for the check tests: run a task's reference
-solution, a mutated copy of it (a planted bug), or its exercise stub."""
+solution, a mutated copy of it (a planted bug), or its exercise stub (the notebook read by coursework.tasks)."""
 
-import re
 from pathlib import Path
+
+from coursework.tasks import code_cells, notebook_tasks, read_notebook
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
@@ -17,40 +18,20 @@ class SolutionCells:
     def __init__(self, name, tasks=()):
         self.path = SOLUTIONS / f"{name}.py"
         self.tasks = list(tasks)
-        self.cells = self._read()
+        notebook = read_notebook(self.path)
+        self.cells = code_cells(notebook)
+        self.by_id = {task.grade_id: task for task in notebook_tasks(notebook, name)}
 
-    def _read(self):
-        cells, current, lines = {}, None, []
-        for line in self.path.read_text().splitlines() + ["# %% END"]:
-            if line.startswith("# %%"):
-                if current:
-                    cells[current] = "\n".join(lines)
-                match = re.search(r'"grade_id": "([^"]+)"', line)
-                current = match.group(1) if match and "[markdown]" not in line else None
-                lines = []
-            else:
-                lines.append(line)
-        return cells
+    def _earlier(self, grade_id):
+        return self.tasks[: self.tasks.index(grade_id)] if grade_id in self.tasks else []
 
     def solution(self, grade_id, *replacements):
         """The task function defined by cell `grade_id`, with (old, new) source replacements applied."""
-        source = self.cells[grade_id]
-        for old, new in replacements:
-            assert old in source, f"mutation target not found in {grade_id}: {old!r}"
-            source = source.replace(old, new)
-        namespace = {}
-        exec(self.cells["setup"], namespace)
-        for earlier in self.tasks[: self.tasks.index(grade_id)] if grade_id in self.tasks else []:
-            exec(self.cells[earlier], namespace)
-        exec(source, namespace)
-        name = re.search(r"^(?:def|class) (\w+)", source, re.MULTILINE).group(1)
-        return namespace[name]
+        return self.by_id[grade_id].load(*replacements, earlier=self._earlier(grade_id))
 
     def stub(self, grade_id):
         """The exercise version: the solution block replaced by raise NotImplementedError()."""
-        src = self.cells[grade_id]
-        block = src[src.index("    ### BEGIN SOLUTION") : src.index("### END SOLUTION") + len("### END SOLUTION")]
-        return self.solution(grade_id, (block, "    raise NotImplementedError()"))
+        return self.by_id[grade_id].load(stub=True, earlier=self._earlier(grade_id))
 
 
 def assert_checks_leave_global_state_alone(calls):

@@ -5,7 +5,6 @@ it may use. Honest solutions that use the allowed functions keep passing (the re
 lesson check tests)."""
 
 import functools
-import json
 import re
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ import course_lib
 from coursework import checks
 from coursework.checks import CheckFailed
 from coursework.checks.helpers import library_rule
+from coursework.tasks import read_tasks, solution_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 DELEGATED = "hands the work to the course's own"
@@ -249,16 +249,10 @@ def test_allowed_library_functions_and_the_check_s_own_references_pass(capsys):
 
 
 def _task_texts():
-    """(check's dotted name, the text of the task it grades) for every check cell of the solutions."""
-    for path in sorted((ROOT / "solutions").glob("*.ipynb")):
-        text = None
-        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
-            source = "".join(cell["source"])
-            if cell["cell_type"] == "markdown" and source.startswith("## Task"):
-                text = source
-            match = re.match(r"checks\.(lesson\d\d\.check_\w+)\(", source)
-            if cell["cell_type"] == "code" and match:
-                yield match.group(1), text
+    """(check's dotted name, the text of the task it grades) for every task of the solutions."""
+    for notebook in solution_notebooks():
+        for task in read_tasks(notebook):
+            yield re.match(r"checks\.(lesson\d\d\.check_\w+)\(", task.check).group(1), task.text
 
 
 @pytest.mark.parametrize("check, text", list(_task_texts()))

@@ -3,7 +3,8 @@
     python tools/make_exercises.py            # write exercises/NN_*.py (+ .ipynb) and the lessons' Exercises sections
     python tools/make_exercises.py --check    # exit 1 and name the files when any of them is out of date
 
-The solutions (jupytext percent `.py` files) are the single source of truth. In every cell:
+The solutions (jupytext percent `.py` files) are the single source of truth, read by `coursework.tasks`
+(the reader the check tests, the mutation tester and the grader share). In every cell (`strip_solution`):
 
 - a block from a `### BEGIN SOLUTION` line to the matching `### END SOLUTION` line (both included) becomes
   `# YOUR CODE HERE` and `raise NotImplementedError()` at the indentation of the BEGIN line (in a markdown
@@ -16,12 +17,12 @@ it is. The paired `.ipynb` is written without outputs, with cell ids derived fro
 output depends only on the solutions: running the script twice changes nothing.
 
 The "## Exercises" section of each lesson (`notebooks/NN_<name>.py`, same name as its solution) is generated
-too, from the exercise notebook's task headings (`## Task N · <title> (P points)`): one sentence on where the
-graded notebook is, then one bullet per task with its title, points and the first sentence of its
-instructions. The section is a markdown cell of its own that starts with `## Exercises`; the script owns the
-whole cell (put anything else in the next cell). It rewrites the lesson's `.py` and syncs the paired `.ipynb`
-with `jupytext --sync`, which keeps the lesson's outputs. `--check` reports a lesson whose section is out of
-date.
+too, from the exercise notebook's task headings (`## Task N · <title> (P points)`, the one above each
+solution cell): one sentence on where the graded notebook is, then one bullet per task with its title, points
+and the first sentence of its instructions. The section is a markdown cell of its own that starts with
+`## Exercises`; the script owns the whole cell (put anything else in the next cell). It rewrites the lesson's
+`.py` and syncs the paired `.ipynb` with `jupytext --sync`, which keeps the lesson's outputs. `--check` reports
+a lesson whose section is out of date.
 """
 
 from __future__ import annotations
@@ -39,10 +40,17 @@ import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
-MARKDOWN_STUB = ("YOUR ANSWER HERE",)
+sys.path.insert(0, str(ROOT))
+
+from coursework.tasks import (  # noqa: E402 - the one reader of the solved notebooks
+    TaskError,
+    grade_id,
+    notebook_tasks,
+    read_notebook,
+    solution_notebooks,
+    strip_solution,
+)
+
 _CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _VERSION_LINE = re.compile(r'^.*jupytext_version["\']?\s*:.*$', re.MULTILINE)
 EXERCISES_HEADING = "## Exercises"
@@ -54,36 +62,8 @@ _ABBREVIATIONS = ("e.g", "i.e", "etc", "cf", "vs")
 WRAP = 106  # markdown width: with the `# ` of the percent format, lines stay within the lessons' 108
 
 
-class ExerciseError(ValueError):
-    """A solution notebook whose markers do not pair up."""
-
-
-def strip_solution(source: str, cell_type: str = "code", where: str = "") -> str:
-    """Replace every solution block of one cell's source by the stub, and drop hidden-test blocks."""
-    out: list[str] = []
-    block: str | None = None  # the END marker we are waiting for
-    for number, line in enumerate(source.split("\n"), 1):
-        marker = line.strip().lstrip("#").strip() if cell_type == "markdown" else line.strip()
-        marker = "### " + marker if cell_type == "markdown" and not marker.startswith("###") else marker
-        if block is None:
-            if marker == SOLUTION_BEGIN:
-                indent = line[: len(line) - len(line.lstrip())]
-                stub = MARKDOWN_STUB if cell_type == "markdown" else CODE_STUB
-                out.extend(indent + text for text in stub)
-                block = SOLUTION_END
-            elif marker == HIDDEN_BEGIN:
-                block = HIDDEN_END
-            elif marker in (SOLUTION_END, HIDDEN_END):
-                raise ExerciseError(f"{where}line {number} of the cell: `{marker}` without its BEGIN line")
-            else:
-                out.append(line)
-        elif marker == block:
-            block = None
-        elif marker in (SOLUTION_BEGIN, HIDDEN_BEGIN):
-            raise ExerciseError(f"{where}line {number} of the cell: `{marker}` inside another block")
-    if block is not None:
-        raise ExerciseError(f"{where}a block is not closed: `{block}` is missing")
-    return "\n".join(out)
+# a solution notebook whose markers do not pair up, or whose task headings are not as expected
+ExerciseError = TaskError
 
 
 def make_exercise(notebook: nbformat.NotebookNode, name: str = "") -> nbformat.NotebookNode:
@@ -93,8 +73,8 @@ def make_exercise(notebook: nbformat.NotebookNode, name: str = "") -> nbformat.N
     exercise.nbformat, exercise.nbformat_minor = 4, 5
     used: set[str] = set()
     for index, cell in enumerate(notebook.cells):
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
-        where = f"{name}, cell {index + 1} ({grade_id or 'no grade_id'}): "
+        gid = grade_id(cell) or ""
+        where = f"{name}, cell {index + 1} ({gid or 'no grade_id'}): "
         source = strip_solution(cell.source, cell.cell_type, where)
         metadata = nbformat.from_dict(dict(cell.metadata))
         if cell.cell_type == "code":
@@ -103,7 +83,7 @@ def make_exercise(notebook: nbformat.NotebookNode, name: str = "") -> nbformat.N
             new = nbformat.v4.new_markdown_cell(source, metadata=metadata)
         else:
             new = nbformat.v4.new_raw_cell(source, metadata=metadata)
-        cell_id = grade_id if _CELL_ID.match(grade_id or "") and grade_id not in used else f"cell-{index}"
+        cell_id = gid if _CELL_ID.match(gid) and gid not in used else f"cell-{index}"
         used.add(cell_id)
         new.id = cell_id
         exercise.cells.append(new)
@@ -112,7 +92,7 @@ def make_exercise(notebook: nbformat.NotebookNode, name: str = "") -> nbformat.N
 
 def render(source: Path) -> dict[Path, str]:
     """Texts of exercises/<name>.py and exercises/<name>.ipynb generated from one solution `source`."""
-    notebook = jupytext.read(source)
+    notebook = read_notebook(source)
     exercise = make_exercise(notebook, source.name)
     target = source.parent.parent / "exercises" / source.name
     return {
@@ -122,7 +102,7 @@ def render(source: Path) -> dict[Path, str]:
 
 
 def solution_sources(root: Path = ROOT) -> list[Path]:
-    return sorted((root / "solutions").glob("[0-9][0-9]_*.py"))
+    return solution_notebooks(root / "solutions")
 
 
 def _normalise(text: str) -> str:
@@ -234,17 +214,15 @@ def _summary(description: str) -> str:
 
 
 def exercise_tasks(notebook: nbformat.NotebookNode, name: str = "") -> list[Task]:
-    """The tasks of an exercise (or solution) notebook, from its `## Task N · <title> (P points)` cells."""
+    """The tasks of an exercise (or solution) notebook, from the `## Task N · <title> (P points)` cell above
+    each of its solution cells (a heading above several solution cells counts once)."""
+    texts = dict.fromkeys(task.text for task in notebook_tasks(notebook, name) if task.text is not None)
     tasks = []
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type != "markdown" or not cell.source.startswith("## Task"):
-            continue
-        heading, _, description = cell.source.partition("\n")
+    for text in texts:
+        heading, _, description = text.partition("\n")
         match = _TASK_HEADING.match(heading)
         if not match:
-            raise ExerciseError(
-                f"{name}, cell {index + 1}: task heading {heading!r} is not `## Task N · <title> (P points)`"
-            )
+            raise ExerciseError(f"{name}: task heading {heading!r} is not `## Task N · <title> (P points)`")
         tasks.append(Task(int(match["number"]), match["title"].strip(), match["points"], _summary(description)))
     numbers = [t.number for t in tasks]
     if numbers != list(range(1, len(tasks) + 1)):
@@ -380,7 +358,7 @@ def lesson_sections(root: Path = ROOT) -> list[tuple[Path, str]]:
     for source in solution_sources(root):
         lesson = lesson_for(source, root)
         if lesson.exists():
-            exercise = make_exercise(jupytext.read(source), source.name)
+            exercise = make_exercise(read_notebook(source), source.name)
             relative = (root / "exercises" / source.name).with_suffix(".ipynb").relative_to(root)
             out.append((lesson, exercises_section(exercise, relative.as_posix())))
     return out

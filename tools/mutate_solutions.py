@@ -35,7 +35,6 @@ import copy
 import json
 import os
 import random
-import re
 import signal
 import sys
 import tempfile
@@ -49,77 +48,28 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import coursework.tasks  # noqa: E402 - the one reader of the solved notebooks
+
 SOLUTIONS = ROOT / "solutions"
 DATA = ROOT / "tools" / "solution_mutants"
-
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
 # statuses of a mutant; the first three are "caught"
 CAUGHT = ("check", "crashed", "timeout")
 
 
-# -- reading the solved notebooks ----------------------------------------------------------------------
-@dataclass
-class Task:
-    lesson: str  # "01"
-    notebook: str  # "01_self_supervised_likelihood"
-    grade_id: str
-    source: str  # the solution cell
-    first_line: int  # line number in the notebook file of the cell's first source line
-    blocks: list  # [(first, last)] line numbers in the cell (1-based) strictly inside BEGIN/END SOLUTION
-    check: str  # the source of the <grade_id>_check cell
-    setup: str  # the source of the setup cell
-    earlier: list  # [(grade_id, source)] of the solution cells before this one, in notebook order
-
-
-def _cells(path):
-    """[(grade_id, header line, first source line number, source)] of the code cells of a percent-format file."""
-    cells, current, lines = [], None, []
-    for number, line in enumerate(path.read_text().splitlines() + ["# %% END"], 1):
-        if line.startswith("# %%"):
-            if current:
-                cells.append((*current, "\n".join(lines)))
-            match = re.search(r'"grade_id": "([^"]+)"', line)
-            current = (match.group(1), line, number + 1) if match and "[markdown]" not in line else None
-            lines = []
-        else:
-            lines.append(line)
-    return cells
-
-
-def _blocks(source):
-    """Line ranges (1-based, inclusive) strictly between each BEGIN and END SOLUTION marker of a cell."""
-    blocks, start = [], None
-    for number, line in enumerate(source.splitlines(), 1):
-        if line.strip() == BEGIN:
-            start = number + 1
-        elif line.strip() == END and start is not None:
-            blocks.append((start, number - 1))
-            start = None
-    return blocks
-
-
+# -- reading the solved notebooks (coursework.tasks) --------------------------------------------------
 def lessons():
     """{"01": "01_self_supervised_likelihood", ...} for every solved notebook."""
-    return {p.stem[:2]: p.stem for p in sorted(SOLUTIONS.glob("[0-9][0-9]_*.py"))}
+    return {p.stem[:2]: p.stem for p in coursework.tasks.solution_notebooks(SOLUTIONS)}
 
 
 def read_tasks(notebook):
-    """The graded tasks of solutions/<notebook>.py, in notebook order."""
-    cells = _cells(SOLUTIONS / f"{notebook}.py")
-    by_id = {grade_id: source for grade_id, _, _, source in cells}
-    setup = by_id.get("setup", "")
-    tasks, earlier = [], []
-    for grade_id, header, first_line, source in cells:
-        if '"solution": true' not in header:
-            continue
-        check = by_id.get(f"{grade_id}_check")
-        if check is not None and _blocks(source):
-            tasks.append(
-                Task(notebook[:2], notebook, grade_id, source, first_line, _blocks(source), check, setup, list(earlier))
-            )
-        earlier.append((grade_id, source))
-    return tasks
+    """The graded tasks of solutions/<notebook>.py that have a check cell and a solution block, in notebook
+    order: coursework.tasks.Task (lesson, grade_id, source, first_line, blocks, check, setup, earlier)."""
+    tasks = coursework.tasks.read_tasks(SOLUTIONS / f"{notebook}.py")
+    return [task for task in tasks if task.check is not None and task.blocks]
 
 
 # -- making mutants --------------------------------------------------------------------------------------
