@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import table, write  # noqa: E402
-from course_lib import GatedPixelCNN, count_parameters, evaluate, fit, load_dataset  # noqa: E402
-from course_lib.benchmark import machine  # noqa: E402
-from course_lib.device import pick_device  # noqa: E402
+from benchmarks.common import table, write
+from course_lib import GatedPixelCNN, count_parameters, evaluate, fit, load_dataset
+from course_lib.benchmark import machine
+from course_lib.device import pick_device
 
 
 def main(argv=None):

@@ -27,17 +27,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import table, write  # noqa: E402
-from course_lib import GatedPixelCNN, PixelCNN, count_parameters  # noqa: E402
-from course_lib.benchmark import (  # noqa: E402
+from benchmarks.common import table, write
+from course_lib import GatedPixelCNN, PixelCNN, count_parameters
+from course_lib.benchmark import (
     forward_seconds,
     machine,
     naive_sampling_seconds,
     sampling_seconds,
     timed_call,
 )
-from course_lib.device import pick_device  # noqa: E402
-from course_lib.sampling import sample  # noqa: E402
+from course_lib.device import pick_device
+from course_lib.sampling import sample
 
 
 def keep_freed_memory():

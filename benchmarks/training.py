@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import table, write  # noqa: E402
-from course_lib import GatedPixelCNN, count_parameters  # noqa: E402
-from course_lib.benchmark import machine, training_throughput  # noqa: E402
-from course_lib.device import cpu_has_bf16, pick_device  # noqa: E402
-from course_lib.train import fast_options  # noqa: E402
+from benchmarks.common import table, write
+from course_lib import GatedPixelCNN, count_parameters
+from course_lib.benchmark import machine, training_throughput
+from course_lib.device import cpu_has_bf16, pick_device
+from course_lib.train import fast_options
 
 MODELS = {
     # about the size of the UvA deep-learning tutorial's model: 859k parameters, 256-way softmax

@@ -197,7 +197,7 @@ def grade_in_threads(todo: list[tuple[int, Path]], grade_one: Callable, jobs: in
             interrupted.set()
             stop.set()
             return
-        except Exception as error:  # noqa: BLE001 - one notebook never stops the class
+        except Exception as error:  # one notebook never stops the class
             report = failed_report(path, error)
         if not stop.is_set():  # a notebook stopped by an interruption is graded again on --resume
             record(position, report)

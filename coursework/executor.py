@@ -177,7 +177,7 @@ def execute(
             else:
                 status = "ok"
             timing["cells_done"] = time.time()
-    except Exception as error:  # noqa: BLE001 - the kernel failed to start, or the channel broke
+    except Exception as error:  # the kernel failed to start, or the channel broke
         if status == "running":
             status = f"error: {type(error).__name__}: {str(error)[:200]}"
     timing["kernel_stopped"] = time.time()

@@ -385,7 +385,7 @@ def grade_notebook(
     shown = printable(str(path))
     try:
         notebook = read_notebook(path)
-    except Exception as error:  # noqa: BLE001 - an unreadable submission still gets a report
+    except Exception as error:  # an unreadable submission still gets a report
         notebook, problem = None, f"error: cannot read the notebook ({type(error).__name__}: {str(error)[:150]})"
     else:
         problem = None
@@ -412,7 +412,7 @@ def grade_notebook(
         )
     try:
         nb, checks = prepare(notebook if notebook is not None else empty_notebook(), reference)
-    except Exception as error:  # noqa: BLE001 - a malformed notebook still gets a report
+    except Exception as error:  # a malformed notebook still gets a report
         problem = problem or f"error: malformed notebook ({type(error).__name__}: {str(error)[:150]})"
         nb, checks = prepare(empty_notebook(), reference)
     if problem:

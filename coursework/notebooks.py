@@ -60,7 +60,7 @@ def load_references(folder: Path | None) -> list[Reference]:
     for stem in sorted(by_stem):
         try:
             reference = Reference(by_stem[stem], read_notebook(by_stem[stem]))
-        except Exception:  # noqa: BLE001 - a stray file in the folder is not a reference
+        except Exception:  # a stray file in the folder is not a reference
             continue
         if reference.checks:
             references.append(reference)

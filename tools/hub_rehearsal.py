@@ -51,7 +51,7 @@ import nbformat
 import websocket  # websocket-client, a dependency of jupyter_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom_layout import (  # noqa: E402
+from classroom_layout import (
     JUNK,
     ROOT,
     add_student,

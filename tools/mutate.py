@@ -20,23 +20,23 @@ interrupted run leaves nothing behind. Tests that start subprocesses see the mut
 
 import argparse
 import ast
-import copy
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))  # run as a script: tools.mutation, found from the repository's root
+
+from tools import mutation  # noqa: E402 - the engine shared with tools/mutate_solutions.py
+
 LIB = "course_lib"
 
 # The test files that protect each module (run in this order; fast files first).
@@ -68,51 +68,7 @@ MODULES = {
     "logistic": ["tests/test_logistic.py", "tests/test_cached_sampling.py", "tests/test_causality.py"],
 }
 
-BINOPS = {
-    ast.Add: ast.Sub,
-    ast.Sub: ast.Add,
-    ast.Mult: ast.Div,
-    ast.Div: ast.Mult,
-    ast.FloorDiv: ast.Div,
-    ast.Mod: ast.FloorDiv,
-    ast.Pow: ast.Mult,
-}
-CMPOPS = {
-    ast.Lt: ast.LtE,
-    ast.LtE: ast.Lt,
-    ast.Gt: ast.GtE,
-    ast.GtE: ast.Gt,
-    ast.Eq: ast.NotEq,
-    ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot,
-    ast.IsNot: ast.Is,
-    ast.In: ast.NotIn,
-    ast.NotIn: ast.In,
-}
-METHODS = {
-    "mean": "sum",
-    "sum": "mean",
-    "max": "min",
-    "min": "max",
-    "argmax": "argmin",
-    "argmin": "argmax",
-    "eval": "train",
-    "floor": "ceil",
-    "ceil": "floor",
-    "triu": "tril",
-    "tril": "triu",
-    "zeros": "ones",
-    "ones": "zeros",
-    "sigmoid": "tanh",
-    "tanh": "sigmoid",
-    "relu": "elu",
-    "elu": "relu",
-    "softmax": "log_softmax",
-    "log_softmax": "softmax",
-    "bernoulli": "round",
-    "randperm": "arange",
-}
-DROPPED_CALLS = {"clone", "detach", "contiguous", "t", "float", "double", "long"}  # x.clone() -> x
+METHODS = {**mutation.METHODS, "relu": "elu", "elu": "relu"}
 SKIPPED_FUNCTIONS = {"__repr__", "extra_repr"}
 
 
@@ -129,43 +85,25 @@ class Mutant:
 
 
 # -- making mutants ----------------------------------------------------------------------------------
-class _Sites(ast.NodeVisitor):
-    """Collects (node, line, mutation text, apply function) for every mutable place, in a fixed order."""
+class Site(NamedTuple):
+    line: int  # where the changed node starts
+    statement: str  # the first line of the statement being visited, as ast.unparse writes it
+    mutation: str
+    apply: Callable[[], None]
 
-    def __init__(self):
-        self.sites = []
-        self.statements = []  # the statements being visited, innermost last
-        self.assigned = [set()]  # names bound so far in each enclosing function
 
-    def add(self, node, text, apply):
+class _Sites(mutation.SiteVisitor):
+    """Collects a Site for every mutable place of a library module, in a fixed order. The statements right
+    inside a def, class or module are neither dropped nor bound: only those of nested blocks are."""
+
+    methods = METHODS
+    drops_in_definitions = False
+
+    def add(self, node, text, apply, render="statement", statement=None):
+        # a mutant is named by the statement being visited (for a dropped line: the one around it), as the
+        # lists of equivalent mutants name it; `render` and `statement` serve mutate_solutions
         statement = ast.unparse(self.statements[-1]).splitlines()[0] if self.statements else ""
-        self.sites.append((node.lineno, statement, text, apply))
-
-    def visit(self, node):
-        if isinstance(node, ast.stmt):
-            self.statements.append(node)
-            try:
-                return super().visit(node)
-            finally:
-                self.statements.pop()
-        return super().visit(node)
-
-    # parts that are never mutated: messages, docstrings, annotations, signatures' defaults
-    def visit_Raise(self, node):
-        if isinstance(node.exc, ast.Call) and node.exc.args:  # the exception type stays, the message too
-            return
-        self.generic_visit(node)
-
-    def visit_Assert(self, node):
-        self.visit(node.test)
-
-    def visit_JoinedStr(self, node):
-        return
-
-    def visit_Import(self, node):
-        return
-
-    visit_ImportFrom = visit_Import
+        self.sites.append(Site(node.lineno, statement, text, apply))
 
     def visit_FunctionDef(self, node):
         if node.name in SKIPPED_FUNCTIONS:
@@ -173,184 +111,11 @@ class _Sites(ast.NodeVisitor):
         for dec in node.decorator_list:
             if ast.unparse(dec) in ("torch.no_grad()", "torch.no_grad"):
                 self.add(dec, f"drop @{ast.unparse(dec)}", lambda n=node, d=dec: n.decorator_list.remove(d))
-        names = {a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs}
-        self.assigned.append(names)
-        self._body(node.body)
-        self.assigned.pop()
+        super().visit_FunctionDef(node)
 
-    def visit_ClassDef(self, node):
-        self._body(node.body)
-
-    def visit_Module(self, node):
-        self._body(node.body)
-
-    def _body(self, body):
-        for i, stmt in enumerate(body):
-            if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                continue  # docstring
-            self.visit(stmt)
-
-    def generic_visit(self, node):
-        for _, value in ast.iter_fields(node):
-            if isinstance(value, list):
-                if value and isinstance(value[0], ast.stmt):
-                    self._body_with_drops(value)
-                else:
-                    for item in value:
-                        if isinstance(item, ast.AST):
-                            self.visit(item)
-            elif isinstance(value, ast.AST):
-                self.visit(value)
-
-    def _body_with_drops(self, body):
-        for stmt in body:
-            self._maybe_drop(stmt, body)
-            self.visit(stmt)
-            for target in getattr(stmt, "targets", []) + [getattr(stmt, "target", None)]:
-                for name in ast.walk(target) if target is not None else ():
-                    if isinstance(name, ast.Name):
-                        self.assigned[-1].add(name.id)
-
-    def _maybe_drop(self, stmt, body):
-        """Dropped lines: a call statement, an augmented assignment, a store into an attribute or an
-        element, or the re-assignment of a name that already has a value."""
-        droppable = (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)) or isinstance(stmt, ast.AugAssign)
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            t = stmt.targets[0]
-            names = [n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-            droppable = isinstance(t, (ast.Attribute, ast.Subscript)) or (
-                names and all(n in self.assigned[-1] for n in names)
-            )
-        if droppable:
-
-            def apply(stmt=stmt, body=body):
-                body[body.index(stmt)] = ast.Pass(lineno=stmt.lineno, col_offset=stmt.col_offset)
-
-            self.add(stmt, "drop the line", apply)
-
-    # the mutations
     def visit_AnnAssign(self, node):  # dataclass fields: their defaults are the documented settings
         if node.value is not None:
             self.visit(node.value)
-
-    def visit_arguments(self, node):
-        return  # signatures' defaults and annotations are documentation, not behaviour
-
-    def visit_BinOp(self, node):
-        new = BINOPS.get(type(node.op))
-        if new:
-            self.add(node, f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_AugAssign(self, node):
-        new = BINOPS.get(type(node.op))
-        if new:
-            self.add(node, f"`{_op(node.op)}=` -> `{_op(new())}=`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_Compare(self, node):
-        for k, op in enumerate(node.ops):
-            new = CMPOPS.get(type(op))
-            if new:
-                self.add(
-                    node, f"`{_op(op)}` -> `{_op(new())}`", lambda n=node, k=k, new=new: n.ops.__setitem__(k, new())
-                )
-        self.generic_visit(node)
-
-    def visit_BoolOp(self, node):
-        new = ast.Or if isinstance(node.op, ast.And) else ast.And
-        self.add(node, f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_UnaryOp(self, node):
-        if isinstance(node.op, (ast.Not, ast.USub)):
-            text = f"drop `{_op(node.op)}`"
-            self.add(node, text, lambda n=node: _replace(n, n.operand))
-        self.generic_visit(node)
-
-    def visit_If(self, node):
-        self.add(node, "negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
-        self.generic_visit(node)
-
-    def visit_IfExp(self, node):
-        self.add(node, "negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
-        self.generic_visit(node)
-
-    def visit_Constant(self, node):
-        v = node.value
-        if isinstance(v, bool):
-            self.add(node, f"`{v}` -> `{not v}`", lambda n=node: setattr(n, "value", not n.value))
-        elif isinstance(v, int):
-            new = 1 if v == 0 else (0 if v == 1 else v + 1)
-            self.add(node, f"`{v}` -> `{new}`", lambda n=node, new=new: setattr(n, "value", new))
-        elif isinstance(v, float):
-            new = 1.0 if v == 0 else v * 2
-            self.add(node, f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
-
-    def visit_Call(self, node):
-        f = node.func
-        name = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else None)
-        if name in METHODS:
-            new = METHODS[name]
-            attr = "attr" if isinstance(f, ast.Attribute) else "id"
-            self.add(node, f"`{name}` -> `{new}`", lambda f=f, attr=attr, new=new: setattr(f, attr, new))
-        if isinstance(f, ast.Attribute) and name in DROPPED_CALLS and not node.args and not node.keywords:
-            self.add(node, f"drop `.{name}()`", lambda n=node: _replace(n, n.func.value))
-        for kw in node.keywords:
-            if kw.arg is not None:
-                self.add(node, f"drop `{kw.arg}=`", lambda n=node, kw=kw: n.keywords.remove(kw))
-        args = node.args
-        if (
-            len(args) >= 2
-            and not any(isinstance(a, ast.Starred) for a in args[:2])
-            and ast.unparse(args[0]) != ast.unparse(args[1])
-        ):
-            self.add(
-                node,
-                "swap the first two arguments",
-                lambda n=node: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]]),
-            )
-        self.generic_visit(node)
-
-
-def _replace(node, new):
-    """Make `node` become a copy of `new` in place (keeps the parent's reference valid)."""
-    new = copy.deepcopy(new)
-    node.__class__ = new.__class__
-    node.__dict__.clear()
-    node.__dict__.update(new.__dict__)
-
-
-def _op(op):
-    return {
-        ast.Add: "+",
-        ast.Sub: "-",
-        ast.Mult: "*",
-        ast.Div: "/",
-        ast.FloorDiv: "//",
-        ast.Mod: "%",
-        ast.Pow: "**",
-        ast.Lt: "<",
-        ast.LtE: "<=",
-        ast.Gt: ">",
-        ast.GtE: ">=",
-        ast.Eq: "==",
-        ast.NotEq: "!=",
-        ast.Is: "is",
-        ast.IsNot: "is not",
-        ast.In: "in",
-        ast.NotIn: "not in",
-        ast.And: "and",
-        ast.Or: "or",
-        ast.Not: "not",
-        ast.USub: "-",
-    }[type(op)]
-
-
-def _sites(tree):
-    visitor = _Sites()
-    visitor.visit(tree)
-    return visitor.sites
 
 
 def mutants(module):
@@ -358,31 +123,24 @@ def mutants(module):
     path = ROOT / LIB / f"{module}.py"
     source = path.read_text()
     reference = ast.unparse(ast.parse(source))
-    out, seen, count = [], set(), {}
-    for k in range(len(_sites(ast.parse(source)))):
-        tree = ast.parse(source)
-        line, statement, text, apply = _sites(tree)[k]
-        apply()
+    out, distinct = [], mutation.Distinct()
+    for tree, site in mutation.applied(source, _Sites.collect):
         try:
             mutated = ast.unparse(ast.fix_missing_locations(tree))
             compile(mutated, str(path), "exec")
         except (SyntaxError, ValueError, TypeError):
             continue
-        if mutated == reference or mutated in seen:
+        if mutated == reference or not distinct.first(mutated):
             continue
-        seen.add(mutated)
-        n = count[(statement, text)] = count.get((statement, text), 0) + 1
-        out.append((Mutant(module, len(out), line, statement, text if n == 1 else f"{text} #{n}"), mutated))
+        text = distinct.describe(site.statement, site.mutation)
+        out.append((Mutant(module, len(out), site.line, site.statement, text), mutated))
     return out
 
 
 def load_equivalents():
     """{(module, original line, mutation): reason} from tools/equivalent_mutants/<module>.toml."""
-    found = {}
-    for path in sorted((ROOT / "tools" / "equivalent_mutants").glob("*.toml")):
-        for e in tomllib.loads(path.read_text()).get("equivalent", []):
-            found[(path.stem, e["line"], e["mutation"])] = e["reason"]
-    return found
+    paths = sorted((ROOT / "tools" / "equivalent_mutants").glob("*.toml"))
+    return mutation.load_equivalents(paths, lambda path, entry: path.stem)
 
 
 # -- running them --------------------------------------------------------------------------------------
@@ -418,16 +176,7 @@ PRELOAD = (
 def preload():
     """Import the heavy third-party packages once; every test run is a fork of this process (never of
     course_lib, which each fork imports fresh from its mirror)."""
-    os.environ.update(
-        TQDM_DISABLE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONDONTWRITEBYTECODE="1"
-    )
-    import importlib
-
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+    mutation.preload(PRELOAD)
     assert LIB not in sys.modules, "course_lib must not be imported before forking"
 
 
@@ -496,14 +245,7 @@ def run_module(module, jobs, base, equivalents, progress=True):
             log = mirror / "pytest.log"
             pid = start_tests(mirror, tests, log)
             running[pid] = (m, source, first_pass and tests is not files, time.perf_counter(), mirror, log)
-        pid, status = os.waitpid(-1, os.WNOHANG)
-        if pid == 0:
-            now = time.perf_counter()
-            for p, (_, _, _, t0, _, _) in list(running.items()):
-                if now - t0 > timeout:
-                    os.killpg(p, signal.SIGKILL)
-            time.sleep(0.05)
-            continue
+        pid, status = mutation.wait_child({p: r[3] + timeout for p, r in running.items()}, pause=0.05)
         m, source, partial, t0, mirror, log = running.pop(pid)
         seconds = time.perf_counter() - t0
         (mirror / LIB / f"{module}.py").write_text(original)

@@ -35,22 +35,17 @@ import copy
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import coursework.tasks  # noqa: E402 - the one reader of the solved notebooks
+from tools import mutation  # noqa: E402 - the engine shared with tools/mutate.py
 
 SOLUTIONS = ROOT / "solutions"
 DATA = ROOT / "tools" / "solution_mutants"
@@ -73,71 +68,21 @@ def read_tasks(notebook):
 
 
 # -- making mutants --------------------------------------------------------------------------------------
-BINOPS = {
-    ast.Add: ast.Sub,
-    ast.Sub: ast.Add,
-    ast.Mult: ast.Div,
-    ast.Div: ast.Mult,
-    ast.FloorDiv: ast.Div,
-    ast.Mod: ast.FloorDiv,
-    ast.Pow: ast.Mult,
-}
-CMPOPS = {
-    ast.Lt: ast.LtE,
-    ast.LtE: ast.Lt,
-    ast.Gt: ast.GtE,
-    ast.GtE: ast.Gt,
-    ast.Eq: ast.NotEq,
-    ast.NotEq: ast.Eq,
-    ast.Is: ast.IsNot,
-    ast.IsNot: ast.Is,
-    ast.In: ast.NotIn,
-    ast.NotIn: ast.In,
-}
 METHODS = {  # a call of the first name becomes a call of the second
-    "mean": "sum",
-    "sum": "mean",
-    "max": "min",
-    "min": "max",
-    "argmax": "argmin",
-    "argmin": "argmax",
+    **mutation.METHODS,
     "any": "all",
     "all": "any",
-    "eval": "train",
-    "floor": "ceil",
-    "ceil": "floor",
-    "triu": "tril",
-    "tril": "triu",
-    "zeros": "ones",
-    "ones": "zeros",
     "zeros_like": "ones_like",
     "ones_like": "zeros_like",
-    "sigmoid": "tanh",
-    "tanh": "sigmoid",
-    "softmax": "log_softmax",
-    "log_softmax": "softmax",
     "log": "log2",
     "log2": "log",
     "log10": "log",
     "stack": "cat",
     "cat": "stack",
-    "bernoulli": "round",
-    "randperm": "arange",
     "rand": "randn",
     "randn": "rand",
 }
-DROPPED_CALLS = {  # x.clone() -> x (without arguments)
-    "clone",
-    "detach",
-    "contiguous",
-    "t",
-    "float",
-    "double",
-    "long",
-    "bool",
-    "cpu",
-    "item",
-}
+DROPPED_CALLS = mutation.DROPPED_CALLS | {"bool", "cpu", "item"}  # x.clone() -> x (without arguments)
 DROPPED_CALLS_WITH_ARGS = {"to", "expand_as", "expand"}  # x.to(device) -> x
 DIMENSION_METHODS = {  # x.sum(1) -> x.sum(): the dimension forgotten
     "sum",
@@ -159,40 +104,6 @@ DIMENSION_METHODS = {  # x.sum(1) -> x.sum(): the dimension forgotten
 DATA_ATTRIBUTES = {"weight", "bias"}  # self.weight -> self.weight.data: the gradient never reaches the parameter
 
 
-def _op(op):
-    return {
-        ast.Add: "+",
-        ast.Sub: "-",
-        ast.Mult: "*",
-        ast.Div: "/",
-        ast.FloorDiv: "//",
-        ast.Mod: "%",
-        ast.Pow: "**",
-        ast.Lt: "<",
-        ast.LtE: "<=",
-        ast.Gt: ">",
-        ast.GtE: ">=",
-        ast.Eq: "==",
-        ast.NotEq: "!=",
-        ast.Is: "is",
-        ast.IsNot: "is not",
-        ast.In: "in",
-        ast.NotIn: "not in",
-        ast.And: "and",
-        ast.Or: "or",
-        ast.Not: "not",
-        ast.USub: "-",
-    }[type(op)]
-
-
-def _replace(node, new):
-    """Make `node` become a copy of `new` in place (keeps the parent's reference valid)."""
-    new = copy.deepcopy(new)
-    node.__class__ = new.__class__
-    node.__dict__.clear()
-    node.__dict__.update(new.__dict__)
-
-
 def _plus(expr, k):
     """`expr + k` (k = 1) or `expr - 1` (k = -1) as a new node."""
     return ast.BinOp(copy.deepcopy(expr), ast.Add() if k > 0 else ast.Sub(), ast.Constant(1))
@@ -208,19 +119,22 @@ class Site:
     last: int = 0
 
 
-class _Sites(ast.NodeVisitor):
+class _Sites(mutation.SiteVisitor):
     """Collects every mutable place inside the solution blocks, in a fixed order."""
 
+    methods = METHODS
+    dropped_calls = DROPPED_CALLS
+    dropped_calls_with_args = DROPPED_CALLS_WITH_ARGS
+    droppable = (ast.AugAssign, ast.Continue, ast.Break)
+
     def __init__(self, blocks):
+        super().__init__()
         self.blocks = blocks
-        self.sites = []
-        self.statements = []  # the statements being visited, innermost last
-        self.assigned = [set()]  # names bound so far in each enclosing function
 
     def inside(self, statement):
         return any(first <= statement.lineno and statement.end_lineno <= last for first, last in self.blocks)
 
-    def add(self, text, apply, render="statement", statement=None):
+    def add(self, node, text, apply, render="statement", statement=None):
         statement = statement or (self.statements[-1] if self.statements else None)
         if statement is None or not self.inside(statement):
             return
@@ -229,96 +143,11 @@ class _Sites(ast.NodeVisitor):
         last = _header_end(statement) if render in ("header", "if_true") else statement.end_lineno
         self.sites.append(Site(statement, text, apply, render, statement.lineno, last))
 
-    def visit(self, node):
-        if isinstance(node, ast.stmt):
-            self.statements.append(node)
-            try:
-                return super().visit(node)
-            finally:
-                self.statements.pop()
-        return super().visit(node)
-
-    # parts that are never mutated: messages, docstrings, imports, signatures
-    def visit_Raise(self, node):
-        if isinstance(node.exc, ast.Call) and node.exc.args:
-            return
-        self.generic_visit(node)
-
-    def visit_Assert(self, node):
-        self.visit(node.test)
-
-    def visit_JoinedStr(self, node):
-        return
-
-    def visit_Import(self, node):
-        return
-
-    visit_ImportFrom = visit_Import
-
-    def visit_arguments(self, node):
-        return
-
-    def visit_FunctionDef(self, node):
-        names = {a.arg for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs}
-        self.assigned.append(names)
-        self._body(node.body)
-        self.assigned.pop()
-
-    def visit_ClassDef(self, node):
-        self._body(node.body)
-
-    def visit_Module(self, node):
-        self._body(node.body)
-
-    def _body(self, body):
-        for i, stmt in enumerate(body):
-            if i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
-                continue  # docstring
-            self._maybe_drop(stmt)
-            self.visit(stmt)
-            self._bind(stmt)
-
-    def generic_visit(self, node):
-        for _, value in ast.iter_fields(node):
-            if isinstance(value, list):
-                if value and isinstance(value[0], ast.stmt):
-                    for stmt in value:
-                        self._maybe_drop(stmt)
-                        self.visit(stmt)
-                        self._bind(stmt)
-                else:
-                    for item in value:
-                        if isinstance(item, ast.AST):
-                            self.visit(item)
-            elif isinstance(value, ast.AST):
-                self.visit(value)
-
-    def _bind(self, stmt):
-        targets = list(getattr(stmt, "targets", [])) + [getattr(stmt, "target", None)]
-        for target in targets:
-            for name in ast.walk(target) if isinstance(target, ast.AST) else ():
-                if isinstance(name, ast.Name):
-                    self.assigned[-1].add(name.id)
-
-    def _maybe_drop(self, stmt):
-        """Dropped lines (replaced by `pass`): a call statement, an augmented assignment, a store into an
-        attribute or an element, the re-assignment of a name that already has a value, continue/break."""
-        droppable = (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)) or isinstance(
-            stmt, (ast.AugAssign, ast.Continue, ast.Break)
-        )
-        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1:
-            t = stmt.targets[0]
-            names = [n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)]
-            droppable = isinstance(t, (ast.Attribute, ast.Subscript)) or bool(
-                names and all(n in self.assigned[-1] for n in names)
-            )
-        if droppable:
-            self.add("drop the line", lambda: None, render="pass", statement=stmt)
-
-    # the mutations
+    # the mutations besides the shared ones
     def visit_With(self, node):
         if _plain_with(node):
-            self.add(f"drop `with {ast.unparse(node.items[0].context_expr)}`", lambda: None, render="if_true")
+            text = f"drop `with {ast.unparse(node.items[0].context_expr)}`"
+            self.add(node, text, lambda: None, render="if_true")
         self.generic_visit(node)
 
     def visit_Expr(self, node):
@@ -334,7 +163,7 @@ class _Sites(ast.NodeVisitor):
             owner, name, value = call.func.value, call.args[0].value, call.args[1]
 
             def apply(node=node, owner=owner, name=name, value=value):
-                _replace(
+                mutation.replace(
                     node,
                     ast.Assign(
                         targets=[ast.Attribute(copy.deepcopy(owner), name, ast.Store())],
@@ -343,52 +172,16 @@ class _Sites(ast.NodeVisitor):
                     ),
                 )
 
-            self.add(f"register_buffer -> a plain attribute `{name}`", apply)
+            self.add(node, f"register_buffer -> a plain attribute `{name}`", apply)
         self.generic_visit(node)
 
     def visit_Attribute(self, node):
         if node.attr in DATA_ATTRIBUTES and isinstance(node.ctx, ast.Load):
             self.add(
+                node,
                 f"`.{node.attr}` -> `.{node.attr}.data`",
-                lambda n=node: _replace(n, ast.Attribute(copy.deepcopy(n), "data", ast.Load())),
+                lambda n=node: mutation.replace(n, ast.Attribute(copy.deepcopy(n), "data", ast.Load())),
             )
-        self.generic_visit(node)
-
-    def visit_BinOp(self, node):
-        new = BINOPS.get(type(node.op))
-        if new:
-            self.add(f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_AugAssign(self, node):
-        new = BINOPS.get(type(node.op))
-        if new:
-            self.add(f"`{_op(node.op)}=` -> `{_op(new())}=`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_Compare(self, node):
-        for k, op in enumerate(node.ops):
-            new = CMPOPS.get(type(op))
-            if new:
-                self.add(f"`{_op(op)}` -> `{_op(new())}`", lambda n=node, k=k, new=new: n.ops.__setitem__(k, new()))
-        self.generic_visit(node)
-
-    def visit_BoolOp(self, node):
-        new = ast.Or if isinstance(node.op, ast.And) else ast.And
-        self.add(f"`{_op(node.op)}` -> `{_op(new())}`", lambda n=node, new=new: setattr(n, "op", new()))
-        self.generic_visit(node)
-
-    def visit_UnaryOp(self, node):
-        if isinstance(node.op, (ast.Not, ast.USub)):
-            self.add(f"drop `{_op(node.op)}`", lambda n=node: _replace(n, n.operand))
-        self.generic_visit(node)
-
-    def visit_If(self, node):
-        self.add("negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
-        self.generic_visit(node)
-
-    def visit_IfExp(self, node):
-        self.add("negate the condition", lambda n=node: setattr(n, "test", ast.UnaryOp(ast.Not(), n.test)))
         self.generic_visit(node)
 
     def visit_Slice(self, node):
@@ -398,61 +191,37 @@ class _Sites(ast.NodeVisitor):
                 text = ast.unparse(bound)
                 for k in (1, -1):
                     self.add(
+                        node,
                         f"slice bound `{text}` -> `{text} {'+' if k > 0 else '-'} 1`",
                         lambda n=node, part=part, k=k: setattr(n, part, _plus(getattr(n, part), k)),
                     )
         self.generic_visit(node)
 
     def visit_Constant(self, node):
+        super().visit_Constant(node)
         v = node.value
-        if isinstance(v, bool):
-            self.add(f"`{v}` -> `{not v}`", lambda n=node: setattr(n, "value", not n.value))
-        elif isinstance(v, int):
-            new = 1 if v == 0 else (0 if v == 1 else v + 1)
-            self.add(f"`{v}` -> `{new}`", lambda n=node, new=new: setattr(n, "value", new))
-        elif isinstance(v, float):
-            new = 1.0 if v == 0 else v * 2
-            self.add(f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
-        elif isinstance(v, str) and len(v) == 1 and v.isalpha() and v.isupper():
+        if isinstance(v, str) and len(v) == 1 and v.isalpha() and v.isupper():
             # a one-letter choice like mask_type == "A": the other letter
             new = "B" if v == "A" else ("A" if v == "B" else None)
             if new:
-                self.add(f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
+                self.add(node, f"`{v!r}` -> `{new!r}`", lambda n=node, new=new: setattr(n, "value", new))
 
-    def visit_Call(self, node):
+    def call_sites(self, node, name):
         f = node.func
-        name = f.attr if isinstance(f, ast.Attribute) else (f.id if isinstance(f, ast.Name) else None)
-        if name in METHODS:
-            new = METHODS[name]
-            attr = "attr" if isinstance(f, ast.Attribute) else "id"
-            self.add(f"`{name}` -> `{new}`", lambda f=f, attr=attr, new=new: setattr(f, attr, new))
+        self.renamed_call(node, name)
         if name == "train" and isinstance(f, ast.Attribute):
             if not node.args and not node.keywords:
-                self.add("`train` -> `eval`", lambda f=f: setattr(f, "attr", "eval"))
+                self.add(node, "`train` -> `eval`", lambda f=f: setattr(f, "attr", "eval"))
             else:
-                self.add("drop the argument of `train`", lambda n=node: (n.args.clear(), n.keywords.clear()))
-        if isinstance(f, ast.Attribute) and (
-            (name in DROPPED_CALLS and not node.args and not node.keywords) or name in DROPPED_CALLS_WITH_ARGS
-        ):
-            self.add(f"drop `.{name}()`", lambda n=node: _replace(n, n.func.value))
+                self.add(node, "drop the argument of `train`", lambda n=node: (n.args.clear(), n.keywords.clear()))
+        self.dropped_call(node, name)
         if isinstance(f, ast.Attribute) and name in DIMENSION_METHODS and node.args and _dimension_like(node.args[0]):
-            self.add(f"drop the dimension of `.{name}()`", lambda n=node: n.args.clear())
+            self.add(node, f"drop the dimension of `.{name}()`", lambda n=node: n.args.clear())
         if name == "range" and len(node.args) == 1 and not node.keywords:
-            self.add("`range(n)` -> `range(n - 1)`", lambda n=node: n.args.__setitem__(0, _plus(n.args[0], -1)))
-            self.add("`range(n)` -> `range(1, n)`", lambda n=node: n.args.insert(0, ast.Constant(1)))
-        for kw in node.keywords:
-            if kw.arg is not None:
-                self.add(f"drop `{kw.arg}=`", lambda n=node, kw=kw: n.keywords.remove(kw))
-        args = node.args
-        if (
-            len(args) >= 2
-            and not any(isinstance(a, ast.Starred) for a in args[:2])
-            and ast.unparse(args[0]) != ast.unparse(args[1])
-        ):
-            self.add(
-                "swap the first two arguments", lambda n=node: n.args.__setitem__(slice(0, 2), [n.args[1], n.args[0]])
-            )
-        self.generic_visit(node)
+            self.add(node, "`range(n)` -> `range(n - 1)`", lambda n=node: n.args.__setitem__(0, _plus(n.args[0], -1)))
+            self.add(node, "`range(n)` -> `range(1, n)`", lambda n=node: n.args.insert(0, ast.Constant(1)))
+        self.dropped_keywords(node)
+        self.swapped_arguments(node)
 
 
 def _dimension_like(arg):
@@ -530,15 +299,11 @@ def generated_mutants(task):
     """The mutants made with `ast` from the solution blocks of `task`: a list of Mutant."""
     lines = task.source.split("\n")
     reference = ast.dump(ast.parse(task.source))
-    n_sites = len(_sites(ast.parse(task.source), task.blocks))
-    out, seen, count = [], set(), {}
-    for k in range(n_sites):
-        tree = ast.parse(task.source)
-        site = _sites(tree, task.blocks)[k]
-        site.apply()
+    out, distinct = [], mutation.Distinct()
+    for _, site in mutation.applied(task.source, lambda tree: _Sites.collect(tree, task.blocks)):
         try:
             first, last, text = _render(site, lines)
-        except Exception:  # noqa: BLE001 - a mutation ast.unparse cannot write is no mutant
+        except Exception:  # a mutation ast.unparse cannot write is no mutant
             continue
         new_lines = lines[: first - 1] + [text] + lines[last:]
         source = "\n".join(new_lines)
@@ -548,11 +313,9 @@ def generated_mutants(task):
             compile(source, "<mutant>", "exec")
         except (SyntaxError, ValueError):
             continue
-        if source in seen:
+        if not distinct.first(source):
             continue
-        seen.add(source)
         original = lines[first - 1].strip()
-        n = count[(original, site.mutation)] = count.get((original, site.mutation), 0) + 1
         out.append(
             Mutant(
                 task.lesson,
@@ -561,23 +324,16 @@ def generated_mutants(task):
                 task.first_line + first - 1,
                 original,
                 text.strip(),
-                site.mutation if n == 1 else f"{site.mutation} #{n}",
+                distinct.describe(original, site.mutation),
                 source=source,
             )
         )
     return out
 
 
-def _sites(tree, blocks):
-    visitor = _Sites(blocks)
-    visitor.visit(tree)
-    return visitor.sites
-
-
 def load_catalogue(lesson):
     """The hand-written mutants of tools/solution_mutants/lesson<NN>.toml: [{task, old, new, why}]."""
-    path = DATA / f"lesson{lesson}.toml"
-    return tomllib.loads(path.read_text()).get("mutant", []) if path.exists() else []
+    return mutation.read_toml(DATA / f"lesson{lesson}.toml", "mutant")
 
 
 def catalogue_mutants(task, entries):
@@ -633,13 +389,7 @@ def mutants_of(task, catalogue=None, generate=True):
 
 def load_equivalents(path=None):
     """{(task, original line, mutation): reason} from tools/solution_mutants/equivalent.toml."""
-    path = path or DATA / "equivalent.toml"
-    if not Path(path).exists():
-        return {}
-    found = {}
-    for e in tomllib.loads(Path(path).read_text()).get("equivalent", []):
-        found[(e["task"], e["line"], e["mutation"])] = e["reason"]
-    return found
+    return mutation.load_equivalents([path or DATA / "equivalent.toml"], lambda path, entry: entry["task"])
 
 
 # -- running them --------------------------------------------------------------------------------------
@@ -648,22 +398,8 @@ PRELOAD = ("torch", "torch.nn.functional", "torch.optim", "torchvision", "numpy"
 
 def preload():
     """Quiet, single-threaded, fast mode; import the heavy packages once: every mutant runs in a fork."""
-    os.environ.update(
-        TQDM_DISABLE="1",
-        MPLBACKEND="Agg",
-        OMP_NUM_THREADS="1",
-        OMP_WAIT_POLICY="PASSIVE",
-        PYTHONDONTWRITEBYTECODE="1",
-        COURSE_FAST="1",
-    )
-    import importlib
-
     sys.path.insert(0, str(ROOT))
-    for name in PRELOAD + ("course_lib", "coursework", "coursework.checks"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+    mutation.preload(PRELOAD + ("course_lib", "coursework", "coursework.checks"), COURSE_FAST="1")
     import torch
 
     torch.set_num_threads(1)
@@ -694,19 +430,19 @@ def _run_job(job, namespace, result_path):
     try:
         for grade_id, source in job["earlier"]:
             exec(_register(source, f"<{job['lesson']} {grade_id}>"), namespace)
-    except BaseException as error:  # noqa: BLE001 - the reference itself fails: reported as an error
+    except BaseException as error:  # the reference itself fails: reported as an error
         result = {"status": "error", "message": f"an earlier reference solution raised {_describe(error)}"}
     else:
         try:
             exec(_register(job["source"], f"<{job['lesson']} {job['task']}>"), namespace)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             result = {"status": "crashed", "message": f"the cell raised {_describe(error)}"}
         else:
             try:
                 exec(_register(job["check"], f"<{job['lesson']} {job['task']}_check>"), namespace)
             except CheckFailed as error:
                 result = {"status": "check", "message": str(error)}
-            except BaseException as error:  # noqa: BLE001 - not a verdict: the learner's code escaped `call`
+            except BaseException as error:  # not a verdict: the learner's code escaped `call`
                 result = {"status": "crashed", "message": f"the check cell raised {_describe(error)}"}
     Path(result_path).write_text(json.dumps(result))
 
@@ -725,7 +461,7 @@ def _fork_job(job, namespace, workdir):
         os.dup2(out, 1)
         os.dup2(out, 2)
         _run_job(job, namespace, result_path)
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         code = 99
     finally:
         sys.stdout.flush()
@@ -772,17 +508,7 @@ def run_jobs(jobs, setup, n_workers, timeout_for, progress=None):
                 job["cwd"] = workdir
                 pid, path = _fork_job(job, namespace, workdir)
                 running[pid] = (job, path, time.perf_counter(), limit)
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                now = time.perf_counter()
-                for p, (_, _, t0, limit) in list(running.items()):
-                    if now - t0 > limit:
-                        try:
-                            os.killpg(p, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                time.sleep(0.02)
-                continue
+            pid, status = mutation.wait_child({p: r[2] + r[3] for p, r in running.items()}, pause=0.02)
             if pid not in running:
                 continue
             job, path, t0, limit = running.pop(pid)
@@ -812,7 +538,7 @@ def run_lesson(jobs, setup, n_workers, timeout_for, progress=None):
         code = 0
         try:
             out.write_text(json.dumps(run_jobs(jobs, setup, n_workers, timeout_for, progress)))
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             import traceback
 
             traceback.print_exc()

@@ -82,7 +82,7 @@ def call(fn: Callable, *args, **kwargs):
         raise
     except NotImplementedError:
         not_implemented(name)
-    except Exception as error:  # noqa: BLE001 - any learner error becomes a verdict
+    except Exception as error:  # any learner error becomes a verdict
         where = _learner_line(error)
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
@@ -269,7 +269,7 @@ def probe_forward(fn, model, *args, meta_bool=None, **kwargs):
             fn(*args, **kwargs)
     except ProbeStop:
         pass
-    except Exception:  # noqa: BLE001 - code that cannot run on the meta device: the probe tells nothing
+    except Exception:  # code that cannot run on the meta device: the probe tells nothing
         pass
     finally:
         torch.autocast, torch.amp.autocast = saved
@@ -320,7 +320,7 @@ def learner_call(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
     except CheckFailed:
         raise
-    except Exception as error:  # noqa: BLE001 - any learner error becomes a verdict
+    except Exception as error:  # any learner error becomes a verdict
         frames = traceback.extract_tb(error.__traceback__)
         if isinstance(error, NotImplementedError) and frames and not _in_library(frames[-1].filename):
             not_implemented(name)
@@ -347,7 +347,7 @@ def call_explained(fn: Callable, *args, hint, context: str = "", **kwargs):
         raise
     except NotImplementedError:
         not_implemented(name)
-    except Exception as error:  # noqa: BLE001 - any learner error becomes a verdict
+    except Exception as error:  # any learner error becomes a verdict
         where = _learner_line(error)
         message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")

@@ -731,7 +731,7 @@ def _failed_save(save_checkpoint_atomically, payload, path, behaviour=None):
                 save_checkpoint_atomically(payload, path)
     except NotImplementedError:
         not_implemented(getattr(save_checkpoint_atomically, "__name__", None))
-    except (Exception, _SimulatedCtrlC) as error:  # noqa: BLE001 - the learner must re-raise whatever happened
+    except (Exception, _SimulatedCtrlC) as error:  # the learner must re-raise whatever happened
         return error
     return None
 
@@ -974,7 +974,7 @@ def check_resume(resume):
         _CODE_RAN.clear()
         try:
             resume(*_trained(seed + 1, 0), hostile)
-        except Exception:  # noqa: BLE001 - refusing the file is the right answer
+        except Exception:  # refusing the file is the right answer
             pass
         ran_code = bool(_CODE_RAN)
         _CODE_RAN.clear()
@@ -987,7 +987,7 @@ def check_resume(resume):
         try:
             resume(*_trained(seed + 1, 0), partial)
             accepted_partial = True
-        except Exception:  # noqa: BLE001 - refusing the file is the right answer
+        except Exception:  # refusing the file is the right answer
             accepted_partial = False
 
         as_string = _call_with_str_path(resume, *_trained(seed + 1, 0), str(path))
