@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, table
+from benchmarks.common import RESULTS, remove_group, table
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -175,17 +175,7 @@ def classroom_groups(cpus, name=None):
         yield groups
     finally:
         for folder in made:
-            for pid in (folder / "cgroup.procs").read_text().split():
-                try:
-                    (folder.parent / "cgroup.procs").write_text(pid)
-                except OSError:
-                    pass  # it has just exited
-            for _ in range(50):  # rmdir fails while the kernel still counts an exiting task
-                try:
-                    folder.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_group(folder)
 
 
 def memory_stat(group):

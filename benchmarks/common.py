@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: argument defaults, table printing and JSON output."""
 
 import json
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -23,3 +24,20 @@ def write(name, device, payload, out=None):
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")
     return path
+
+
+def remove_group(group, procs="cgroup.procs"):
+    """Remove a cgroup v1 group a benchmark made: move any process still inside back to the group above (its
+    `procs` file: "cgroup.procs" or "tasks"), then rmdir, retrying for up to 5 s while the kernel still
+    counts an exiting task."""
+    for pid in (group / procs).read_text().split():
+        try:
+            (group.parent / procs).write_text(pid)
+        except OSError:
+            pass  # it has just exited
+    for _ in range(50):
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)

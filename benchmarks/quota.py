@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import RESULTS, table
+from benchmarks.common import RESULTS, remove_group, table
 
 PERIOD_US = 100_000
 
@@ -57,17 +57,7 @@ def quota_group(cores, name=None):
         (group / "cpu.cfs_quota_us").write_text(str(round(cores * PERIOD_US)))
         yield group / "tasks"
     finally:
-        for pid in (group / "tasks").read_text().split():
-            try:
-                (mount / "tasks").write_text(pid)
-            except OSError:
-                pass  # it has just exited
-        for _ in range(50):  # rmdir fails while the kernel still counts an exiting task
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_group(group, "tasks")
 
 
 def run_in_group(tasks, args, env=None, timeout=600):
