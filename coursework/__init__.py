@@ -9,4 +9,8 @@
     coursework.grade       the autograder's command line (`pixelcnn-grade`) and its reports
 
 It imports `course_lib`; `course_lib` never imports it.
+
+Annotations: every public function and method of the grader (all modules above but `checks`) annotates
+its return type, since instructors' scripts call them (tests/test_layout.py holds it). The checks take a
+learner's object, whatever it is, and say in their docstrings what they expect of it.
 """

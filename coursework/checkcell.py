@@ -14,10 +14,11 @@ import contextlib
 import random
 import sys
 import zlib
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def graded(name: str):
+def graded(name: str) -> Iterator[None]:
     """Run the block as a fresh notebook would; restore the notebook's state afterwards."""
     seed = zlib.crc32(name.encode())
     python_state = random.getstate()

@@ -290,20 +290,25 @@ def grade_all(args, notebooks: list[Path], shard: Shard | None, grade_one: Calla
     reports = [r for r in results if r is not None]
     if taken:
         print(f"{taken} notebooks taken from {printable(str(journal.path))} (--resume)")
+    _finish(reports, args.json, gradebook, feedback, folder, folder_run)
+    if interrupted:
+        print(f"interrupted: {len(reports)} of {len(selected)} notebooks graded; finish with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _finish(reports: list[Report], json_path, gradebook, feedback, folder, folder_run: bool) -> None:
+    """The class's total, then its gradebook, JSON and feedback files, each named once written."""
     if len(reports) > 1 or folder_run:
         total, top = sum(r.total for r in reports), sum(r.max for r in reports)
         print(f"{len(reports)} notebooks graded; {_number(total)}/{_number(top)} points in all")
     if reports:
-        write_outputs(reports, args.json, gradebook, folder, folder_run)
+        write_outputs(reports, json_path, gradebook, folder, folder_run)
     if gradebook is not None:
         print(f"gradebook: {printable(str(gradebook))}")
     if feedback is not None and reports:
         count = write_feedback(reports, folder, feedback)
         print(f"feedback: {count} files in {printable(str(feedback))}")
-    if interrupted:
-        print(f"interrupted: {len(reports)} of {len(selected)} notebooks graded; finish with --resume", file=sys.stderr)
-        return 130
-    return 0
 
 
 # ------------------------------------------------------------------------------- feedback files
@@ -392,10 +397,8 @@ def journal_of(path: Path) -> Path:
     return path if path.name.endswith(".progress.jsonl") else journal_path(path)
 
 
-def merge_shards(journals: list[Path]) -> tuple[str | None, list[Report]]:
-    """The graded folder and every report of the class, in the order one run over the whole folder gives,
-    from the journals of all the shards of one ``--shard K/N`` split; ClassError (one sentence) when a shard is
-    missing, given twice, unfinished, from another split or of another folder."""
+def _read_shards(journals: list[Path]) -> dict:
+    """{shard: (journal path, header)} of the journals; ClassError when one is missing, unnamed or given twice."""
     shards: dict[Shard, tuple[Path, dict]] = {}
     for path in journals:
         if not path.is_file():
@@ -410,6 +413,14 @@ def merge_shards(journals: list[Path]) -> tuple[str | None, list[Report]]:
         if shard in shards:
             raise ClassError(f"shard {shard} is given twice ({shards[shard][0]} and {path}): pass each shard once")
         shards[shard] = (path, header)
+    return shards
+
+
+def merge_shards(journals: list[Path]) -> tuple[str | None, list[Report]]:
+    """The graded folder and every report of the class, in the order one run over the whole folder gives,
+    from the journals of all the shards of one ``--shard K/N`` split; ClassError (one sentence) when a shard is
+    missing, given twice, unfinished, from another split or of another folder."""
+    shards = _read_shards(journals)
     if not shards:
         raise ClassError("no gradebook to merge: pass the gradebooks of every shard")
     splits = sorted({s.count for s in shards})

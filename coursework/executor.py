@@ -96,7 +96,6 @@ def execute(
     from jupyter_client import AsyncKernelManager
     from jupyter_core.paths import jupyter_runtime_dir
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     class CappedClient(NotebookClient):
         """Keeps at most OUTPUT_CAP characters of output per cell; the rest is dropped."""
@@ -150,32 +149,7 @@ def execute(
                 channel.send(kernel_pid=process.pid)
             client.wait_for_reply(client.kc.kernel_info())
             timing["kernel_ready"] = time.time()
-            deadline = time.monotonic() + timeout
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type != "code" or not cell.source.strip():
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    status = "time limit exceeded"
-                    break
-                client.timeout_func = lambda _cell, r=remaining: max(1, int(math.ceil(r)))
-                started = time.monotonic()
-                try:
-                    client.execute_cell(cell, index, execution_count=index + 1)
-                except CellTimeoutError:
-                    channel.send(cell=index, status="timeout", verdict=None, error=None, last_line="")
-                    status = "time limit exceeded"
-                    break
-                except DeadKernelError:
-                    channel.send(cell=index, status="dead", verdict=None, error=None, last_line="")
-                    status = "kernel died"
-                    break
-                channel.send(
-                    cell=index, seconds=round(time.monotonic() - started, 3), **_cell_record(cell, replies.get(index))
-                )
-                cell.outputs = []  # records are all we keep
-            else:
-                status = "ok"
+            status = _run_cells(client, nb, channel, replies, time.monotonic() + timeout)
             timing["cells_done"] = time.time()
     except Exception as error:  # the kernel failed to start, or the channel broke
         if status == "running":
@@ -184,6 +158,32 @@ def execute(
     channel.send(timing=timing)
     channel.send(status=status, done=True)
     return 0
+
+
+def _run_cells(client, nb, channel: Channel, replies: dict, deadline: float) -> str:
+    """Run the notebook's code cells in order until `deadline` (time.monotonic()), sending one record per
+    cell; the run's status ("ok", "time limit exceeded", "kernel died")."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or not cell.source.strip():
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "time limit exceeded"
+        client.timeout_func = lambda _cell, r=remaining: max(1, int(math.ceil(r)))
+        started = time.monotonic()
+        try:
+            client.execute_cell(cell, index, execution_count=index + 1)
+        except CellTimeoutError:
+            channel.send(cell=index, status="timeout", verdict=None, error=None, last_line="")
+            return "time limit exceeded"
+        except DeadKernelError:
+            channel.send(cell=index, status="dead", verdict=None, error=None, last_line="")
+            return "kernel died"
+        channel.send(cell=index, seconds=round(time.monotonic() - started, 3), **_cell_record(cell, replies.get(index)))
+        cell.outputs = []  # records are all we keep
+    return "ok"
 
 
 def main(argv: list[str] | None = None) -> int:

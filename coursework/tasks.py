@@ -39,7 +39,7 @@ class TaskError(ValueError):
 
 
 # -- cells and their nbgrader metadata -----------------------------------------------------------------
-def read_notebook(path):
+def read_notebook(path) -> dict:
     """A notebook (nbformat) from an .ipynb or a jupytext .py file."""
     import jupytext
     import nbformat
@@ -170,7 +170,7 @@ class Task:
         """The exercise version of the solution cell (`strip_solution`)."""
         return strip_solution(self.source, where=f"{self.notebook} {self.grade_id}: ")
 
-    def load(self, *replacements, stub=False, earlier=None):
+    def load(self, *replacements, stub=False, earlier=None) -> object:
         """The function or class the cell defines, run as the notebook runs it, in a fresh namespace: the setup
         cell, the solution cells above (only the grade_ids in `earlier`, when given), then this cell (its
         exercise version if `stub`) with each (old, new) replacement applied."""

@@ -67,9 +67,9 @@ print(train, test, sep="\n")
 # **Library:** `course_lib`'s `log_prob_from_logits` and `nll` do this task for you: calling them earns no
 # points; PyTorch is yours to use.
 #
-# **Checked:** on random logits and images of random shapes, both layouts, plus one very confident logit.
-# Mistakes recognised: bits instead of nats, mean instead of sum over pixels, a mean over the batch,
-# a wrong sign, the wrong target, an unstable log.
+# **Checked:** on random logits and images of random shapes, both layouts, 2 to 256 levels (some absent from
+# the images), a batch of one image, and very confident logits (±100). Mistakes recognised: bits instead of
+# nats, mean instead of sum over pixels, a mean over the batch, a wrong sign, the wrong target, an unstable log.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t01_nll", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -99,8 +99,9 @@ checks.lesson01.check_nll(nll)
 # **Library:** `course_lib`'s `bits_per_dim` does this task for you: calling it earns no points; PyTorch is
 # yours to use.
 #
-# **Checked:** on random NLLs and dimensions, a float and a tensor. Mistakes recognised: no conversion to
-# bits, no division by $D$, multiplying by $\ln 2$, $\log_{10}$ instead of $\ln$.
+# **Checked:** on random NLLs and dimensions, a float and a tensor (the result keeps the input's type).
+# Mistakes recognised: no conversion to bits, no division by $D$, multiplying by $\ln 2$, $\log_{10}$ instead
+# of $\ln$.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t02_bpd", "locked": false, "schema_version": 3, "solution": true, "task": false}

@@ -65,8 +65,9 @@ torch.set_num_threads(1)  # small models: one CPU thread is faster than several 
 # **Library:** `course_lib`'s `probabilities` and `distribution_at` do this task for you: calling them earns
 # no points; PyTorch is yours to use.
 #
-# **Check:** random logits at $T = 0.5, 1, 2$. Temperature applied after the sigmoid/softmax, ignored or
-# multiplied, and a softmax over the wrong dimension each get their own message.
+# **Check:** random logits at $T = 0.05, 0.5, 1, 2$ and $20$ (logits up to ±8, a batch of one). Temperature
+# applied after the sigmoid/softmax, ignored or multiplied, a softmax over the wrong dimension and an
+# exponential that overflows each get their own message.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t04_temperature", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -108,9 +109,9 @@ checks.lesson04.check_temperature_probs(temperature_probs)
 # `AncestralStepper` and `distribution_at` do this task for you: calling them earns no points.
 #
 # **Check:** a class-conditional binary model at $T = 1.5$ and a 3-channel 4-level model at $T = 0.6$ and
-# $T = 1$, compared with `course_lib.sample(..., seed=...)`. It watches every forward pass: sampling in
-# train mode or with gradients on, a single forward pass for all pixels, column or channel order, and a
-# wrong temperature each get their own message.
+# $T = 1$, on images that are not square and a batch of one, compared with `course_lib.sample(..., seed=...)`.
+# It watches every forward pass: sampling in train mode or with gradients on, a single forward pass for all
+# pixels, column or channel order, and a wrong temperature each get their own message.
 
 
 # %% nbgrader={"grade": false, "grade_id": "t04_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -159,8 +160,8 @@ checks.lesson04.check_sample(ancestral_sample)
 # **Library:** you may use `draw` from `course_lib`; its `sample`, `sample_naive`, `sample_cached`,
 # `AncestralStepper` and `complete_best_of` do this task for you: calling them earns no points.
 #
-# **Check:** bottom halves, boxes, right halves and random pixels hidden, for binary and colour images,
-# compared with `course_lib.sample(..., given=(images, known), seed=...)`. Given pixels overwritten (or
+# **Check:** bottom halves, boxes, right halves and random pixels hidden, for binary and colour images (not
+# square, and a batch of one), compared with `course_lib.sample(..., given=(images, known), seed=...)`. Given pixels overwritten (or
 # missing), given pixels pasted back only at the end, drawing sub-pixels every image knows, train mode and
 # missing `no_grad` each get their own message.
 
@@ -263,5 +264,5 @@ plt.show()
 # - **Completion** is the same loop started from the given image: given sub-pixels are never drawn over,
 #   and sub-pixels every image knows cost nothing.
 #
-# These are the pieces of `course_lib/sampling.py` (`distribution_at`, `draw`, `sample_naive`): read it now
-# and compare. Next: lesson 05, fine-tuning.
+# These are the pieces of `course_lib/heads.py` (`distribution_at`, `draw`) and `course_lib/sampling.py`
+# (`sample_naive`): read them now and compare. Next: lesson 05, fine-tuning.

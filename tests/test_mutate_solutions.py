@@ -1,7 +1,6 @@
 """tools/mutate_solutions.py: it makes one-line mutants of every task's reference solution, runs each task's
 check on them, and reports what is caught (with the check's message) and what survives."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tools import mutate_solutions as ms
+
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "mutate_solutions.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("mutate_solutions", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-ms = _load()
 SELECTED = ms.select_tasks()
 
 
 def _run(code, timeout=300):
     """Run `code` in a fresh interpreter (the tool forks: keep it away from pytest's process)."""
-    env_code = f"import sys; sys.path.insert(0, {str(TOOL.parent)!r}); import mutate_solutions as ms\n" + code
+    env_code = "from tools import mutate_solutions as ms\n" + code
     done = subprocess.run(
         [sys.executable, "-c", env_code], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -43,7 +32,7 @@ def test_every_lesson_and_task_gets_one_line_mutants():
             assert len([m for m in mutants if m.origin == "generated"]) >= 3, task.grade_id
             original = task.source.split("\n")
             assert len({m.source for m in mutants}) == len(mutants), f"duplicate mutants in {task.grade_id}"
-            for m in mutants:
+            for m in (m for m in mutants if m.origin == "generated"):
                 mutated = m.source.split("\n")
                 assert m.source != task.source
                 # the lines before and after the change are the original's: exactly one line replaces it
@@ -77,7 +66,7 @@ def test_mutants_include_the_plausible_slips_and_the_catalogue():
 def test_every_equivalent_and_catalogue_entry_matches_a_mutant():
     keys = {m.key for tasks in SELECTED.values() for t in tasks for m in ms.mutants_of(t)}
     stale = [key for key in ms.load_equivalents() if key not in keys]
-    assert not stale, f"tools/solution_mutants/equivalent.toml lists mutants that no longer exist: {stale}"
+    assert not stale, f"mistakes/equivalent.toml lists mutants that no longer exist: {stale}"
 
 
 def test_caught_survived_timeout_and_crash_are_reported():
@@ -86,18 +75,21 @@ import json
 ms.preload()
 selected = ms.select_tasks(["02"], ["t01_mask"])
 line = "mask = torch.zeros(out_channels, in_channels, k, k)"
+from tools.mistakes import Mistake
+def mistake(old, new, why):
+    return Mistake("02", "t01_mask", why, ("right of the centre",), ((old, new),))
 catalogue = [
-    dict(task="t01_mask", old="mask[:, :, c, :c] = 1", new="mask[:, :, c, :] = 1", why="the whole centre row"),
-    dict(task="t01_mask", old="k, k)", new="k, k) + 0.0", why="the same mask"),
-    dict(task="t01_mask", old="k, k)", new="k, k) * 1.0", why="listed as equivalent"),
-    dict(task="t01_mask", old="return mask", new="while True: pass", why="a loop that never ends"),
-    dict(task="t01_mask", old="return mask", new="import os; os._exit(3)", why="a dying process"),
+    mistake("mask[:, :, c, :c] = 1", "mask[:, :, c, :] = 1", "the whole centre row"),
+    mistake("k, k)", "k, k) + 0.0", "the same mask"),
+    mistake("k, k)", "k, k) * 1.0", "listed as equivalent"),
+    mistake("return mask", "while True: pass", "a loop that never ends"),
+    mistake("return mask", "import os; os._exit(3)", "a dying process"),
 ]
 equivalents = {("t01_mask", line, "listed as equivalent"): "multiplying by 1.0 changes nothing"}
 reports, mutants = ms.evaluate(selected, catalogue=catalogue, generate=False, equivalents=equivalents,
                                timeout=4, progress=False)
 r = reports[0]
-print(json.dumps({"mutants": {m.mutation: [m.status, m.message] for m in mutants},
+print(json.dumps({"mutants": {m.mutation: [m.status, m.message] for m in mutants}, "wrong": r.wrong_message,
                   "report": [r.total, r.equivalent, r.check, r.crashed, r.timeout, r.survived, r.score,
                              r.false_failures]}))
 """
@@ -114,13 +106,24 @@ print(json.dumps({"mutants": {m.mutation: [m.status, m.message] for m in mutants
     total, equivalent, check, crashed, timeout, survived, score, false_failures = result["report"]
     assert (total, equivalent, check, crashed, timeout, survived) == (5, 1, 1, 1, 1, 1)
     assert score == pytest.approx(75.0) and false_failures == []
+    # caught without "right of the centre" in the verdict, or not caught: reported
+    assert [line.split(":")[0] for line in result["wrong"]] == [
+        "t01_mask the same mask",
+        "t01_mask a loop that never ends",
+        "t01_mask a dying process",
+    ]
 
 
 def test_a_deterministic_sample_of_every_lesson_scores_at_least_90_percent(tmp_path):
     out = tmp_path / "sample.json"
     args = ["--sample", "3", "--seed", "1", "--fail-under", "90", "--jobs", "2", "--quiet", "--json", str(out)]
     done = subprocess.run(
-        [sys.executable, str(TOOL), *args], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-m", "tools.mutate_solutions", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads(out.read_text())

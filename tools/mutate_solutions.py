@@ -6,8 +6,8 @@ the cell with one plausible single-line mistake inside ``### BEGIN SOLUTION`` ..
 (an operator, a comparison's boundary, a constant off by one, a dropped statement or keyword argument,
 swapped arguments, the wrong reduction or dimension, eval/train swapped, a dropped ``.clone()``,
 ``.detach()``, ``.to(device)`` or ``with torch.no_grad()``, a buffer kept as a plain attribute, ``weight``
-read as ``weight.data``, ...), plus the classic mistakes listed by hand per lesson in
-`tools/solution_mutants/lessonNN.toml`.
+read as ``weight.data``, ...), plus the plausible mistakes of the catalogue,
+`mistakes/lessonNN.toml` (tools/mistakes.py), each of which must also be caught with its own message.
 
 Each mutant runs the way a learner's notebook runs it: the lesson's setup cell, the reference solutions
 of the earlier tasks, the mutated cell, then the task's check cell, in a forked process of its own (so a
@@ -15,16 +15,16 @@ mutant that hangs or corrupts global state cannot affect another one). A mutant 
 fails with a ``✗`` verdict (its message is recorded, so a human can judge that it names the bug), when the
 mutated code raises outside the check's verdicts (*crashed*), or when it runs past the time limit
 (*timeout*); it *survives* when the check passes. Mutants that cannot change behaviour are listed by
-hand, each with a reason, in `tools/solution_mutants/equivalent.toml` and left out of the score:
+hand, each with a reason, in `mistakes/equivalent.toml` and left out of the score:
 score = caught / (mutants - equivalent).
 
-    python tools/mutate_solutions.py                          # every lesson, report per lesson
-    python tools/mutate_solutions.py --lessons 01 02 --jobs 2
-    python tools/mutate_solutions.py --tasks t03_train_step   # some tasks
-    python tools/mutate_solutions.py --list --lessons 02      # print the mutants without running them
-    python tools/mutate_solutions.py --repeat 20              # also run each reference 20 times: no false failure
-    python tools/mutate_solutions.py --sample 5 --seed 0 --fail-under 90   # a quick deterministic subset
-    python tools/mutate_solutions.py --json out.json          # every mutant's result as JSON
+    python -m tools.mutate_solutions                          # every lesson, report per lesson
+    python -m tools.mutate_solutions --lessons 01 02 --jobs 2
+    python -m tools.mutate_solutions --tasks t03_train_step   # some tasks
+    python -m tools.mutate_solutions --list --lessons 02      # print the mutants without running them
+    python -m tools.mutate_solutions --repeat 20              # also run each reference 20 times: no false failure
+    python -m tools.mutate_solutions --sample 5 --seed 0 --fail-under 90   # a quick deterministic subset
+    python -m tools.mutate_solutions --json out.json          # every mutant's result as JSON
 """
 
 from __future__ import annotations
@@ -41,14 +41,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import coursework.tasks  # the one reader of the solved notebooks
+from tools import mistakes, mutation  # the catalogue; the engine shared with tools/mutate.py
 
-import coursework.tasks  # noqa: E402 - the one reader of the solved notebooks
-from tools import mutation  # noqa: E402 - the engine shared with tools/mutate.py
+ROOT = Path(__file__).resolve().parent.parent
 
 SOLUTIONS = ROOT / "solutions"
-DATA = ROOT / "tools" / "solution_mutants"
+DATA = mistakes.CATALOGUE
 
 # statuses of a mutant; the first three are "caught"
 CAUGHT = ("check", "crashed", "timeout")
@@ -285,6 +284,7 @@ class Mutant:
     mutated: str  # the line that replaces it, stripped
     mutation: str  # what changed, e.g. "`<` -> `<=`", or the catalogue's `why`
     origin: str = "generated"  # generated or catalogue
+    says: tuple = ()  # a catalogue mistake: the fragments its verdict must contain
     status: str = ""  # equivalent, check, crashed, timeout, survived (or skipped)
     message: str = ""  # the ✗ verdict, the exception, or the equivalence reason
     seconds: float = 0.0
@@ -332,28 +332,21 @@ def generated_mutants(task):
 
 
 def load_catalogue(lesson):
-    """The hand-written mutants of tools/solution_mutants/lesson<NN>.toml: [{task, old, new, why}]."""
-    return mutation.read_toml(DATA / f"lesson{lesson}.toml", "mutant")
+    """The catalogue's mistakes of lesson `lesson` (mistakes/lesson<NN>.toml): a list of tools.mistakes.Mistake."""
+    return [m for m in mistakes.read_catalogue(DATA) if m.lesson == lesson]
 
 
 def catalogue_mutants(task, entries):
-    """The catalogue's mutants of `task`: `old` must occur exactly once inside a solution block and lie on
-    one line; it is replaced by `new` (one line too)."""
+    """The catalogue's mistakes of `task`, planted (each `old` inside a solution block); the mutant's line is
+    the first one that changed."""
     out = []
     lines = task.source.split("\n")
     for entry in entries:
-        if entry["task"] != task.grade_id:
+        if entry.task != task.grade_id:
             continue
-        old, new, why = entry["old"], entry["new"], entry["why"]
-        where = [n for n in range(1, len(lines) + 1) if old in lines[n - 1] and _in_blocks(n, task.blocks)]
-        if len(where) != 1 or lines[where[0] - 1].count(old) != 1 or "\n" in old or "\n" in new:
-            raise SystemExit(
-                f"tools/solution_mutants/lesson{task.lesson}.toml: `old` of {task.grade_id} ({why}) must occur "
-                f"exactly once, on one line inside the solution block: {old!r}"
-            )
-        n = where[0]
-        changed = lines[n - 1].replace(old, new)
-        source = "\n".join(lines[: n - 1] + [changed] + lines[n:])
+        source = mistakes.plant(task, entry)
+        changed = source.split("\n")
+        n = next(k for k in range(len(lines)) if k >= len(changed) or lines[k] != changed[k]) + 1
         compile(source, f"<catalogue {task.grade_id}>", "exec")
         out.append(
             Mutant(
@@ -362,9 +355,10 @@ def catalogue_mutants(task, entries):
                 len(out),
                 task.first_line + n - 1,
                 lines[n - 1].strip(),
-                changed.strip(),
-                why,
+                changed[n - 1].strip() if n <= len(changed) else "",
+                entry.why,
                 origin="catalogue",
+                says=entry.says,
                 source=source,
             )
         )
@@ -377,18 +371,23 @@ def _in_blocks(n, blocks):
 
 def mutants_of(task, catalogue=None, generate=True):
     """Every mutant of a task: the generated ones (unless `generate` is false), then the catalogue's
-    (`catalogue`: a list of entries, default: tools/solution_mutants/lesson<NN>.toml)."""
+    (`catalogue`: a list of tools.mistakes.Mistake, default: mistakes/lesson<NN>.toml)."""
     generated = generated_mutants(task) if generate else []
     entries = load_catalogue(task.lesson) if catalogue is None else catalogue
-    sources = {m.source for m in generated}
-    extra = [m for m in catalogue_mutants(task, entries) if m.source not in sources]  # not made twice
+    sources = {m.source: m for m in generated}
+    extra = []
+    for m in catalogue_mutants(task, entries):
+        if m.source in sources:  # made already: not made twice, but its message is checked
+            sources[m.source].says = m.says
+        else:
+            extra.append(m)
     for k, m in enumerate(extra):
         m.index = len(generated) + k
     return generated + extra
 
 
 def load_equivalents(path=None):
-    """{(task, original line, mutation): reason} from tools/solution_mutants/equivalent.toml."""
+    """{(task, original line, mutation): reason} from mistakes/equivalent.toml."""
     return mutation.load_equivalents([path or DATA / "equivalent.toml"], lambda path, entry: entry["task"])
 
 
@@ -398,7 +397,6 @@ PRELOAD = ("torch", "torch.nn.functional", "torch.optim", "torchvision", "numpy"
 
 def preload():
     """Quiet, single-threaded, fast mode; import the heavy packages once: every mutant runs in a fork."""
-    sys.path.insert(0, str(ROOT))
     mutation.preload(PRELOAD + ("course_lib", "coursework", "coursework.checks"), COURSE_FAST="1")
     import torch
 
@@ -568,6 +566,7 @@ class LessonReport:
     survived: int = 0
     skipped: int = 0
     repeats: int = 0
+    wrong_message: list = field(default_factory=list)  # catalogue mistakes caught without their message
     false_failures: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -695,6 +694,12 @@ def evaluate(
             m.status, m.message, m.seconds = r["status"], r["message"], r["seconds"]
             if m.status == "error":  # an earlier reference failed: not the mutant's doing
                 m.status = "crashed"
+            if (
+                m.says
+                and m.status != "equivalent"
+                and not (m.status == "check" and mistakes.says_all(m.message, m.says))
+            ):
+                report.wrong_message.append(f"{m.task} {m.mutation}: {m.status} {_short(m.message, 160)}")
         for jid, r in results.items():
             if (jid.startswith("base-") or jid.startswith("rep")) and r["status"] != "survived":
                 report.false_failures.append(
@@ -762,6 +767,8 @@ def print_report(reports, mutants, *, details=True, out=sys.stdout):
         file=out,
     )
     for r in reports:
+        for line in r.wrong_message:
+            print(f"CAUGHT WITHOUT ITS MESSAGE lesson {r.lesson} {line}", file=out)
         for f in r.false_failures:
             print(f"FALSE FAILURE lesson {r.lesson} {f['run']}: {f['status']} {_short(f['message'], 200)}", file=out)
 

@@ -1,12 +1,20 @@
-"""What every check shares: the verdict vocabulary, calling the learner's code, comparing numbers,
-fresh random inputs, watching a model, and the small models the checks test with.
+"""What every check shares: the verdict vocabulary, calling the learner's code, comparing numbers, patching
+a torch global for a moment, fresh random inputs, and no credit for calling the library's own answer.
 
-The vocabulary: `passed(what)` prints ``✓ what``; `fail(what, hint)` prints ``✗ what. Hint: hint`` and raises
-`CheckFailed`; `call(fn, ...)` runs the learner's function and turns its exceptions (``NotImplementedError`` included) into verdicts.
+- `passed(what)` prints ``✓ what``; `fail(what, hint)` prints ``✗ what. Hint: hint`` and raises `CheckFailed`.
+- `call(fn, *args, hint=..., context=..., **kwargs)` runs the learner's function and turns its exceptions
+  (``NotImplementedError`` included) into verdicts that quote the learner's own line.
+- `close(a, b, "probability")`: equal within one of the named `TOLERANCES`; `first_match(got, mistakes, tol)` fails
+  with the first mistake of a table {name: (values, message, hint)} that `got` matches; `tensor_rule(got, name,
+  shape)` fails when the result is not a tensor of that shape (or not finite).
+- `with patched(torch.cuda, is_available=lambda: False): ...` swaps a global and always puts it back.
+- `isolated` and `no_delegation(...)` decorate a check. The probes (`probe_device`, `tiny_gated`, ...) live in
+  `probes`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -17,7 +25,6 @@ import torch
 
 import course_lib
 import coursework
-from course_lib.models import GatedPixelCNN
 
 LN2 = math.log(2)  # nats per bit
 
@@ -66,46 +73,93 @@ def not_implemented(name: str | None = None):
     fail(what, "replace `raise NotImplementedError()` with your code, run that cell, then run this check again")
 
 
-def call(fn: Callable, *args, **kwargs):
+def invoke(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``: the one place where the checks run a learner's object (the delegation watch
+    knows a library function called from here was called for the learner)."""
+    return fn(*args, **kwargs)
+
+
+_DEFAULT_HINT = "run your function on a small input in a new cell to see the full error"
+
+
+def call(fn: Callable, *args, hint=None, context: str = "", **kwargs):
     """Call the learner's `fn` and turn its exceptions into verdicts.
 
-    ``NotImplementedError`` becomes "✗ not implemented yet"; any other exception becomes
-    "✗ <name> raised <Error>: <message>" with the line of the learner's code that raised it.
-    A :class:`CheckFailed` raised inside (a nested check) passes through unchanged.
+    A ``NotImplementedError`` raised by the learner's own code becomes "✗ <name> is not implemented yet"; any
+    other exception (a ``NotImplementedError`` from inside PyTorch, "not implemented for 'Long'", included)
+    becomes "✗ <name> raised <Error>: <message> (at `<the learner's own line>`) <context>. Hint: <hint>".
+    `context` says which input it happened on; `hint` is a string or a function (message, learner's line) ->
+    string. A :class:`CheckFailed` raised inside (a nested check) passes through unchanged.
     """
     name = getattr(fn, "__name__", None) or type(fn).__name__
     if not callable(fn):
         fail(f"expected a function, got {type(fn).__name__}", "pass the function itself (no parentheses) to the check")
     try:
-        return fn(*args, **kwargs)
+        return invoke(fn, *args, **kwargs)
     except CheckFailed:
         raise
-    except NotImplementedError:
-        not_implemented(name)
     except Exception as error:  # any learner error becomes a verdict
-        where = _learner_line(error)
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
-        if where:
-            what += f" (at `{where}`)"
-        fail(what[:400], "run your function on a small input in a new cell to see the full error")
+        explain(error, name, hint, context)
+
+
+def explain(error: BaseException, name: str, hint=None, context: str = ""):
+    """Fail with the verdict `call` gives `error`, raised by the learner's `name` (for an error caught
+    elsewhere, e.g. while a global was patched)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if isinstance(error, NotImplementedError) and frames and not _in_library(frames[-1].filename):
+        not_implemented(name)
+    where = _learner_line(error)
+    message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
+    if where:
+        what += f" (at `{where}`)"
+    hint = hint(message, where) if callable(hint) else hint
+    fail(f"{what} {context}".strip(), hint or _DEFAULT_HINT)
 
 
 _PACKAGES = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (course_lib, coursework))
 
 
+@functools.cache
+def _library_dirs() -> tuple:
+    """Folders of code that is not the learner's: course_lib, coursework, the standard library, installed packages."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return tuple(sorted(dirs)) + _PACKAGES
+
+
+def _in_library(filename: str | None) -> bool:
+    return bool(filename) and os.path.abspath(filename).startswith(_library_dirs())
+
+
 def _learner_line(error: BaseException) -> str | None:
-    """The last line of code outside course_lib and coursework in the traceback (the learner's line), if any."""
+    """The last line of the traceback outside course_lib, coursework, Python and the installed packages (the
+    learner's own line), if any."""
     line = None
     for frame in traceback.extract_tb(error.__traceback__):
-        if frame.filename and not os.path.abspath(frame.filename).startswith(_PACKAGES) and frame.line:
+        if frame.line and not _in_library(frame.filename):
             line = frame.line.strip()
     return line
 
 
-def close(a, b, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+TOLERANCES = {  # name: (rtol, atol) of `close`, by what is compared
+    "float32": (1e-4, 1e-5),  # float32 results of order one against a float64 reference (the default)
+    "probability": (1e-4, 1e-6),  # probabilities, some of them close to 0
+    "log_prob": (1e-4, 1e-4),  # log-probabilities and nats of a few values
+    "summed": (1e-4, 2e-3),  # log-likelihoods summed over an image's pixels in float32
+    "float64": (1e-6, 1e-9),  # float64 on both sides: the same formula, another order of operations
+    "loose": (1e-3, 1e-3),  # telling plausible mistakes apart: they differ by far more than this
+}
+
+
+def close(a, b, tol: str | tuple[float, float] = "float32", *, rtol: float | None = None, atol: float | None = None):
     """True when `a` and `b` (tensors or numbers) have the same shape and finite values equal within
-    |a - b| <= atol + rtol * |b|. Anything else (None, a string, NaN, inf) is never close."""
+    |a - b| <= atol + rtol * |b|, (rtol, atol) being `TOLERANCES[tol]` (or `tol` itself, a pair; `rtol` and
+    `atol` override it). Anything else (None, a string, NaN, inf) is never close."""
+    default_rtol, default_atol = TOLERANCES[tol] if isinstance(tol, str) else tol
+    rtol, atol = default_rtol if rtol is None else rtol, default_atol if atol is None else atol
     try:
         a = torch.as_tensor(a.detach() if torch.is_tensor(a) else a).double().cpu()
         b = torch.as_tensor(b.detach() if torch.is_tensor(b) else b).double().cpu()
@@ -114,6 +168,76 @@ def close(a, b, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     if a.shape != b.shape or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
         return False
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def first_match(got, mistakes: dict, tol="loose", *, prefix: str = "", where: str = "", reference=None) -> None:
+    """Fail with the message and hint of the first of `mistakes` ({name: (values, message, hint)}; values None:
+    not applicable here) whose values `got` matches within `tol` (as in `close`); the verdict reads
+    "<prefix><message> <where>". With `reference`, a row whose values match the reference is skipped (this case
+    cannot tell that mistake from the right answer). Returns None when no row matches."""
+    for values, message, hint in mistakes.values():
+        if values is None or (reference is not None and close(values, reference, tol)):
+            continue
+        if close(got, values, tol):
+            fail(f"{prefix}{message} {where}".strip(), hint)
+
+
+def first_rule(rows, *, prefix: str = "", where: str = "") -> None:
+    """Fail with the message and hint of the first row (applies, message, hint) that applies; the verdict
+    reads "<prefix><message> <where>". Returns None when none applies."""
+    for applies, message, hint in rows:
+        if applies:
+            fail(f"{prefix}{message} {where}".strip(), hint)
+
+
+def tensor_rule(
+    got,
+    name,
+    shape=None,
+    hint="return a torch tensor",
+    *,
+    shape_hint=None,
+    shapes=None,
+    finite=None,
+    prefix="",
+    where="",
+):
+    """`got.detach()` when the learner's result is a tensor (of `shape`, when given; with `finite`, of finite
+    values), else fail with the first of: "<name> returned <type>, not a tensor" (Hint: `hint`); a named wrong
+    shape, `shapes` = {shape: (message, hint)}; "<name> returned shape <got>, expected <shape>" (Hint:
+    `shape_hint`, default `hint`); "<name> returned values that are not finite (NaN or inf)" (`finite` is its
+    hint, or a pair (message, hint)). Each verdict reads "<prefix><what> <where>"."""
+    verdict = None
+    if not torch.is_tensor(got):
+        verdict = f"{name} returned {type(got).__name__}, not a tensor", hint
+    elif shape is not None and tuple(got.shape) != tuple(shape):
+        wrong = f"{name} returned shape {tuple(got.shape)}, expected {tuple(shape)}", shape_hint or hint
+        verdict = (shapes or {}).get(tuple(got.shape), wrong)
+    elif finite is not None and not torch.isfinite(got.detach()).all():
+        generic = f"{name} returned values that are not finite (NaN or inf)", finite
+        verdict = finite if isinstance(finite, tuple) else generic
+    if verdict:
+        fail(f"{prefix}{verdict[0]} {where}".strip(), verdict[1])
+    return got.detach()
+
+
+@contextlib.contextmanager
+def patched(owner, **replacements):
+    """Replace attributes of `owner` (a module such as ``torch`` or ``torch.cuda``, or a class such as
+    ``torch.Tensor``) for the duration of a ``with`` block, and put the originals back afterwards, on error
+    too. Yields {name: original}. ``with patched(torch.cuda, is_available=lambda: True): ...``"""
+    originals = {name: getattr(owner, name) for name in replacements}
+    own = {name for name in replacements if name in vars(owner)}  # a class's inherited methods: delete, not set
+    for name, value in replacements.items():
+        setattr(owner, name, value)
+    try:
+        yield originals
+    finally:
+        for name, value in originals.items():
+            if name in own:
+                setattr(owner, name, value)
+            else:
+                delattr(owner, name)
 
 
 def fresh_seed() -> int:
@@ -126,32 +250,6 @@ def fresh_generator(seed: int | None = None) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(fresh_seed() if seed is None else seed)
     return g
-
-
-class ForwardSpy:
-    """Watches a learner's function use `model`: records, at every forward call, the training mode,
-    whether gradients were on, the autocast state and dtype, and the input's device. `remove()` stops it."""
-
-    def __init__(self, model):
-        self.calls = []
-        self.param_device = next(model.parameters()).device
-        self.handle = model.register_forward_pre_hook(self)
-
-    def __call__(self, module, args):
-        x = args[0] if args else None
-        dev = self.param_device.type
-        self.calls.append(
-            {
-                "training": module.training,
-                "grad": torch.is_grad_enabled(),
-                "autocast": torch.is_autocast_enabled(dev),
-                "dtype": torch.get_autocast_dtype(dev),
-                "device": x.device if torch.is_tensor(x) else None,
-            }
-        )
-
-    def remove(self):
-        self.handle.remove()
 
 
 def isolated(check: Callable) -> Callable:
@@ -170,190 +268,6 @@ def isolated(check: Callable) -> Callable:
             torch.set_num_threads(threads)
 
     return wrapper
-
-
-def tiny_gated(
-    seed: int, image_shape=(1, 8, 8), *, sharpen: bool = False, out_bias: float | None = None, **config
-) -> GatedPixelCNN:
-    """A small random Gated PixelCNN (8 channels, dilations 1-2 unless `config` says otherwise), built from
-    `seed` without touching the global random generator.
-
-    sharpen: confident, varied logits (hidden weights x2, output weights x4, output biases ~ N(0, 1.5)), so
-    that every prediction depends clearly on the pixels before it. out_bias: every output bias set to it.
-    """
-    config = {"channels": 8, "dilations": (1, 2), **config}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GatedPixelCNN(image_shape=image_shape, **config)
-        with torch.no_grad():
-            if sharpen:
-                for name, p in model.named_parameters():
-                    if p.dim() > 1 and not name.startswith("out2"):
-                        p.mul_(2)
-                model.out2.weight.mul_(4)
-                model.out2.bias.normal_(0, 1.5)
-            if out_bias is not None:
-                model.out2.bias.fill_(out_bias)
-    return model
-
-
-# -- device probes (lessons 03-05): device handling tested without a GPU ---------------------------------
-class ProbeStop(BaseException):
-    """Raised by `probe_forward` at the model's first forward pass, to stop the learner's function there.
-    A BaseException, so that a learner's ``except Exception`` does not swallow it."""
-
-
-def meta_copy(model):
-    """A copy of `model` on PyTorch's "meta" device: tensors with shapes and no data. A learner's code that
-    honours the model's device sends its tensors there; one that forgets, or hard-codes "cpu", does not."""
-    import copy
-
-    return copy.deepcopy(model).to("meta")
-
-
-def probe_forward(fn, model, *args, meta_bool=None, **kwargs):
-    """Run the learner's ``fn(*args, **kwargs)``, which uses `model` (a `meta_copy`), up to the model's first
-    forward pass and stop it there: what did the function send to the model, and how?
-
-    Meanwhile ``torch.autocast`` is replaced by a recorder (autocast refuses the meta device), and with
-    `meta_bool` set, ``bool()`` of a meta tensor gives `meta_bool` instead of raising (a meta tensor has no
-    value: ``if known.all():`` needs one).
-
-    Returns None when `fn` never reached a forward pass (it returned, or raised first: the probe then says
-    nothing), else {"devices": [the device of each tensor argument of the forward pass, in order],
-    "autocast": [(device_type, dtype or None, enabled) of every autocast context entered before it]}.
-    """
-    import warnings
-
-    record = {"devices": None, "autocast": []}
-
-    class RecordingAutocast:
-        def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
-            record["autocast"].append((str(device_type), dtype, bool(enabled)))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def __call__(self, func):
-            return func
-
-    def stop(module, inputs):
-        record["devices"] = [a.device for a in inputs if torch.is_tensor(a)]
-        raise ProbeStop()
-
-    original_bool, original_all, original_any = torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any
-
-    def fake_bool(self):
-        return meta_bool if self.device.type == "meta" else original_bool(self)
-
-    def reduction(original):
-        def reduce(self, *args, **kwargs):
-            if self.device.type == "meta" and not args and not kwargs:  # (PyTorch's own meta version is slow to load)
-                return torch.empty((), dtype=torch.bool, device="meta")
-            return original(self, *args, **kwargs)
-
-        return reduce
-
-    saved = (torch.autocast, torch.amp.autocast)
-    handle = model.register_forward_pre_hook(stop)
-    torch.autocast = torch.amp.autocast = RecordingAutocast
-    if meta_bool is not None:
-        torch.Tensor.__bool__ = fake_bool
-        torch.Tensor.all, torch.Tensor.any = reduction(original_all), reduction(original_any)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fn(*args, **kwargs)
-    except ProbeStop:
-        pass
-    except Exception:  # code that cannot run on the meta device: the probe tells nothing
-        pass
-    finally:
-        torch.autocast, torch.amp.autocast = saved
-        torch.Tensor.__bool__ = original_bool
-        torch.Tensor.all, torch.Tensor.any = original_all, original_any
-        handle.remove()
-    return None if record["devices"] is None else record
-
-
-def fail_off_device(record, name: str, what: str, hint: str, positions=None):
-    """Fail when a `probe_forward` record shows a tensor argument of the forward pass (those at `positions`,
-    default all) that is not on the model's (meta) device. A record of None (no forward reached) passes."""
-    if record is None:
-        return
-    devices = record["devices"] if positions is None else [record["devices"][k] for k in positions]
-    wrong = [d for d in devices if d.type != "meta"]
-    if wrong:
-        fail(
-            f"{name} gave the model {what} on the device '{wrong[0]}', not on the model's device (the check "
-            "moved the model to PyTorch's 'meta' device, as a GPU would, to see where your tensors go)",
-            hint,
-        )
-
-
-# -- calling the learner's code, blaming the learner's own line (lessons 01-02) --------------------------
-@functools.cache
-def _library_dirs() -> tuple:
-    """Folders of code that is not the learner's: course_lib, coursework, the standard library, installed packages."""
-    import sysconfig
-
-    paths = sysconfig.get_paths()
-    dirs = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    return tuple(sorted(dirs)) + _PACKAGES
-
-
-def _in_library(filename: str | None) -> bool:
-    return bool(filename) and os.path.abspath(filename).startswith(_library_dirs())
-
-
-def learner_call(fn: Callable, *args, **kwargs):
-    """Like `call`, with two differences: a ``NotImplementedError`` raised inside a library (PyTorch has
-    operations "not implemented for 'Long'") is reported as the error it is, not as "not implemented yet";
-    and the "(at `line`)" of an error is the learner's own line, never one inside PyTorch or Python."""
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    if not callable(fn):
-        fail(f"expected a function, got {type(fn).__name__}", "pass the function itself (no parentheses) to the check")
-    try:
-        return fn(*args, **kwargs)
-    except CheckFailed:
-        raise
-    except Exception as error:  # any learner error becomes a verdict
-        frames = traceback.extract_tb(error.__traceback__)
-        if isinstance(error, NotImplementedError) and frames and not _in_library(frames[-1].filename):
-            not_implemented(name)
-        where = None
-        for frame in frames:
-            if frame.line and not _in_library(frame.filename):
-                where = frame.line.strip()
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
-        if where:
-            what += f" (at `{where}`)"
-        fail(what[:400], "run your function on a small input in a new cell to see the full error")
-
-
-def call_explained(fn: Callable, *args, hint, context: str = "", **kwargs):
-    """Like `call`, but an exception of the learner's code is reported with `context` (e.g. which input it
-    happened on) and `hint`: a string, or a function (message, learner's line) -> string."""
-    name = getattr(fn, "__name__", None) or type(fn).__name__
-    if not callable(fn):
-        return call(fn, *args, **kwargs)
-    try:
-        return fn(*args, **kwargs)
-    except CheckFailed:
-        raise
-    except NotImplementedError:
-        not_implemented(name)
-    except Exception as error:  # any learner error becomes a verdict
-        where = _learner_line(error)
-        message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
-        if where:
-            what += f" (at `{where}`)"
-        fail(f"{what} {context}".strip(), hint(message, where) if callable(hint) else hint)
 
 
 # -- no credit for calling the library's own answer -------------------------------------------------------
@@ -421,7 +335,7 @@ def _codes_of(obj) -> list:
 
 _CHECKS = os.path.dirname(os.path.abspath(coursework.__file__)) + os.sep
 _LIBRARY = os.path.dirname(os.path.abspath(course_lib.__file__)) + os.sep
-_INVOKERS = {f.__code__ for f in (call, learner_call, call_explained, probe_forward)}  # they call the learner's object
+_INVOKERS = {invoke.__code__}  # it calls the learner's object
 
 
 def _learner_caller(frame, stop, name: str):
@@ -453,10 +367,8 @@ _WATCH: list[_Watch] = []  # the watch of the check running now (checks do not n
 def _static_delegation(obj, watch: _Watch) -> str | None:
     """The forbidden name when the learner's object itself is the library's (an alias, a partial, a
     subclass, a wrapped function)."""
-    import functools as _functools
-
     for _ in range(10):
-        if isinstance(obj, _functools.partial):
+        if isinstance(obj, functools.partial):
             obj = obj.func
         elif getattr(obj, "__wrapped__", None) is not None:
             obj = obj.__wrapped__

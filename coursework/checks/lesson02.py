@@ -1,10 +1,8 @@
 """Checks for lesson 02 (masked convolutions): masks A and B with R -> G -> B channel groups, a causal
-`MaskedConv2d`, a receptive-field map from gradients, and a Jacobian causality test.
-
-Each check builds fresh random cases, compares with the reference behaviour of `course_lib.masks` and
-`course_lib.causality`, recognises the classic bugs (A/B swapped, centre pixel wrongly included or
-excluded, channel order ignored or reversed, a mask applied only once, ...) by what they would produce,
-and prints one verdict line; it raises `CheckFailed` on failure.
+`MaskedConv2d`, a receptive-field map from gradients, and a Jacobian causality test. Each compares with
+`course_lib.masks` / `course_lib.causality` on fresh cases and edge cases (channel counts not multiples of the
+colour groups, 1x1 and 9x9 kernels, batch 1, images not square), and names a wrong answer by the plausible
+mistake (a variant of the reference) that reproduces it.
 """
 
 import torch
@@ -15,180 +13,262 @@ from course_lib.causality import receptive_field
 from course_lib.masks import MaskedConv2d as _RefConv
 from course_lib.masks import raster_mask, vertical_mask
 
-from .helpers import fail, fresh_generator, isolated, learner_call, no_delegation, passed
+from .helpers import call, close, fail, fresh_generator, invoke, isolated, no_delegation, passed, tensor_rule
 
 
-# ---------------------------------------------------------------------------------------------------
-# task 1: make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels)
-def _groups(n, data_channels, rule="contiguous"):
-    idx = torch.arange(n)
-    return idx % data_channels if rule == "interleaved" else idx * data_channels // n
+def _other(mask_type):
+    return "B" if mask_type == "A" else "A"
 
 
-def _variant(k, mask_type, cin, cout, dc, centre="ok", groups="contiguous", spatial="ok"):
-    """A mask built with one deliberate mistake, to recognise the learner's."""
-    c = k // 2
+def _colours(dc):
+    return f"{dc} colour group{'s' * (dc > 1)}"
+
+
+def _attempt(fn, *args):
+    """`fn(*args)`, or None when it raises (a variant that does not apply, a learner's answer that crashes)."""
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+# -- task 1: make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels) -----------------------
+GROUPINGS = {  # how the n channels of one side are split into dc colour groups
+    "contiguous": lambda n, dc: torch.arange(n) * dc // n,  # the definition
+    "interleaved": lambda n, dc: torch.arange(n) % dc,
+    "blocks of n // dc": lambda n, dc: torch.arange(n) // (n // dc),  # right only when dc divides n
+    "blocks of ceil(n / dc)": lambda n, dc: torch.arange(n) // -(-n // dc),  # idem
+}
+
+
+def _variant(k, t, cin, cout, dc, swap=False, centre="rule", only="AB", groups="contiguous", spatial="past"):
+    """The mask (cout, cin, k, k) of type `t` built with the given mistakes; the defaults give the reference.
+    swap: the other type; centre (for the types in `only`): "rule" (the group order), "reversed", "all" or
+    "none"; spatial: "past" (rows above, left of the centre), "past and right" or "future" (below, right)."""
+    c, t = k // 2, _other(t) if swap else t
     m = torch.zeros(cout, cin, k, k)
-    if spatial == "flipped":
-        m[:, :, c + 1 :, :] = 1
+    rows, left = (slice(c + 1, None), slice(c + 1, None)) if spatial == "future" else (slice(None, c), slice(None, c))
+    m[:, :, rows, :] = 1
+    m[:, :, c, left] = 1
+    if spatial == "past and right":
         m[:, :, c, c + 1 :] = 1
-    else:
-        m[:, :, :c, :] = 1
-        m[:, :, c, :c] = 1
-        if spatial == "right_of_centre":
-            m[:, :, c, c + 1 :] = 1
-    g_out, g_in = _groups(cout, dc, groups)[:, None], _groups(cin, dc, groups)[None, :]
-    a_rule = {
-        "ok": g_out > g_in,
-        "reversed": g_out < g_in,
-        "all": torch.ones_like(g_out > g_in),
-        "none": torch.zeros_like(g_out > g_in),
-    }
-    b_rule = {
-        "ok": g_out >= g_in,
-        "reversed": g_out <= g_in,
-        "all": torch.ones_like(g_out > g_in),
-        "none": torch.zeros_like(g_out > g_in),
-    }
-    m[:, :, c, c] = (a_rule if mask_type == "A" else b_rule)[centre].float()
+    g_out, g_in = GROUPINGS[groups](cout, dc)[:, None], GROUPINGS[groups](cin, dc)[None, :]
+    before, same = (g_out < g_in, g_out == g_in) if centre == "reversed" else (g_out > g_in, g_out == g_in)
+    rule = before | (same & (t == "B"))
+    m[:, :, c, c] = {"all": torch.ones_like(same), "none": torch.zeros_like(same)}.get(
+        centre if t in only else "", rule
+    )
     return m
 
 
-def _diagnose_mask(got, k, t, cin, cout, dc):
-    other = "B" if t == "A" else "A"
-    if got.shape == (cin, cout, k, k) and cin != cout:
-        return (
-            "in and out channels swapped: the mask's shape must be (out_channels, in_channels, k, k), "
-            "like a Conv2d weight",
-            "put out_channels first",
-        )
-    if got.shape != (cout, cin, k, k):
-        return (
-            f"make_mask returned shape {tuple(got.shape)}, expected {(cout, cin, k, k)}",
-            "the mask has the shape of a Conv2d weight: (out_channels, in_channels, k, k)",
-        )
-    same = lambda m: torch.equal(got, m)  # noqa: E731
-    if same(raster_mask(k, other, cin, cout, dc)):
-        return (
-            f"masks A and B are swapped: you built mask {other} when mask {t} was asked for",
-            "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it",
-        )
-    if same(_variant(k, t, cin, cout, dc, spatial="flipped")) or same(
-        _variant(k, t, cin, cout, dc, spatial="flipped", centre="all")
-    ):
-        return (
-            "your mask keeps the future (rows below, pixels to the right) instead of the past",
-            "keep the rows above the centre and the pixels left of it in the centre row",
-        )
-    if same(_variant(k, t, cin, cout, dc, spatial="right_of_centre")):
-        return (
-            "the centre row keeps pixels right of the centre: they come later in raster order",
-            "in the centre row keep only the weights left of the centre",
-        )
-    if t == "A" and same(_variant(k, t, cin, cout, dc, centre="all")):
-        return (
-            "mask A includes the centre pixel: the first layer would see the very value it must predict",
-            "at the centre, mask A keeps only input channel groups strictly before the output's group",
-        )
-    if t == "B" and same(_variant(k, t, cin, cout, dc, centre="none")):
-        return (
-            "mask B excludes the centre pixel: later layers would throw away what they already know about the past",
-            "at the centre, mask B keeps input groups up to and including the output's group",
-        )
-    if t == "A" and dc == 1 and same(_variant(k, t, cin, cout, dc, centre="all")):
-        return ("mask A includes the centre pixel", "mask A hides the centre")
-    if dc > 1:
-        if same(raster_mask(k, t, cin, cout, 1)):
-            return (
-                "channel order ignored: with colour, the centre weight must follow R -> G -> B",
-                f"split the channels into {dc} groups; at the centre, output group g may read input group g' "
-                "only if g' < g (mask A) or g' <= g (mask B)",
-            )
-        if same(_variant(k, t, cin, cout, dc, centre="reversed")):
-            return (
-                "channel order reversed: your blue sees green and red, but red must come first",
-                "an output of group g may read earlier groups (smaller g'), not later ones",
-            )
-        if same(_variant(k, t, cin, cout, dc, groups="interleaved")):
-            return (
-                "channel groups interleaved: group g must be a contiguous block of channels",
-                "channel n of C belongs to group n * data_channels // C",
-            )
-    ref = raster_mask(k, t, cin, cout, dc)
-    diff = got != ref
-    c = k // 2
-    regions = []
-    if diff[:, :, :c].any():
-        regions.append("the rows above the centre (all ones)")
-    if diff[:, :, c, :c].any():
-        regions.append("the centre row left of the centre (ones)")
-    if diff[:, :, c, c].any():
-        regions.append("the centre weight (depends on mask type and channel groups)")
-    if diff[:, :, c, c + 1 :].any() or diff[:, :, c + 1 :].any():
-        regions.append("the future: right of the centre and the rows below (zeros)")
-    return (
-        f"mask {t} (k={k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)}) is wrong in "
-        + "; ".join(regions),
+MASK_MISTAKES = [  # (message, hint, the mistakes that produce it as options of _variant); {t}, {other}, {dc}: the case's
+    (
+        "masks A and B are swapped: you built mask {other} when mask {t} was asked for",
+        "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it",
+        [dict(swap=True)],
+    ),
+    (
+        "your mask keeps the future (rows below, pixels to the right) instead of the past",
+        "keep the rows above the centre and the pixels left of it in the centre row",
+        [dict(spatial="future"), dict(spatial="future", centre="all")],
+    ),
+    (
+        "the centre row keeps pixels right of the centre: they come later in raster order",
+        "in the centre row keep only the weights left of the centre",
+        [dict(spatial="past and right")],
+    ),
+    (
+        "channel order ignored: with colour, the centre weight must follow R -> G -> B",
+        "split the channels into {dc} groups; at the centre, output group g may read input group g' only if g' < g "
+        "(mask A) or g' <= g (mask B)",
+        [dict(dc=1)],
+    ),
+    (
+        "channel order reversed: your blue sees green and red, but red must come first",
+        "an output of group g may read earlier groups (smaller g'), not later ones",
+        [dict(centre="reversed")],
+    ),
+    (
+        "channel groups interleaved: group g must be a contiguous block of channels",
+        "channel n of C belongs to group n * data_channels // C",
+        [dict(groups="interleaved")],
+    ),
+    (
+        "your colour groups are right only when the channel count is a multiple of data_channels",
+        "channel n of C belongs to group n * data_channels // C, for any C: 4 channels in 3 groups are R, R, G, B",
+        [dict(groups="blocks of n // dc"), dict(groups="blocks of ceil(n / dc)")],
+    ),
+    (
+        "mask A includes the centre pixel: the first layer would see the very value it must predict",
+        "at the centre, mask A keeps only input channel groups strictly before the output's group",
+        [dict(centre="all", only="A"), dict(centre="all")],
+    ),
+    (
+        "mask B excludes the centre pixel: later layers would throw away what they already know about the past",
+        "at the centre, mask B keeps input groups up to and including the output's group",
+        [dict(centre="none", only="B"), dict(centre="none")],
+    ),
+]
+
+
+def _mistaken_mask(options, k, t, cin, cout, dc):
+    """The mask of case (k, t, cin, cout, dc) with the mistake `options`, or None where it cannot be built."""
+    return _attempt(lambda: _variant(**{"k": k, "t": t, "cin": cin, "cout": cout, "dc": dc, **options}))
+
+
+def _same(got, variant):
+    return torch.is_tensor(got) and variant is not None and got.shape == variant.shape and torch.equal(got, variant)
+
+
+def _as_mask(got):
+    return got.detach().float() if torch.is_tensor(got) else got
+
+
+def _diagnose_mask(make_mask, cases, n, got):
+    """Fail for case `n`, where `got` is wrong: a variant that reproduces the learner's answer on every case
+    (`make_mask` is run on all of them) is named first, then one that reproduces it on case `n`, then where
+    the mask differs."""
+    k, t, cin, cout, dc = cases[n]
+    answers = [_as_mask(_attempt(invoke, make_mask, *case)) for case in cases]
+    names = {"t": t, "other": _other(t), "dc": dc}
+    for message, hint, mistakes in MASK_MISTAKES:  # the same mistake on every case
+        for found in ([_mistaken_mask(options, *case) for case in cases] for options in mistakes):
+            if _same(got, found[n]) and all(v is None or _same(a, v) for a, v in zip(answers, found)):
+                fail(message.format(**names), hint.format(**names))
+    for message, hint, mistakes in MASK_MISTAKES:  # on this case
+        if any(_same(got, _mistaken_mask(options, *cases[n])) for options in mistakes):
+            fail(message.format(**names), hint.format(**names))
+    diff, c = got != raster_mask(k, t, cin, cout, dc), k // 2
+    regions = {
+        "the rows above the centre (all ones)": diff[:, :, :c].any(),
+        "the centre row left of the centre (ones)": diff[:, :, c, :c].any(),
+        "the centre weight (depends on mask type and channel groups)": diff[:, :, c, c].any(),
+        "the future: right of the centre and the rows below (zeros)": diff[:, :, c, c + 1 :].any()
+        | diff[:, :, c + 1 :].any(),
+    }
+    fail(
+        f"mask {t} (k={k}, {cin}->{cout} channels, {_colours(dc)}) is wrong in "
+        + "; ".join(region for region, wrong in regions.items() if wrong),
         "compare your mask with the pictures of the lesson, printed as integers",
     )
+
+
+SWAPPED = (
+    "in and out channels swapped: the mask's shape must be (out_channels, in_channels, k, k), like a Conv2d weight",
+    "put out_channels first",
+)
+MASK_SHAPE = dict(
+    hint="return a torch tensor of zeros and ones",
+    shape_hint="the mask has the shape of a Conv2d weight: (out_channels, in_channels, k, k)",
+)
+EDGE_MASKS = [  # (k, type, in, out, data channels): any odd k, any channel count with one channel per group or more
+    (9, "A", 4, 5, 3),  # channel counts that are not multiples of the colour groups, a 9x9 kernel
+    (1, "B", 7, 4, 3),  # a 1x1 kernel (the output head's): the centre weight alone
+    (5, "B", 5, 3, 2),  # two colour groups
+    (3, "A", 2, 7, 2),
+]
+
+
+def _mask_cases(g):
+    def pick(options):
+        return options[int(torch.randint(0, len(options), (), generator=g))]
+
+    cases = []
+    for t in ("A", "B"):
+        k, (a, b) = pick((3, 5, 7)), (torch.randperm(4, generator=g)[:2] + 2).tolist()  # a != b
+        cases += [(k, t, 1, 1, 1), (k, t, a, b, 1)]
+    for t in ("A", "B"):
+        k = pick((3, 5))
+        cases += [(k, t, 3, 3, 3), (k, t, 3 * pick((2, 3)), 3 * pick((2, 3)), 3)]  # data -> hidden -> hidden
+    return cases + EDGE_MASKS
 
 
 @isolated
 @no_delegation("course_lib.masks.raster_mask", "course_lib.masks.channel_groups")
 def check_mask(make_mask):
     """Task 1: `make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels=1)` returns the
-    raster-order mask (out_channels, in_channels, k, k) of type "A" or "B" with colour channel groups."""
-    g = fresh_generator()
-    cases = []
-    for t in ("A", "B"):
-        k = int((3, 5, 7)[int(torch.randint(0, 3, (), generator=g))])
-        cases.append((k, t, 1, 1, 1))
-        cases.append((k, t, int(torch.randint(2, 5, (), generator=g)), int(torch.randint(2, 5, (), generator=g)), 1))
-    for t in ("A", "B"):
-        k = int((3, 5)[int(torch.randint(0, 2, (), generator=g))])
-        cases.append((k, t, 3, 3, 3))  # data -> hidden
-        cases.append(
-            (
-                k,
-                t,
-                3 * int(torch.randint(2, 4, (), generator=g)),  # hidden -> hidden
-                3 * int(torch.randint(2, 4, (), generator=g)),
-                3,
-            )
+    raster-order mask (out_channels, in_channels, k, k) of type "A" or "B" with colour channel groups, for
+    any channel count and odd kernel size."""
+    cases = _mask_cases(fresh_generator())
+    for n, (k, t, cin, cout, dc) in enumerate(cases):
+        shapes = {(cin, cout, k, k): SWAPPED} if cin != cout else None
+        got = tensor_rule(
+            call(make_mask, k, t, cin, cout, dc), "make_mask", (cout, cin, k, k), **MASK_SHAPE, shapes=shapes
         )
-    for k, t, cin, cout, dc in cases:
-        got = learner_call(make_mask, k, t, cin, cout, dc)
-        if not torch.is_tensor(got):
-            fail(f"make_mask returned {type(got).__name__}, not a tensor", "return a torch tensor of zeros and ones")
-        got = got.detach().float()
-        if got.shape == (cout, cin, k, k) and torch.equal(got, raster_mask(k, t, cin, cout, dc)):
-            continue
-        msg, hint = _diagnose_mask(got, k, t, cin, cout, dc)
-        fail(msg, hint)
-    passed(f"make_mask: masks A and B for {len(cases)} random shapes, single-channel and R -> G -> B groups")
+        got = got.float()
+        if not torch.equal(got, raster_mask(k, t, cin, cout, dc)):
+            _diagnose_mask(make_mask, cases, n, got)
+    passed(
+        f"make_mask: masks A and B for {len(cases)} shapes, single-channel and R -> G -> B groups, channel counts "
+        "that are not multiples of the groups, 1x1 to 9x9 kernels"
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
-# task 2: class MaskedConv2d(nn.Conv2d)
+# -- task 2: class MaskedConv2d(nn.Conv2d) ----------------------------------------------------------------------
 def _conv_with(conv, mask, x, k):
     return F.conv2d(x, conv.weight * mask, conv.bias, padding=k // 2)
 
 
+CONV_MISTAKES = {  # name: (the mask the layer used, message, hint); {where}, {other}: the failing case's
+    "no mask": (
+        lambda k, t, i, o, dc: torch.ones(o, i, k, k),
+        "the layer is not masked: it sees the present and the future {where}",
+        "multiply the weight by the mask in forward",
+    ),
+    "A and B swapped": (
+        lambda k, t, i, o, dc: raster_mask(k, _other(t), i, o, dc),
+        "masks A and B are swapped: the layer used mask {other} {where}",
+        "mask A hides the centre pixel's own channel group, mask B keeps it",
+    ),
+    "colour ignored": (
+        lambda k, t, i, o, dc: raster_mask(k, t, i, o, 1),  # (with one group: the reference, already ruled out)
+        "channel order ignored: the centre weight does not follow R -> G -> B {where}",
+        "pass data_channels on to your mask",
+    ),
+}
+
+
+def _require_conv(conv):
+    if not isinstance(conv, nn.Conv2d):
+        fail(
+            f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
+            "subclass nn.Conv2d so the layer keeps its weight and bias",
+        )
+    names = [n for n, _ in conv.named_parameters()]
+    if any(n not in ("weight", "bias") for n in names):
+        fail(
+            f"the layer has trainable parameters besides weight and bias: {names}; the optimiser would change the mask",
+            "store the mask with self.register_buffer, not as an nn.Parameter",
+        )
+
+
+def _require_output(conv, x, case, where):
+    """The layer's output must be that of a 'same'-padded convolution with weight * mask."""
+    cin, cout, k, t, dc = case
+    pad, shape = "pad by kernel_size // 2 so every pixel gets an output ('same' padding)", (len(x), cout, *x.shape[2:])
+    out = tensor_rule(call(conv, x), "MaskedConv2d", shape, pad, where=f"for input {tuple(x.shape)} {where}")
+    with torch.no_grad():
+        if close(out, _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)):
+            return
+        for mask, message, hint in CONV_MISTAKES.values():
+            if close(out, _conv_with(conv, mask(k, t, cin, cout, dc), x, k)):
+                fail(message.format(where=where, other=_other(t)), hint)
+    fail(
+        f"the output differs from a convolution with the weight times the mask {where}",
+        "forward = the usual convolution, with self.weight * self.mask as the kernel",
+    )
+
+
 def _require_mask_buffer(conv, where):
     """The mask must be a buffer: saved in state_dict() and moved by .to(device) with the layer."""
-    shape = tuple(conv.weight.shape)
+    shape = conv.weight.shape
 
-    def fits(t):  # the weight's shape, or one that broadcasts to it
-        try:
-            return t.dim() > 0 and tuple(torch.broadcast_shapes(t.shape, shape)) == shape
-        except RuntimeError:
-            return False
+    def fits(t):  # a tensor of the weight's shape, or of one that broadcasts to it
+        return torch.is_tensor(t) and t.dim() > 0 and _attempt(torch.broadcast_shapes, t.shape, shape) == shape
 
-    if any(fits(b) for _, b in conv.named_buffers()):
+    if any(fits(b) for b in conv.buffers()):
         return
-    plain = [
-        name for name, v in vars(conv).items() if torch.is_tensor(v) and not isinstance(v, nn.Parameter) and fits(v)
-    ]
+    plain = [name for name, v in vars(conv).items() if fits(v) and not isinstance(v, nn.Parameter)]
     if plain:
         fail(
             f"the mask is a plain attribute (self.{plain[0]} = ...), not a buffer {where}: it is missing from "
@@ -196,164 +276,105 @@ def _require_mask_buffer(conv, where):
             'keep it with self.register_buffer("mask", make_mask(...))',
         )
     fail(
-        f"the layer has no mask buffer of the weight's shape {shape} {where}",
+        f"the layer has no mask buffer of the weight's shape {tuple(shape)} {where}",
         'make the mask once in __init__ and keep it with self.register_buffer("mask", make_mask(...))',
     )
 
 
-def _gradients(conv, x, direction, mask, k):
-    """(the layer's weight and bias gradients, those of a convolution with weight * mask) after backward of
-    sum(layer(x) * direction), taken before the optimiser step."""
-    weight = conv.weight.detach().clone().requires_grad_(True)
-    bias = conv.bias.detach().clone().requires_grad_(True) if conv.bias is not None else None
+def _require_training_step(conv, x, mask, g, where):
+    """One SGD step: the weight's gradient is that of a convolution with weight * mask (zero where masked),
+    the bias gets its own, and after the step the layer is still masked."""
+    if not conv.weight.requires_grad:
+        fail("the weight is not trainable", "keep self.weight an nn.Parameter")
+    k, opt = mask.shape[-1], torch.optim.SGD(conv.parameters(), lr=1.0)
+    opt.zero_grad()
+    direction = torch.randn(x.shape[0], mask.shape[0], *x.shape[2:], generator=g)
+    (call(conv, x) * direction).sum().backward()
+    weight, bias = (None if p is None else p.detach().clone().requires_grad_(True) for p in (conv.weight, conv.bias))
     (F.conv2d(x, weight * mask, bias, padding=k // 2) * direction).sum().backward()
-    got = tuple(None if p is None or p.grad is None else p.grad.detach().clone() for p in (conv.weight, conv.bias))
-    return got, (weight.grad, None if bias is None else bias.grad)
-
-
-def _require_gradients(got, ref, mask, where):
-    """The weight's gradient must be that of a convolution with weight * mask (zero where masked), and the
-    bias must get its gradient too."""
-    grad, bias_grad = got
-    ref_grad, ref_bias_grad = ref
+    grad, bias_grad = (
+        None if p is None or p.grad is None else p.grad.detach().clone() for p in (conv.weight, conv.bias)
+    )
+    opt.step()
+    with torch.no_grad():
+        if not close(call(conv, x), _conv_with(conv, mask, x, k), atol=1e-4):
+            fail(
+                f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
+                "and the optimiser brought the hidden weights back",
+                "apply the mask inside forward, every time",
+            )
     if grad is None or not grad.abs().sum() > 0:
         fail(
             f"no gradient reaches the weight {where}: your forward pass uses a copy that is cut off from the "
             "parameter (self.weight.data, .detach(), or a tensor made in __init__), so the layer never trains",
             "multiply the parameter self.weight itself by the mask inside forward: self.weight * self.mask",
         )
-    if not torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-5):
-        if (grad * (1 - mask)).abs().sum() > 0:
-            fail(
-                f"masked weights get a gradient {where}: the optimiser will move weights the mask hides",
-                "multiply the weight by the mask in forward (self.weight * self.mask), so the masked "
-                "weights get a zero gradient",
-            )
+    if not close(grad, weight.grad) and (grad * (1 - mask)).abs().sum() > 0:
+        fail(
+            f"masked weights get a gradient {where}: the optimiser will move weights the mask hides",
+            "multiply the weight by the mask in forward (self.weight * self.mask), so the masked weights get a zero "
+            "gradient",
+        )
+    if not close(grad, weight.grad):
         fail(
             f"the weight's gradient differs from that of a convolution with weight * mask {where}",
             "forward = the usual convolution, with self.weight * self.mask as the kernel",
         )
-    if ref_bias_grad is not None and (bias_grad is None or not torch.allclose(bias_grad, ref_bias_grad, atol=1e-5)):
+    if bias is not None and not close(bias_grad, bias.grad):
         fail(
             f"no gradient reaches the bias {where}: forward uses a copy of it that is cut off from the parameter",
             "pass the parameter self.bias itself to the convolution (not self.bias.data)",
         )
 
 
+EDGE_CONVS = [  # (in, out, k, type, data channels, batch): beyond the lesson's layers
+    (4, 5, 1, "A", 3, 1),  # a 1x1 layer, channel counts not multiples of the colour groups, a batch of one
+    (5, 3, 7, "B", 3, 1),  # a 7x7 layer back to the 3 colours
+]
+
+
 @isolated
 @no_delegation("course_lib.masks.MaskedConv2d")
 def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
-    padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass."""
+    padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass, a buffer."""
     g = fresh_generator()
-    cases = [
-        (1, int(torch.randint(2, 6, (), generator=g)), 5, "A", 1),
-        (int(torch.randint(2, 5, (), generator=g)), int(torch.randint(2, 5, (), generator=g)), 3, "B", 1),
-        (3, 6, 3, "A", 3),
-        (6, 9, 3, "B", 3),
-    ]
-    for cin, cout, k, t, dc in cases:
+
+    def draw(low, high):
+        return int(torch.randint(low, high + 1, (), generator=g))
+
+    cases = [(1, draw(2, 5), 5, "A", 1, 2), (draw(2, 4), draw(2, 4), 3, "B", 1, 2), (3, 6, 3, "A", 3, 2)]
+    for cin, cout, k, t, dc, batch in cases + [(6, 9, 3, "B", 3, 2)] + EDGE_CONVS:
         with torch.random.fork_rng():  # leave the notebook's random state alone
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
-            conv = learner_call(MaskedConv2d, cin, cout, k, t, dc)
-        where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)})"
-        if not isinstance(conv, nn.Conv2d):
-            fail(
-                f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
-                "subclass nn.Conv2d so the layer keeps its weight and bias",
-            )
-        names = [n for n, _ in conv.named_parameters()]
-        if any(n not in ("weight", "bias") for n in names):
-            fail(
-                f"the layer has trainable parameters besides weight and bias: {names}; the optimiser would "
-                "change the mask",
-                "store the mask with self.register_buffer, not as an nn.Parameter",
-            )
-        h, w = (int(v) for v in torch.randint(8, 11, (2,), generator=g))
-        x = torch.randn(2, cin, h, w, generator=g)
-        out = learner_call(conv, x)
-        if not torch.is_tensor(out) or out.shape != (2, cout, h, w):
-            shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-            fail(
-                f"output shape {shape} for input {tuple(x.shape)}, expected {(2, cout, h, w)} {where}",
-                "pad by kernel_size // 2 so every pixel gets an output ('same' padding)",
-            )
-        with torch.no_grad():
-            ref = _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)
-            if not torch.allclose(out, ref, atol=1e-5):
-                other = "B" if t == "A" else "A"
-                if torch.allclose(out, F.conv2d(x, conv.weight, conv.bias, padding=k // 2), atol=1e-5):
-                    fail(
-                        f"the layer is not masked: it sees the present and the future {where}",
-                        "multiply the weight by the mask in forward",
-                    )
-                if torch.allclose(out, _conv_with(conv, raster_mask(k, other, cin, cout, dc), x, k), atol=1e-5):
-                    fail(
-                        f"masks A and B are swapped: the layer used mask {other} {where}",
-                        "mask A hides the centre pixel's own channel group, mask B keeps it",
-                    )
-                if dc > 1 and torch.allclose(out, _conv_with(conv, raster_mask(k, t, cin, cout, 1), x, k), atol=1e-5):
-                    fail(
-                        f"channel order ignored: the centre weight does not follow R -> G -> B {where}",
-                        "pass data_channels on to your mask",
-                    )
-                fail(
-                    f"the output differs from a convolution with the weight times the mask {where}",
-                    "forward = the usual convolution, with self.weight * self.mask as the kernel",
-                )
-        # one training step: the masked weights must stay without effect
-        if not conv.weight.requires_grad:
-            fail("the weight is not trainable", "keep self.weight an nn.Parameter")
-        opt = torch.optim.SGD(conv.parameters(), lr=1.0)
-        opt.zero_grad()
-        direction = torch.randn(2, cout, h, w, generator=g)
-        (learner_call(conv, x) * direction).sum().backward()
-        gradients = _gradients(conv, x, direction, raster_mask(k, t, cin, cout, dc), k)
-        opt.step()
-        with torch.no_grad():
-            out2 = learner_call(conv, x)
-            ref2 = _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)
-        if not torch.allclose(out2, ref2, atol=1e-4):
-            fail(
-                f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
-                "and the optimiser brought the hidden weights back",
-                "apply the mask inside forward, every time",
-            )
-        _require_gradients(*gradients, raster_mask(k, t, cin, cout, dc), where)
+            torch.manual_seed(draw(0, 2**31 - 2))
+            conv = call(MaskedConv2d, cin, cout, k, t, dc)
+        where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {_colours(dc)})"
+        _require_conv(conv)
+        x = torch.randn(batch, cin, draw(8, 10), draw(8, 10), generator=g)
+        _require_output(conv, x, (cin, cout, k, t, dc), where)
+        _require_training_step(conv, x, raster_mask(k, t, cin, cout, dc), g, where)
         _require_mask_buffer(conv, where)
     passed(
-        f"MaskedConv2d: same-size output, masked in every forward pass (also after a training step), "
-        f"masks A/B and colour groups, {len(cases)} random layers"
+        "MaskedConv2d: same-size output, masked in every forward pass (also after a training step), masks A/B "
+        f"and colour groups, {len(cases) + 1 + len(EDGE_CONVS)} layers from 1x1 to 7x7, batches of one and two"
     )
 
 
-# ---------------------------------------------------------------------------------------------------
-# task 3: receptive_field_map(model, i, j, c=0)
+# -- the models of tasks 3 and 4 ----------------------------------------------------------------------------
 class _Stack(nn.Module):
-    """A small causal stack with smooth activations (no exact zero gradients by chance):
-    one mask-A layer, then mask-B layers, then a 1x1 mask-B head. Bernoulli logits (B, C, H, W)."""
+    """A small causal stack with smooth activations (no exact zero gradients by chance): one mask-A layer,
+    then mask-B layers, then a 1x1 mask-B head; Bernoulli logits (B, C, H, W). `bug` breaks the whole model;
+    `leak` = (out, src) adds one forbidden connection: the logit of sub-pixel `out` = (c, i, j) also reads the
+    input sub-pixel `src`, `out` itself or a later one, so that only the map of that one output shows it."""
 
-    def __init__(
-        self,
-        image_shape,
-        channels=6,
-        n_layers=2,
-        k=3,
-        first="A",
-        reversed_colours=False,
-        vertical_first=False,
-        residual=False,
-        skip_green_to_red=False,
-        first_scale=1.0,
-    ):
+    def __init__(self, image_shape, channels=6, n_layers=2, k=3, first="A", first_scale=1.0, bug=None, leak=None):
         super().__init__()
         c = image_shape[0]
-        self.image_shape, self.levels, self.num_classes = tuple(image_shape), 2, None
-        self.residual, self.skip_green_to_red = residual, skip_green_to_red
+        self.image_shape, self.levels, self.num_classes, self.bug = tuple(image_shape), 2, None, bug
         self.first = _RefConv(c, channels, k, first, c)
-        if reversed_colours:  # the colour bug: R sees G and B of its own pixel (never itself)
+        if bug == "reversed colours":  # R sees G and B of its own pixel (never itself)
             self.first.mask.copy_(_variant(k, "A", c, channels, c, centre="reversed"))
-        if vertical_first:  # the Gated PixelCNN bug: an unshifted vertical stack sees the current row
+        if bug == "unshifted vertical":  # the Gated PixelCNN bug: a vertical stack that sees the current row
             self.first.mask.copy_(vertical_mask(k, c, channels, include_centre_row=True))
         self.layers = nn.ModuleList(_RefConv(channels, channels, k, "B", c) for _ in range(n_layers - 1))
         self.head = _RefConv(channels, c, 1, "B", c)
@@ -361,65 +382,40 @@ class _Stack(nn.Module):
             nn.init.normal_(p, std=0.5)
         with torch.no_grad():  # first_scale < 1: every gradient with respect to the input is small (never 0)
             self.first.weight.mul_(first_scale)
+        self.out, self.src = leak or (None, None)
+        self.register_buffer("pick", torch.zeros(2, *image_shape))  # where the leak reads and writes
+        if leak:
+            self.pick[(0, *self.src)] = self.pick[(1, *self.out)] = 1.0
 
     def forward(self, x, labels=None):
         h = torch.tanh(self.first(x))
         for layer in self.layers:
             h = torch.tanh(layer(h))
         out = self.head(h)
-        if self.skip_green_to_red:  # a skip connection that hands each pixel's green to its red output
+        if self.bug == "green to red":  # a skip connection that hands each pixel's green to its red output
             out = out + F.pad(x[:, 1:2], (0, 0, 0, 0, 0, x.shape[1] - 1))
-        return out + x if self.residual else out
+        leaked = torch.tanh((x * self.pick[0]).sum((1, 2, 3), keepdim=True))  # its gradient is never exactly 0
+        return (out + x if self.bug == "residual" else out) + 0.8 * leaked * self.pick[1]
 
 
-class _Leak(nn.Module):
-    """A causal stack with one forbidden connection added: the logit of sub-pixel `out` = (c, i, j) also
-    reads the input sub-pixel `src`, which is `out` itself or comes after it. Only the map of that one
-    output shows the leak, so a test that skips its row, column or channel misses it."""
-
-    def __init__(self, stack, out, src):
-        super().__init__()
-        self.stack = stack
-        self.image_shape, self.levels, self.num_classes = stack.image_shape, 2, None
-        self.out, self.src = tuple(out), tuple(src)
-        for name, where in (("pick_out", out), ("pick_src", src)):
-            pick = torch.zeros(1, *stack.image_shape)
-            pick[(0, *where)] = 1.0
-            self.register_buffer(name, pick)
-
-    def forward(self, x, labels=None):
-        leaked = torch.tanh((x * self.pick_src).sum((1, 2, 3), keepdim=True))  # gradient never exactly 0
-        return self.stack(x) + 0.8 * leaked * self.pick_out
-
-
-def _leaky(g, where, image_shape=(1, 4, 4), channels=6):
-    """(description, model): a causal stack with one leak at a random place of the kind `where` names."""
+def _leaky(g, where, image_shape=(1, 5, 4), channels=6):
+    """(description, model): a causal stack with one leak at a random place of the kind `where` names, away
+    from the corners, so that only a test that skips that row, column or channel misses it."""
     ch, h, w = image_shape
 
     def pick(low, high):  # an integer in [low, high]
         return int(torch.randint(low, high + 1, (), generator=g))
 
-    # each kind of leak sits where only a test that skips that row, column or channel misses it: the first
-    # and last row and column leaks are away from the corners, the next-pixel leak inside the image
-    if where == "last row":
-        out = (0, h - 1, pick(1, w - 2))
-        src = out
-    elif where == "last column":
-        i = pick(1, h - 2)
-        out, src = (0, i, w - 1), (0, i + 1, pick(0, w - 1))
-    elif where == "first row":
-        j = pick(1, w - 2)
-        out, src = (0, 0, j), (0, pick(0, 1), j)
-    elif where == "first column":
-        i = pick(1, h - 2)
-        out, src = (0, i, 0), (0, pick(i, i + 1), 0)
-    elif where == "next pixel":
-        i, j = pick(1, h - 2), pick(1, w - 2)
-        out, src = (0, i, j), (0, i, j + 1)
-    else:  # "last channel": blue sees its own value at an inner pixel
-        i, j = pick(1, h - 2), pick(1, w - 2)
-        out, src = (ch - 1, i, j), (ch - 1, i, j)
-    model = _Leak(_fresh_stack(g, image_shape, channels=channels), out, src).eval()
+    i, j = pick(1, h - 2), pick(1, w - 2)
+    out, src = {
+        "last row": ((0, h - 1, j), (0, h - 1, j)),
+        "last column": ((0, i, w - 1), (0, i + 1, pick(0, w - 1))),
+        "first row": ((0, 0, j), (0, pick(0, 1), j)),
+        "first column": ((0, i, 0), (0, pick(i, i + 1), 0)),
+        "next pixel": ((0, i, j), (0, i, j + 1)),
+        "last channel": ((ch - 1, i, j), (ch - 1, i, j)),  # blue sees its own value at an inner pixel
+    }[where]
+    model = _fresh_stack(g, image_shape, channels=channels, leak=(out, src))
     seen = (
         "its own sub-pixel" if src == out else f"the later sub-pixel (channel {src[0]}, row {src[1]}, column {src[2]})"
     )
@@ -436,6 +432,50 @@ def _ref_field(model, i, j, c):
     return receptive_field(model, i, j, c) != 0
 
 
+# -- task 3: receptive_field_map(model, i, j, c=0) ------------------------------------------------------------
+def _field_shapes(shape):
+    """{wrong shape: (message, hint)}: the map with the batch dimension kept, or (one channel) without C."""
+    hints = {(1, *shape): "drop the batch dimension of the gradient: (C, H, W)"}
+    if shape[0] == 1:
+        hints[shape[1:]] = "keep the channel dimension: (C, H, W)"
+    return {s: (f"receptive_field_map returned shape {s}, expected {tuple(shape)}", h) for s, h in hints.items()}
+
+
+def _diagnose_field(got, model, case, where):
+    """Fail with what is wrong in the map `got` (right shape, wrong values) of output `case` = (i, j, c)."""
+    (i, j, c), ref = case, _ref_field(model, *case)
+    channels, _, width = model.image_shape
+    if _same(got, _attempt(_ref_field, model, j, i, c)):
+        fail(f"rows and columns swapped {where}", "i is the row (dimension H), j the column (dimension W)")
+    if channels > 1 and _same(got, torch.stack([_ref_field(model, i, j, cc) for cc in range(channels)]).any(0)):
+        fail(
+            f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
+            "select the one logit [0, c, i, j] before calling backward",
+        )
+    if got.all():
+        fail(f"every input is marked as seen {where}", "mark only inputs whose gradient is exactly non-zero")
+    future = torch.zeros_like(ref)
+    future.view(channels, -1)[:, i * width + j :] = True
+    if (got & ~ref & future).any():
+        fail(
+            f"your map marks the output's own pixel or later ones {where}: did you differentiate the sum of all "
+            "outputs instead of the single logit?",
+            "backward from the one logit [0, c, i, j]",
+        )
+    missing, extra = int((ref & ~got).sum()), int((got & ~ref).sum())
+    if missing and not extra:
+        fail(
+            f"your map misses {missing} inputs that the output does see {where}: their gradient is small (around "
+            "1e-4 in this model), but not zero",
+            "mark grad != 0 exactly, with no threshold: any non-zero gradient means the output sees that input",
+        )
+    fail(
+        f"your map differs from the gradient's support {where}: {missing} seen inputs missing, {extra} unseen "
+        "inputs marked",
+        "use a random float input with requires_grad=True, backward from the one logit, and mark grad != 0",
+    )
+
+
 @isolated
 @no_delegation("course_lib.causality.receptive_field", "course_lib.causality.dependency_matrix")
 def check_receptive_field(receptive_field_map):
@@ -446,74 +486,90 @@ def check_receptive_field(receptive_field_map):
         ((1, 7, 7), dict(n_layers=3), (4, 2, 0)),
         ((1, 6, 6), dict(n_layers=2, first_scale=1e-4), (3, 1, 0)),  # gradients around 1e-4
         ((3, 5, 5), dict(n_layers=2), (2, 1, int(torch.randint(0, 2, (), generator=g)))),
+        ((2, 4, 7), dict(n_layers=2), (2, 5, 1)),  # edge: two colour channels, wider than tall
+        ((1, 7, 3), dict(n_layers=2), (5, 1, 0)),  # edge: taller than wide
     ]
-    for shape, kw, (i, j, c) in cases:
-        model = _fresh_stack(g, shape, **kw)
+    for shape, options, (i, j, c) in cases:
+        model = _fresh_stack(g, shape, **options)
         with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = learner_call(receptive_field_map, model, i, j, c)
-        ref = _ref_field(model, i, j, c)
-        where = f"(output channel {c}, row {i}, column {j} of a {'x'.join(map(str, shape))} model)"
-        if not torch.is_tensor(got):
-            fail(
-                f"receptive_field_map returned {type(got).__name__}, not a tensor",
-                "return a boolean tensor of shape (C, H, W)",
-            )
-        got = got.detach()
-        got = got if got.dtype == torch.bool else got != 0
-        if got.shape == ref.shape[1:] and shape[0] == 1:
-            fail(
-                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                "keep the channel dimension: (C, H, W)",
-            )
-        if got.shape == (1, *ref.shape):
-            fail(
-                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                "drop the batch dimension of the gradient: (C, H, W)",
-            )
-        if got.shape != ref.shape:
-            fail(
-                f"receptive_field_map returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}",
-                "one entry per input sub-pixel: (C, H, W)",
-            )
-        if torch.equal(got, ref):
-            continue
-        if torch.equal(got, _ref_field(model, j, i, c)):
-            fail(f"rows and columns swapped {where}", "i is the row (dimension H), j the column (dimension W)")
-        if shape[0] > 1 and torch.equal(
-            got, torch.stack([_ref_field(model, i, j, cc) for cc in range(shape[0])]).any(0)
-        ):
-            fail(
-                f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
-                "select the one logit [0, c, i, j] before calling backward",
-            )
-        if got.all():
-            fail(f"every input is marked as seen {where}", "mark only inputs whose gradient is exactly non-zero")
-        future = torch.zeros_like(ref)
-        future.view(shape[0], -1)[:, i * shape[2] + j :] = True
-        if (got & ~ref & future).any():
-            fail(
-                f"your map marks the output's own pixel or later ones {where}: did you differentiate the sum "
-                "of all outputs instead of the single logit?",
-                "backward from the one logit [0, c, i, j]",
-            )
-        missing = int((ref & ~got).sum())
-        if missing and not (got & ~ref).any():
-            fail(
-                f"your map misses {missing} inputs that the output does see {where}: their gradient is small "
-                "(around 1e-4 in this model), but not zero",
-                "mark grad != 0 exactly, with no threshold: any non-zero gradient means the output sees that input",
-            )
-        extra = int((got & ~ref).sum())
-        fail(
-            f"your map differs from the gradient's support {where}: {missing} seen inputs missing, "
-            f"{extra} unseen inputs marked",
-            "use a random float input with requires_grad=True, backward from the one logit, and mark grad != 0",
+            got = call(receptive_field_map, model, i, j, c)
+        ref, hint = _ref_field(model, i, j, c), "return a boolean tensor of shape (C, H, W)"
+        shape_hint = "one entry per input sub-pixel: (C, H, W)"
+        got = tensor_rule(
+            got, "receptive_field_map", ref.shape, hint, shape_hint=shape_hint, shapes=_field_shapes(ref.shape)
         )
-    passed("receptive_field_map: the exact support of the gradient of one logit, for 1- and 3-channel models")
+        got = got if got.dtype == torch.bool else got != 0
+        if not torch.equal(got, ref):
+            where = f"(output channel {c}, row {i}, column {j} of a {'x'.join(map(str, shape))} model)"
+            _diagnose_field(got, model, (i, j, c), where)
+    passed(
+        "receptive_field_map: the exact support of the gradient of one logit, for 1-, 2- and 3-channel models, "
+        "square and not"
+    )
 
 
-# ---------------------------------------------------------------------------------------------------
-# task 4: is_causal(model)
+# -- task 4: is_causal(model) ---------------------------------------------------------------------------------
+FALSE_ALARM = (
+    "forbidden inputs are those at or after the output in raster order, and at the output's own pixel, its own "
+    "channel or a later one"
+)
+WHOLE_MODELS = {  # what a test that labels the model wrong does: (_Stack options, whether the model is causal)
+    "your test flags a correct single-channel stack, which is causal: an output may depend on every sub-pixel "
+    "strictly before it (rows above, pixels to the left)": (dict(image_shape=(1, 4, 4)), True),
+    "your test flags a causal colour model: an output may depend on earlier colours of its own pixel (G on R, B on R "
+    "and G)": (dict(image_shape=(3, 3, 3)), True),
+    "your test flags a causal model of 3 rows and 6 columns: it takes pixels before the output for later ones. The "
+    "raster index of pixel (i, j) is i * width + j": (dict(image_shape=(1, 3, 6)), True),  # edge: not square
+    "your test misses an output that sees its own pixel (mask B on the first layer): 'at or after' includes the pixel "
+    "itself": (dict(image_shape=(1, 4, 4), first="B"), False),
+    "your test misses a residual connection from the raw input: every output sees its own pixel": (
+        dict(image_shape=(1, 4, 4), bug="residual"),
+        False,
+    ),
+    "your test misses a colour model whose first mask reverses R -> G -> B: outputs see later colours of their own "
+    "pixel": (dict(image_shape=(3, 3, 3), bug="reversed colours"), False),
+    "your test misses leaks between the colour channels of one pixel: R must not see G or B of its own pixel, G must "
+    "not see B": (dict(image_shape=(3, 3, 3), bug="green to red"), False),
+    "your test misses an unshifted vertical stack, which sees pixels right of the output in its own row": (
+        dict(image_shape=(1, 4, 4), bug="unshifted vertical"),
+        False,
+    ),
+}
+SINGLE_LEAKS = {  # where: the advice when a test misses a leak there
+    "next pixel": "the pixel right after the output in raster order is already forbidden",
+    "last channel": "check every channel of every output, and its own channel at its own pixel",
+    "last row": "check every row, the last one included",
+    "last column": "check every column, the last one included",
+    "first row": "check every row, the first one included",
+    "first column": "check every column, the first one included",
+}
+
+
+def _causal_verdict(cases, wrong):
+    """Fail for the models that the learner's test labelled wrong (indices into `cases`, each (single leak's
+    (where, what) or None, model, causal, message)): a false alarm first, then a missed whole-model leak, then
+    the missed single leaks (one by its own message, several together: the test skips some outputs)."""
+    leaky = [n for n, case in enumerate(cases) if not case[2]]
+    if set(leaky) <= set(wrong) and not any(cases[n][2] for n in wrong):
+        fail(
+            f"your test misses every one of the {len(leaky)} leaky models: it says True for every model. Does it "
+            "examine any output at all?",
+            "loop over every output (c, i, j) of model.image_shape and return False as soon as one map shows its "
+            "own sub-pixel or a later one",
+        )
+    n = min(wrong, key=lambda n: (not cases[n][2], n))
+    if cases[n][2] or n < len(WHOLE_MODELS) or len(wrong) == 1:
+        hint = "an output's map must be empty at its own sub-pixel and at every later one"
+        fail(cases[n][3], FALSE_ALARM if cases[n][2] else hint)
+    singles = [cases[k][0] for k in wrong]
+    fail(
+        f"your test misses single leaks in {len(wrong)} places ({', '.join(s for s, _ in singles)}): "
+        f"{'; '.join(what for _, what in singles)}. It never examines some of the outputs",
+        "loop over every output (c, i, j): every row, every column and every channel, the first and the last "
+        "included, and check each one's map",
+    )
+
+
 @isolated
 @no_delegation(
     "course_lib.causality.causality_violations",
@@ -522,114 +578,26 @@ def check_receptive_field(receptive_field_map):
 )
 def check_is_causal(is_causal):
     """Task 4: `is_causal(model)` returns True when no output depends on its own sub-pixel or a later one
-    (raster order, then R -> G -> B inside a pixel), False otherwise."""
+    (raster order, then R -> G -> B inside a pixel), False otherwise: on correct stacks (square or not),
+    whole-model leaks and single leaks placed where only a test that skips some outputs misses them."""
     g = fresh_generator()
-    cases = [
-        ("a correct single-channel stack", dict(image_shape=(1, 4, 4)), True, None),
-        (
-            "a correct colour stack",
-            dict(image_shape=(3, 3, 3), channels=6),
-            True,
-            "your test flags a causal colour model: an output may depend on earlier colours of its own pixel "
-            "(G on R, B on R and G)",
-        ),
-        (
-            "mask B on the first layer",
-            dict(image_shape=(1, 4, 4), first="B"),
-            False,
-            "your test misses an output that sees its own pixel (mask B on the first layer): "
-            "'at or after' includes the pixel itself",
-        ),
-        (
-            "a residual from the raw input",
-            dict(image_shape=(1, 4, 4), residual=True),
-            False,
-            "your test misses a residual connection from the raw input: every output sees its own pixel",
-        ),
-        (
-            "colour order reversed in the first mask",
-            dict(image_shape=(3, 3, 3), channels=6, reversed_colours=True),
-            False,
-            "your test misses a colour model whose first mask reverses R -> G -> B: outputs see later "
-            "colours of their own pixel",
-        ),
-        (
-            "a skip connection from green to red",
-            dict(image_shape=(3, 3, 3), channels=6, skip_green_to_red=True),
-            False,
-            "your test misses leaks between the colour channels of one pixel: R must not see G or B of its "
-            "own pixel, G must not see B",
-        ),
-        (
-            "an unshifted vertical stack",
-            dict(image_shape=(1, 4, 4), vertical_first=True),
-            False,
-            "your test misses an unshifted vertical stack, which sees pixels right of the output in its own row",
-        ),
-    ]
-    cases = [(name, lambda kw=kw: _fresh_stack(g, **kw), causal, msg) for name, kw, causal, msg in cases]
-    n_whole, leaks = len(cases), {}
-    for where, advice in (
-        ("next pixel", "the pixel right after the output in raster order is already forbidden"),
-        ("last channel", "check every channel of every output, and its own channel at its own pixel"),
-        ("last row", "check every row, the last one included"),
-        ("last column", "check every column, the last one included"),
-        ("first row", "check every row, the first one included"),
-        ("first column", "check every column, the first one included"),
-    ):
-        shape = (3, 3, 3) if where == "last channel" else (1, int(torch.randint(4, 6, (), generator=g)), 4)
-        what, model = _leaky(g, where, shape)
-        leaks[len(cases)] = what
-        cases.append(
-            (
-                f"a leak in the {where}",
-                lambda model=model: model,
-                False,
-                f"your test misses a single leak in the {where}: {what}. {advice[0].upper() + advice[1:]}",
-            )
-        )
-    # every model is tested; a false alarm is reported first, then a missed leak of the whole-model kinds, then
-    # the single leaks: one by its own message, several together (the test skips some outputs)
+    cases = [(None, _fresh_stack(g, **kw), causal, message) for message, (kw, causal) in WHOLE_MODELS.items()]
+    for where, advice in SINGLE_LEAKS.items():
+        what, model = _leaky(g, where, (3, 3, 3) if where == "last channel" else (1, 5, 4))
+        msg = f"your test misses a single leak in the {where}: {what}. {advice[0].upper() + advice[1:]}"
+        cases.append(((where, what), model, False, msg))
     wrong = []
-    for n, (_, build, causal, _) in enumerate(cases):
-        model = build()
+    for n, (_, model, causal, _) in enumerate(cases):
         with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = learner_call(is_causal, model)
+            got = call(is_causal, model)
         if not isinstance(got, (bool, torch.Tensor)) or (torch.is_tensor(got) and got.numel() != 1):
             fail(f"is_causal returned {type(got).__name__}, not True or False", "return a bool")
         if bool(got) != causal:
             wrong.append(n)
-    hint = "an output's map must be empty at its own sub-pixel and at every later one"
-    leaky = [n for n, case in enumerate(cases) if not case[2]]
-    if leaky and set(leaky) <= set(wrong) and not any(cases[n][2] for n in wrong):
-        fail(
-            f"your test misses every one of the {len(leaky)} leaky models: it says True for every model. Does "
-            "it examine any output at all?",
-            "loop over every output (c, i, j) of model.image_shape and return False as soon as one map shows "
-            "its own sub-pixel or a later one",
-        )
-    for n in sorted(wrong, key=lambda n: (cases[n][2] is False, n)):
-        name, _, causal, msg = cases[n]
-        if causal:
-            fail(
-                msg
-                or f"your test flags {name}, which is causal: an output may depend on every sub-pixel "
-                "strictly before it (rows above, pixels to the left)",
-                "forbidden inputs are those at or after the output in raster order, and at the output's "
-                "own pixel, its own channel or a later one",
-            )
-        if n < n_whole or len(wrong) == 1:
-            fail(msg, hint)
-        singles = [cases[k][0].removeprefix("a leak in the ") for k in wrong]
-        places = "; ".join(leaks[k] for k in wrong)
-        fail(
-            f"your test misses single leaks in {len(wrong)} places ({', '.join(singles)}): {places}. It never "
-            "examines some of the outputs",
-            "loop over every output (c, i, j): every row, every column and every channel, the first and the last "
-            "included, and check each one's map",
-        )
+    if wrong:
+        _causal_verdict(cases, wrong)
     passed(
-        f"is_causal: right on all {len(cases)} models (correct 1- and 3-channel stacks; mask B first, a raw "
-        "residual, colour order reversed, green leaking into red, an unshifted vertical stack; single leaks in "
-        "the first and last row and column, at the next pixel and in the last channel)"
+        f"is_causal: right on all {len(cases)} models (correct 1- and 3-channel stacks, square and not; mask B "
+        "first, a raw residual, colour order reversed, green leaking into red, an unshifted vertical stack; single "
+        "leaks in the first and last row and column, at the next pixel and in the last channel)"
     )

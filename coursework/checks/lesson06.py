@@ -1,9 +1,8 @@
-"""Checks for exercises 06: the discretized logistic likelihood of PixelCNN++.
-
-Each check compares the learner's log-probabilities with a float64 reference on fresh random parameters
-and, when they differ, names the closest plausible mistake (each one computed here as a variant of the
-reference): probabilities instead of logs, edge levels without tails, bins of the wrong width, levels on
-[0, 1], the log-scale used as the scale, a density instead of a bin's mass, weights not normalised.
+"""Checks for exercises 06: the discretized logistic likelihood of PixelCNN++, its mixture, and the colour order
+at the centre of a mask. Each check compares with a float64 reference on fresh random parameters, beyond the
+lesson's settings too (2 and 3 levels, means far outside [-1, 1], logistics narrow or wide enough for a naive
+formula to underflow or cancel in float32, channel counts that are not multiples of the colour groups), and names
+a wrong answer by the plausible mistake, computed here as a variant of the reference, that reproduces it.
 """
 
 import torch
@@ -11,11 +10,12 @@ import torch.nn.functional as F
 
 from course_lib.masks import raster_mask
 
-from .helpers import call, close, fail, fresh_generator, isolated, no_delegation, passed
+from .helpers import call, close, fail, first_match, fresh_generator, isolated, no_delegation, passed, tensor_rule
 
 LOG_SPACE = (
     "compute log(sigmoid(b) - sigmoid(a)) as logsigmoid(b) + logsigmoid(-a) + log(-expm1(a - b)), "
-    "and log(1 - sigmoid(a)) as logsigmoid(-a)"
+    "and log(1 - sigmoid(a)) as logsigmoid(-a); for close a and b, exp(a - b) rounds to the float32 next to 1, "
+    "so 1 - exp(a - b) and log1p(-exp(a - b)) keep only its rounding error"
 )
 
 
@@ -77,40 +77,56 @@ def _mistakes(mean, log_scale, levels):
 
 def _diagnose(got, mean, log_scale, levels, what):
     """Fail with the closest plausible mistake, or with a generic message. An answer right wherever a level
-    has a probability above 1e-3 (where float32 cancellation stays below the tolerance) has the formula
-    right and the numerics wrong, so that comes first."""
-    ref = reference(mean, log_scale, levels)
+    has a probability above 1e-3 (where float32 cancellation stays below the tolerance) and wrong elsewhere has
+    the formula right and the numerics wrong, so that comes first; an answer off by less than 0.05 that no
+    mistake (told apart from the reference by this case) explains has the formula right and loses digits."""
+    ref, got = reference(mean, log_scale, levels), got.detach()
     likely = ref > -7.0
-    if close(got.detach()[likely], ref[likely], rtol=1e-3, atol=1e-3):
+    if (~likely).any() and close(got[likely], ref[likely], "loose"):
         fail(f"{what}: your log-probabilities are right for likely levels but wrong for unlikely ones", LOG_SPACE)
-    for variant, message, hint in _mistakes(mean, log_scale, levels).values():
-        if close(got, variant, rtol=1e-3, atol=1e-3):
-            fail(f"{what}: {message}", hint)
+    first_match(got, _mistakes(mean, log_scale, levels), prefix=f"{what}: ", reference=ref)
+    if close(got, ref, (0.0, 0.05)):
+        fail(
+            f"{what}: your log-probabilities are near the reference but further from it than float32 rounding",
+            LOG_SPACE,
+        )
     fail(f"{what}: your log-probabilities differ from the reference",
          "bin edges x_k ± 1/(K-1) with x_k = 2k/(K-1) - 1, standardised by exp(log_scale); edge levels take the tails")  # fmt: skip
 
 
-def _check_output(got, ref, what, name, shape_hint, finite_hint):
-    if not torch.is_tensor(got):
-        fail(f"{name} returned {type(got).__name__}, not a tensor", "return a torch tensor of log-probabilities")
-    if tuple(got.shape) != tuple(ref.shape):
-        fail(f"{what}: {name} returned shape {tuple(got.shape)}, expected {tuple(ref.shape)}", shape_hint)
-    if not torch.isfinite(got.detach()).all():
-        fail(f"{what}: some log-probabilities are -inf or NaN", finite_hint)
+def _answer(fn, name, inputs, levels, ref, what, shape_hint, finite_hint):
+    """The learner's `fn(*inputs, levels)`, run on copies of `inputs`: None when it matches `ref`, else the
+    answer (a finite tensor of the right shape, to diagnose); a wrong type, shape or value fails here, and so
+    does a change to the input tensors."""
+    given = tuple(x.clone() for x in inputs)
+    got = call(fn, *given, levels)
+    if any(x.shape != y.shape or not torch.equal(x, y) for x, y in zip(given, inputs)):
+        fail(f"{what}: {name} changed its input tensors in place",
+             "build new tensors (x[..., None], -x, x - y) instead of in-place operations (unsqueeze_, neg_, -=)")  # fmt: skip
+    finite, hint = ("some log-probabilities are -inf or NaN", finite_hint), "return a torch tensor of log-probabilities"
+    got = tensor_rule(got, name, ref.shape, hint, shape_hint=shape_hint, finite=finite, prefix=f"{what}: ")
+    return None if close(got, ref, "log_prob") else got
 
 
-def _check_inputs_unchanged(inputs, originals, what, name):
-    for given, original in zip(inputs, originals):
-        if given.shape != original.shape or not torch.equal(given, original):
-            fail(f"{what}: {name} changed its input tensors in place",
-                 "build new tensors (x[..., None], -x, x - y) instead of in-place operations (unsqueeze_, neg_, -=)")  # fmt: skip
-
-
-def _ok(got, ref):
-    return torch.is_tensor(got) and tuple(got.shape) == tuple(ref.shape) and bool(torch.isfinite(got.detach()).all())
+def _draw(g, shape, low, high, signed=False):
+    """Uniform numbers in [low, high] of `shape` (with `signed`, each of random sign)."""
+    x = low + torch.rand(shape, generator=g) * (high - low)
+    return x * (torch.randint(0, 2, shape, generator=g) * 2 - 1) if signed else x
 
 
 # -- task 1 ------------------------------------------------------------------------------------------------------------------------------------------------
+LOGISTICS = [  # (what, shape, levels, means (low, high, signed), log-scales); the first keeps every mistake finite
+    ("7 levels, wide logistics", (3, 4), 7, (-0.6, 0.6, False), (0.3, 1.5)),
+    ("5 levels, inputs of shape (2, 1, 3)", (2, 1, 3), 5, (-0.9, 0.9, False), (-2.5, -0.5)),
+    ("256 levels", (2, 3), 256, (-0.95, 0.95, False), (-4.0, -1.0)),
+    ("256 levels, a very narrow logistic far from most levels", (5,), 256, (-0.8, 0.8, False), (-7.0, -6.0)),
+    ("2 levels", (3, 2), 2, (-0.9, 0.9, False), (-2.0, 0.5)),  # edges: levels the lesson does not use
+    ("3 levels", (4,), 3, (-0.9, 0.9, False), (-3.0, 0.0)),
+    ("256 levels, means far outside [-1, 1]", (2, 3), 256, (1.5, 3.0, True), (-5.0, -3.0)),
+    ("256 levels, logistics far wider than [-1, 1]", (3, 4), 256, (-0.9, 0.9, False), (7.5, 8.5)),
+]  # fmt: skip
+
+
 @isolated
 @no_delegation(
     "course_lib.logistic.mixture_log_probs",
@@ -118,33 +134,17 @@ def _ok(got, ref):
     "course_lib.logistic._log_bin_mass",
 )
 def check_discretized_logistic(discretized_logistic):
+    """Task 1: `discretized_logistic(mean, log_scale, levels)` gives the (..., K) log-probabilities of the
+    K levels, within float32 precision of a float64 reference, for any levels, means and log-scales."""
     g = fresh_generator()
-    cases = [  # the first: positive log-scales keep every mistake finite, so it gets named
-        ("7 levels, wide logistics", (3, 4), 7, 0.6, (0.3, 1.5)),
-        ("5 levels, inputs of shape (2, 1, 3)", (2, 1, 3), 5, 0.9, (-2.5, -0.5)),
-        ("256 levels", (2, 3), 256, 0.95, (-4.0, -1.0)),
-        ("256 levels, a very narrow logistic far from most levels", (5,), 256, 0.8, (-7.0, -6.0)),
-    ]
-    for what, shape, levels, spread, (lo, hi) in cases:
-        mean = ((torch.rand(shape, generator=g) * 2 - 1) * spread).float()
-        log_scale = (lo + torch.rand(shape, generator=g) * (hi - lo)).float()
-        ref = reference(mean, log_scale, levels)
-        inputs = (mean.clone(), log_scale.clone())
-        got = call(discretized_logistic, *inputs, levels)
-        _check_inputs_unchanged(inputs, (mean, log_scale), what, "discretized_logistic")
-        if _ok(got, ref):
-            if close(got, ref, rtol=1e-4, atol=1e-4):
-                continue
+    for what, shape, levels, means, (lo, hi) in LOGISTICS:
+        mean, log_scale = _draw(g, shape, *means), _draw(g, shape, lo, hi)
+        got = _answer(discretized_logistic, "discretized_logistic", (mean, log_scale), levels, reference(mean, log_scale, levels),
+                      what, "keep the input's shape and add the K levels as a new last dimension", LOG_SPACE)  # fmt: skip
+        if got is not None:
             _diagnose(got, mean, log_scale, levels, what)
-        _check_output(
-            got,
-            ref,
-            what,
-            "discretized_logistic",
-            "keep the input's shape and add the K levels as a new last dimension",
-            LOG_SPACE,
-        )
-    return passed("discretized_logistic matches the reference at 5, 7 and 256 levels, narrow and wide logistics")
+    return passed("discretized_logistic matches the reference at 2, 3, 5, 7 and 256 levels, for narrow and wide "
+                  "logistics and means inside and far outside [-1, 1]")  # fmt: skip
 
 
 # -- task 2 ------------------------------------------------------------------------------------------------------------------------------------------------
@@ -175,43 +175,47 @@ def _mixture_mistakes(logit_pi, mean, log_scale, levels):
     }  # fmt: skip
 
 
+MIXTURES = [  # (what, batch shape, components, levels, log-scales (low, high))
+    ("3 components, 7 levels", (2, 3), 3, 7, (-2.0, -0.5)),
+    ("1 component, inputs of shape (2, 1, 1)", (2, 1), 1, 5, (-2.0, -0.5)),
+    ("4 components, 256 levels", (3,), 4, 256, (-4.0, -1.0)),
+    ("2 narrow components, 256 levels", (2,), 2, 256, (-7.0, -6.0)),
+    ("5 components, 2 levels", (3,), 5, 2, (-2.0, 0.5)),  # edge: levels the lesson does not use
+]
+
+
 @isolated
 @no_delegation("course_lib.logistic.mixture_log_probs", "course_lib.logistic.mixture_log_prob_at")
 def check_mixture(mixture):
+    """Task 2: `mixture(logit_pi, mean, log_scale, levels)` gives the (..., K) log-probabilities of a mixture
+    of M discretized logistics (inputs (..., M)), weights softmax(logit_pi), computed in log space."""
     g = fresh_generator()
-    cases = [
-        ("3 components, 7 levels", (2, 3), 3, 7, (-2.0, -0.5)),
-        ("1 component, inputs of shape (2, 1, 1)", (2, 1), 1, 5, (-2.0, -0.5)),
-        ("4 components, 256 levels", (3,), 4, 256, (-4.0, -1.0)),
-        ("2 narrow components, 256 levels", (2,), 2, 256, (-7.0, -6.0)),
-    ]
-    for what, shape, m, levels, (lo, hi) in cases:
+    for what, shape, m, levels, (lo, hi) in MIXTURES:
         logit_pi = torch.randn(*shape, m, generator=g) * 2
-        mean = torch.rand(*shape, m, generator=g) * 1.8 - 0.9
-        log_scale = lo + torch.rand(*shape, m, generator=g) * (hi - lo)
-        ref = reference_mixture(logit_pi, mean, log_scale, levels)
-        inputs = (logit_pi.clone(), mean.clone(), log_scale.clone())
-        got = call(mixture, *inputs, levels)
-        _check_inputs_unchanged(inputs, (logit_pi, mean, log_scale), what, "mixture")
-        if _ok(got, ref):
-            if close(got, ref, rtol=1e-4, atol=1e-4):
-                continue
-            for variant, message, hint in _mixture_mistakes(logit_pi, mean, log_scale, levels).values():
-                if close(got, variant, rtol=1e-3, atol=1e-3):
-                    fail(f"{what}: {message}", hint)
-            fail(f"{what}: your mixture's log-probabilities differ from the reference",
-                 "check your discretized_logistic first (its check must pass), then logsumexp over the components "
-                 "of log_softmax(logit_pi) + their log-probabilities")  # fmt: skip
-        _check_output(got, ref, what, "mixture", "replace the last dimension (the M components) by the K levels",
+        mean, log_scale = _draw(g, (*shape, m), -0.9, 0.9), _draw(g, (*shape, m), lo, hi)
+        got = _answer(mixture, "mixture", (logit_pi, mean, log_scale), levels, reference_mixture(logit_pi, mean, log_scale, levels),
+                      what, "replace the last dimension (the M components) by the K levels",
                       "combine the components in log space with torch.logsumexp: exp() of log-probabilities near -1000 "
                       "is 0, and so is a sum of such probabilities")  # fmt: skip
-    return passed("mixture matches the reference for 1 to 4 components at 5, 7 and 256 levels")
+        if got is None:
+            continue
+        first_match(got, _mixture_mistakes(logit_pi, mean, log_scale, levels), prefix=f"{what}: ")
+        fail(f"{what}: your mixture's log-probabilities differ from the reference",
+             "check your discretized_logistic first (its check must pass), then logsumexp over the components "
+             "of log_softmax(logit_pi) + their log-probabilities")  # fmt: skip
+    return passed("mixture matches the reference for 1 to 5 components at 2, 5, 7 and 256 levels")
 
 
 # -- task 3 ------------------------------------------------------------------------------------------------------------------------------------------------
 def reference_centre_mask(in_channels, out_channels, data_channels, mask_type):
     """(out, in) centre-pixel mask of `course_lib.masks.raster_mask`: contiguous colour groups."""
     return raster_mask(1, mask_type, in_channels, out_channels, data_channels)[:, :, 0, 0]
+
+
+ANY_SIZE = (
+    "your colour groups are right only when the channel count is a multiple of data_channels",
+    "channel j of n belongs to group j * data_channels // n, for any n: 4 channels in 3 groups are R, R, G, B",
+)
 
 
 def _centre_mistakes(n_in, n_out, groups, mask_type):
@@ -223,6 +227,8 @@ def _centre_mistakes(n_in, n_out, groups, mask_type):
     block_in, block_out = torch.arange(n_in) * groups // n_in, torch.arange(n_out) * groups // n_out
     inter = allowed(torch.arange(n_out) % groups, torch.arange(n_in) % groups)
     reversed_order = allowed(groups - 1 - block_out, groups - 1 - block_in)
+    even = (torch.arange(n_out) // (n_out // groups), torch.arange(n_in) // (n_in // groups))
+    ceil = (torch.arange(n_out) // -(-n_out // groups), torch.arange(n_in) // -(-n_in // groups))
     return {
         "A and B swapped": (reference_centre_mask(n_in, n_out, groups, other), f"this is the centre of mask {other}, not mask {mask_type}",
                             "mask A allows strictly earlier colour groups (<), mask B also the same group (<=)"),
@@ -232,46 +238,29 @@ def _centre_mistakes(n_in, n_out, groups, mask_type):
                                "channel j of n belongs to group j * data_channels // n"),
         "all ones": (torch.ones(n_out, n_in), "every link is open: the output sees its own colour and later ones",
                      "compare the colour groups of input and output"),
+        "groups of n // groups channels": (allowed(*even), *ANY_SIZE),
+        "groups of ceil(n / groups) channels": (allowed(*ceil), *ANY_SIZE),
     }  # fmt: skip
 
 
 @isolated
 @no_delegation("course_lib.masks.raster_mask", "course_lib.masks.channel_groups")
 def check_centre_mask(centre_mask):
-    cases = [
-        (3, 8, 3, "A"),
-        (3, 8, 3, "B"),
-        (7, 10, 3, "B"),
-        (10, 7, 3, "A"),
-        (5, 4, 1, "A"),
-        (5, 4, 1, "B"),
-        (7, 9, 5, "A"),
-    ]
+    """Task 3: `centre_mask(in_channels, out_channels, data_channels, mask_type)` gives the (out, in) centre of
+    a colour-ordered mask, float, for any channel count with at least one channel per group."""
+    cases = [(3, 8, 3, "A"), (3, 8, 3, "B"), (7, 10, 3, "B"), (10, 7, 3, "A"), (5, 4, 1, "A"), (5, 4, 1, "B"),
+             (7, 9, 5, "A"), (4, 5, 3, "A"), (5, 3, 2, "B")]  # fmt: skip
     for n_in, n_out, groups, mask_type in cases:
         what = f"mask {mask_type}, {n_in} -> {n_out} channels, {groups} colour group{'s' * (groups > 1)}"
         ref = reference_centre_mask(n_in, n_out, groups, mask_type)
-        got = call(centre_mask, n_in, n_out, groups, mask_type)
-        if not torch.is_tensor(got):
-            fail(f"centre_mask returned {type(got).__name__}, not a tensor", "return a float tensor of ones and zeros")
+        swapped = ("rows and columns are swapped", "return shape (out_channels, in_channels), like a conv weight")
+        got = tensor_rule(call(centre_mask, n_in, n_out, groups, mask_type), "centre_mask", (n_out, n_in), "return a float tensor of ones and zeros",
+                          shape_hint="rows are output channels, columns input channels", shapes={(n_in, n_out): swapped}, prefix=f"{what}: ")  # fmt: skip
         if not got.is_floating_point():
-            fail(
-                f"centre_mask returned a {got.dtype} tensor, not a float one",
-                "return the mask as ones and zeros: .float()",
-            )
-        if tuple(got.shape) == (n_in, n_out) and n_in != n_out and torch.equal(got.float(), ref.T):
-            fail(
-                f"{what}: rows and columns are swapped", "return shape (out_channels, in_channels), like a conv weight"
-            )
-        if tuple(got.shape) != (n_out, n_in):
-            fail(
-                f"{what}: shape {tuple(got.shape)}, expected {(n_out, n_in)}",
-                "rows are output channels, columns input channels",
-            )
+            fail(f"centre_mask returned a {got.dtype} tensor, not a float one", "return the mask as ones and zeros: .float()")  # fmt: skip
         if torch.equal(got.float(), ref):
             continue
-        for variant, message, hint in _centre_mistakes(n_in, n_out, groups, mask_type).values():
-            if torch.equal(got.float(), variant.float()):
-                fail(f"{what}: {message}", hint)
+        first_match(got.float(), _centre_mistakes(n_in, n_out, groups, mask_type), prefix=f"{what}: ")
         fail(f"{what}: the mask differs from the reference", "channel j of n is in group j * data_channels // n; "
              "mask A: group(in) < group(out), mask B: group(in) <= group(out)")  # fmt: skip
     return passed("centre_mask matches masks A and B for colour and grey layers, even and uneven channel counts")
