@@ -8,7 +8,7 @@ export TQDM_DISABLE ?= 1
 # (benchmarks, lessons): sleeping threads make the many tiny operations of cached sampling 3x slower.
 TEST_ENV := OMP_WAIT_POLICY=PASSIVE
 
-.PHONY: setup lab demo pretrained lint format test course exercises bench bench-precision mutation mutation-solutions hub-rehearsal clean
+.PHONY: setup lab demo pretrained lint format test course site exercises bench bench-precision mutation mutation-solutions hub-rehearsal clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ demo: setup
 
 # retrain the shipped pretrained models (course_lib/weights) from scratch; see README "Pretrained models"
 pretrained: setup
-	TQDM_DISABLE= $(BIN)/python tools/pretrain.py
+	TQDM_DISABLE= $(BIN)/python -m tools.pretrain
 
 # ruff (configured in pyproject.toml): lint and check the formatting; `make format` rewrites
 lint: setup
@@ -47,36 +47,41 @@ test: setup lint
 
 # re-execute every lesson in full mode and store its outputs (what a learner sees on the web)
 course: setup
-	$(BIN)/python tools/build_course.py --html
+	$(BIN)/python -m tools.build_course --html
+
+# the course website from the committed outputs (nothing re-executed) into site/_build/html; works offline and
+# from any folder: serve it with `python3 -m http.server --directory site/_build/html 8000`
+site: setup
+	$(BIN)/python -m tools.build_site
 
 # regenerate the student notebooks in exercises/ from the solved ones in solutions/
 exercises: setup
-	$(BIN)/python tools/make_exercises.py
+	$(BIN)/python -m tools.make_exercises
 
 # speed: naive vs cached sampling, training throughput (fp32 eager vs the fast path); tables + JSON
 bench: setup
-	$(BIN)/python benchmarks/sampling.py --full-naive 64 --busy
-	$(BIN)/python benchmarks/training.py
+	$(BIN)/python -m benchmarks.sampling --full-naive 64 --busy
+	$(BIN)/python -m benchmarks.training
 
 # quality: bf16 autocast against fp32 on the same run (about 8 minutes on a 2-core CPU)
 bench-precision: setup
-	$(BIN)/python benchmarks/precision.py
+	$(BIN)/python -m benchmarks.precision
 
 # test strength: plausible one-line bugs planted in each course_lib module, one at a time; how many
 # do the unit tests catch? (about an hour on a 2-core CPU; MODULES="masks data" for some modules)
 mutation: setup
-	$(BIN)/python tools/mutate.py $(MODULES)
+	$(BIN)/python -m tools.mutate $(MODULES)
 
 # check strength: plausible one-line mistakes planted in each task's reference solution (solutions/), one at
 # a time; how many do the exercise checks catch, and with which message? Also runs every unmutated reference
 # 20 times on fresh random inputs (no false failure allowed). LESSONS="01 02" for some lessons; JOBS=2.
 mutation-solutions: setup
-	$(BIN)/python tools/mutate_solutions.py --repeat 20 --fail-under 90 --jobs $(or $(JOBS),1) $(if $(LESSONS),--lessons $(LESSONS))
+	$(BIN)/python -m tools.mutate_solutions --repeat 20 --fail-under 90 --jobs $(or $(JOBS),1) $(if $(LESSONS),--lessons $(LESSONS))
 
 # the course in a real JupyterHub classroom on 127.0.0.1 (as root; needs Node and npm): STUDENTS (default 3)
 # Unix users run lesson 00 at once in their own servers, hand in exercise 01 and are graded; JSON=FILE for timings
 hub-rehearsal: setup
-	$(BIN)/python tools/hub_rehearsal.py --students $(or $(STUDENTS),3) $(if $(JSON),--json $(JSON))
+	$(BIN)/python -m tools.hub_rehearsal --students $(or $(STUDENTS),3) $(if $(JSON),--json $(JSON))
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info

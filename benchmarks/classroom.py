@@ -2,9 +2,9 @@
 inside a real CPU quota, with the peak memory, CPU time and wall time of its kernel. Prints a table and a
 sizing summary (students per server), writes a JSON.
 
-    sudo .venv/bin/python benchmarks/classroom.py                    # all seven lessons, a 1-core quota
-    sudo .venv/bin/python benchmarks/classroom.py --lessons 00 03 --cpus 0.5
-    .venv/bin/python benchmarks/classroom.py --table                 # the README's table, from the JSON
+    sudo .venv/bin/python -m benchmarks.classroom                    # all seven lessons, a 1-core quota
+    sudo .venv/bin/python -m benchmarks.classroom --lessons 00 03 --cpus 0.5
+    .venv/bin/python -m benchmarks.classroom --table                 # the README's table, from the JSON
 
 Needs root and writable cgroup v1 `cpu`, `cpuacct` and `memory` controllers (e.g. /sys/fs/cgroup/cpu).
 Each lesson's notebook is copied, with the `results/` folder beside it, into a temporary folder (nothing is
@@ -43,7 +43,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, remove_group, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -459,7 +458,7 @@ def main(argv=None):
     header = ["lesson", "wall", "CPU s", "peak MiB", "resident MiB", "kernel MiB", "threads", "load"]
     text = table(header, rows)
     info = machine("cpu")
-    info.pop("torch_threads", None)  # the runner's, not a kernel's: each kernel's count is in its result
+    info.pop("threads", None)  # the runner's, not a kernel's: each kernel's count is in its result
     info["load_average_1min"] = dict(before=load_before, after=loadavg())
     payload = dict(
         machine=info,

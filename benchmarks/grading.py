@@ -3,9 +3,9 @@ time (``--jobs 1``) and two at a time (``--jobs 2``) through the real command li
 process, and whether both wrote the same gradebook. Also where one submission's time goes (`--breakdown`).
 Prints a table, writes a JSON.
 
-    .venv/bin/python benchmarks/grading.py                  # 60 submissions, about 10 minutes on 2 cores
-    .venv/bin/python benchmarks/grading.py --count 6        # a quick check of the script
-    .venv/bin/python benchmarks/grading.py --jobs 1 2 4 --fast
+    .venv/bin/python -m benchmarks.grading                  # 60 submissions, about 10 minutes on 2 cores
+    .venv/bin/python -m benchmarks.grading --count 6        # a quick check of the script
+    .venv/bin/python -m benchmarks.grading --jobs 1 2 4 --fast
 
 The class (in a temporary folder): --count students, each with one copy of lesson 02, in turn the solved
 notebook (full marks), the solved notebook with its second task left undone (partial) and the exercise
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import nbformat
 
+from benchmarks.common import RESULTS, table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.common import RESULTS, table  # noqa: E402
 
 LESSON = "02_masked_convolutions.ipynb"
 UNDONE = "t02_conv"  # the task a partial submission leaves as the exercise gives it

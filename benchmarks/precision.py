@@ -1,21 +1,18 @@
 """Does bf16 autocast train as well as fp32? Train the same model on the same data, with the same
 seed and run length, once in fp32 and once with bf16 autocast; compare test bits/dim.
 
-    python benchmarks/precision.py                 # default model, binarized mnist-subset, 8 epochs
-    python benchmarks/precision.py --epochs 2 --limit 1000
+    python -m benchmarks.precision                 # default model, binarized mnist-subset, 8 epochs
+    python -m benchmarks.precision --epochs 2 --limit 1000
 
 bf16 keeps fp32's exponent range but only 8 bits of mantissa; autocast runs convolutions and matrix
 products in bf16 and keeps the weights, the optimizer and the loss reduction in fp32.
 """
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write
 from course_lib import GatedPixelCNN, count_parameters, evaluate, fit, load_dataset
 from course_lib.benchmark import machine

@@ -2,8 +2,8 @@
 gives a student): PyTorch's default thread count (one per visible core) against the quota-aware count that
 `import course_lib` sets (`course_lib.device.use_allowed_threads`). Prints a table, writes a JSON.
 
-    sudo .venv/bin/python benchmarks/quota.py            # 1-core and 0.5-core quotas
-    sudo .venv/bin/python benchmarks/quota.py --cores 2 1
+    sudo .venv/bin/python -m benchmarks.quota            # 1-core and 0.5-core quotas
+    sudo .venv/bin/python -m benchmarks.quota --cores 2 1
 
 Needs root and a writable cgroup v1 `cpu` controller (e.g. /sys/fs/cgroup/cpu). Each measurement runs in a
 fresh Python process placed in a cgroup with that quota (period 100 ms): training images/s (median over
@@ -21,7 +21,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, remove_group, table
 
 PERIOD_US = 100_000

@@ -1,8 +1,8 @@
 """Sampling speed: naive (one full forward pass per sub-pixel) against cached (`method="cached"`), for
 the default 28x28 Gated PixelCNN at several batch sizes. Prints a table, writes a JSON of medians.
 
-    python benchmarks/sampling.py                       # batch 1, 16, 64, 256 on the device found
-    python benchmarks/sampling.py --batch-sizes 64 --full-naive 64   # also one whole naive run
+    python -m benchmarks.sampling                       # batch 1, 16, 64, 256 on the device found
+    python -m benchmarks.sampling --batch-sizes 64 --full-naive 64   # also one whole naive run
 
 Cached: median of --repeats whole runs; "passes" is that time over one full forward pass of the same batch
 (median of --forward-repeats), the cost of sampling in units of the arithmetic it must do. Naive: every
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write
 from course_lib import GatedPixelCNN, PixelCNN, count_parameters
 from course_lib.benchmark import (

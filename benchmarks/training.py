@@ -2,20 +2,17 @@
 against bf16 autocast, channels_last, torch.compile and the fast path (`train.fast_options`, what
 `--fast` picks). Prints a table, writes a JSON of medians.
 
-    python benchmarks/training.py                 # the UvA-sized model: 64 channels, 7 layers, 256 levels
-    python benchmarks/training.py --model default # the course's default binary model
+    python -m benchmarks.training                 # the UvA-sized model: 64 channels, 7 layers, 256 levels
+    python -m benchmarks.training --model default # the course's default binary model
 
 Each row: median images/s over --steps timed steps after --warmup untimed ones (compilation and
 autotuning happen in the warm-up), with the device synchronised around every step.
 """
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write
 from course_lib import GatedPixelCNN, count_parameters
 from course_lib.benchmark import machine, training_throughput

@@ -7,7 +7,7 @@ import time
 import torch
 
 from .data import ImageDataset
-from .device import model_device, pick_device, synchronize
+from .device import cpu_has_bf16, model_device, pick_device, synchronize
 from .sampling import sample
 from .train import TrainConfig, Trainer
 
@@ -102,28 +102,35 @@ def naive_sampling_seconds(model, batch_size, rows=3, seed=0):
     return statistics.median(times) * h
 
 
-def machine(device) -> dict:
-    """A description of the machine a benchmark ran on (stored beside its numbers)."""
+def machine(device="cpu") -> dict:
+    """The one description of the machine a measurement ran on, stored beside its numbers: by the benchmarks,
+    the pretraining records (tools/pretrain.py), the studies of lesson 06 and `pixelcnn-course train`.
+
+    Keys: device (what ran the work), cpu (model name), cpu_cores, threads (PyTorch's intra-op threads),
+    native_bf16, gpu (the GPU's name, or None without CUDA), torch, python, platform.
+    """
     import os
     import platform
 
     device = torch.device(device)
-    info = {
-        "device": str(device),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
+    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            info["cpu"] = names[0]
+        cpu = names[0] if names else cpu
     except OSError:
         pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(device if device.type == "cuda" else 0)
+    return {
+        "device": str(device),
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "native_bf16": cpu_has_bf16(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }

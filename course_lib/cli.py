@@ -9,14 +9,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from . import distributed
+from . import benchmark, distributed
 from .checkpoint import load_checkpoint, load_model
 from .data import DATASETS, load_dataset
 from .device import pick_device
@@ -289,9 +288,11 @@ def cmd_evaluate(args):
 
 
 def _describe(device):
+    """The device and machine in a few words, from the description the benchmarks store (benchmark.machine)."""
+    info = benchmark.machine(device)
     if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        return f"cuda ({info['gpu']})"
+    return f"{device.type} ({info['cpu']}, {info['threads']} threads)"
 
 
 def main(argv=None):

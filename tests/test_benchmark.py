@@ -57,6 +57,38 @@ def test_fast_options_per_device():
     assert "compile" not in cpu
 
 
+def test_the_cli_pretraining_and_benchmarks_describe_the_machine_with_one_function(monkeypatch):
+    """One description of the machine, `course_lib.benchmark.machine`: every benchmark, the pretraining records,
+    lesson 06's studies and `pixelcnn-course train`'s metrics use it, and it still writes every key the
+    committed records' "machine" holds (the README's and lesson 06's readers look them up)."""
+    import inspect
+
+    from benchmarks import classroom, grading, precision, quota, sampling, training
+    from course_lib import benchmark, cli
+    from course_lib.zoo import available, record
+    from tools import pretrain, study_levels
+
+    for module in (pretrain, study_levels, sampling, training, precision):
+        assert module.machine is benchmark.machine, module.__name__
+    for module in (classroom, grading, quota):  # these import it where they write their JSON
+        assert "from course_lib.benchmark import machine" in inspect.getsource(module), module.__name__
+
+    described = {"cpu": "Some CPU", "threads": 3, "gpu": "Some GPU"}
+    monkeypatch.setattr(benchmark, "machine", lambda device="cpu": described)
+    assert cli._describe(torch.device("cpu")) == "cpu (Some CPU, 3 threads)"
+    assert cli._describe(torch.device("cuda")) == "cuda (Some GPU)"
+    monkeypatch.undo()
+
+    root = Path(__file__).resolve().parents[1]
+    committed = [record(name)["machine"] for name in available()]
+    committed += [json.loads(p.read_text())["machine"] for p in sorted((root / "notebooks/results").glob("06_*.json"))]
+    measured = [json.loads(p.read_text()).get("machine", {}) for p in (root / "benchmarks/results").glob("*.json")]
+    keys = set(benchmark.machine("cpu"))
+    assert committed and all(set(info) <= keys for info in committed)
+    # the benchmarks' older records called `threads` torch_threads; classroom.py adds the load average
+    assert all(set(info) - keys <= {"torch_threads", "load_average_1min"} for info in measured)
+
+
 def test_benchmark_scripts_print_tables_and_write_json(tmp_path, capsys):
     """Each benchmark script runs end to end on a tiny setting and writes its medians as JSON."""
     import json
@@ -115,7 +147,7 @@ def test_sampling_benchmark_times_the_pass_again_with_freed_memory_kept(tmp_path
     out = tmp_path / "s.json"
     args = ["--batch-sizes", "2", "--image-size", "5", "--channels", "4", "--repeats", "1", "--naive-rows", "1"]
     run = subprocess.run(
-        [sys.executable, "benchmarks/sampling.py", *args, "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.sampling", *args, "--out", str(out)],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,

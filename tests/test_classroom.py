@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from classroom_layout import (  # shared with tools/hub_rehearsal.py
+from tools.classroom_layout import (  # shared with tools/hub_rehearsal.py
     ROOT,
     add_student,
     install_course,

@@ -7,7 +7,6 @@ while solutions/ holds none."""
 
 import ast
 import difflib
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -19,22 +18,13 @@ import torch
 from sandbox_support import require_sandbox
 
 from coursework import grade
+from tools import make_exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.py"))
 NO_SOLUTIONS = "solutions/ holds no lesson notebooks yet (solutions/NN_<name>.py)"
 needs_solutions = pytest.mark.skipif(not SOLUTIONS, reason=NO_SOLUTIONS)
 NBGRADER_KEYS = {"grade", "grade_id", "locked", "schema_version", "solution", "task"}
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_exercises", ROOT / "tools" / "make_exercises.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_exercises = _load_tool()
 
 
 def lessons(items=SOLUTIONS):

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from sandbox_support import require_sandbox
 
+from tools.hub_rehearsal import hub_missing_piece
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-from hub_rehearsal import hub_missing_piece  # noqa: E402
 
 
 def require_hub():
@@ -42,8 +42,8 @@ def test_three_students_run_a_lesson_at_once_hand_in_and_are_graded_in_a_real_hu
     student accounts are gone afterwards."""
     require_hub()
     report = tmp_path / "rehearsal.json"
-    cmd = [sys.executable, ROOT / "tools/hub_rehearsal.py", "--students", "3", "--lesson-cells", "1"]
-    out = subprocess.run([*map(str, cmd), "--json", str(report)], capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "tools.hub_rehearsal", "--students", "3", "--lesson-cells", "1"]
+    out = subprocess.run([*cmd, "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
     result = json.loads(report.read_text())
     grades = {g["kind"]: g for g in result["grades"].values()}

@@ -4,7 +4,6 @@ seed-0 model the lesson samples from rebuilds with its run's configuration, and 
 one generated from the files."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,9 @@ import torch
 
 from course_lib import load_model
 from course_lib.masks import cut_channel_links
+from tools import study_levels
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from tools import study_levels  # noqa: E402
 
 STUDIES = ("heads", "data", "colour")
 
@@ -28,7 +26,7 @@ def normalised(value):
 def test_results_hold_exactly_the_runs_the_script_defines(name):
     record = json.loads((study_levels.RESULTS / f"06_{name}.json").read_text())
     defined = {run["key"]: run for run in study_levels.runs(name)}
-    assert set(record["runs"]) == set(defined), "rerun `python tools/study_levels.py` after changing a study"
+    assert set(record["runs"]) == set(defined), "rerun `python -m tools.study_levels` after changing a study"
     for key, run in defined.items():
         stored = record["runs"][key]
         for field in ("data", "model", "train", "seed"):
@@ -66,4 +64,4 @@ def test_independent_colour_model_needs_its_masks_cut_again():
 
 
 def test_readme_quotes_the_generated_table():
-    assert study_levels.readme_table() in (ROOT / "README.md").read_text(), "python tools/study_levels.py --table"
+    assert study_levels.readme_table() in (ROOT / "README.md").read_text(), "python -m tools.study_levels --table"

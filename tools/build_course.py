@@ -1,6 +1,6 @@
 """Execute lesson notebooks in full mode and save them with their outputs (`make course`).
 
-    python tools/build_course.py [notebooks/01_*.py ...] [--html]
+    python -m tools.build_course [notebooks/01_*.py ...] [--html]
 
 Each notebook's .py source is the truth: it is turned into the paired .ipynb, executed top to bottom in
 a fresh kernel from the notebook's folder, and saved with outputs. The wall time of each is printed.

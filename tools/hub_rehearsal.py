@@ -1,7 +1,7 @@
 """A rehearsal of the course in a real JupyterHub classroom (`make hub-rehearsal`; needs root, Node and npm).
 
-    python tools/hub_rehearsal.py                          # three students, lesson 00 in full (fast mode)
-    python tools/hub_rehearsal.py --students 2 --lesson-cells 3 --json timing.json
+    python -m tools.hub_rehearsal                          # three students, lesson 00 in full (fast mode)
+    python -m tools.hub_rehearsal --students 2 --lesson-cells 3 --json timing.json
 
 What it does, on 127.0.0.1, and undoes afterwards (also on failure or Ctrl-C):
 
@@ -50,8 +50,7 @@ from pathlib import Path
 import nbformat
 import websocket  # websocket-client, a dependency of jupyter_server
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from classroom_layout import (
+from tools.classroom_layout import (
     JUNK,
     ROOT,
     add_student,

@@ -1,7 +1,7 @@
 """Generate the student notebooks in exercises/ from the solved notebooks in solutions/ (`make exercises`).
 
-    python tools/make_exercises.py            # write exercises/NN_*.py (+ .ipynb) and the lessons' Exercises sections
-    python tools/make_exercises.py --check    # exit 1 and name the files when any of them is out of date
+    python -m tools.make_exercises            # write exercises/NN_*.py (+ .ipynb) and the lessons' Exercises sections
+    python -m tools.make_exercises --check    # exit 1 and name the files when any of them is out of date
 
 The solutions (jupytext percent `.py` files) are the single source of truth, read by `coursework.tasks`
 (the reader the check tests, the mutation tester and the grader share). In every cell (`strip_solution`):
@@ -39,10 +39,7 @@ from typing import NamedTuple
 import jupytext
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from coursework.tasks import (  # noqa: E402 - the one reader of the solved notebooks
+from coursework.tasks import (  # the one reader of the solved notebooks
     TaskError,
     grade_id,
     notebook_tasks,
@@ -51,6 +48,7 @@ from coursework.tasks import (  # noqa: E402 - the one reader of the solved note
     strip_solution,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 _CELL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _VERSION_LINE = re.compile(r'^.*jupytext_version["\']?\s*:.*$', re.MULTILINE)
 EXERCISES_HEADING = "## Exercises"

@@ -12,16 +12,17 @@ The working tree is never modified: each worker runs in a mirror of the reposito
 symbolic links) whose `course_lib/` is a real copy, and the mutant is written into that copy, so an
 interrupted run leaves nothing behind. Tests that start subprocesses see the mutant too.
 
-    python tools/mutate.py                       # every module, report per module
-    python tools/mutate.py masks data --jobs 2   # some modules
-    python tools/mutate.py --list masks          # print the mutants without running them
-    python tools/mutate.py --json out.json       # also write the full result as JSON
+    python -m tools.mutate                       # every module, report per module
+    python -m tools.mutate masks data --jobs 2   # some modules
+    python -m tools.mutate --list masks          # print the mutants without running them
+    python -m tools.mutate --json out.json       # also write the full result as JSON
 """
 
 import argparse
 import ast
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -31,11 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))  # run as a script: tools.mutation, found from the repository's root
+from tools import mutation  # the engine shared with tools/mutate_solutions.py
 
-from tools import mutation  # noqa: E402 - the engine shared with tools/mutate_solutions.py
+ROOT = Path(__file__).resolve().parent.parent
 
 LIB = "course_lib"
 
@@ -53,9 +52,16 @@ MODULES = {
         "tests/test_likelihood.py",
         "tests/test_logistic.py",
         "tests/test_causality.py",
-        "tests/test_cached_sampling.py",  # head_logits: the cached sampler's view of the head
+        "tests/test_cached_sampling.py",
     ],
-    "device": ["tests/test_device.py"],
+    "heads": [
+        "tests/test_heads.py",
+        "tests/test_sampling.py",  # probabilities, draw, distribution_at: one sub-pixel's draw
+        "tests/test_models.py",
+        "tests/test_logistic.py",
+        "tests/test_cached_sampling.py",  # channel_logits: the cached sampler's view of the head
+    ],
+    "device": ["tests/test_device.py", "tests/test_sampling.py"],  # the cached sampler's thread policy
     "likelihood": ["tests/test_likelihood.py"],
     "data": ["tests/test_data.py"],
     "train": ["tests/test_training.py"],
@@ -190,7 +196,6 @@ def start_tests(mirror, tests, log):
         os.setsid()
         os.chdir(mirror)
         os.environ["PYTHONPATH"] = str(mirror)
-        sys.path.insert(0, str(mirror))
         sys.dont_write_bytecode = True
         out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(out, 1)
@@ -200,6 +205,7 @@ def start_tests(mirror, tests, log):
 
         torch.set_num_threads(1)
         args = ["-x", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--no-header", "-W", "ignore", "-rf"]
+        args += ["-o", f"pythonpath={shlex.quote(str(mirror))}"]  # first on the path: the mirror's course_lib
         os._exit(int(pytest.main(args + list(tests))))
     except BaseException:
         os._exit(99)

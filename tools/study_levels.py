@@ -1,4 +1,4 @@
-"""The measurements behind lesson 06 that take longer than a lesson may: `python tools/study_levels.py`.
+"""The measurements behind lesson 06 that take longer than a lesson may: `python -m tools.study_levels`.
 
 Three studies, each over several seeds, each written to notebooks/results/06_NAME.json (with the machine,
 the precision and every run's learning curve) as soon as a run finishes; a run already in the file is
@@ -11,25 +11,23 @@ skipped, so an interrupted study continues where it stopped.
             see only earlier pixels (`cut_channel_links`), seeds 0-2
 
 Seed 0 of each heads and colour model is saved (fp16) as notebooks/results/06_NAME.pt for the lesson's samples.
-`python tools/study_levels.py heads` runs one study.
+`python -m tools.study_levels heads` runs one study.
 """
 
 import argparse
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from course_lib import build_model, count_parameters, evaluate, fit, load_dataset, save_checkpoint
+from course_lib.benchmark import machine
+from course_lib.device import cpu_has_bf16, pick_device
+from course_lib.masks import cut_channel_links
+from course_lib.train import seed_everything
 
-from course_lib import build_model, count_parameters, evaluate, fit, load_dataset, save_checkpoint  # noqa: E402
-from course_lib.device import cpu_has_bf16  # noqa: E402
-from course_lib.masks import cut_channel_links  # noqa: E402
-from course_lib.train import seed_everything  # noqa: E402
-from tools.pretrain import machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "notebooks" / "results"
 BODY = dict(channels=32, dilations=(1, 2, 1, 4, 1))  # the default GatedPixelCNN
@@ -93,7 +91,7 @@ def study(name):
     path = RESULTS / f"06_{name}.json"
     precision = "bf16" if cpu_has_bf16() else "fp32"
     record = json.loads(path.read_text()) if path.exists() else dict(study=name, runs={})
-    record.update(script="tools/study_levels.py", machine=machine(), precision=precision)
+    record.update(script="tools/study_levels.py", machine=machine(pick_device()), precision=precision)
     for run in runs(name):
         if run["key"] in record["runs"]:
             continue
