@@ -22,19 +22,22 @@ The Gated PixelCNN's per-pixel step (`GatedPixelCNNCache.logits_at`), read line 
 layer's horizontal stack at column j is four operations on tensors of shape (B, 2p + 1) or smaller (p: the
 layer's channels), each writing into a buffer the cache made once (`out=`):
 
-1. `addmm`: the vertical stack's contribution at column j (`to_h_at`: the v->h 1x1 link, computed once per
-   row by `start_row`, biases included) plus the masked 1x3 convolution: the layer's cached inputs at
-   columns j - d and j, stored side by side (`window`), times the two taps' weights stacked;
+1. `addmm`: the vertical stack's contribution at column j (`from_vertical_at`: the v->h 1x1 link, computed
+   once per row by `start_row`, biases included) plus the masked 1x3 convolution: the layer's cached inputs
+   at columns j - d and j, stored side by side (`taps_at`), times the two taps' weights stacked;
 2. and 3. the gate, written as tanh(a) sigmoid(b) = (2 sigmoid(2a) - 1) sigmoid(b): one sigmoid of [2a, b]
    (the cache doubled the weights that make a), then the product sigmoid(2a) sigmoid(b);
-4. `addmm`: the residual h plus the gate times the 1x1 output convolution, rewritten as
-   [sigmoid(2a) sigmoid(b), sigmoid(b), 1] @ [2 W; -W; b], straight into the next layer's input at column j.
+4. `addmm`: the residual h (`input_at`) plus the gate times the 1x1 output convolution, rewritten as
+   [sigmoid(2a) sigmoid(b), sigmoid(b), 1] @ [2 W; -W; b], straight into the next layer's input at column j (`output_at`).
 
 The rewrites change nothing but the rounding (`GatedPixelCNNCache`'s docstring says why they are faster on
 a CPU). After the last layer, the two 1x1 output layers give the logits.
 
 A cache reads the model's parameters once when it is built: build a new one after training.
 """
+
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +52,17 @@ def _masked_weight(conv: MaskedConv2d) -> torch.Tensor:
     return conv.weight * conv.mask
 
 
-def _pointwise(conv) -> tuple:
-    """A 1x1 convolution as (W^T, bias) for `torch.addmm(bias, x, W^T)` on x of shape (B, in)."""
+class Pointwise(NamedTuple):
+    """A 1x1 convolution as a matrix product: `torch.addmm(bias, x, weight_t)` on x of shape (B, in)."""
+
+    weight_t: torch.Tensor  # (in, out): the kernel, transposed
+    bias: torch.Tensor  # (out,)
+
+
+def _pointwise(conv) -> Pointwise:
+    """A 1x1 (masked) convolution as a `Pointwise`."""
     weight = _masked_weight(conv) if isinstance(conv, MaskedConv2d) else conv.weight
-    return weight[:, :, 0, 0].t().contiguous(), conv.bias
+    return Pointwise(weight[:, :, 0, 0].t().contiguous(), conv.bias)
 
 
 def _canonical_mask(conv: MaskedConv2d, data_channels: int, out_chunks: int = 1) -> torch.Tensor:
@@ -85,6 +95,31 @@ def supports_cache(model) -> bool:
     return first_ok
 
 
+@dataclass
+class GatedLayerState:
+    """One gated layer in `GatedPixelCNNCache`: its weights, rewritten for one position at a time, and its
+    cached activations. p: the layer's channels; d: its dilation; n: its taps (left and centre)."""
+
+    # the vertical stack, computed once per row (`start_row`)
+    ring: torch.Tensor  # (B, ring, W, p): the rows of this layer's vertical input still needed, row i at i % ring
+    ring_rows: list  # [i % ring] -> the ring slots of rows i - d*(k//2), ..., i - d, i, (k//2 + 1,) int64
+    v_weight: torch.Tensor  # (2p, p, k//2 + 1, k): rows above and the centre row, `a` half doubled
+    v_bias: torch.Tensor  # (2p,)
+    dilation: int
+    padding: int  # columns of zeros on each side of a row: d * (k // 2)
+    v_to_h_weight: torch.Tensor  # (2p, 2p, 1, 1): the 1x1 link into the horizontal stack
+    h_bias: torch.Tensor  # (2p,): both biases of the horizontal pre-activation
+    from_vertical: torch.Tensor  # (B, W, 2p): this row's link output plus biases, the horizontal stack's start
+    class_bias: tuple | None  # ((B, 2p) vertical, (B, 2p) horizontal) for a class-conditional model
+    # the horizontal stack, computed once per pixel (`logits_at`); lists indexed by column j
+    taps_weight: torch.Tensor  # (n*p, 2p): the 1 x k convolution's taps stacked, `a` half doubled
+    out_weight: torch.Tensor  # (2p + 1, p): [2 W_out; -W_out; b_out] (see the class docstring)
+    from_vertical_at: list  # [j] -> (B, 2p) view of from_vertical at column j
+    taps_at: list  # [j] -> (B, n*p) view: the layer's inputs at columns j - d*(n-1), ..., j - d, j side by side
+    input_at: list  # [j] -> (B, p) view: the layer's horizontal input at column j
+    output_at: list  # [j] -> (B, p): its output at column j, the next layer's `input_at`
+
+
 class GatedPixelCNNCache:
     """Activations of a `GatedPixelCNN` for a batch being sampled in raster order.
 
@@ -104,6 +139,7 @@ class GatedPixelCNNCache:
       matrix product per layer;
     * every per-pixel operation writes into a buffer made once (`out=`), through views made once.
     The vertical stack keeps only the rows its convolutions still need (a ring of rows per layer).
+    Each layer's weights and activations are a `GatedLayerState`.
     """
 
     # Later rows read only the vertical stack, which `start_row` computes from x: a row whose pixels
@@ -112,117 +148,163 @@ class GatedPixelCNNCache:
 
     def __init__(self, model, x, labels=None):
         self.model, self.x, self.labels = model, x, labels
-        b, c, h, w = x.shape
-        p = model.v_in.out_channels
-        k0 = model.h_in.kernel_size[1]
-        self.top = k0 // 2  # rows above seen by v_in
-        taps = [l.h_conv.kernel_size[1] // 2 + 1 for l in model.layers]  # of each 1 x k conv: left and centre
-        dil = [l.h_conv.dilation[1] for l in model.layers]
-        L = max([k0 // 2] + [d * (n - 1) for d, n in zip(dil, taps)])  # zero columns before a row
+        batch, channels, height, width = x.shape
+        p = model.v_in.out_channels  # features per stack
+        first_kernel = model.h_in.kernel_size[1]
+        self.rows_above = first_kernel // 2  # rows above seen by v_in, and columns left seen by h_in
         dtype, device = model.v_in.weight.dtype, x.device
-        new = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
-        # input rows above the current one, scaled to [-1, 1], after `top` zero rows
-        self.xs = new(b, c, self.top + h, w)
-        # vertical stack: the rows each layer's input still needs, as (B, ring, W, p), row i at i % ring
-        self.ring = [new(b, l.v_conv.dilation[0] * (l.v_conv.kernel_size[0] // 2) + 1, w, p) for l in model.layers]
-        self.to_h = [new(b, w, 2 * p) for _ in model.layers]  # per layer: v->h link plus biases, this row
-        # horizontal stack: the current row scaled, as (B, L + W, C); each layer's input along the row, with
-        # column q = L + j at [:, q % d, q // d]; the gate's [sigmoid(2a) sigmoid(b), sigmoid(b), 1]
-        self.x_row = new(b, L + w, c)
-        rows = [new(b, d, (L + w) // d + 1, p) for d in dil]
-        self.act = new(b, 2 * p + 1)
-        self.act[:, 2 * p] = 1
-        self.ab, self.sa, self.sb = self.act[:, : 2 * p], self.act[:, :p], self.act[:, p : 2 * p]
-        # views made once, indexed by column j (all (B, n)):
-        t0 = k0 // 2 + 1
-        self.x_window = [self.x_row[:, L + j - t0 + 1 : L + j + 1].reshape(b, t0 * c) for j in range(w)]
-        self.slot = [[r[:, (L + j) % d, (L + j) // d] for j in range(w)] for r, d in zip(rows, dil)]
-        self.slot.append([new(b, p)] * w)  # slot[l][j]: input of layer l at column j; slot[-1]: the last output
-        self.window = [
-            [r[:, (L + j) % d, (L + j) // d - n + 1 : (L + j) // d + 1].reshape(b, n * p) for j in range(w)]
-            for r, d, n in zip(rows, dil, taps)
-        ]  # window[l][j]: the tap inputs of layer l at column j, side by side
-        self.to_h_at = [[t[:, j] for j in range(w)] for t in self.to_h]
-        self.row_now, self.minus_one = self.x_row[:, L:], torch.tensor(-1.0, dtype=dtype, device=device)
-        self.elu1, self.elu2, self.hidden = new(b, p), new(b, p), new(b, p)
-        self._prepare_weights()
+        self.zeros = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)
+        # the input rows above the current one, scaled to [-1, 1], after `rows_above` rows of zeros
+        self.scaled_rows = self.zeros(batch, channels, self.rows_above + height, width)
+        # the current row scaled, as (B, pad + W, C); its columns left of 0 stay zero
+        pad = max(
+            [self.rows_above]
+            + [layer.h_conv.dilation[1] * (layer.h_conv.kernel_size[1] // 2) for layer in model.layers]
+        )
+        self.scaled_row = self.zeros(batch, pad + width, channels)
+        self.scaled_row_now = self.scaled_row[:, pad:]  # (B, W, C): where `logits_at` writes the row
+        self.minus_one = torch.tensor(-1.0, dtype=dtype, device=device)
+        n_first = self.rows_above + 1  # the taps of h_in: left and centre
+        self.first_taps_at = [
+            self.scaled_row[:, pad + j - n_first + 1 : pad + j + 1].reshape(batch, n_first * channels)
+            for j in range(width)
+        ]  # [j] -> (B, n_first*C): the row's inputs of h_in at column j
+        # the gate's [sigmoid(2a) sigmoid(b), sigmoid(b), 1] and its views
+        self.gate_terms = self.zeros(batch, 2 * p + 1)
+        self.gate_terms[:, 2 * p] = 1
+        self.gate_input = self.gate_terms[:, : 2 * p]  # [2a, b], then sigmoid in place
+        self.sigmoid_2a, self.sigmoid_b = self.gate_terms[:, :p], self.gate_terms[:, p : 2 * p]
+        self.elu_out1, self.elu_out2, self.hidden = self.zeros(batch, p), self.zeros(batch, p), self.zeros(batch, p)
+        self.layers = self._layer_states(pad)
+        self.v_in_weight = _masked_weight(model.v_in)[:, :, : self.rows_above, :]  # rows strictly above
+        weight = _masked_weight(model.h_in)[:, :, 0, :n_first]  # (p, C, n_first): left and centre
+        self.h_in_weight = weight.permute(2, 1, 0).reshape(-1, p)  # (n_first*C, p), as first_taps_at
+        self.out1, self.out2 = _pointwise(model.out1), _pointwise(model.out2)
 
-    def _prepare_weights(self):
-        """Masked weights as matrices, with the gates' `a` halves doubled (see the class docstring)."""
-        m = self.model
-        p = m.v_in.out_channels
-        two = torch.ones(2 * p, dtype=self.xs.dtype, device=self.xs.device)
+    def _layer_states(self, pad):
+        """A `GatedLayerState` per gated layer, in order, each layer's `output_at` the next one's `input_at`."""
+        batch, _, _, width = self.x.shape
+        p = self.model.v_in.out_channels
+        states, input_at = [], None
+        for layer in self.model.layers:
+            dilation, n_taps = layer.h_conv.dilation[1], layer.h_conv.kernel_size[1] // 2 + 1
+            # this layer's horizontal input along the row, column q = pad + j at [:, q % d, q // d]
+            inputs = self.zeros(batch, dilation, (pad + width) // dilation + 1, p)
+            cells = [divmod(pad + j, dilation) for j in range(width)]  # (q // d, q % d) of column j
+            if input_at is None:
+                input_at = [inputs[:, slot, cell] for cell, slot in cells]
+            else:  # the previous layer writes its output straight into this layer's inputs
+                states[-1].output_at = input_at = [inputs[:, slot, cell] for cell, slot in cells]
+            taps_at = [inputs[:, slot, cell - n_taps + 1 : cell + 1].reshape(batch, n_taps * p) for cell, slot in cells]
+            states.append(self._layer_state(layer, input_at, taps_at))
+        states[-1].output_at = [self.zeros(batch, p)] * width  # the last output: only the current column is read
+        return states
+
+    def _layer_state(self, layer, input_at, taps_at):
+        """The `GatedLayerState` of one `GatedBlock`: its weights with the gates' `a` halves doubled."""
+        batch, _, _, width = self.x.shape
+        p = layer.h_out.out_channels
+        device = self.scaled_rows.device
+        two = torch.ones(2 * p, dtype=self.scaled_rows.dtype, device=device)
         two[:p] = 2  # doubles the a half of a gate's input (exact in floating point)
-        self.v_in_w = _masked_weight(m.v_in)[:, :, : self.top, :]  # rows strictly above
-        w = _masked_weight(m.h_in)[:, :, 0, : self.top + 1]  # (p, C, taps): left and centre
-        self.h_in_w = w.permute(2, 1, 0).reshape(-1, w.shape[0])  # (taps*C, p), as x_window
-        self.layer_w = []
-        for layer in m.layers:
-            k, d = layer.v_conv.kernel_size[0], layer.v_conv.dilation[0]
-            h_w = _masked_weight(layer.h_conv)[:, :, 0, : layer.h_conv.kernel_size[1] // 2 + 1]  # (2p, p, taps)
-            vh_w = layer.v_to_h.weight[:, :, 0, 0]  # (2p, 2p), applied to v features whose a half is doubled
-            w_out, b_out = _pointwise(layer.h_out)
-            ring = d * (k // 2) + 1
-            lw = dict(
-                v=_masked_weight(layer.v_conv)[:, :, : k // 2 + 1, :] * two[:, None, None, None],  # rows above, centre
-                v_bias=layer.v_conv.bias * two,
-                # ring slots of the rows i - d*(k//2), ..., i - d, i, for each i % ring
-                rows=[
-                    torch.tensor([(r - d * t) % ring for t in range(k // 2, -1, -1)], device=self.xs.device)
-                    for r in range(ring)
-                ],
-                d=d,
-                padding=d * (k // 2),
-                v_to_h=(two[:, None] * vh_w / two[None, :])[:, :, None, None],
-                h_bias=(layer.v_to_h.bias + layer.h_conv.bias) * two,
-                taps=(h_w * two[:, None, None]).permute(2, 1, 0).reshape(-1, 2 * p),  # (taps*p, 2p), as window
-                out=torch.cat([2 * w_out, -w_out, b_out[None]]),  # (2p+1, p)
-                class_bias=None,
-            )
-            if layer.class_bias is not None:
-                lw["class_bias"] = [part * two for part in layer.class_bias(self.labels).chunk(2, dim=1)]
-            self.layer_w.append(lw)
-        self.out1, self.out2 = _pointwise(m.out1), _pointwise(m.out2)
+        k, dilation = layer.v_conv.kernel_size[0], layer.v_conv.dilation[0]
+        ring = dilation * (k // 2) + 1
+        h_weight = _masked_weight(layer.h_conv)[:, :, 0, : layer.h_conv.kernel_size[1] // 2 + 1]  # (2p, p, taps)
+        link = layer.v_to_h.weight[:, :, 0, 0]  # (2p, 2p), applied to v features whose a half is doubled
+        w_out, b_out = _pointwise(layer.h_out)
+        from_vertical = self.zeros(batch, width, 2 * p)
+        class_bias = None
+        if layer.class_bias is not None:
+            class_bias = tuple(part * two for part in layer.class_bias(self.labels).chunk(2, dim=1))
+        return GatedLayerState(
+            ring=self.zeros(batch, ring, width, p),
+            ring_rows=[
+                torch.tensor([(slot - dilation * tap) % ring for tap in range(k // 2, -1, -1)], device=device)
+                for slot in range(ring)
+            ],
+            v_weight=_masked_weight(layer.v_conv)[:, :, : k // 2 + 1, :] * two[:, None, None, None],
+            v_bias=layer.v_conv.bias * two,
+            dilation=dilation,
+            padding=dilation * (k // 2),
+            v_to_h_weight=(two[:, None] * link / two[None, :])[:, :, None, None],
+            h_bias=(layer.v_to_h.bias + layer.h_conv.bias) * two,
+            from_vertical=from_vertical,
+            class_bias=class_bias,
+            taps_weight=(h_weight * two[:, None, None]).permute(2, 1, 0).reshape(-1, 2 * p),  # as taps_at
+            out_weight=torch.cat([2 * w_out, -w_out, b_out[None]]),
+            from_vertical_at=[from_vertical[:, j] for j in range(width)],
+            taps_at=taps_at,
+            input_at=input_at,
+            output_at=[],  # set by `_layer_states`
+        )
 
     def start_row(self, i):
         """Compute the vertical stack of row i (every layer) from rows < i of x. Call once per row, in order."""
-        m, x = self.model, self.x
+        model, above = self.model, self.rows_above
         if i > 0:
-            self.xs[:, :, self.top + i - 1] = x[:, :, i - 1].to(self.xs.dtype) * (2.0 / (m.levels - 1)) - 1.0
-        v = F.conv2d(self.xs[:, :, i : i + self.top], self.v_in_w, m.v_in.bias, padding=(0, self.top))
-        self.ring[0][:, i % self.ring[0].shape[1]] = v[:, :, 0].transpose(1, 2)
-        for l, lw in enumerate(self.layer_w):
-            ring = self.ring[l]
-            rows = torch.index_select(ring, 1, lw["rows"][i % ring.shape[1]]).permute(0, 3, 1, 2)  # (B, p, k//2+1, W)
-            feat = F.conv2d(rows, lw["v"], lw["v_bias"], padding=(0, lw["padding"]), dilation=(1, lw["d"]))
-            self.to_h[l].copy_(F.conv2d(feat, lw["v_to_h"], lw["h_bias"])[:, :, 0].transpose(1, 2))  # 1x1 conv
-            feat = feat[:, :, 0].transpose(1, 2)  # (B, W, 2p): [2a, b] of the vertical gate
-            if lw["class_bias"] is not None:
-                bv, bh = lw["class_bias"]
-                feat = feat + bv[:, None]
-                self.to_h[l] += bh[:, None]
-            if l + 1 < len(self.layer_w):  # the input of the next layer's vertical stack; the last one is unused
-                s = torch.sigmoid(feat)
-                p = s.shape[2] // 2
-                nxt = self.ring[l + 1]
-                torch.mul(s[:, :, :p].mul_(2).sub_(1), s[:, :, p:], out=nxt[:, i % nxt.shape[1]])
-        self.x_now = x[:, :, i].transpose(1, 2)  # (B, W, C) view of row i of x
+            self.scaled_rows[:, :, above + i - 1] = (
+                self.x[:, :, i - 1].to(self.scaled_rows.dtype) * (2.0 / (model.levels - 1)) - 1.0
+            )
+        v_in = F.conv2d(self.scaled_rows[:, :, i : i + above], self.v_in_weight, model.v_in.bias, padding=(0, above))
+        first = self.layers[0].ring
+        first[:, i % first.shape[1]] = v_in[:, :, 0].transpose(1, 2)  # the first layer's vertical input
+        for layer, following in zip(self.layers, [*self.layers[1:], None]):
+            self._vertical_row(layer, following, i)
+        self.x_row = self.x[:, :, i].transpose(1, 2)  # (B, W, C) view of row i of x
+
+    @staticmethod
+    def _vertical_row(layer, following, i):
+        """One layer's vertical stack at row i: its link into the horizontal stack (`from_vertical`) and,
+        unless it is the last layer, the `following` layer's vertical input at row i."""
+        window = layer.ring_rows[i % layer.ring.shape[1]]
+        rows = torch.index_select(layer.ring, 1, window).permute(0, 3, 1, 2)  # (B, p, k//2 + 1, W)
+        features = F.conv2d(
+            rows, layer.v_weight, layer.v_bias, padding=(0, layer.padding), dilation=(1, layer.dilation)
+        )
+        link = F.conv2d(features, layer.v_to_h_weight, layer.h_bias)  # the 1x1 link, (B, 2p, 1, W)
+        layer.from_vertical.copy_(link[:, :, 0].transpose(1, 2))
+        features = features[:, :, 0].transpose(1, 2)  # (B, W, 2p): [2a, b] of the vertical gate
+        if layer.class_bias is not None:
+            v_bias, h_bias = layer.class_bias
+            features = features + v_bias[:, None]
+            layer.from_vertical += h_bias[:, None]
+        if following is not None:  # the last layer's vertical gate feeds nothing
+            sig = torch.sigmoid(features)
+            p = sig.shape[2] // 2
+            ring = following.ring
+            torch.mul(sig[:, :, :p].mul_(2).sub_(1), sig[:, :, p:], out=ring[:, i % ring.shape[1]])
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
-        m = self.model
+        model = self.model
         # the row so far, scaled to [-1, 1] as the model scales its input
-        torch.add(self.minus_one, self.x_now, alpha=2.0 / (m.levels - 1), out=self.row_now)
-        torch.addmm(m.h_in.bias, self.x_window[j], self.h_in_w, out=self.slot[0][j])  # 1 x k0 mask A conv
-        for l, lw in enumerate(self.layer_w):
-            torch.addmm(self.to_h_at[l][j], self.window[l][j], lw["taps"], out=self.ab)  # [2a, b] of the gate
-            self.ab.sigmoid_()
-            torch.mul(self.sa, self.sb, out=self.sa)  # [sigmoid(2a) sigmoid(b), sigmoid(b), 1]
-            torch.addmm(self.slot[l][j], self.act, lw["out"], out=self.slot[l + 1][j])  # h + gate @ W_out + b_out
-        h = self.slot[-1][j]
-        hidden = torch.addmm(self.out1[1], _elu(h, self.elu1), self.out1[0], out=self.hidden)
-        out = torch.addmm(self.out2[1], _elu(hidden, self.elu2), self.out2[0])
-        return m.head_logits(_select(out, c, m.outputs_per_channel))
+        torch.add(self.minus_one, self.x_row, alpha=2.0 / (model.levels - 1), out=self.scaled_row_now)
+        torch.addmm(
+            model.h_in.bias, self.first_taps_at[j], self.h_in_weight, out=self.layers[0].input_at[j]
+        )  # 1 x k mask A
+        for layer in self.layers:
+            torch.addmm(layer.from_vertical_at[j], layer.taps_at[j], layer.taps_weight, out=self.gate_input)  # [2a, b]
+            self.gate_input.sigmoid_()
+            torch.mul(self.sigmoid_2a, self.sigmoid_b, out=self.sigmoid_2a)  # [sigmoid(2a) sigmoid(b), sigmoid(b), 1]
+            torch.addmm(
+                layer.input_at[j], self.gate_terms, layer.out_weight, out=layer.output_at[j]
+            )  # h + gate @ W_out + b_out
+        last = self.layers[-1].output_at[j]
+        hidden = torch.addmm(self.out1.bias, _elu(last, self.elu_out1), self.out1.weight_t, out=self.hidden)
+        out = torch.addmm(self.out2.bias, _elu(hidden, self.elu_out2), self.out2.weight_t)
+        return model.output_head.channel_logits(out, c)
+
+
+@dataclass
+class ResidualBlockState:
+    """One `ResidualBlock` in `PixelCNNCache`: its three convolutions for one position, and the cached
+    inputs of its masked convolution."""
+
+    radius: int  # rows above (and columns on each side) its masked convolution reads: d * (k // 2)
+    inputs: torch.Tensor  # (B, half, radius + H, W + 2 * radius): the masked convolution's inputs, zero-padded
+    reduce: Pointwise
+    conv: tuple  # (weight_t, bias, dilation) of the masked convolution, as `PixelCNNCache._window_weight`
+    expand: Pointwise
 
 
 class PixelCNNCache:
@@ -234,70 +316,72 @@ class PixelCNNCache:
 
     def __init__(self, model, x, labels=None):
         self.model, self.x, self.labels = model, x, labels
-        b, c, h, w = x.shape
+        batch, channels, height, width = x.shape
         dtype, device = model.input_conv.weight.dtype, x.device
-        k0 = model.input_conv.kernel_size[0]
-        self.r0 = k0 // 2
-        self.xs = torch.zeros(b, c, self.r0 + h, w + 2 * self.r0, dtype=dtype, device=device)
+        self.radius = model.input_conv.kernel_size[0] // 2
+        self.scaled = torch.zeros(
+            batch, channels, self.radius + height, width + 2 * self.radius, dtype=dtype, device=device
+        )
         self.first = self._window_weight(model.input_conv)
         self.blocks = []
         for block in model.blocks:
-            r = block.conv.dilation[0] * (block.conv.kernel_size[0] // 2)
-            buf = torch.zeros(b, block.conv.in_channels, r + h, w + 2 * r, dtype=dtype, device=device)
+            radius = block.conv.dilation[0] * (block.conv.kernel_size[0] // 2)
+            shape = (batch, block.conv.in_channels, radius + height, width + 2 * radius)
             self.blocks.append(
-                dict(
-                    r=r,
-                    buf=buf,
+                ResidualBlockState(
+                    radius=radius,
+                    inputs=torch.zeros(shape, dtype=dtype, device=device),
                     reduce=_pointwise(block.reduce),
                     conv=self._window_weight(block.conv),
                     expand=_pointwise(block.expand),
                 )
             )
         self.out1, self.out2 = _pointwise(model.out1), _pointwise(model.out2)
-        self.bias0 = model.class_bias(labels) if model.class_bias is not None else None
+        self.class_bias = model.class_bias(labels) if model.class_bias is not None else None
         self.row = None
 
     @staticmethod
     def _window_weight(conv):
-        """Kernel rows down to the centre, flattened: (in * (kh//2 + 1) * kw, out), with the conv's bias."""
+        """Kernel rows down to the centre, flattened: (in * (kh//2 + 1) * kw, out), with the conv's bias and dilation."""
         kh = conv.kernel_size[0]
-        w = _masked_weight(conv)[:, :, : kh // 2 + 1, :]
-        return w.reshape(w.shape[0], -1).t().contiguous(), conv.bias, conv.dilation[0]
+        weight = _masked_weight(conv)[:, :, : kh // 2 + 1, :]
+        return weight.reshape(weight.shape[0], -1).t().contiguous(), conv.bias, conv.dilation[0]
 
     def _scale(self, x):
-        return x.to(self.xs.dtype) * (2.0 / (self.model.levels - 1)) - 1.0
+        return x.to(self.scaled.dtype) * (2.0 / (self.model.levels - 1)) - 1.0
 
     def start_row(self, i):
         """Begin row i: rows < i of x are final. Refreshes the cached (scaled) input rows i-1 and i."""
-        r, w = self.r0, self.x.shape[3]
+        radius, width = self.radius, self.x.shape[3]
         if i > 0:
-            self.xs[:, :, r + i - 1, r : r + w] = self._scale(self.x[:, :, i - 1])
-        self.xs[:, :, r + i, r : r + w] = self._scale(self.x[:, :, i])
+            self.scaled[:, :, radius + i - 1, radius : radius + width] = self._scale(self.x[:, :, i - 1])
+        self.scaled[:, :, radius + i, radius : radius + width] = self._scale(self.x[:, :, i])
         self.row = i
 
     @staticmethod
-    def _at(buf, r, i, j, weight):
-        """Masked convolution at (i, j) from a buffer padded by r: window rows i-r..i, cols j-r..j+r."""
-        w_t, bias, d = weight
-        window = buf[:, :, i : i + r + 1 : d, j : j + 2 * r + 1 : d].reshape(len(buf), -1)
-        return torch.addmm(bias, window, w_t)
+    def _conv_at(inputs, radius, i, j, weight):
+        """Masked convolution at (i, j) from inputs padded by `radius`: window rows i-radius..i, columns
+        j-radius..j+radius. Returns (B, out)."""
+        weight_t, bias, dilation = weight
+        window = inputs[:, :, i : i + radius + 1 : dilation, j : j + 2 * radius + 1 : dilation]
+        return torch.addmm(bias, window.reshape(len(inputs), -1), weight_t)
 
     def logits_at(self, j, c=0):
         """Logits of sub-pixel (c, row, j): (B,) Bernoulli logits or (B, K) categorical logits."""
-        m, i, r = self.model, self.row, self.r0
-        lo = max(j - 1, 0)
-        self.xs[:, :, r + i, r + lo : r + j + 1] = self._scale(self.x[:, :, i, lo : j + 1])
-        h = self._at(self.xs, r, i, j, self.first)  # (B, channels)
-        if self.bias0 is not None:
-            h = h + self.bias0
-        for blk in self.blocks:
-            w_t, b = blk["reduce"]
-            blk["buf"][:, :, blk["r"] + i, blk["r"] + j] = F.relu(torch.addmm(b, F.relu(h), w_t))
-            a = F.relu(self._at(blk["buf"], blk["r"], i, j, blk["conv"]))
-            w_t, b = blk["expand"]
-            h = h + torch.addmm(b, a, w_t)
-        out = torch.addmm(self.out2[1], F.relu(torch.addmm(self.out1[1], F.relu(h), self.out1[0])), self.out2[0])
-        return m.head_logits(_select(out, c, m.outputs_per_channel))
+        model, i, radius = self.model, self.row, self.radius
+        left = max(j - 1, 0)
+        self.scaled[:, :, radius + i, radius + left : radius + j + 1] = self._scale(self.x[:, :, i, left : j + 1])
+        h = self._conv_at(self.scaled, radius, i, j, self.first)  # (B, channels)
+        if self.class_bias is not None:
+            h = h + self.class_bias
+        for block in self.blocks:
+            reduced = F.relu(torch.addmm(block.reduce.bias, F.relu(h), block.reduce.weight_t))
+            block.inputs[:, :, block.radius + i, block.radius + j] = reduced
+            convolved = F.relu(self._conv_at(block.inputs, block.radius, i, j, block.conv))
+            h = h + torch.addmm(block.expand.bias, convolved, block.expand.weight_t)
+        hidden = F.relu(torch.addmm(self.out1.bias, F.relu(h), self.out1.weight_t))
+        out = torch.addmm(self.out2.bias, hidden, self.out2.weight_t)
+        return model.output_head.channel_logits(out, c)
 
 
 def _elu(x, out):
@@ -305,11 +389,6 @@ def _elu(x, out):
     (exp(x) - 1 >= x) and runs several times faster than F.elu on the CPU."""
     torch.clamp(x, max=0, out=out).exp_().sub_(1)
     return torch.maximum(x, out, out=out)
-
-
-def _select(out, c, k):
-    """From the 1x1 output (B, C*k), the logits of channel c: (B,) if k == 1, else (B, k)."""
-    return out[:, c] if k == 1 else out[:, c * k : (c + 1) * k]
 
 
 def make_cache(model, x, labels=None):

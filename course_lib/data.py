@@ -7,6 +7,10 @@ Every data set yields (x, y): x is an integer image of shape (C, H, W) with valu
                    a fixed stratified split, 400 train / 100 test images per class.
     digits         scikit-learn's 1,797 real 8x8 digits (offline); size=28 resizes them.
     shapes         procedural binary shapes (rectangles, ellipses, triangles), deterministic per seed.
+    photos         8x8 colour patches of the two photographs scikit-learn ships (china.jpg, flower.jpg;
+                   offline), halved to 213x320 first: the left three quarters of each photograph (columns
+                   0-239) give the 1,560 training patches, the right quarter (240-319) the 520 test patches,
+                   so no part of a photograph is in both. Label: the photograph (0 china, 1 flower).
     mnist, fashion-mnist, kmnist
                    the full torchvision sets, downloaded once into a cache folder
                    ($COURSE_DATA_DIR or ~/.cache/pixelcnn-course).
@@ -28,10 +32,12 @@ from .config import data_dir
 from .errors import CourseError, DatasetUnavailable
 
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-OFFLINE_SETS = ("mnist-subset", "digits", "shapes")
+OFFLINE_SETS = ("mnist-subset", "digits", "shapes", "photos")
 DATASETS = OFFLINE_SETS + tuple(TORCHVISION_SETS)
 BINARIZE = ("threshold", "stochastic", "dynamic")
 SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
+PHOTOS = ("china", "flower")
+PATCH, TRAIN_COLUMNS = 8, 240  # patch size; the photographs' (halved) columns that belong to the training split
 
 
 class ImageDataset(Dataset):
@@ -120,6 +126,11 @@ def load_dataset(
     elif name == "shapes":
         x, y = make_shapes(2000 if split == "train" else 500, size or 20, seed=seed + (split == "test") * 7919)
         classes = SHAPE_CLASSES
+    elif name == "photos":
+        if color:
+            raise CourseError("The photos are in colour already; load them without color=True.")
+        x, y = photo_patches(split)
+        classes = PHOTOS
     else:
         x, y, classes = _torchvision(name, split, root, download)
     if limit is not None:
@@ -207,6 +218,31 @@ def make_shapes(n, size=20, seed=0):
             inside = (yy >= top) & (yy <= cy + ry) & (abs(xx - cx) <= rx * (yy - top) / (2 * ry))
         images[i, 0] = inside
     return torch.from_numpy(images), torch.from_numpy(labels).long()
+
+
+@functools.lru_cache(maxsize=1)
+def _read_photos():
+    from sklearn.datasets import load_sample_images
+
+    photos = torch.from_numpy(np.stack(load_sample_images().images)).permute(0, 3, 1, 2).float() / 255.0
+    return F.avg_pool2d(photos, 2)
+
+
+def halved_photos():
+    """scikit-learn's two sample photographs (427x640 RGB), averaged over 2x2 blocks: (2, 3, 213, 320) in [0, 1]."""
+    return _read_photos().clone()  # read once; a copy, so a caller's edits never reach the data set
+
+
+def photo_patches(split):
+    """Non-overlapping PATCH x PATCH patches of both halved photographs (N, 3, PATCH, PATCH) in [0, 1], and
+    the photograph each came from (N,): columns < TRAIN_COLUMNS for "train", the rest for "test"."""
+    photos = halved_photos()
+    cols = slice(0, TRAIN_COLUMNS) if split == "train" else slice(TRAIN_COLUMNS, None)
+    region = photos[:, :, :, cols]
+    patches = region.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH)  # (2, 3, rows, cols, PATCH, PATCH)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, -1, 3, PATCH, PATCH)
+    labels = torch.arange(2).repeat_interleave(patches.shape[1])
+    return patches.reshape(-1, 3, PATCH, PATCH).contiguous(), labels
 
 
 # -- subsets: small target sets that are still ImageDatasets -----------------------------------------------------------------------------------------

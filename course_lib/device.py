@@ -7,6 +7,8 @@ synchronize    wait for the queued GPU work: a GPU runs asynchronously, so timin
 cpu_quota      the CPU quota of this process's cgroup in cores (a hub's or a container's `--cpus`), or None
 cpu_threads    how many CPU threads this process may keep busy: its cores, capped by its quota
 use_allowed_threads  lower PyTorch's thread count to `cpu_threads()` (done by `import course_lib`)
+idle_cores     how many of those cores no other task wants right now (/proc/loadavg)
+sampling_threads  the thread counts of cached sampling: its small steps on one thread, its rows on the idle cores
 
 A JupyterHub on Kubernetes (`cpu_limit`) or Docker (`--cpus 1`) limits a student with a CFS quota: so many
 microseconds of CPU time per period. Every core of the server stays visible (`os.cpu_count()`, the affinity
@@ -14,6 +16,7 @@ mask), so PyTorch starts a thread per core, and the threads beyond the quota onl
 """
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -182,3 +185,71 @@ def use_allowed_threads(root="/", environ=None):
         return current
     torch.set_num_threads(allowed)
     return allowed
+
+
+LOADAVG = "/proc/loadavg"  # Linux: "1.02 0.80 0.61 2/153 4242"; the fourth field is running/existing tasks
+
+
+def idle_cores(allowed=None):
+    """How many of the CPU cores this process may use no other task wants right now: those cores minus
+    the runnable tasks besides this one that Linux reports (the fourth field of /proc/loadavg, read at
+    this moment, not an average), and no more than `allowed` (this process's CPU quota in whole cores,
+    `cpu_threads()`); at least 1. None where the file does not exist (macOS, Windows)."""
+    try:
+        with open(LOADAVG) as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = len(os.sched_getaffinity(0))  # the cores this process (pid 0: itself) may run on; Linux, as the file
+    idle = max(1, cores - max(running - 1, 0))
+    return idle if allowed is None else max(1, min(allowed, idle))
+
+
+def row_threads(user_threads, allowed=None):
+    """Threads for the cached sampler's once-per-row convolutions: your count, but no more than the cores
+    that are idle right now within your quota (`idle_cores`), so that no thread waits for a core another
+    process holds or the quota withholds."""
+    idle = idle_cores(allowed)
+    return user_threads if idle is None else min(user_threads, idle)
+
+
+def _use_threads(n):
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+class SamplingThreads:
+    """The thread counts of a loop of tiny per-pixel steps with a few larger convolutions at each row's start.
+
+    A step is a few dozen tiny operations, which several CPU threads do not speed up and which become many
+    times slower on a shared machine (a classroom server, a test run beside it), where threads wait for a
+    core at every operation. So on the CPU, with threads=None, the steps run on one thread and the rows on
+    your thread count, but on no more threads than there are idle cores at the start of that row
+    (`row_threads`). threads=n uses n threads for both; on a GPU your count is left as it is.
+    """
+
+    def __init__(self, device, threads=None):
+        self.user_threads = torch.get_num_threads()
+        self.automatic = threads is None and torch.device(device).type == "cpu"
+        self.step_threads = 1 if self.automatic else threads or self.user_threads
+        self.allowed = cpu_threads() if self.automatic else None  # the CPU quota, read once: about 0.5 ms
+
+    def for_row(self):
+        """Set the thread count for a row's convolutions."""
+        _use_threads(row_threads(self.user_threads, self.allowed) if self.automatic else self.step_threads)
+
+    def for_steps(self):
+        """Set the thread count for the per-pixel steps."""
+        _use_threads(self.step_threads)
+
+
+@contextmanager
+def sampling_threads(device, threads=None):
+    """`with sampling_threads(device, threads) as policy:` call `policy.for_row()` before each row's work
+    and `policy.for_steps()` before its per-pixel steps (`SamplingThreads`); your
+    `torch.get_num_threads()` count is restored afterwards, also after an error."""
+    policy = SamplingThreads(device, threads)
+    try:
+        yield policy
+    finally:
+        torch.set_num_threads(policy.user_threads)

@@ -25,8 +25,7 @@ from torch.utils.data import DataLoader
 from .config import epoch_seed
 from .device import model_device
 from .errors import CourseError
-from .likelihood import log_prob_from_logits
-from .models import build_model, eval_mode, model_name
+from .models import build_model, eval_mode, log_likelihood, model_name
 from .sampling import sample
 
 
@@ -201,7 +200,7 @@ def class_log_likelihoods(model_or_models, x):
         m = models[y] if models else model_or_models
         labels = None if models else torch.full((x.shape[0],), y, dtype=torch.long, device=x.device)
         with eval_mode(m):
-            columns.append(log_prob_from_logits(m(x, labels), x))
+            columns.append(log_likelihood(m, x, labels))
     return torch.stack(columns, dim=1)
 
 
@@ -233,9 +232,8 @@ def complete_best_of(model, images, known, k=4, *, labels=None, temperature=1.0,
     )
     device = model_device(model)
     with eval_mode(model):
-        lp = log_prob_from_logits(
-            model(candidates.to(device), None if labels_rep is None else labels_rep.to(device)), candidates.to(device)
-        ).cpu()
+        on_device = None if labels_rep is None else labels_rep.to(device)
+        lp = log_likelihood(model, candidates.to(device), on_device).cpu()
     best = lp.view(k, b).argmax(0)  # (B,) which candidate wins for each image
     return candidates.view(k, b, *images.shape[1:])[best, torch.arange(b)]
 
@@ -275,7 +273,7 @@ def _denoise(model, noisy, flip_prob, candidates, sweeps, labels):
     b = x.shape[0]
     cost = math.log((1 - flip_prob) / flip_prob)  # nats paid for each disagreement with `noisy`
     rows = torch.arange(b, device=device)
-    score = model.log_prob(x, labels)
+    score = log_likelihood(model, x, labels)
     for _ in range(sweeps):
         order = pixel_log_probs(model, x, labels).flatten(1).argsort(dim=1)[:, :candidates]  # most surprising first
         for r in range(order.shape[1]):
@@ -284,7 +282,7 @@ def _denoise(model, noisy, flip_prob, candidates, sweeps, labels):
             trial[rows, k] = 1 - trial[rows, k]
             trial = trial.view_as(x)
             agrees = (trial.flatten(1)[rows, k] == noisy.flatten(1)[rows, k]).float()
-            new_score = model.log_prob(trial, labels)
+            new_score = log_likelihood(model, trial, labels)
             gain = new_score - score + cost * (2 * agrees - 1)  # back to the observation: +cost, away: -cost
             accept = gain > 0
             x = torch.where(accept[:, None, None, None], trial, x)

@@ -1,13 +1,14 @@
 """PixelCNN (van den Oord et al. 2016) and Gated PixelCNN ("Conditional Image Generation with
-PixelCNN Decoders"), for binary (Bernoulli) or K-level (categorical) images with 1 or 3 channels.
+PixelCNN Decoders"), for images x: (B, C, H, W) of integer levels 0..K-1 with 1 or 3 channels.
 
-Every model maps integer images x: (B, C, H, W) with values 0..levels-1 to logits:
-    levels == 2:  (B, C, H, W)      one Bernoulli logit per sub-pixel
-    levels  > 2:  (B, K, C, H, W)   K-way categorical logits per sub-pixel (K = levels)
-so H and W stay the last two dimensions and `F.cross_entropy(logits, x)` works directly.
-With head="logistic" (K > 2) the network outputs 3M numbers per sub-pixel, a discretized logistic
-mixture (`logistic.py`), and returns its K log-probabilities in the place of the categorical logits.
-Nothing mixes information across positions except the masked convolutions (no BatchNorm).
+The networks are stacks of masked convolutions (`masks.py`): nothing mixes information across positions
+except them (no BatchNorm), so the output at a sub-pixel sees only the sub-pixels before it. Their last
+layer gives K' numbers per sub-pixel, which the model's output head (`heads.py`) reads as a distribution:
+calling a model returns logits, (B, C, H, W) for binary images and (B, K, C, H, W) otherwise.
+
+Read in this order: the layers (`ResidualBlock`, `gate`, `GatedBlock`), the shared plumbing of every model
+(`AutoregressiveImageModel`), the two networks, then scoring an image (`log_likelihood`, the one way the
+library does it) and the registry that lets a checkpoint rebuild a model (`build_model`).
 """
 
 from contextlib import contextmanager
@@ -18,93 +19,75 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CourseError
-from .logistic import mixture_log_prob_at, mixture_log_probs
+from .heads import log_prob_from_logits, make_head  # log_prob_from_logits: lesson checks name it here too
 from .masks import MaskedConv2d
 
-HEADS = ("softmax", "logistic")
+
+# -- layers ---------------------------------------------------------------------------------------
+class ResidualBlock(nn.Module):
+    """PixelCNN residual block: 1x1 -> 3x3 mask B -> 1x1 with ReLUs, plus the identity. (B, ch, H, W) -> same."""
+
+    def __init__(self, channels, data_channels, kernel_size=3, dilation=1):
+        super().__init__()
+        half = max(channels // 2, data_channels)
+        self.reduce = MaskedConv2d(channels, half, 1, "B", data_channels)
+        self.conv = MaskedConv2d(half, half, kernel_size, "B", data_channels, dilation=dilation)
+        self.expand = MaskedConv2d(half, channels, 1, "B", data_channels)
+
+    def forward(self, x):
+        h = self.reduce(F.relu(x))
+        h = self.conv(F.relu(h))
+        return x + self.expand(F.relu(h))
 
 
-def log_prob_from_logits(logits, x):
-    """Log-likelihood in nats of each image, shape (B,).
+def gate(x):
+    """Gated activation tanh(a) * sigmoid(b) of the two halves of the channels: (B, 2p, H, W) -> (B, p, H, W)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
 
-    logits: (B, C, H, W) Bernoulli logits, or (B, K, C, H, W) categorical logits.
-    x: (B, C, H, W) integer levels (0/1 for Bernoulli, 0..K-1 for categorical).
+
+class GatedBlock(nn.Module):
+    """One gated layer with a vertical stack (rows above) and a horizontal stack (pixels to the left).
+
+    v, h: (B, p, H, W) -> (B, p, H, W) each. The vertical features feed the horizontal stack through a
+    1x1 convolution before the gate; the horizontal stack has a residual connection.
     """
-    if logits.dim() == 4:
-        per_dim = -F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
-    else:
-        per_dim = -F.cross_entropy(logits.float(), x.long(), reduction="none")
-    return per_dim.flatten(1).sum(1)
+
+    def __init__(self, channels, data_channels, kernel_size=3, dilation=1, num_classes=None):
+        super().__init__()
+        p, c = channels, data_channels
+        self.v_conv = MaskedConv2d(p, 2 * p, kernel_size, "V", dilation=dilation)
+        self.h_conv = MaskedConv2d(p, 2 * p, (1, kernel_size), "B", c, dilation=dilation, out_chunks=2)
+        self.v_to_h = nn.Conv2d(2 * p, 2 * p, 1)  # the vertical stack only knows rows above: no mask needed
+        self.h_out = MaskedConv2d(p, p, 1, "B", c)
+        self.class_bias = nn.Embedding(num_classes, 4 * p) if num_classes else None
+
+    def forward(self, v, h, labels=None):
+        v_feat = self.v_conv(v)
+        h_feat = self.h_conv(h) + self.v_to_h(v_feat)
+        if self.class_bias is not None:
+            bv, bh = self.class_bias(labels)[:, :, None, None].chunk(2, dim=1)
+            v_feat, h_feat = v_feat + bv, h_feat + bh
+        return gate(v_feat), h + self.h_out(gate(h_feat))
 
 
-class ImageModel(Protocol):
-    """The model contract: what `fit`, `evaluate`, `sample` and the checkpoints need of a model.
-
-    image_shape: (C, H, W); levels: K (2 = binary); num_classes: the number of classes it is conditioned
-    on, or None. Calling it with integer images x: (B, C, H, W) (and labels: (B,) when conditional)
-    returns logits in the layout above: (B, C, H, W) for K = 2, (B, K, C, H, W) otherwise.
-    Saving and loading also need `config` (the keyword arguments that rebuild it) and a registered name
-    (`register_model`). `AutoregressiveImageModel` subclasses provide all of it; `IndependentPixelModel`
-    (likelihood.py) provides the first part.
-    """
-
-    image_shape: tuple
-    levels: int
-    num_classes: int | None
-
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
-
-
-@contextmanager
-def eval_mode(model):
-    """Run a block with `model` in eval mode, then give it back the mode it had (train or eval), even
-    after an error: `with eval_mode(model): ...`. Scoring and sampling need eval mode; the caller's
-    training loop must not find its model switched."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
+# -- the models -----------------------------------------------------------------------------------
 class AutoregressiveImageModel(nn.Module):
-    """Shared plumbing: configuration, input scaling, shape checks, logits layout, log-likelihood.
+    """Shared plumbing: input checks and scaling, the output head, the configuration that rebuilds a model.
 
-    A subclass sets `self._config` to the keyword arguments of its constructor, so that
-    `build_model(name, **model.config)` rebuilds it (see `register_model`).
+    A subclass builds its layers, sets `self._config` to the keyword arguments of its constructor (so that
+    `build_model(name, **model.config)` rebuilds it, see `register_model`) and ends its forward with
+    `return self.score(out, x) if score else self.to_logits(out)`, out: (B, C*K', H, W) its last layer.
     """
 
     def __init__(self, image_shape, levels, num_classes, head="softmax", mixtures=5):
         super().__init__()
-        if levels < 2 or levels > 256:
-            raise CourseError(f"levels={levels} is not supported; use 2 (binary) up to 256 levels.")
-        if head not in HEADS:
-            raise CourseError(f"head={head!r} is not known; use 'softmax' or 'logistic'.")
-        if head == "logistic" and (levels == 2 or int(mixtures) < 1):
-            raise CourseError(
-                "head='logistic' needs levels > 2 and mixtures >= 1 (binary images use a Bernoulli output); "
-                f"got levels={levels}, mixtures={mixtures}."
-            )
+        self.output_head = make_head(levels, head, mixtures)  # checks levels, head and mixtures
         self.image_shape = tuple(int(s) for s in image_shape)
         self.levels = int(levels)
         self.num_classes = num_classes
         self.head = head
-        if self.levels == 2:
-            self.outputs_per_channel = 1
-        else:
-            self.outputs_per_channel = self.levels if head == "softmax" else 3 * int(mixtures)
-
-    @property
-    def config(self) -> dict:
-        """Keyword arguments that rebuild this model (stored in checkpoints)."""
-        config = self.__dict__.get("_config")
-        if config is None:
-            raise CourseError(
-                f"{type(self).__name__} does not record its configuration, so it cannot be saved; "
-                f"set self._config = dict(...) of its constructor's arguments in __init__."
-            )
-        return dict(config)
+        self.outputs_per_channel = self.output_head.outputs_per_channel  # K'
 
     def _check_input(self, x, labels):
         if tuple(x.shape[1:]) != self.image_shape:
@@ -123,54 +106,28 @@ class AutoregressiveImageModel(nn.Module):
         return x.to(dtype) * (2.0 / (self.levels - 1)) - 1.0
 
     def to_logits(self, out):
-        """(B, C*K', H, W) network output -> (B, C, H, W) for binary, (B, K, C, H, W) otherwise."""
-        b, _, h, w = out.shape
-        c, k = self.image_shape[0], self.outputs_per_channel
-        if k == 1:
-            return out
-        if self.head == "logistic":  # (B, C, 3M, H, W) -> (B, C, H, W, K) -> (B, K, C, H, W)
-            params = out.view(b, c, k, h, w).permute(0, 1, 3, 4, 2)
-            return mixture_log_probs(params, self.levels).permute(0, 4, 1, 2, 3)
-        return out.view(b, c, k, h, w).transpose(1, 2)
-
-    def head_logits(self, out):
-        """One sub-pixel's K' network outputs (..., K') -> its logits (..., K): the identity for the
-        softmax and Bernoulli heads, the mixture's log-probabilities for the logistic head."""
-        return mixture_log_probs(out, self.levels) if self.head == "logistic" else out
+        """(B, C*K', H, W) last-layer output -> logits, (B, C, H, W) for binary, (B, K, C, H, W) otherwise."""
+        return self.output_head.logits(out)
 
     def score(self, out, x):
-        """(B, C*K', H, W) network output and the images x (B, C, H, W) -> log-likelihood of each image in
-        nats, (B,), in float32 like `log_prob_from_logits`. The logistic head evaluates only each sub-pixel's
-        observed level, from its (B, C, H, W, 3M) mixture parameters."""
-        if self.head != "logistic":
-            return log_prob_from_logits(self.to_logits(out), x)
-        b, _, h, w = out.shape
-        c, k = self.image_shape[0], self.outputs_per_channel
-        params = out.float().view(b, c, k, h, w).permute(0, 1, 3, 4, 2)  # (B, C, H, W, 3M)
-        return mixture_log_prob_at(params, x, self.levels).flatten(1).sum(1)
+        """(B, C*K', H, W) last-layer output and the images x (B, C, H, W) -> log-likelihood of each image in
+        nats, (B,), float32 (the head's `log_prob`: the logistic head reads only the observed levels)."""
+        return self.output_head.log_prob(out, x)
 
     def log_prob(self, x, labels=None):
-        """Log-likelihood of each image in nats, shape (B,). (A subclass whose forward has no `score`
-        argument keeps working with the softmax and Bernoulli heads.)"""
-        if self.head == "logistic":
-            return self(x, labels, score=True)
-        return log_prob_from_logits(self(x, labels), x)
+        """Log-likelihood of each image in nats, shape (B,): `log_likelihood(self, x, labels)`."""
+        return log_likelihood(self, x, labels)
 
-
-class ResidualBlock(nn.Module):
-    """PixelCNN residual block: 1x1 -> 3x3 mask B -> 1x1 with ReLUs, plus the identity. (B, ch, H, W) -> same."""
-
-    def __init__(self, channels, data_channels, kernel_size=3, dilation=1):
-        super().__init__()
-        half = max(channels // 2, data_channels)
-        self.reduce = MaskedConv2d(channels, half, 1, "B", data_channels)
-        self.conv = MaskedConv2d(half, half, kernel_size, "B", data_channels, dilation=dilation)
-        self.expand = MaskedConv2d(half, channels, 1, "B", data_channels)
-
-    def forward(self, x):
-        h = self.reduce(F.relu(x))
-        h = self.conv(F.relu(h))
-        return x + self.expand(F.relu(h))
+    @property
+    def config(self) -> dict:
+        """Keyword arguments that rebuild this model (stored in checkpoints)."""
+        config = self.__dict__.get("_config")
+        if config is None:
+            raise CourseError(
+                f"{type(self).__name__} does not record its configuration, so it cannot be saved; "
+                f"set self._config = dict(...) of its constructor's arguments in __init__."
+            )
+        return dict(config)
 
 
 class PixelCNN(AutoregressiveImageModel):
@@ -223,37 +180,6 @@ class PixelCNN(AutoregressiveImageModel):
         return self.score(out, x) if score else self.to_logits(out)
 
 
-def gate(x):
-    """Gated activation tanh(a) * sigmoid(b) of the two halves of the channels: (B, 2p, H, W) -> (B, p, H, W)."""
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
-
-
-class GatedBlock(nn.Module):
-    """One gated layer with a vertical stack (rows above) and a horizontal stack (pixels to the left).
-
-    v, h: (B, p, H, W) -> (B, p, H, W) each. The vertical features feed the horizontal stack through a
-    1x1 convolution before the gate; the horizontal stack has a residual connection.
-    """
-
-    def __init__(self, channels, data_channels, kernel_size=3, dilation=1, num_classes=None):
-        super().__init__()
-        p, c = channels, data_channels
-        self.v_conv = MaskedConv2d(p, 2 * p, kernel_size, "V", dilation=dilation)
-        self.h_conv = MaskedConv2d(p, 2 * p, (1, kernel_size), "B", c, dilation=dilation, out_chunks=2)
-        self.v_to_h = nn.Conv2d(2 * p, 2 * p, 1)  # the vertical stack only knows rows above: no mask needed
-        self.h_out = MaskedConv2d(p, p, 1, "B", c)
-        self.class_bias = nn.Embedding(num_classes, 4 * p) if num_classes else None
-
-    def forward(self, v, h, labels=None):
-        v_feat = self.v_conv(v)
-        h_feat = self.h_conv(h) + self.v_to_h(v_feat)
-        if self.class_bias is not None:
-            bv, bh = self.class_bias(labels)[:, :, None, None].chunk(2, dim=1)
-            v_feat, h_feat = v_feat + bv, h_feat + bh
-        return gate(v_feat), h + self.h_out(gate(h_feat))
-
-
 class GatedPixelCNN(AutoregressiveImageModel):
     """Gated PixelCNN without a blind spot, with optional dilation and class conditioning.
 
@@ -304,6 +230,64 @@ class GatedPixelCNN(AutoregressiveImageModel):
         return self.score(out, x) if score else self.to_logits(out)
 
 
+# -- scoring an image ---------------------------------------------------------------------------
+class ImageModel(Protocol):
+    """The model contract: what `fit`, `evaluate`, `sample` and the checkpoints need of a model.
+
+    image_shape: (C, H, W); levels: K (2 = binary); num_classes: the number of classes it is conditioned
+    on, or None. Calling it with integer images x: (B, C, H, W) (and labels: (B,) when conditional)
+    returns logits in the layout of `heads.py`: (B, C, H, W) for K = 2, (B, K, C, H, W) otherwise.
+    Saving and loading also need `config` (the keyword arguments that rebuild it) and a registered name
+    (`register_model`). `AutoregressiveImageModel` subclasses provide all of it; `IndependentPixelModel`
+    (likelihood.py) provides the first part.
+    """
+
+    image_shape: tuple
+    levels: int
+    num_classes: int | None
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+def _unwrapped(model):
+    """The model inside the wrappers training puts around it: torch.compile's `_orig_mod`, then
+    DistributedDataParallel's `module`."""
+    model = getattr(model, "_orig_mod", model)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model
+
+
+def log_likelihood(model, x, labels=None):
+    """Log-likelihood in nats of each image, (B,) float32: the one way the library scores images (`nll`,
+    `evaluate`, the training loss, `model.log_prob`, the classifiers and repairs of `finetune`).
+
+    model: an `ImageModel`, possibly wrapped for training (DistributedDataParallel, torch.compile): it is
+    called, so a wrapper sees the forward pass. x: (B, C, H, W) integer levels; labels: (B,) or None.
+    A head that scores more cheaply than its logits (the logistic mixture: one bin per sub-pixel instead of
+    K) is asked for `forward(x, labels, score=True)`; every other model's logits are scored by
+    `log_prob_from_logits`.
+    """
+    head = getattr(_unwrapped(model), "output_head", None)
+    if head is not None and head.scores_itself:
+        return model(x, labels, score=True)
+    return log_prob_from_logits(model(x, labels), x)
+
+
+@contextmanager
+def eval_mode(model):
+    """Run a block with `model` in eval mode, then give it back the mode it had (train or eval), even
+    after an error: `with eval_mode(model): ...`. Scoring and sampling need eval mode; the caller's
+    training loop must not find its model switched."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+# -- the registry: names that checkpoints rebuild models from -----------------------------------------
 MODELS = {"gated": GatedPixelCNN, "pixelcnn": PixelCNN}
 
 

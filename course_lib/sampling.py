@@ -1,29 +1,22 @@
 """Ancestral sampling: draw pixels one at a time in raster order (and channel by channel inside a
 pixel), each from the model's conditional distribution given everything drawn so far.
 
-`sample(...)` is the one entry point; `method` selects the sampler:
-    "naive":  one full forward pass per sub-pixel (H*W*C passes): simple, works for any model.
-    "cached": keeps every layer's activations and computes only what each new pixel changes
-              (`cached_sampling`); exact, and tens to hundreds of times faster.
-    "auto":   (default) "cached" where the model supports it, else "naive".
-Both draw the same random numbers in the same order, so with a seed they give the same images.
+Read `sample_naive` first: it is the whole idea, one full forward pass per sub-pixel (H*W*C passes), and
+works for any model. `sample_cached` draws the same sub-pixels from the same logits with the same random
+numbers, so with a seed it gives the same images, but computes only what each new pixel changes (the
+activation caches of `cached_sampling`): tens to hundreds of times faster. `sample(...)` is the one entry
+point; its `method` picks the sampler: "naive", "cached", or "auto" (default: "cached" where the model
+supports it, else "naive"). On the CPU the cached sampler chooses its own thread counts
+(`device.sampling_threads`; measured in the README).
 
 Classifier-free guidance (Ho & Salimans 2022): `sample(model, n, labels=y, guidance=w, unconditional=u)`
 draws every sub-pixel from the logits (1 + w) * conditional - w * unconditional (`guide`), where the
 conditional logits are `model`'s given y and the unconditional ones come from `u`, a model of p(x) of the
 same images: a separate unconditional model, or the same network with its "no label" class (`null_label=`).
 w = 0 is plain conditional sampling; w > 0 pushes each sub-pixel further in the direction the label moved it.
-
-Threads: a cached step is a few dozen tiny operations, which several CPU threads do not speed up and
-which become many times slower on a shared machine (a classroom server, a test run beside it), where
-threads wait for a core at every operation. So on the CPU the cached sampler runs its per-pixel steps on
-one thread, and its once-per-row work (a few larger convolutions) on your thread count, but on no more
-threads than there are idle cores at the start of that row (`row_threads`); `threads=n` uses n threads
-for all of it. Your `torch.get_num_threads()` setting is restored when sampling ends. Measured in the README.
 """
 
 import numbers
-import os
 from contextlib import nullcontext
 from typing import NamedTuple
 
@@ -31,120 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .cached_sampling import make_cache, supports_cache
-from .device import cpu_threads, model_device
+from .device import model_device, sampling_threads
 from .errors import CourseError
+from .heads import distribution_at, draw, probabilities  # one sub-pixel's distribution and its draw
 from .models import eval_mode
 
 
-def probabilities(logits, temperature=1.0):
-    """Distribution of one sub-pixel for every image from its logits: (B,) logits -> (B,) P(x=1),
-    (B, K) logits -> (B, K) probabilities. Temperature divides the logits *before* sigmoid / softmax."""
-    logits = logits.float() if temperature == 1 else logits.float() / temperature  # dividing by 1 changes nothing
-    return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=1)
-
-
-def distribution_at(logits, i, j, c, temperature=1.0):
-    """Probabilities of sub-pixel (c, i, j) for every image: (B,) P(x=1) for Bernoulli logits
-    (B, C, H, W), or (B, K) for categorical logits (B, K, C, H, W)."""
-    if logits.dim() == 4:
-        return probabilities(logits[:, c, i, j], temperature)
-    return probabilities(logits[:, :, c, i, j], temperature)
-
-
-def draw(probs, generator=None):
-    """Draw one integer level per image from `distribution_at`'s output. Returns (B,) int64."""
-    if probs.dim() == 1:
-        return torch.bernoulli(probs, generator=generator).long()
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
-def guide(conditional, unconditional, weight):
-    """Classifier-free guidance: the logits (1 + w) * conditional - w * unconditional, elementwise.
-
-    conditional, unconditional: logits of the same shape, e.g. (B,) Bernoulli or (B, K) categorical logits of
-    one sub-pixel, or a whole model output (B, C, H, W) / (B, K, C, H, W). Returns that shape. For a Bernoulli
-    sub-pixel the log-odds become c + w (c - u): the label's effect on them, c - u, is multiplied by 1 + w.
-    weight: w >= 0; w = 0 returns `conditional` itself (the unconditional logits are not read)."""
-    if weight == 0:
-        return conditional
-    return (1 + weight) * conditional - weight * unconditional
-
-
-class Guidance(NamedTuple):
-    """What the samplers need for guidance: the unconditional model, its labels ((B,) null class, or None
-    for a model without classes) and the weight w > 0."""
-
-    model: object
-    labels: torch.Tensor | None
-    weight: float
-
-
-def _guidance(model, weight, unconditional, null_label, n, device):
-    """Check the guidance arguments of `sample`; the `Guidance` to use, or None for plain sampling (w = 0)."""
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < float("inf"):
-        raise CourseError(f"guidance must be a number >= 0 (0: plain conditional sampling), got {weight!r}.")
-    if unconditional is None:
-        if weight != 0:
-            raise CourseError(
-                "guidance mixes the model with a model of p(x); pass unconditional=... (an unconditional model "
-                "of the same images, or the same network with null_label=, its 'no label' class)."
-            )
-        if null_label is not None:
-            raise CourseError("null_label= is the class of unconditional=...; pass that model too, or drop null_label.")
-        return None
-    if model.num_classes is None:
-        raise CourseError("guidance steers a class-conditional model towards labels=; this model has no classes.")
-    if (tuple(unconditional.image_shape), unconditional.levels) != (tuple(model.image_shape), model.levels):
-        raise CourseError(
-            f"the unconditional model makes {tuple(unconditional.image_shape)} images with {unconditional.levels} "
-            f"levels, the model {tuple(model.image_shape)} with {model.levels}; guide with a model of the same images."
-        )
-    if model_device(unconditional) != device:
-        raise CourseError(
-            f"the unconditional model is on {model_device(unconditional)}, the model on {device}; "
-            f"move both to one device."
-        )
-    labels = None
-    if unconditional.num_classes is None:
-        if null_label is not None:
-            raise CourseError("the unconditional model has no classes; drop null_label=.")
-    elif isinstance(null_label, bool) or not isinstance(null_label, numbers.Integral):
-        raise CourseError(
-            f"unconditional= is class-conditional; pass null_label=, the class it learned as 'no label' "
-            f"(an int in 0..{unconditional.num_classes - 1}), got {null_label!r}."
-        )
-    elif not 0 <= null_label < unconditional.num_classes:
-        raise CourseError(f"null_label must lie in 0..{unconditional.num_classes - 1}, got {null_label}.")
-    else:
-        labels = torch.full((n,), null_label, device=device)
-    return Guidance(unconditional, labels, weight) if weight != 0 else None
-
-
-def _prepare(model, n, labels, given, device):
-    c, h, w = model.image_shape
-    x = torch.zeros(n, c, h, w, dtype=torch.long, device=device)
-    known = torch.zeros(n, c, h, w, dtype=torch.bool, device=device)
-    if given is not None:
-        values, mask = given
-        values = torch.as_tensor(values).to(device).long()
-        if tuple(values.shape) != (n, c, h, w):
-            raise CourseError(
-                f"given images have shape {tuple(values.shape)} but sampling makes {(n, c, h, w)}; "
-                f"pass n images of the model's size."
-            )
-        known = torch.as_tensor(mask).to(device).bool().expand(n, c, h, w).clone()
-        x = torch.where(known, values, x)
-    if model.num_classes is not None:
-        if labels is None:
-            raise CourseError("This model is class-conditional; pass labels=... (an int or one class per image).")
-        labels = torch.as_tensor(labels, device=device).long().expand(n).clone()
-        if labels.min() < 0 or labels.max() >= model.num_classes:
-            raise CourseError(f"labels must lie in 0..{model.num_classes - 1}.")
-    elif labels is not None:
-        raise CourseError("This model is unconditional; drop labels= or train a model with num_classes.")
-    return x, known, labels
-
-
+# -- the plain ancestral sampler ---------------------------------------------------------------------
 @torch.no_grad()
 def sample_naive(model, x, known, labels, temperature, generator, progress=False, guidance=None):
     """Fill the unknown entries of x (B, C, H, W) in raster order with one full forward pass per
@@ -164,75 +50,46 @@ def sample_naive(model, x, known, labels, temperature, generator, progress=False
     return x
 
 
-LOADAVG = "/proc/loadavg"  # Linux: "1.02 0.80 0.61 2/153 4242"; the fourth field is running/existing tasks
-
-
-def idle_cores(allowed=None):
-    """How many of the CPU cores this process may use no other task wants right now: those cores minus
-    the runnable tasks besides this one that Linux reports (the fourth field of /proc/loadavg, read at
-    this moment, not an average), and no more than `allowed` (this process's CPU quota in whole cores,
-    `device.cpu_threads()`); at least 1. None where the file does not exist (macOS, Windows)."""
-    try:
-        with open(LOADAVG) as f:
-            running = int(f.read().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    cores = len(os.sched_getaffinity(0))  # the cores this process (pid 0: itself) may run on; Linux, as the file
-    idle = max(1, cores - max(running - 1, 0))
-    return idle if allowed is None else max(1, min(allowed, idle))
-
-
-def _use_threads(n):
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-
-
-def row_threads(user_threads, allowed=None):
-    """Threads for the cached sampler's once-per-row convolutions: your count, but no more than the cores
-    that are idle right now within your quota (`idle_cores`), so that no thread waits for a core another
-    process holds or the quota withholds."""
-    idle = idle_cores(allowed)
-    return user_threads if idle is None else min(user_threads, idle)
-
-
+# -- the same draws, with activation caches -----------------------------------------------------------
 @torch.no_grad()
 def sample_cached(model, x, known, labels, temperature, generator, progress=False, threads=None, guidance=None):
     """Fill the unknown entries of x (B, C, H, W) in raster order like `sample_naive`, but with a
     cache of activations (`cached_sampling.make_cache`): one row of the vertical stack per row, one
     position of every layer per sub-pixel. Same draws, in the same order, as `sample_naive`.
-    threads: None runs the steps on one CPU thread and the rows on the current thread count, limited to
-    the idle cores (`row_threads`); an int uses that many threads for both. The caller's count is restored.
+    threads: CPU threads, None to choose them (`device.sampling_threads`); the caller's count is restored.
     guidance: a `Guidance`, or None; its model gets a cache of its own over the same x, stepped in lockstep."""
     _, c, h, w = x.shape
-    cache = make_cache(model, x, labels)
-    uncond = make_cache(guidance.model, x, guidance.labels) if guidance is not None else None
-    skip_given_rows = cache.skip_given_rows and (uncond is None or uncond.skip_given_rows)
-    user_threads = torch.get_num_threads()
-    automatic = threads is None and x.device.type == "cpu"  # else: the caller's count, or the GPU's
-    step_threads = 1 if automatic else threads or user_threads
-    allowed = cpu_threads() if automatic else None  # the CPU quota, read once: about 0.5 ms
-    try:
+    caches = [make_cache(model, x, labels)]
+    if guidance is not None:
+        caches.append(make_cache(guidance.model, x, guidance.labels))
+    skip_given_rows = all(cache.skip_given_rows for cache in caches)
+    with sampling_threads(x.device, threads) as policy:
         for i in tqdm(range(h), disable=not progress, desc="rows", leave=False):
             todo = ~known[:, :, i]  # (B, C, W): sub-pixels to draw in this row
             some, every = todo.any(0).tolist(), todo.all(0).tolist()  # [C][W] flags, read once per row
-            _use_threads(row_threads(user_threads, allowed) if automatic else step_threads)
-            cache.start_row(i)
-            if uncond is not None:
-                uncond.start_row(i)
+            policy.for_row()
+            for cache in caches:
+                cache.start_row(i)
             if skip_given_rows and not any(map(any, some)):
                 continue
-            _use_threads(step_threads)
+            policy.for_steps()
             for j in range(w):
                 for ch in range(c):
-                    logits = cache.logits_at(j, ch)  # computed even where all are given: later pixels read it
-                    if uncond is not None:
-                        logits = guide(logits, uncond.logits_at(j, ch), guidance.weight)
+                    logits = _logits_at(
+                        caches, j, ch, guidance
+                    )  # computed even where all are given: later pixels read it
                     if some[ch][j]:
                         value = draw(probabilities(logits, temperature), generator)
                         x[:, ch, i, j] = value if every[ch][j] else torch.where(todo[:, ch, j], value, x[:, ch, i, j])
-    finally:
-        torch.set_num_threads(user_threads)
     return x
+
+
+def _logits_at(caches, j, ch, guidance):
+    """The logits of sub-pixel (ch, row, j) from the model's cache, guided by the unconditional model's."""
+    logits = caches[0].logits_at(j, ch)
+    if guidance is not None:
+        logits = guide(logits, caches[1].logits_at(j, ch), guidance.weight)
+    return logits
 
 
 SAMPLERS = {"naive": sample_naive, "cached": sample_cached}
@@ -298,6 +155,104 @@ def sample(
         else:
             x = sample_naive(model, x, known, labels, temperature, generator, progress, guided)
     return x.cpu()
+
+
+def _prepare(model, n, labels, given, device):
+    c, h, w = model.image_shape
+    x = torch.zeros(n, c, h, w, dtype=torch.long, device=device)
+    known = torch.zeros(n, c, h, w, dtype=torch.bool, device=device)
+    if given is not None:
+        values, mask = given
+        values = torch.as_tensor(values).to(device).long()
+        if tuple(values.shape) != (n, c, h, w):
+            raise CourseError(
+                f"given images have shape {tuple(values.shape)} but sampling makes {(n, c, h, w)}; "
+                f"pass n images of the model's size."
+            )
+        known = torch.as_tensor(mask).to(device).bool().expand(n, c, h, w).clone()
+        x = torch.where(known, values, x)
+    if model.num_classes is not None:
+        if labels is None:
+            raise CourseError("This model is class-conditional; pass labels=... (an int or one class per image).")
+        labels = torch.as_tensor(labels, device=device).long().expand(n).clone()
+        if labels.min() < 0 or labels.max() >= model.num_classes:
+            raise CourseError(f"labels must lie in 0..{model.num_classes - 1}.")
+    elif labels is not None:
+        raise CourseError("This model is unconditional; drop labels= or train a model with num_classes.")
+    return x, known, labels
+
+
+# -- guidance and completion ------------------------------------------------------------------------
+def guide(conditional, unconditional, weight):
+    """Classifier-free guidance: the logits (1 + w) * conditional - w * unconditional, elementwise.
+
+    conditional, unconditional: logits of the same shape, e.g. (B,) Bernoulli or (B, K) categorical logits of
+    one sub-pixel, or a whole model output (B, C, H, W) / (B, K, C, H, W). Returns that shape. For a Bernoulli
+    sub-pixel the log-odds become c + w (c - u): the label's effect on them, c - u, is multiplied by 1 + w.
+    weight: w >= 0; w = 0 returns `conditional` itself (the unconditional logits are not read)."""
+    if weight == 0:
+        return conditional
+    return (1 + weight) * conditional - weight * unconditional
+
+
+class Guidance(NamedTuple):
+    """What the samplers need for guidance: the unconditional model, its labels ((B,) null class, or None
+    for a model without classes) and the weight w > 0."""
+
+    model: object
+    labels: torch.Tensor | None
+    weight: float
+
+
+def _guidance(model, weight, unconditional, null_label, n, device):
+    """Check the guidance arguments of `sample`; the `Guidance` to use, or None for plain sampling (w = 0)."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < float("inf"):
+        raise CourseError(f"guidance must be a number >= 0 (0: plain conditional sampling), got {weight!r}.")
+    if unconditional is None:
+        if weight != 0:
+            raise CourseError(
+                "guidance mixes the model with a model of p(x); pass unconditional=... (an unconditional model "
+                "of the same images, or the same network with null_label=, its 'no label' class)."
+            )
+        if null_label is not None:
+            raise CourseError("null_label= is the class of unconditional=...; pass that model too, or drop null_label.")
+        return None
+    _check_unconditional(model, unconditional, device)
+    labels = _null_labels(unconditional, null_label, n, device)
+    return Guidance(unconditional, labels, weight) if weight != 0 else None
+
+
+def _check_unconditional(model, unconditional, device):
+    """Stop with one sentence unless `unconditional` can guide `model`: same images, same device, and a
+    class-conditional `model` to guide."""
+    if model.num_classes is None:
+        raise CourseError("guidance steers a class-conditional model towards labels=; this model has no classes.")
+    if (tuple(unconditional.image_shape), unconditional.levels) != (tuple(model.image_shape), model.levels):
+        raise CourseError(
+            f"the unconditional model makes {tuple(unconditional.image_shape)} images with {unconditional.levels} "
+            f"levels, the model {tuple(model.image_shape)} with {model.levels}; guide with a model of the same images."
+        )
+    if model_device(unconditional) != device:
+        raise CourseError(
+            f"the unconditional model is on {model_device(unconditional)}, the model on {device}; "
+            f"move both to one device."
+        )
+
+
+def _null_labels(unconditional, null_label, n, device):
+    """The labels to read `unconditional` with: None for a model without classes, else (n,) `null_label`."""
+    if unconditional.num_classes is None:
+        if null_label is not None:
+            raise CourseError("the unconditional model has no classes; drop null_label=.")
+        return None
+    if isinstance(null_label, bool) or not isinstance(null_label, numbers.Integral):
+        raise CourseError(
+            f"unconditional= is class-conditional; pass null_label=, the class it learned as 'no label' "
+            f"(an int in 0..{unconditional.num_classes - 1}), got {null_label!r}."
+        )
+    if not 0 <= null_label < unconditional.num_classes:
+        raise CourseError(f"null_label must lie in 0..{unconditional.num_classes - 1}, got {null_label}.")
+    return torch.full((n,), null_label, device=device)
 
 
 def occlude(images, region="bottom"):

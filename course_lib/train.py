@@ -23,7 +23,8 @@ from .checkpoint import check_same_architecture, load_checkpoint, save_checkpoin
 from .config import epoch_seed
 from .device import cpu_has_bf16, pick_device
 from .errors import CourseError, TrainingDiverged
-from .likelihood import bits_per_dim, evaluate, log_prob_from_logits
+from .likelihood import bits_per_dim, evaluate
+from .models import log_likelihood
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -191,12 +192,8 @@ class Trainer:
     def loss(self, x, y):
         """Mean negative log-likelihood in nats per image of one batch."""
         labels = y if self.model.num_classes else None
-        with self.autocast():
-            if getattr(self.model, "head", None) == "logistic":  # only the observed levels' mass, in float32
-                return -self.network(x, labels, score=True).mean()
-            logits = self.network(x, labels)
-        # the log-likelihood is computed in float32 even under autocast
-        return -log_prob_from_logits(logits, x).mean()
+        with self.autocast():  # the network runs in the chosen precision, the likelihood in float32
+            return -log_likelihood(self.network, x, labels).mean()
 
     def step(self, x, y, lr):
         """One optimisation step; returns the (detached) loss."""

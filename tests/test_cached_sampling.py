@@ -308,3 +308,22 @@ def test_make_cache_rejects_unsupported_models():
         make_cache(IndependentPixelModel((1, 3, 3)), torch.zeros(1, 1, 3, 3, dtype=torch.long))
     assert isinstance(make_cache(build("gated binary"), torch.zeros(1, 1, 5, 6, dtype=torch.long)), GatedPixelCNNCache)
     assert isinstance(make_cache(build("pixelcnn binary"), torch.zeros(1, 1, 5, 5, dtype=torch.long)), PixelCNNCache)
+
+
+@pytest.mark.parametrize("name", ["gated binary", "gated 4-level colour"])
+def test_gated_per_pixel_step_writes_into_buffers_of_the_right_shape(name):
+    """Each per-pixel operation writes into a buffer the cache made once (`out=`): every buffer already has
+    the shape of what is written into it, so none is resized (PyTorch warns when it resizes an `out=`)."""
+    import warnings
+
+    model = build(name)
+    c, h, w = model.image_shape
+    x = torch.randint(0, model.levels, (3, c, h, w), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a resized `out=` buffer fails here
+        cache = make_cache(model, x)
+        for i in range(h):
+            cache.start_row(i)
+            for j in range(w):
+                for ch in range(c):
+                    cache.logits_at(j, ch)

@@ -1,9 +1,9 @@
-"""Devices: the automatic choice, the device of a model, and waiting for a device (a no-op on the CPU)."""
+"""Devices: the automatic choice, the device of a model, waiting for a device (a no-op on the CPU), and the
+CPU threads of cached sampling."""
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -225,7 +225,6 @@ def test_import_keeps_the_count_set_by_omp_num_threads():
 def test_import_runs_torch_on_one_thread_inside_a_real_one_core_quota():
     """A real cgroup v1 `cpu` group with a 1-core quota (needs root): `import course_lib` lowers PyTorch's
     default (one thread per visible CPU) to 1. Under CI the controller must be there."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.quota import cpu_controller, quota_group
 
     if cpu_controller() is None:
@@ -236,3 +235,126 @@ def test_import_runs_torch_on_one_thread_inside_a_real_one_core_quota():
     with quota_group(1) as tasks:
         quota, threads, cpus = python_after_import(code, tasks=tasks).split()
     assert (float(quota), int(threads)) == (1.0, 1), f"{cpus} CPUs visible"
+
+
+# -- the thread policy of cached sampling -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "loadavg, cores, idle",
+    [
+        ("0.52 0.40 0.31 1/80 123", 2, 2),
+        ("1.90 0.40 0.31 2/80 123", 2, 1),
+        ("3 3 3 9/80 1", 2, 1),
+        ("1 1 1 3/9 1", 8, 6),
+    ],
+)
+def test_idle_cores_counts_the_cores_that_no_other_running_task_wants(tmp_path, monkeypatch, loadavg, cores, idle):
+    """The fourth field of /proc/loadavg counts the tasks running now, this process's own included."""
+    (tmp_path / "loadavg").write_text(loadavg + "\n")
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: set(range(cores)) if pid == 0 else {0})
+    assert device.idle_cores() == idle
+    assert device.row_threads(4) == min(4, idle) and device.row_threads(1) == 1
+
+
+@pytest.mark.parametrize("content", [None, "", "garbage"])
+def test_without_a_load_figure_the_rows_use_your_thread_count(tmp_path, monkeypatch, content):
+    if content is not None:
+        (tmp_path / "loadavg").write_text(content)
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "loadavg"))  # missing (macOS, Windows) or unreadable
+    assert device.idle_cores() is None and device.row_threads(3) == 3
+
+
+@pytest.mark.parametrize("allowed, idle", [(None, 3), (1, 1), (2, 2), (8, 3)])
+def test_idle_cores_are_capped_by_the_quota(tmp_path, monkeypatch, allowed, idle):
+    """4 cores, one other task running: 3 idle, but never more than the quota allows."""
+    (tmp_path / "loadavg").write_text("1 1 1 2/9 1\n")
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert device.idle_cores(allowed) == idle and device.row_threads(8, allowed) == idle
+
+
+def test_on_a_gpu_the_sampling_threads_stay_as_you_set_them(monkeypatch):
+    """Only the CPU gets the automatic policy: on a GPU rows and steps keep your count (and a fixed count wins)."""
+    monkeypatch.setattr(device, "cpu_threads", lambda: pytest.fail("the quota is read for the CPU only"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with device.sampling_threads(torch.device("cuda")) as policy:
+            assert not policy.automatic and policy.step_threads == 2 and policy.allowed is None
+            policy.for_row()
+            assert torch.get_num_threads() == 2
+            policy.for_steps()
+            assert torch.get_num_threads() == 2
+        with device.sampling_threads("cuda", threads=1) as policy:
+            policy.for_row()
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+# A container's mountinfo as Docker writes it (cgroup v2, private cgroup namespace): other file systems
+# on every line but one, and the cgroup2 mount's source is "cgroup", not its type.
+DOCKER_MOUNTINFO = "\n".join(
+    [
+        "620 540 0:52 / / rw,relatime master:299 - overlay overlay rw,lowerdir=/l,upperdir=/u,workdir=/w",
+        "621 620 0:55 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw",
+        "622 620 0:56 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755",
+        "625 620 0:57 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro",
+        "626 625 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate",
+    ]
+)
+
+
+def test_a_container_quota_is_read_among_all_its_mounts(tmp_path):
+    """Docker `--cpus=1.5` with cgroup v2: /proc/self/cgroup says "0::/" (the container's own cgroup is the
+    namespace's root), mountinfo lists every mount of the container, and the quota is in the mount point's
+    cpu.max. Only the cgroup2 line counts, found by its type (field 1 after " - "), whatever its source."""
+    root = fake_root(tmp_path, "0::/", DOCKER_MOUNTINFO, {"sys/fs/cgroup/cpu.max": "150000 100000"})
+    assert device.cpu_quota(root) == 1.5
+
+
+def test_v1_reads_the_cgroup_of_the_cpu_hierarchy_not_of_the_others(tmp_path):
+    """cgroup v1 gives each hierarchy its own cgroup path: the quota is read under the path of the hierarchy
+    whose controllers include `cpu` (here /hub/student), not that of memory or of systemd's named one."""
+    cgroup = "5:memory:/system.slice/hub.service\n4:cpu,cpuacct:/hub/student\n1:name=systemd:/session-2.scope\n0::/"
+    folder = "sys/fs/cgroup/cpu,cpuacct"
+    files = {f"{folder}/hub/student/cpu.cfs_quota_us": "200000", f"{folder}/hub/student/cpu.cfs_period_us": "100000"}
+    for other in ("system.slice/hub.service", "session-2.scope"):  # a smaller quota where it does not apply
+        files |= {f"{folder}/{other}/cpu.cfs_quota_us": "50000", f"{folder}/{other}/cpu.cfs_period_us": "100000"}
+    assert device.cpu_quota(fake_root(tmp_path, cgroup, V1_MOUNTS, files)) == 2.0
+
+
+def test_a_cgroup_whose_name_only_begins_like_the_mounted_one_is_not_below_it(tmp_path):
+    """The mount shows /docker/abc; a process in /docker/abcdef is not inside it (a path prefix is not a
+    parent folder), so only the mount point's quota applies, not that of a folder "def" under it."""
+    mount = "40 31 0:29 /docker/abc /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu"
+    files = {"sys/fs/cgroup/cpu/cpu.cfs_quota_us": "50000", "sys/fs/cgroup/cpu/cpu.cfs_period_us": "100000"}
+    files |= {"sys/fs/cgroup/cpu/def/cpu.cfs_quota_us": "20000", "sys/fs/cgroup/cpu/def/cpu.cfs_period_us": "100000"}
+    assert device.cpu_quota(fake_root(tmp_path, "3:cpu:/docker/abcdef", mount, files)) == 0.5
+
+
+def test_without_an_affinity_mask_every_cpu_is_allowed(monkeypatch):
+    """Off Linux (no os.sched_getaffinity) the process may run on every CPU; on one if the count is unknown."""
+    monkeypatch.delattr(device.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 6)
+    assert device._affinity() == set(range(6))
+    monkeypatch.setattr(device.os, "cpu_count", lambda: None)
+    assert device._affinity() == {0}
+
+
+def test_older_kernels_name_the_hyperthread_siblings_thread_siblings_list(tmp_path, monkeypatch):
+    """Kernels before 5.7 have topology/thread_siblings_list and no core_cpus_list: the same cores are found."""
+    for cpu, text in enumerate(["0,2", "1,3", "0,2", "1,3"]):
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/topology").mkdir(parents=True)
+        (tmp_path / f"sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").write_text(text + "\n")
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(device, "_affinity", lambda: {0, 1, 2, 3})
+    assert device.torch_default_threads(tmp_path) == {4, 2}
+
+
+def test_an_unknown_cpu_count_counts_as_one_cpu(tmp_path, monkeypatch):
+    """os.cpu_count() may return None: the machine then counts as one CPU (as in _affinity), never zero."""
+    monkeypatch.setattr(device.os, "cpu_count", lambda: None)
+    monkeypatch.setattr(device, "_affinity", lambda: {0, 1, 2})
+    assert device.torch_default_threads(tmp_path) == {3, 1}

@@ -67,14 +67,49 @@ def test_the_library_never_imports_the_course_machinery():
     assert not (ROOT / "course_lib" / "checks").exists() and not (ROOT / "course_lib" / "grade.py").exists()
 
 
-def test_models_sit_directly_on_the_masks():
-    """Building a model loads masks, its output head and the error type, nothing of likelihood, data,
-    training or distribution."""
+def test_models_sit_directly_on_the_masks_and_the_heads():
+    """Building a model loads masks, its output heads (and the mixture they use) and the error type, nothing
+    of likelihood, data, training, sampling or distribution."""
     graph = library_graph()
     assert reachable(graph, "masks") <= {"errors"}
     assert reachable(graph, "logistic") == set()
-    assert reachable(graph, "models") <= {"masks", "logistic", "errors"}
-    assert "masks" in graph["models"]
+    assert reachable(graph, "heads") <= {"logistic", "errors"}
+    assert reachable(graph, "models") <= {"masks", "heads", "logistic", "errors"}
+    assert {"masks", "heads"} <= graph["models"]
+
+
+def test_the_plain_sampler_comes_before_the_cache_and_the_thread_policy_lives_with_the_devices():
+    """A learner reading sampling.py meets the naive ancestral sampler before the cached one; the CPU thread
+    policy is a device question, so sampling holds none of it, and a cache knows nothing of sampling."""
+    import course_lib.sampling as sampling
+
+    source = (ROOT / "course_lib" / "sampling.py").read_text()
+    assert source.index("def sample_naive(") < source.index("def sample_cached(") < source.index("def sample(")
+    assert not any(hasattr(sampling, name) for name in ("idle_cores", "row_threads", "LOADAVG"))
+    graph = library_graph()
+    assert "sampling" not in reachable(graph, "cached_sampling") and "device" in graph["sampling"]
+
+
+def scoring_calls(path):
+    """The calls in a file that score images without the door: decoding logits (`log_prob_from_logits`, the
+    mixture's `mixture_log_prob_at`), a model's `.log_prob(...)` or `score=True`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+        if name in ("log_prob_from_logits", "mixture_log_prob_at", "log_prob"):
+            found.append(f"{name}() on line {node.lineno}")
+        found += [f"score=True on line {node.lineno}" for k in node.keywords if k.arg == "score"]
+    return found
+
+
+def test_the_library_scores_images_through_one_door():
+    """Outside the mixture, the heads and the door itself (models.log_likelihood), no library module decodes
+    logits into a log-likelihood or asks a model to score itself: they call log_likelihood (or nll, which does)."""
+    for path in (ROOT / "course_lib").glob("*.py"):
+        if path.stem not in ("logistic", "heads", "models"):
+            assert not scoring_calls(path), f"{path.name} scores images without models.log_likelihood"
 
 
 def test_the_package_docstring_gives_a_reading_order_that_follows_the_imports():
@@ -128,3 +163,17 @@ def test_every_third_party_import_is_declared(package, extra):
             allowed = core | (extras[extra] if extra else set())
             where = f"{path.relative_to(ROOT)} imports {module}"
             assert dist in (allowed if top_level else everything), f"{where}: declare {dist!r} in pyproject.toml"
+
+
+def test_the_grader_annotates_the_return_of_every_public_function():
+    """coursework's annotation policy (its package docstring): every public function and method of the grader's
+    modules (all but `coursework.checks`) annotates its return type."""
+    missing = []
+    for path in sorted((ROOT / "coursework").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            members = node.body if isinstance(node, ast.ClassDef) and not node.name.startswith("_") else [node]
+            for fn in members:
+                public = isinstance(fn, ast.FunctionDef) and not fn.name.startswith("_")
+                if public and fn.returns is None:
+                    missing.append(f"{path.name}:{fn.lineno} {fn.name}")
+    assert not missing, f"public functions without a return annotation: {missing}"

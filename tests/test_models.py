@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import CourseError, GatedPixelCNN, PixelCNN, build_model, count_parameters
-from course_lib.models import model_name
+from course_lib.models import log_prob_from_logits, model_name
 
 
 @pytest.mark.parametrize("cls", [GatedPixelCNN, PixelCNN])
@@ -312,7 +312,58 @@ def test_what_cannot_be_saved_says_what_is_missing(tmp_path):
 
 
 def test_the_logits_layout_is_decoded_where_it_is_defined():
-    """log_prob_from_logits lives in models (with the layout); likelihood re-exports the same function."""
-    from course_lib import likelihood, models
+    """log_prob_from_logits lives in heads (with the layout); models and likelihood, where lessons and their
+    checks name it, hold the same function."""
+    from course_lib import heads, likelihood, models
 
-    assert likelihood.log_prob_from_logits is models.log_prob_from_logits
+    assert likelihood.log_prob_from_logits is models.log_prob_from_logits is heads.log_prob_from_logits
+
+
+class Wrapper(torch.nn.Module):
+    """What torch.compile puts around a model: an `_orig_mod`, and a forward the optimiser must see."""
+
+    def __init__(self, model):
+        super().__init__()
+        self._orig_mod, self.calls = model, []
+
+    def forward(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self._orig_mod(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "levels, head, asks_score", [(2, "softmax", False), (5, "softmax", False), (5, "logistic", True)]
+)
+def test_log_likelihood_is_the_one_door_and_runs_the_wrapped_forward(levels, head, asks_score):
+    """log_likelihood scores through the (wrapped) model's forward: score=True only for the mixture, whose
+    head reads one bin per sub-pixel; model.log_prob and nll give the same numbers."""
+    from course_lib.likelihood import nll
+    from course_lib.models import log_likelihood
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN((1, 4, 4), levels=levels, channels=4, dilations=(1,), head=head, mixtures=2)
+    x = torch.randint(0, levels, (3, 1, 4, 4))
+    wrapped = Wrapper(model)
+    got = log_likelihood(wrapped, x)
+    assert wrapped.calls == [{"score": True}] if asks_score else wrapped.calls == [{}]
+    assert got.shape == (3,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, log_prob_from_logits(model(x), x))
+    torch.testing.assert_close(model.log_prob(x), got)
+    torch.testing.assert_close(nll(model, x), -got)
+
+
+def test_log_likelihood_unwraps_distributed_data_parallel(monkeypatch):
+    """Inside DistributedDataParallel (its `module`), the mixture's head is still found."""
+    from course_lib import models
+
+    model = GatedPixelCNN((1, 3, 3), levels=5, channels=4, dilations=(1,), head="logistic", mixtures=2)
+
+    class FakeDDP(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", FakeDDP)
+    assert models._unwrapped(FakeDDP(model)) is model
+    assert models._unwrapped(Wrapper(FakeDDP(model))) is model
+    assert models._unwrapped(model) is model

@@ -2,7 +2,6 @@
 states; the retraining script writes exactly what the loader reads; unknown names fail clearly."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,9 @@ import torch
 import course_lib
 from course_lib import CourseError, TrainingDiverged, evaluate, load_dataset, zoo
 from course_lib.zoo import available, pretrained, record
+from tools import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import pretrain  # noqa: E402
 
 SHIPPED = available()
 
@@ -51,7 +49,7 @@ def test_record_states_where_and_how_it_was_trained(name):
 
 
 def test_the_readme_table_is_generated_from_the_records():
-    """The README quotes every shipped model's figures as its record states them (python tools/pretrain.py --table)."""
+    """The README quotes every shipped model's figures as its record states them (python -m tools.pretrain --table)."""
     assert pretrain.readme_table() in (ROOT / "README.md").read_text()
 
 

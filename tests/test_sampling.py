@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+import course_lib.device as device
 import course_lib.sampling as sampling
 from course_lib import CourseError, GatedPixelCNN, IndependentPixelModel, PixelCNN, occlude, sample
 from course_lib.sampling import distribution_at, draw, guide, pick_method, probabilities, sample_cached, sample_naive
@@ -462,6 +463,14 @@ def test_guidance_runs_the_unconditional_model_with_its_null_class_in_eval_mode_
     assert [s["labels"].tolist() for s in same.seen[:2]] == [[1, 1], [2, 2]]
 
 
+@pytest.mark.parametrize("null_label", [0, 2])
+def test_any_class_of_the_unconditional_model_can_be_its_null_class(null_label):
+    """The first class (0) and the last one are both valid "no label" classes."""
+    unconditional = Spy(num_classes=3)
+    sample(Spy(num_classes=2), 2, labels=1, guidance=1, unconditional=unconditional, null_label=null_label, seed=0)
+    assert {tuple(seen["labels"].tolist()) for seen in unconditional.seen} == {(null_label, null_label)}
+
+
 def test_auto_guided_sampling_is_cached_only_when_both_models_allow_it():
     model = tiny(num_classes=2)
     assert pick_method(model, "auto", tiny()) == "cached" and pick_method(model, "auto", None) == "cached"
@@ -547,39 +556,13 @@ def test_occlude_default_is_bottom_and_unknown_regions_are_rejected():
         occlude(images, "top")
 
 
-@pytest.mark.parametrize(
-    "loadavg, cores, idle",
-    [
-        ("0.52 0.40 0.31 1/80 123", 2, 2),
-        ("1.90 0.40 0.31 2/80 123", 2, 1),
-        ("3 3 3 9/80 1", 2, 1),
-        ("1 1 1 3/9 1", 8, 6),
-    ],
-)
-def test_idle_cores_counts_the_cores_that_no_other_running_task_wants(tmp_path, monkeypatch, loadavg, cores, idle):
-    """The fourth field of /proc/loadavg counts the tasks running now, this process's own included."""
-    (tmp_path / "loadavg").write_text(loadavg + "\n")
-    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
-    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: set(range(cores)) if pid == 0 else {0})
-    assert sampling.idle_cores() == idle
-    assert sampling.row_threads(4) == min(4, idle) and sampling.row_threads(1) == 1
-
-
-@pytest.mark.parametrize("content", [None, "", "garbage"])
-def test_without_a_load_figure_the_rows_use_your_thread_count(tmp_path, monkeypatch, content):
-    if content is not None:
-        (tmp_path / "loadavg").write_text(content)
-    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))  # missing (macOS, Windows) or unreadable
-    assert sampling.idle_cores() is None and sampling.row_threads(3) == 3
-
-
 def threads_seen(monkeypatch, tmp_path, running, quota=2, **kw):
     """Sample a tiny 4x5 model on a machine with `running` runnable tasks, 2 cores and a CPU quota of `quota`
     whole cores, starting from 2 threads (sample's keywords: kw); returns the thread counts its rows and its steps ran with, and the count after."""
     (tmp_path / "loadavg").write_text(f"1.0 1.0 1.0 {running}/80 1\n")
-    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
-    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(sampling, "cpu_threads", lambda: quota)
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(device, "cpu_threads", lambda: quota)
     from course_lib.cached_sampling import GatedPixelCNNCache
 
     rows, steps = [], []
@@ -610,15 +593,6 @@ def test_automatic_threads_run_steps_on_one_thread_and_rows_on_the_idle_cores(
 def test_automatic_threads_keep_rows_within_the_cpu_quota(tmp_path, monkeypatch):
     """An idle 2-core machine, but a quota of 1 core (a classroom hub's cpu_limit): rows run on 1 thread."""
     assert threads_seen(monkeypatch, tmp_path, 1, quota=1) == ([1] * 4, [1] * 20, 2)
-
-
-@pytest.mark.parametrize("allowed, idle", [(None, 3), (1, 1), (2, 2), (8, 3)])
-def test_idle_cores_are_capped_by_the_quota(tmp_path, monkeypatch, allowed, idle):
-    """4 cores, one other task running: 3 idle, but never more than the quota allows."""
-    (tmp_path / "loadavg").write_text("1 1 1 2/9 1\n")
-    monkeypatch.setattr(sampling, "LOADAVG", str(tmp_path / "loadavg"))
-    monkeypatch.setattr(sampling.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    assert sampling.idle_cores(allowed) == idle and sampling.row_threads(8, allowed) == idle
 
 
 def test_a_fixed_thread_count_is_kept_on_a_busy_machine(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """Train the course's pretrained models from scratch: `make pretrained` (all) or
-`python tools/pretrain.py binary levels256` (some).
+`python -m tools.pretrain binary levels256` (some).
 
 Each recipe fixes its data, model, training options and seed. A run trains in runs/pretrain/NAME/
 (resumable with --resume; a checkpoint after every epoch), and only when it has finished does it write
@@ -11,19 +11,14 @@ files as they were.
 import argparse
 import copy
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
-import torch
+from course_lib import count_parameters, evaluate, load_dataset, save_checkpoint
+from course_lib.benchmark import machine
+from course_lib.zoo import WEIGHTS, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from course_lib import count_parameters, evaluate, load_dataset, save_checkpoint  # noqa: E402
-from course_lib.device import cpu_has_bf16  # noqa: E402
-from course_lib.zoo import WEIGHTS, train_recipe  # noqa: E402
 
 WIDE = dict(name="gated", channels=48, dilations=(1, 2, 1, 4, 1, 2, 1))  # 7 gated layers, 48 channels
 
@@ -41,22 +36,24 @@ RECIPES = {
     "levels256": recipe("8-bit grey levels, a 256-way softmax per pixel", 256, 16),
     "colour": recipe("digits in random colours, 256 levels per channel (R -> G -> B within a pixel)", 256, 12, True),
 }
+PHOTOS = dict(name="photos", levels=256)  # 8x8 colour patches of two photographs (lesson 07)
+RECIPES.update(
+    {
+        "photos-colour": dict(
+            about="8x8 photograph patches, 256 levels per channel, a Gated PixelCNN (R -> G -> B within a pixel)",
+            data=PHOTOS,
+            model=dict(name="gated", channels=32, dilations=(1, 2, 1)),
+            train=dict(epochs=6, batch_size=32, lr=2e-3),
+        ),
+        "photos-attention": dict(
+            about="8x8 photograph patches, 256 levels per channel, a causal transformer over the 192 sub-pixels",
+            data=PHOTOS,
+            model=dict(name="attention", dim=32, heads=2, layers=2),
+            train=dict(epochs=6, batch_size=32, lr=2e-3),
+        ),
+    }
+)
 SEED = 0
-
-
-def machine() -> dict:
-    """Where the run happened: CPU (or GPU) model, thread count, torch version."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return dict(cpu=cpu, threads=torch.get_num_threads(), native_bf16=cpu_has_bf16(), gpu=gpu, torch=torch.__version__)
 
 
 def train(name, resume=False, device="auto"):
@@ -91,7 +88,7 @@ def train(name, resume=False, device="auto"):
         parameters=count_parameters(model),
         train=dict(recipe["train"], seed=SEED, precision=precision, device=str(device)),
         train_seconds=round(seconds, 1),
-        machine=machine(),
+        machine=machine(device),
         history=history,
         test_nats_per_image=result["nats"],
         test_bits_per_dim=result["bpd"],
