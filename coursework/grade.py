@@ -25,7 +25,11 @@ How a notebook is graded:
    only it holds. Errors do not stop the run (every later check still runs); the time limit (``--timeout``,
    default 900 s) is for the whole notebook, after which the remaining cells are not run. ``COURSE_FAST``
    is passed through from the environment.
-3. A check cell earns its points when it ran without an error (and printed no ✗ verdict). Its message is the
+3. A check cell earns its points when it ran without an error (and printed no ✗ verdict); it runs in the
+   grader's own mode (``COURSE_FAST`` as the grader's environment has it, whatever the notebook set), and
+   the notebook's setting is given back after it. A written answer (a markdown cell nbgrader grades by hand:
+   "grade" and "solution" true) is listed as awaiting a person, in ``awaiting`` (the CSV says "pending"),
+   and counts neither in the total nor in the max. Its message is the
    check's verdict (the last line starting with ✓ or ✗), else the error's last line, or "time limit
    exceeded" / "not executed".
 
@@ -127,6 +131,9 @@ def default_isolation() -> Isolation:
     return Isolation.sandboxed()
 
 
+AWAITING = "awaiting a person: a written answer, graded by hand (nbgrader's manual grading)"
+
+
 @dataclass
 class Task:
     grade_id: str
@@ -144,6 +151,7 @@ class Report:
     reference: str | None = None
     status: str = "ok"  # ok | time limit exceeded | kernel died | error: ...
     seconds: float = 0.0
+    awaiting: list[Task] = field(default_factory=list)  # written answers a person grades: not in total or max
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -365,6 +373,26 @@ def _read_records(fd: int, records: list) -> None:
                 records.append(record)
 
 
+def _scored(gid: str, max_points: float, record: dict | None, run_status: str) -> Task:
+    """One task's points and message from its check cell's record (None: the cell never ran)."""
+    points, message = 0.0, _missing_message(run_status)
+    if record is not None:
+        state = record.get("status")
+        verdict = record.get("verdict")
+        if state == "timeout":
+            message = "time limit exceeded"
+        elif state == "dead":
+            message = "the kernel died while running this check"
+        elif state == "error":
+            message = verdict if (verdict or "").startswith(FAIL_MARK) else (record.get("error") or "error")
+        elif (verdict or "").startswith(FAIL_MARK):
+            message = verdict  # the check failed but its exception was swallowed
+        else:
+            points = max_points
+            message = verdict or record.get("last_line") or "passed"
+    return Task(printable(gid), _number(points), _number(max_points), printable(str(message))[:MESSAGE_CAP])
+
+
 def grade_notebook(
     path: Path,
     references: list[Reference],
@@ -422,30 +450,16 @@ def grade_notebook(
     else:
         outcome = run_notebook(nb, path.parent, timeout, snapshot, isolation)
     run_status = outcome.get("status") or "error"
-    tasks = []
-    for gid, max_points, index in checks:
-        record = outcome.get("cells", {}).get(str(index))
-        points, message = 0.0, _missing_message(run_status)
-        if record is not None:
-            state = record.get("status")
-            verdict = record.get("verdict")
-            if state == "timeout":
-                message = "time limit exceeded"
-            elif state == "dead":
-                message = "the kernel died while running this check"
-            elif state == "error":
-                message = verdict if (verdict or "").startswith(FAIL_MARK) else (record.get("error") or "error")
-            elif (verdict or "").startswith(FAIL_MARK):
-                message = verdict  # the check failed but its exception was swallowed
-            else:
-                points = max_points
-                message = verdict or record.get("last_line") or "passed"
-        tasks.append(Task(printable(gid), _number(points), _number(max_points), printable(str(message))[:MESSAGE_CAP]))
+    cells = outcome.get("cells", {})
+    tasks = [_scored(gid, points, cells.get(str(index)), run_status) for gid, points, index in checks]
+    manual = reference.manual if reference else []
+    awaiting = [Task(printable(gid), 0, _number(points), AWAITING) for gid, points in manual]
     return Report(
         notebook=shown,
         total=_number(sum(t.points for t in tasks)),
         max=_number(sum(t.max_points for t in tasks)),
         tasks=tasks,
+        awaiting=awaiting,
         reference=printable(str(reference.path)) if reference else None,
         status=printable(run_status),
         seconds=round(time.perf_counter() - start, 1),
@@ -467,7 +481,7 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def spreadsheet_safe(value):
+def spreadsheet_safe(value: object) -> object:
     """A CSV cell that a spreadsheet shows as text: a leading =, +, -, @, tab or carriage return is escaped
     with a quote (OWASP's advice against formula injection)."""
     if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
@@ -498,7 +512,7 @@ def _missing_message(run_status: str) -> str:
 
 def format_report(report: Report) -> str:
     """The report as a table for the terminal (every text made printable)."""
-    name_width = max([len(t.grade_id) for t in report.tasks] + [5])
+    name_width = max([len(t.grade_id) for t in report.tasks + report.awaiting] + [5])
     reference = report.reference or ("none" if not report.tasks else "none: its own check cells")
     lines = [
         f"{printable(report.notebook)}  (reference: {printable(reference)}; {report.seconds:.0f} s; {printable(report.status)})"
@@ -507,6 +521,8 @@ def format_report(report: Report) -> str:
         score = f"{_number(task.points)}/{_number(task.max_points)}"
         lines.append(f"  {printable(task.grade_id):<{name_width}}  {score:>7}  {printable(task.message)}")
     lines.append(f"  {'total':<{name_width}}  {f'{_number(report.total)}/{_number(report.max)}':>7}")
+    for task in report.awaiting:
+        lines.append(f"  {printable(task.grade_id):<{name_width}}  {f'?/{_number(task.max_points)}':>7}  {AWAITING}")
     return "\n".join(lines)
 
 
@@ -530,7 +546,7 @@ def write_gradebook(reports: list[Report], path: Path, folder: str | None = None
     spreadsheets. Written to a temporary file, then put in place."""
     columns: list[str] = []
     for report in reports:
-        for task in report.tasks:
+        for task in report.tasks + report.awaiting:
             if task.grade_id not in columns:
                 columns.append(task.grade_id)
     partial = path.with_name(path.name + ".partial")
@@ -539,6 +555,7 @@ def write_gradebook(reports: list[Report], path: Path, folder: str | None = None
         writer.writerow([spreadsheet_safe(c) for c in ["student", "notebook", *columns, "total", "max", "status"]])
         for report in reports:
             points = {t.grade_id: _number(t.points) for t in report.tasks}
+            points.update({t.grade_id: "pending" for t in report.awaiting})  # a person grades them
             row = [
                 student_of(report.notebook, folder),
                 report.notebook,
@@ -571,6 +588,7 @@ def read_journal(path: Path) -> dict[str, Report]:
         try:
             data = json.loads(line)
             data["tasks"] = [Task(**t) for t in data.get("tasks", [])]
+            data["awaiting"] = [Task(**t) for t in data.get("awaiting", [])]
             report = Report(**data)
         except (ValueError, TypeError):
             continue
@@ -589,12 +607,8 @@ def failed_report(path: Path, error: BaseException) -> Report:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["merge"]:
-        from .classroom import merge_main
-
-        return merge_main(argv[1:])
+def _parser() -> argparse.ArgumentParser:
+    """The command line of `pixelcnn-grade PATH`."""
     parser = argparse.ArgumentParser(
         prog="pixelcnn-grade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -655,40 +669,54 @@ def main(argv: list[str] | None = None) -> int:
         help="run the kernels without a sandbox, as you: a submission can then read your files, start "
         "processes that outlive it and change other submissions' grades (only for submissions you trust)",
     )
-    args = parser.parse_args(argv)
-    if args.path is None:
-        parser.error("the following arguments are required: path")
+    return parser
 
-    if not args.path.exists():
-        print(f"error: {printable(str(args.path))} does not exist", file=sys.stderr)
-        return 2
+
+def _usage_error(args) -> str | None:
+    """What is wrong with the command line's values, in one sentence (None when nothing is)."""
     from . import classroom
 
+    if not args.path.exists():
+        return f"{printable(str(args.path))} does not exist"
     try:
         shard = classroom.Shard.parse(args.shard) if args.shard is not None else None
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return str(error)
     if args.jobs < 1:
-        print("error: --jobs takes a positive number of notebooks graded at once", file=sys.stderr)
-        return 2
+        return "--jobs takes a positive number of notebooks graded at once"
     if shard is not None and not args.path.is_dir():
-        print("error: --shard splits a folder of notebooks; give a folder", file=sys.stderr)
+        return "--shard splits a folder of notebooks; give a folder"
+    if args.reference is not None and not args.reference.is_dir():
+        return f"the reference folder {args.reference} does not exist"
+    if args.lesson is not None and not (len(args.lesson) == 2 and args.lesson.isdigit()):
+        return f"--lesson takes a two-digit lesson number such as 03, not {args.lesson!r}"
+    if not args.memory > 0:
+        return "--memory takes a positive number of GiB"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        from .classroom import merge_main
+
+        return merge_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.path is None:
+        parser.error("the following arguments are required: path")
+    from . import classroom
+
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
+    shard = classroom.Shard.parse(args.shard) if args.shard is not None else None
     notebooks = find_notebooks(args.path)
     if not notebooks:
         print(f"error: no .ipynb notebook in {printable(str(args.path))}", file=sys.stderr)
         return 2
     reference_dir = args.reference if args.reference is not None else default_reference()
-    if args.reference is not None and not reference_dir.is_dir():
-        print(f"error: the reference folder {reference_dir} does not exist", file=sys.stderr)
-        return 2
-    if args.lesson is not None and not (len(args.lesson) == 2 and args.lesson.isdigit()):
-        print(f"error: --lesson takes a two-digit lesson number such as 03, not {args.lesson!r}", file=sys.stderr)
-        return 2
-    if not args.memory > 0:
-        print("error: --memory takes a positive number of GiB", file=sys.stderr)
-        return 2
     references = load_references(reference_dir)
     if not references and not args.trust_own_checks:
         print(

@@ -21,9 +21,27 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tasks import cell_points, grade_id, is_check_cell, read_notebook  # the cells as coursework.tasks reads them
+from .tasks import (
+    cell_points,
+    grade_id,
+    is_check_cell,
+    nbgrader,
+    read_notebook,
+)  # the cells as coursework.tasks reads them
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def is_manual_cell(cell) -> bool:
+    """A written answer a person grades: a markdown cell with nbgrader "grade": true and "solution": true (its
+    points are not the autograder's to give)."""
+    meta = nbgrader(cell)
+    return (
+        cell.get("cell_type") == "markdown"
+        and bool(meta.get("grade"))
+        and meta.get("solution") is True
+        and grade_id(cell) is not None
+    )
 
 
 def default_reference() -> Path:
@@ -39,6 +57,11 @@ class Reference:
     @property
     def checks(self) -> list:
         return [c for c in self.notebook.cells if is_check_cell(c)]
+
+    @property
+    def manual(self) -> list[tuple[str, float]]:
+        """(grade_id, points) of the answers a person grades (`is_manual_cell`), in notebook order."""
+        return [(grade_id(c), cell_points(c)) for c in self.notebook.cells if is_manual_cell(c)]
 
     @property
     def check_ids(self) -> list[str]:
@@ -116,15 +139,36 @@ _grader_cell = _grader_importlib.import_module("coursework.checkcell")
 IMPORT_CHECKS = 'checks = _grader_importlib.import_module("coursework.checks")\n'
 
 
+# The check runs in the grader's own mode (COURSE_FAST as the grader's environment has it), whatever the
+# notebook set: a learner who sets COURSE_FAST=1 in the notebook does not lower the check's thresholds.
+# The notebook's own setting is given back after the check.
+FAST_PIN = """import os as _grader_os
+_grader_fast = _grader_os.environ.pop("COURSE_FAST", None)
+if {mode!r} is not None:
+    _grader_os.environ["COURSE_FAST"] = {mode!r}
+"""
+FAST_RESTORE = """finally:
+    _grader_os.environ.pop("COURSE_FAST", None)
+    if _grader_fast is not None:
+        _grader_os.environ["COURSE_FAST"] = _grader_fast
+    del _grader_os, _grader_fast
+"""
+
+
 def check_source(source: str, gid: str) -> str:
-    """The source a reference check cell runs with when graded (see PROLOGUE)."""
-    body = textwrap.indent(source, "    ") + "\n    pass\n"
+    """The source a reference check cell runs with when graded (see PROLOGUE and FAST_PIN), in the mode of the
+    grader's environment now."""
+    fast = os.environ.get("COURSE_FAST")
+    body = textwrap.indent(source, "        ") + "\n        pass\n"
     return (
         PROLOGUE
         + (IMPORT_CHECKS if "checks." in source else "")
         + "del _grader_importlib, _grader_sys\n"
-        + f"with _grader_cell.graded({gid!r}):\n"
+        + FAST_PIN.format(mode=fast)
+        + "try:\n"
+        + f"    with _grader_cell.graded({gid!r}):\n"
         + body
+        + FAST_RESTORE
     )
 
 
@@ -144,7 +188,7 @@ def _anchor(kept: list, reference_cells: list, position: int) -> int:
     return index
 
 
-def prepare(notebook, reference: Reference | None):
+def prepare(notebook, reference: Reference | None) -> tuple:
     """A copy of `notebook` with outputs cleared and the reference's check cells in place.
 
     Every copy of a reference check cell (by grade_id) is removed, wherever it was, and the reference's
@@ -176,7 +220,8 @@ def prepare(notebook, reference: Reference | None):
         gid = grade_id(ref_cell)
         if gid in check_ids and is_check_cell(ref_cell):
             fresh = nbformat.v4.new_code_cell(
-                check_source(ref_cell.source, gid), metadata=copy.deepcopy(dict(ref_cell.metadata))
+                check_source(ref_cell.source, gid),
+                metadata=copy.deepcopy(dict(ref_cell.metadata)),
             )
             kept.insert(_anchor(kept, reference_cells, position), fresh)
     nb.cells = kept
@@ -190,7 +235,7 @@ def prepare(notebook, reference: Reference | None):
     return nb, checks
 
 
-def empty_notebook():
+def empty_notebook() -> dict:
     import nbformat
 
     return nbformat.v4.new_notebook()

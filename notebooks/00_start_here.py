@@ -52,6 +52,12 @@
 # | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 3 min |
 # | 06 · levels and colour | What changes with 256 intensity levels and with colour? What does PixelCNN++'s logistic mixture buy? | under 1 min |
 #
+# After lesson 06 comes a **homework** a class can hand in, `exercises/08_homework.ipynb`: you build the
+# gated layer yourself, stack it into a whole model, train it on digits, condition it on the digit's
+# class, and write a short report on your numbers (the report is graded by a person, the rest by the
+# checks). Its two training runs are the longest of the course: you hand in their saved weights with the
+# notebook, so grading it does not train again.
+#
 # The times are the wall times of running each lesson top to bottom in full mode on idle 2-core CPUs
 # without a GPU (the repository's `README.md` has the exact figures and names the machine of each); a busy
 # or older laptop may take two or three times as long. The lessons have not been timed on a GPU.
@@ -65,7 +71,7 @@
 # | folder | what is in it |
 # |---|---|
 # | `notebooks/` | the lessons 00 to 06, this one included: read and run them in order |
-# | `exercises/` | one graded notebook per lesson 01 to 06: you write the missing code (see the end of this lesson) |
+# | `exercises/` | one graded notebook per lesson 01 to 06, and the homework 08: you write the missing code (see the end of this lesson) |
 # | `solutions/` | the same notebooks, solved: open one when you are stuck or to compare |
 # | `course_lib/` | the library every notebook imports; double-click a `.py` file to read it |
 #

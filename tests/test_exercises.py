@@ -119,6 +119,11 @@ def test_solution_cells_carry_nbgrader_metadata(source):
         data = cell.metadata.get("nbgrader")
         assert isinstance(data, dict) and NBGRADER_KEYS <= set(data), f"cell {number} lacks nbgrader metadata"
         ids.append(data["grade_id"])
+        if data["grade"] and data["solution"]:  # a written answer a person grades (nbgrader's manual grading)
+            assert cell.cell_type == "markdown" and not data["locked"], f"written answer {number}"
+            assert isinstance(data.get("points"), (int, float)) and data["points"] > 0, f"cell {number} has no points"
+            assert "### BEGIN SOLUTION" in cell.source, f"written answer {number} needs a model answer"
+            continue
         if data["grade"]:
             assert cell.cell_type == "code" and data["locked"] and not data["solution"], f"check cell {number}"
             assert data["grade_id"].endswith("_check"), f"check cell {number}: grade_id must end in _check"
@@ -134,7 +139,7 @@ def test_solution_cells_carry_nbgrader_metadata(source):
         else:
             assert "### BEGIN SOLUTION" not in cell.source, f"cell {number} has a solution block but solution=false"
     assert len(ids) == len(set(ids)), f"duplicate grade_ids: {sorted({i for i in ids if ids.count(i) > 1})}"
-    tasks = sum(bool(c.metadata["nbgrader"]["grade"]) for c in cells)
+    tasks = sum(bool(c.metadata["nbgrader"]["grade"]) and not c.metadata["nbgrader"]["solution"] for c in cells)
     assert 3 <= tasks <= 6, f"{tasks} graded tasks; the course asks for three to six per lesson"
 
 
