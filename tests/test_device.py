@@ -358,3 +358,30 @@ def test_an_unknown_cpu_count_counts_as_one_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(device.os, "cpu_count", lambda: None)
     monkeypatch.setattr(device, "_affinity", lambda: {0, 1, 2})
     assert device.torch_default_threads(tmp_path) == {3, 1}
+
+
+def test_idle_cores_are_at_least_one_whatever_the_allowance(tmp_path, monkeypatch):
+    """However little is allowed (an allowance of 0 cores included), one thread still runs."""
+    (tmp_path / "loadavg").write_text("1 1 1 2/9 1\n")
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "loadavg"))
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert device.idle_cores(0) == 1
+
+
+def test_automatic_rows_without_a_load_figure_use_your_thread_count(tmp_path, monkeypatch):
+    """On the CPU with no load figure (no /proc/loadavg), the rows run on your thread count, as
+    `row_threads` says, not on the quota's; the per-pixel steps on one thread."""
+    monkeypatch.setattr(device, "LOADAVG", str(tmp_path / "missing"))
+    monkeypatch.setattr(device, "cpu_threads", lambda: 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with device.sampling_threads("cpu") as policy:
+            assert policy.automatic and policy.allowed == 2
+            policy.for_row()
+            assert torch.get_num_threads() == 3
+            policy.for_steps()
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
