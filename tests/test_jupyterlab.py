@@ -14,27 +14,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON_04 = "notebooks/04_sampling.ipynb"
 LESSON_00 = "notebooks/00_start_here.ipynb"
-
-
-def chromium():
-    """The Chromium executable Playwright drives, or skip (fail under CI) with one line saying how to get it."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        path = None
-    if not path:
-        message = (
-            "browser tests need Chromium and Playwright: `sudo apt-get install chromium` and `pip install -e '.[test]'`"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def free_port():

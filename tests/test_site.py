@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -17,29 +16,13 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
+from browser_support import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb") if re.match(r"\d\d_", p.name))
 EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
 SUBFOLDER = "intranet/courses/pixelcnn"  # where the test server puts the site
-
-
-def chromium():
-    """The Chromium executable Playwright drives, or skip (fail under CI) with one line saying how to get it."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        path = None
-    if not path:
-        message = (
-            "browser tests need Chromium and Playwright: `sudo apt-get install chromium` and `pip install -e '.[test]'`"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def markdown(notebook):
