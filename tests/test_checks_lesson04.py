@@ -41,3 +41,20 @@ def test_drawing_known_sub_pixels_is_named_even_when_it_looks_like_pasting(seed,
     fn = solution("t04_complete", ("if given.all():", "if False:"))
     with pytest.raises(CheckFailed, match="every image already knows were drawn too"):
         lesson04.check_complete(fn)
+
+
+def _all_differ(outputs):
+    return all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1 :])
+
+
+@pytest.mark.parametrize("seed", range(0, 400, 10))
+def test_the_256_level_completion_case_tells_every_bug_apart(seed):
+    """The check's 256-level completion case finds a model on which the correct completions and every known
+    buggy loop's all differ (a confident model on few hidden sub-pixels often draws the same at T = 0.8 as at
+    T = 1, and then "the temperature is ignored" is misnamed), whatever the check's seed."""
+    images, known = lesson04._grey_completion(torch.Generator().manual_seed(seed))
+    config = dict(**lesson04.GREY_COMPLETION, channels=6, dilations=(1,))
+    model, draw_seed = lesson04._complete_setup(seed, images, known, 0.8, None, **config)
+    case = (model, images, known, 0.8, None, draw_seed)
+    outputs = [lesson04._complete_reference(*case), *lesson04._complete_variants(*case).values()]
+    assert _all_differ(outputs)
