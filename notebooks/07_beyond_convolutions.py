@@ -530,6 +530,20 @@ for name, x in completions.items():
 
 # %% [markdown]
 # ## Exercises
-# This lesson has no graded notebook of its own yet. The masks of `exercises/02_masked_convolutions.ipynb`
-# and the samplers of `exercises/04_sampling.ipynb` are the convolutional halves of what you saw here; the
-# library's `course_lib/made.py` and `course_lib/attention.py` are short enough to read in one sitting.
+# The graded notebook `exercises/07_beyond_convolutions.ipynb` (its solved twin is in `solutions/`) has 4
+# tasks worth 7 points; the check cell under each task tells you as you go whether your code is right, and
+# `pixelcnn-grade` grades the whole notebook.
+# - **Task 1 · Input degrees** (2 points). Write `input_degrees(image_shape) -> (C, H, W)`: `image_shape` is
+#   a tuple `(C, H, W)`; return the degree of every sub-pixel as an int64 tensor laid out like the image, so
+#   `degrees[c, i, j]` is the degree of sub-pixel $(c, i, j)$.
+# - **Task 2 · Masks from degrees** (2 points). Write
+#   `mask_from_degrees(out_degrees, in_degrees, strict=False) -> (out, in)`: the degrees are int64 tensors
+#   of shape `(out,)` and `(in,)`; return a float tensor of ones (link allowed) and zeros, with rows for the
+#   output units and columns for the input units, like the weight of `nn.Linear`.
+# - **Task 3 · The causal mask** (1 point). Write `causal_mask(tokens) -> (T, T)`: a bool tensor that
+#   is **True where attention is forbidden**, row $t$ for the query token $t$ and column $s$ for the key
+#   token $s$.
+# - **Task 4 · Scaled dot-product attention** (2 points). Write
+#   `attend(q, k, v, mask=None) -> (..., Tq, dh)`: `q` is `(..., Tq, dh)`, `k` and `v` are `(..., Tk, dh)`
+#   with the same leading dimensions (batch, heads), `mask` is `None` (every key allowed) or a `(Tq, Tk)`
+#   bool tensor, True where forbidden.

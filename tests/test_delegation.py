@@ -162,6 +162,23 @@ DELEGATING = [
         "    return masks.raster_mask(1, mask_type, in_channels, out_channels, data_channels)[:, :, 0, 0]",
         "raster_mask",
     ),
+    (
+        "lesson07.check_input_degrees",
+        "def input_degrees(image_shape):\n    from course_lib.made import input_degrees as degrees\n    return degrees(image_shape)",
+        "input_degrees",
+    ),
+    (
+        "lesson07.check_mask_from_degrees",
+        "def mask_from_degrees(out_degrees, in_degrees, strict=False):\n"
+        "    return course_lib.made.mask_from_degrees(out_degrees, in_degrees, strict)",
+        "mask_from_degrees",
+    ),
+    (
+        "lesson07.check_causal_mask",
+        "def causal_mask(tokens):\n    return course_lib.attention.causal_mask(tokens)",
+        "causal_mask",
+    ),
+    ("lesson07.check_attend", "attend = course_lib.attention.attend", "attend"),
 ]
 
 
@@ -187,7 +204,7 @@ def test_every_check_whose_task_the_library_implements_forbids_it():
     """The table above covers every check that declares forbidden functions, and each name resolves."""
     declared = {
         f"{lesson}.{name}"
-        for lesson in ("lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson06")
+        for lesson in ("lesson01", "lesson02", "lesson03", "lesson04", "lesson05", "lesson06", "lesson07")
         for name in dir(getattr(checks, lesson))
         if name.startswith("check_") and getattr(getattr(getattr(checks, lesson), name), "forbidden", None)
     }

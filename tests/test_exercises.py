@@ -353,6 +353,7 @@ END_TO_END_DATA = {
         "judge": ALL_DIGITS,
     },
     "06_levels_and_colour": {"digits": ALL_DIGITS, "scored": ALL_DIGITS},
+    "07_beyond_convolutions": {},
     "08_homework": {"train_data": ALL_DIGITS, "test_data": ALL_DIGITS, "TRAIN": ALL_DIGITS, "TEST": ALL_DIGITS},
 }
 DATA_CALLS = {"load_dataset", "per_class", "select_classes", "subset", "digits_of"}

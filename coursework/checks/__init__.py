@@ -12,7 +12,7 @@ On failure it also raises :class:`CheckFailed`, so the cell shows an error and t
 
 The shared machinery: ``helpers`` (verdicts, `call`, `close`, `patched`, `no_delegation`), ``probes`` (the
 meta-device probe `probe_device`, the test model `tiny_gated`) and ``rules`` (watching a model, the rules of
-evaluation and training). The checks themselves live in one module per lesson (``lesson01`` ... ``lesson06``, and ``lesson08`` for the
+evaluation and training). The checks themselves live in one module per lesson (``lesson01`` ... ``lesson07``, and ``lesson08`` for the
 homework):
 ``from coursework import checks`` then ``checks.lesson02.check_mask(...)``.
 
@@ -38,7 +38,7 @@ Every plausible mistake a check names is also an entry of the catalogue `mistake
 the package), which plants it in the reference solution and holds the check to its words.
 """
 
-from . import helpers, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson08, probes, rules
+from . import helpers, lesson01, lesson02, lesson03, lesson04, lesson05, lesson06, lesson07, lesson08, probes, rules
 from .helpers import (
     CheckFailed,
     call,
@@ -74,5 +74,6 @@ __all__ = [
     "lesson04",
     "lesson05",
     "lesson06",
+    "lesson07",
     "lesson08",
 ]
