@@ -174,8 +174,8 @@ checks.lesson07.check_causal_mask(causal_mask)
 # `(..., Tk, dh)` with the same leading dimensions (batch, heads), `mask` is `None` (every key allowed) or a
 # `(Tq, Tk)` bool tensor, True where forbidden.
 #
-# **Library:** `course_lib`'s `attend` does this task for you: calling it earns no points; PyTorch is yours to
-# use.
+# **Library:** `course_lib`'s `attend` and PyTorch's `scaled_dot_product_attention` do this task for you:
+# calling them earns no points; the rest of PyTorch is yours to use.
 #
 # **Check:** random queries, keys and values with and without leading dimensions, with fewer queries than
 # keys, down to one token, with random masks; then a small `PixelTransformer` whose attention is yours must

@@ -277,7 +277,7 @@ class _Watch:
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
-        self.codes, self.classes = {}, {}
+        self.codes, self.classes, self.builtins = {}, {}, {}
         for name in names:
             obj = _resolve(name)
             if isinstance(obj, type):
@@ -287,6 +287,8 @@ class _Watch:
                         self.codes[code] = name
             for code in _codes_of(obj):
                 self.codes[code] = name
+            if not name.startswith("course_lib."):  # a PyTorch function written in C: seen as a "c_call"
+                self.builtins[obj] = name
         # only the library's own code: a decorator's wrapper (torch.no_grad's) is shared by many functions
         self.codes = {code: name for code, name in self.codes.items() if code.co_filename.startswith(_LIBRARY)}
         self.found: tuple[str, str | None] | None = None
@@ -296,7 +298,17 @@ class _Watch:
 
     def hook(self, frame, event, arg):
         if event == "call" and self.found is None and frame.f_code in self.codes:
-            self.found = _learner_caller(frame, self.frame, self.codes[frame.f_code])
+            self.found = _learner_caller(frame.f_back, self.frame, self.codes[frame.f_code])
+        elif event == "c_call" and self.builtins and self.found is None and _hashable(arg) and arg in self.builtins:
+            self.found = _learner_caller(frame, self.frame, self.builtins[arg])
+
+
+def _hashable(obj) -> bool:
+    try:
+        hash(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def _resolve(name: str):
@@ -338,12 +350,11 @@ _LIBRARY = os.path.dirname(os.path.abspath(course_lib.__file__)) + os.sep
 _INVOKERS = {invoke.__code__}  # it calls the learner's object
 
 
-def _learner_caller(frame, stop, name: str):
-    """(name, learner's line) when the call in `frame` was made for the learner: a frame of the learner's own
-    code lies between it and the check (`stop`), or the nearest frame of the checks is a helper that calls the
-    learner's object (library frames in between are passed through). None for the check's own calls (its
-    reference computations)."""
-    caller = frame.f_back
+def _learner_caller(caller, stop, name: str):
+    """(name, learner's line) when the call made from the frame `caller` was made for the learner: a frame of
+    the learner's own code lies between it and the check (`stop`), or the nearest frame of the checks is a
+    helper that calls the learner's object (library frames in between are passed through). None for the
+    check's own calls (its reference computations)."""
     while caller is not None and caller is not stop:
         filename = caller.f_code.co_filename
         if not _in_library(filename) and not filename.startswith("<frozen"):
@@ -376,6 +387,8 @@ def _static_delegation(obj, watch: _Watch) -> str | None:
             obj = obj.__func__
         else:
             break
+    if _hashable(obj) and obj in watch.builtins:
+        return watch.builtins[obj]
     if isinstance(obj, type):
         for cls in obj.__mro__:
             if cls in watch.classes:
@@ -395,8 +408,9 @@ def _fail_delegation(learner_name: str, found: tuple[str, str | None]) -> None:
         _WATCH[-1].reported = True
     name, line = found[0].rsplit(".", 1)[-1], found[1]
     where = f" (at `{line}`)" if line else ""
+    whose = "the course's own" if found[0].startswith("course_lib.") else "PyTorch's"
     fail(
-        f"{learner_name} hands the work to the course's own `{name}`{where}, which does this task for you",
+        f"{learner_name} hands the work to {whose} `{name}`{where}, which does this task for you",
         "write it yourself; the task text says which course_lib functions you may use",
     )
 
@@ -409,12 +423,16 @@ def _listed(names) -> str:
 def library_rule(check: Callable) -> str:
     """The sentence a task's text carries about the library: what it may use, and what does the task for
     the learner (and earns no points), generated from the check's `no_delegation` lists."""
-    forbidden, allowed = check.forbidden, check.allowed
-    one = len(forbidden) == 1
-    does = f"{_listed(forbidden)} {'does' if one else 'do'} this task for you: calling {'it' if one else 'them'} earns no points"
+    allowed = check.allowed
+    forbidden = [name for name in check.forbidden if name.startswith("course_lib.")]
+    torch_own = [name for name in check.forbidden if not name.startswith("course_lib.")]
+    one = len(forbidden) + len(torch_own) == 1
+    listed = _listed(forbidden) + (f" and PyTorch's {_listed(torch_own)}" if torch_own else "")
+    does = f"{listed} {'does' if one else 'do'} this task for you: calling {'it' if one else 'them'} earns no points"
+    rest = "the rest of PyTorch" if torch_own else "PyTorch"
     if allowed:
         return f"**Library:** you may use {_listed(allowed)} from `course_lib`; its {does}."
-    return f"**Library:** `course_lib`'s {does}; PyTorch is yours to use."
+    return f"**Library:** `course_lib`'s {does}; {rest} is yours to use."
 
 
 def no_delegation(*names: str, allowed: tuple[str, ...] = ()) -> Callable:

@@ -402,7 +402,7 @@ def _attend_case(g, lead, tq, tk, dh, kind):
 
 
 @isolated
-@no_delegation("course_lib.attention.attend")
+@no_delegation("course_lib.attention.attend", "torch.nn.functional.scaled_dot_product_attention")
 def check_attend(attend):
     """Task 4: `attend(q, k, v, mask=None)` gives softmax(q k^T / sqrt(dh)) v with the forbidden keys left
     out, for any leading dimensions, and a PixelTransformer with it sees exactly the past of every sub-pixel."""
