@@ -51,12 +51,13 @@
 # | 04 · sampling | How do I draw new images, complete half images, choose the class, and sample fast? | about 3 min |
 # | 05 · fine-tuning | How do I reuse a trained model on new data and new tasks? | about 3 min |
 # | 06 · levels and colour | What changes with 256 intensity levels and with colour? What does PixelCNN++'s logistic mixture buy? | under 1 min |
+# | 07 · beyond convolutions | What do MADE's degrees, self-attention over pixels and real photographs add to the picture? | under 1 min |
 #
-# After lesson 06 comes a **homework** a class can hand in, `exercises/08_homework.ipynb`: you build the
+# After lesson 07 comes a **homework** a class can hand in, `exercises/08_homework.ipynb`: you build the
 # gated layer yourself, stack it into a whole model, train it on digits, condition it on the digit's
 # class, and write a short report on your numbers (the report is graded by a person, the rest by the
-# checks). Its two training runs are the longest of the course: you hand in their saved weights with the
-# notebook, so grading it does not train again.
+# checks). Its two training runs take a few minutes: you hand in their saved weights with the notebook, so
+# grading it does not train again.
 #
 # The times are the wall times of running each lesson top to bottom in full mode on idle 2-core CPUs
 # without a GPU (the repository's `README.md` has the exact figures and names the machine of each); a busy
@@ -70,8 +71,8 @@
 #
 # | folder | what is in it |
 # |---|---|
-# | `notebooks/` | the lessons 00 to 06, this one included: read and run them in order |
-# | `exercises/` | one graded notebook per lesson 01 to 06, and the homework 08: you write the missing code (see the end of this lesson) |
+# | `notebooks/` | the lessons 00 to 07, this one included: read and run them in order |
+# | `exercises/` | one graded notebook per lesson 01 to 07, and the homework 08: you write the missing code (see the end of this lesson) |
 # | `solutions/` | the same notebooks, solved: open one when you are stuck or to compare |
 # | `course_lib/` | the library every notebook imports; double-click a `.py` file to read it |
 #
@@ -228,7 +229,7 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 # %% [markdown]
 # ## How the exercises work
 #
-# Each lesson 01–06 has a graded notebook in `exercises/` (its solved twin is in `solutions/`): in the
+# Each lesson 01–07 has a graded notebook in `exercises/` (its solved twin is in `solutions/`): in the
 # file browser, double-click `exercises/`, then the notebook with the lesson's number. You write
 # small, real pieces of the model (a mask, a log-likelihood, a sampling loop) between the marked lines;
 # a check cell right after each task tests your code on fresh random inputs and prints what passed, what
@@ -236,7 +237,8 @@ assert samples.shape == (16, 1, 28, 28) and set(samples.unique().tolist()) <= {0
 # `pixelcnn-grade`, and can import the notebooks into nbgrader unchanged.
 #
 # ## Recap
-# - The course has seven lessons; each runs on a CPU in under ten minutes, and in about a minute in fast mode.
+# - The course has eight lessons (00 to 07); each runs on a CPU in under ten minutes, and in about a minute
+#   in fast mode.
 #   The file browser shows the lessons (`notebooks/`), the exercises, their solutions and `course_lib/`.
 # - `pick(fast=..., full=...)` returns `fast` when `COURSE_FAST=1` is set and `full` otherwise: fast mode
 #   is a quick check that everything runs, full mode is the course.

@@ -95,3 +95,26 @@ def test_claims_are_checked_by_the_course_build_in_full_mode_only(monkeypatch):
     monkeypatch.setenv("COURSE_FAST", "1")
     assert not claims_checked()
     assert 'os.environ["COURSE_BUILD"] = "1"' in (ROOT / "tools/build_course.py").read_text()
+
+
+def _readme_seconds():
+    """{lesson number: full-mode wall seconds} from the README's lesson table ("2.2 min (130 s, A)")."""
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `notebooks/(\d\d)_\w+` \|.*\| [\d.]+ min \((\d+) s, ", readme, re.MULTILINE)
+    return {number: int(seconds) for number, seconds in rows}
+
+
+def test_lesson_00_plan_quotes_the_measured_build_times():
+    """Lesson 00's plan lists every lesson, and its approximate times ("under 1 min", "about 3 min") agree
+    with the build times the README measured, to the minute."""
+    plan = (ROOT / "notebooks" / "00_start_here.py").read_text()
+    rows = dict(re.findall(r"^# \| (\d\d) · [^|]+\|[^|]+\| ([^|]+) \|$", plan, re.MULTILINE))
+    measured = _readme_seconds()
+    assert sorted(rows) == sorted(measured) == sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    for number, said in rows.items():
+        seconds = measured[number]
+        if said.strip() == "under 1 min":
+            assert seconds < 60, f"lesson {number}: the plan says under 1 min, the README {seconds} s"
+        else:
+            minutes = float(re.fullmatch(r"about (\d+) min", said.strip()).group(1))
+            assert abs(seconds / 60 - minutes) <= 0.5, f"lesson {number}: about {minutes:g} min, measured {seconds} s"
