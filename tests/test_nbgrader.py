@@ -3,7 +3,8 @@
 For a lesson, a throwaway nbgrader course (in tmp_path, with its own sqlite gradebook) takes the solution
 notebook, copied unchanged, as `source/<lesson>/`. nbgrader's own `generate_assignment` makes the student
 version (`release/`), and `nbgrader autograde` grades two submissions: the unchanged solution (student
-`solved`) must earn every point, the generated student version (student `stub`) none.
+`solved`) must earn every point of the checks, its written answers (the homework's reports) left waiting for a
+person, and the generated student version (student `stub`) nothing, with nothing waiting.
 
 What this protects, beyond the course's own grader (tests/test_exercises.py):
 
@@ -91,9 +92,15 @@ def nbgrader(course: Path, env: dict, *args: str) -> str:
 
 
 def graded_cells(notebook: dict) -> dict[str, float]:
-    """grade_id -> points of the notebook's graded (check) cells."""
+    """grade_id -> points of the notebook's graded cells (check cells, and answers a person grades)."""
     cells = (c["metadata"].get("nbgrader", {}) for c in notebook["cells"])
     return {m["grade_id"]: float(m["points"]) for m in cells if m.get("grade")}
+
+
+def manual_cells(notebook: dict) -> set[str]:
+    """grade_ids of the answers a person grades (nbgrader: graded and a solution at once, e.g. a report)."""
+    cells = (c["metadata"].get("nbgrader", {}) for c in notebook["cells"])
+    return {m["grade_id"] for m in cells if m.get("grade") and m.get("solution")}
 
 
 def cell_outputs(notebook_path: Path, grade_id: str) -> str:
@@ -121,6 +128,7 @@ def test_nbgrader_round_trip(solution, tmp_path, monkeypatch):
     assignment, name = f"lesson{solution.name[:2]}", solution.stem
     notebook = json.loads(solution.read_text(encoding="utf-8"))
     points = graded_cells(notebook)
+    manual = manual_cells(notebook)
     assert points, f"{solution.name} has no graded cells"
 
     course = tmp_path / "course"
@@ -173,9 +181,11 @@ def test_nbgrader_round_trip(solution, tmp_path, monkeypatch):
         autograded = course / "autograded" / student / assignment / solution.name
         assert set(grades) == set(points), f"{student}: the gradebook's graded cells {sorted(grades)}"
         assert max_score == sum(points.values()), f"{student}: max_score {max_score}, points {points}"
-        assert not [g for g, (_, _, manual) in grades.items() if manual], f"{student}: needs manual grading"
-        expected = {g: (p if student == "solved" else 0.0) for g, p in points.items()}
-        wrong = {g: s for g, (s, _, _) in grades.items() if s != expected[g]}
+        # a written answer awaits a person; an answer left as released scores 0 without one
+        waiting = {g for g, (_, _, needs_person) in grades.items() if needs_person}
+        assert waiting == (manual if student == "solved" else set()), f"{student}: awaiting a person: {waiting}"
+        expected = {g: (p if student == "solved" else 0.0) for g, p in points.items() if g not in waiting}
+        wrong = {g: s for g, (s, _, _) in grades.items() if g not in waiting and s != expected[g]}
         details = "\n".join(f"--- {g}: {s} of {points[g]}\n{cell_outputs(autograded, g)}" for g, s in wrong.items())
         assert not wrong and score == sum(expected.values()), (
             f"{STUDENTS[student]} scored {score} of {max_score} under nbgrader autograde:\n{details}\n"
