@@ -36,22 +36,14 @@ def test_check_cells_and_check_functions_match(lesson):
     for task, (module, check, name) in cells.items():
         assert check is not None, f"{lesson}: the check cell of {task} calls {module.__name__}.{name}, which is missing"
     module = next(iter(cells.values()))[0]
-    public = {
-        n
-        for n, f in inspect.getmembers(module, inspect.isfunction)
-        if n.startswith("check_") and f.__module__ == module.__name__
-    }
+    functions = inspect.getmembers(module, inspect.isfunction)
+    public = {n for n, f in functions if n.startswith("check_") and f.__module__ == module.__name__}
     assert public == {name for _, _, name in cells.values()}, "every check is called by exactly one check cell"
-
-
-def solutions(lesson):
-    tasks = list(check_cells(lesson))
-    return SolutionCells(lesson, tasks)
 
 
 @pytest.mark.parametrize("lesson, task", CASES)
 def test_reference_solution_passes(lesson, task, capsys):
-    fn = solutions(lesson).solution(task)
+    fn = SolutionCells(lesson, list(check_cells(lesson))).solution(task)
     capsys.readouterr()
     check_cells(lesson)[task][1](fn)
     assert capsys.readouterr().out.startswith("✓")
@@ -59,7 +51,7 @@ def test_reference_solution_passes(lesson, task, capsys):
 
 @pytest.mark.parametrize("lesson, task", CASES)
 def test_exercise_stub_is_not_implemented(lesson, task, capsys):
-    fn = solutions(lesson).stub(task)
+    fn = SolutionCells(lesson, list(check_cells(lesson))).stub(task)
     capsys.readouterr()
     with pytest.raises(CheckFailed, match="not implemented yet"):
         check_cells(lesson)[task][1](fn)

@@ -13,13 +13,8 @@ NOTEBOOK = SolutionCells("02_masked_convolutions", ["t01_mask", "t02_conv", "t03
 
 def test_checks_leave_global_state_alone():
     """The checks draw from their own generator and restore the thread setting."""
-    assert_checks_leave_global_state_alone(
-        [
-            (checks.check_mask, NOTEBOOK.solution("t01_mask")),
-            (checks.check_masked_conv, NOTEBOOK.solution("t02_conv")),
-            (checks.check_receptive_field, NOTEBOOK.solution("t03_field")),
-        ]
-    )
+    ours = (checks.check_mask, checks.check_masked_conv, checks.check_receptive_field)
+    assert_checks_leave_global_state_alone([(check, NOTEBOOK.solution(t)) for check, t in zip(ours, NOTEBOOK.tasks)])
 
 
 def test_whole_models_are_labelled_right():
@@ -27,7 +22,7 @@ def test_whole_models_are_labelled_right():
     leaks only red seeing green of its own pixel (a test that checks only the diagonal misses it)."""
     g = torch.Generator().manual_seed(0)
     for name, (options, causal) in checks.WHOLE_MODELS.items():
-        violations = causality_violations(checks._fresh_stack(g, **options))
+        violations = causality_violations(checks._Stack(g, **options))
         assert (violations == []) == causal, name
         if options.get("bug") == "green to red":
             assert all(o[1:] == k[1:] and (o[0], k[0]) == (0, 1) for o, k in violations)
@@ -37,5 +32,5 @@ def test_leaky_models_leak_exactly_once():
     """Each single-leak model has exactly one forbidden connection, the one it describes."""
     g = torch.Generator().manual_seed(1)
     for where in checks.SINGLE_LEAKS:
-        _, model = checks._leaky(g, where, (3, 3, 3) if where == "last channel" else (1, 5, 4))
+        _, model = checks._leaky(g, where)
         assert [(tuple(o), tuple(k)) for o, k in causality_violations(model)] == [(model.out, model.src)], where

@@ -10,28 +10,24 @@ from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 from coursework.checks import CheckFailed, lesson03
 
 solution = SolutionCells("03_training_on_gpu").solution
-PATCHED = (  # the torch globals the checks replace for a moment
-    "cuda.is_available cuda.device_count backends.mps.is_available autocast amp.autocast save load "
-    "Tensor.__bool__ Tensor.all Tensor.any"
-).split()
-
-
-def _torch_globals():
-    return [attrgetter(name)(torch) for name in PATCHED]
+TORCH_GLOBALS = attrgetter(  # the torch globals the checks replace for a moment
+    *"cuda.is_available cuda.device_count backends.mps.is_available autocast amp.autocast save load".split(),
+    *"Tensor.__bool__ Tensor.all Tensor.any".split(),
+)
 
 
 def test_checks_leave_global_state_alone():
     """The checks draw from their own generators, keep the thread setting, and put back every torch global they
     replace for a moment (fake hardware, the device probe's autocast and meta-tensor truth, torch.save and
     torch.load), also when a check fails halfway."""
-    before = _torch_globals()
+    before = TORCH_GLOBALS(torch)
     first = [(getattr(lesson03, f"check_{task}"), solution(f"t03_{task}")) for task in ("pick_device", "train_step")]
     assert_checks_leave_global_state_alone(first)  # (a learner's DataLoader draws from torch's generator)
     for task in ("evaluate", "save_checkpoint", "resume"):
         getattr(lesson03, f"check_{task}")(solution(f"t03_{task}"))
     with pytest.raises(CheckFailed):
         lesson03.check_save_checkpoint(solution("t03_save_checkpoint", ("except BaseException:", "except Exception:")))
-    assert _torch_globals() == before
+    assert TORCH_GLOBALS(torch) == before
 
 
 @pytest.mark.parametrize("seed", [3, 11, 29])

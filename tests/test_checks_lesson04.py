@@ -25,9 +25,8 @@ def test_checks_leave_global_state_alone():
     """The checks use their own seeds and restore the thread setting, the torch globals they patch and the
     tensor methods the completion's device probe replaces."""
     originals = (torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any, torch.autocast, torch.amp.autocast)
-    checks = {"t04_temperature": lesson04.check_temperature_probs, "t04_sample": lesson04.check_sample}
-    calls = [(check, solution(task)) for task, check in {**checks, "t04_complete": lesson04.check_complete}.items()]
-    assert_checks_leave_global_state_alone(calls)
+    checks = (lesson04.check_temperature_probs, lesson04.check_sample, lesson04.check_complete)
+    assert_checks_leave_global_state_alone([(check, solution(task)) for check, task in zip(checks, NOTEBOOK.tasks)])
     assert (torch.Tensor.__bool__, torch.Tensor.all, torch.Tensor.any, torch.autocast, torch.amp.autocast) == originals
     assert {"__bool__", "all", "any"}.isdisjoint(vars(torch.Tensor)) and bool(torch.ones(2).all())
 
@@ -43,18 +42,12 @@ def test_drawing_known_sub_pixels_is_named_even_when_it_looks_like_pasting(seed,
         lesson04.check_complete(fn)
 
 
-def _all_differ(outputs):
-    return all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1 :])
-
-
 @pytest.mark.parametrize("seed", range(0, 400, 10))
 def test_the_256_level_completion_case_tells_every_bug_apart(seed):
     """The check's 256-level completion case finds a model on which the correct completions and every known
     buggy loop's all differ (a confident model on few hidden sub-pixels often draws the same at T = 0.8 as at
     T = 1, and then "the temperature is ignored" is misnamed), whatever the check's seed."""
     images, known = lesson04._grey_completion(torch.Generator().manual_seed(seed))
-    config = dict(**lesson04.GREY_COMPLETION, channels=6, dilations=(1,))
-    model, draw_seed = lesson04._complete_setup(seed, images, known, 0.8, None, **config)
-    case = (model, images, known, 0.8, None, draw_seed)
-    outputs = [lesson04._complete_reference(*case), *lesson04._complete_variants(*case).values()]
-    assert _all_differ(outputs)
+    model, draw_seed, reference = lesson04._complete_setup(seed, images, known, 0.8, None, **lesson04.GREY_COMPLETION)
+    outputs = [reference, *lesson04._complete_variants(model, images, known, 0.8, None, draw_seed).values()]
+    assert all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1 :])

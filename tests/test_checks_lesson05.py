@@ -5,13 +5,10 @@ from solution_cells import SolutionCells, assert_checks_leave_global_state_alone
 
 from coursework.checks import lesson05
 
-NOTEBOOK = SolutionCells("05_fine_tuning", ["t05_fine_tune", "t05_class_log_likelihoods", "t05_bayes"])
+TASKS = ["fine_tune", "class_log_likelihoods", "bayes"]
+NOTEBOOK = SolutionCells("05_fine_tuning", [f"t05_{task}" for task in TASKS])
 
 
 def test_checks_leave_global_state_alone():
-    calls = [
-        (lesson05.check_fine_tune, NOTEBOOK.solution("t05_fine_tune")),
-        (lesson05.check_class_log_likelihoods, NOTEBOOK.solution("t05_class_log_likelihoods")),
-        (lesson05.check_bayes, NOTEBOOK.solution("t05_bayes")),
-    ]
+    calls = [(getattr(lesson05, f"check_{task}"), NOTEBOOK.solution(f"t05_{task}")) for task in TASKS]
     assert_checks_leave_global_state_alone(calls)

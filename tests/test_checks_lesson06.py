@@ -9,10 +9,5 @@ NOTEBOOK = SolutionCells("06_levels_and_colour", ["t06_discretized_logistic", "t
 
 def test_checks_leave_global_state_alone():
     """The checks draw from their own generator and restore the thread setting."""
-    assert_checks_leave_global_state_alone(
-        [
-            (lesson06.check_discretized_logistic, NOTEBOOK.solution("t06_discretized_logistic")),
-            (lesson06.check_mixture, NOTEBOOK.solution("t06_mixture")),
-            (lesson06.check_centre_mask, NOTEBOOK.solution("t06_centre_mask")),
-        ]
-    )
+    checks = [lesson06.check_discretized_logistic, lesson06.check_mixture, lesson06.check_centre_mask]
+    assert_checks_leave_global_state_alone(list(zip(checks, map(NOTEBOOK.solution, NOTEBOOK.tasks))))

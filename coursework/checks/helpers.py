@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import linecache
 import math
 import os
+import pkgutil
+import sys
+import sysconfig
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -79,9 +84,6 @@ def invoke(fn: Callable, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-_DEFAULT_HINT = "run your function on a small input in a new cell to see the full error"
-
-
 def call(fn: Callable, *args, hint=None, context: str = "", **kwargs):
     """Call the learner's `fn` and turn its exceptions into verdicts.
 
@@ -108,40 +110,30 @@ def explain(error: BaseException, name: str, hint=None, context: str = ""):
     frames = traceback.extract_tb(error.__traceback__)
     if isinstance(error, NotImplementedError) and frames and not _in_library(frames[-1].filename):
         not_implemented(name)
-    where = _learner_line(error)
+    # the learner's own line: the traceback's last outside course_lib, coursework, Python and installed packages
+    where = next((f.line.strip() for f in reversed(frames) if f.line and not _in_library(f.filename)), None)
     message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
     what = f"{name} raised {type(error).__name__}" + (f": {message}" if message else "")
     if where:
         what += f" (at `{where}`)"
     hint = hint(message, where) if callable(hint) else hint
-    fail(f"{what} {context}".strip(), hint or _DEFAULT_HINT)
+    fail(f"{what} {context}".strip(), hint or "run your function on a small input in a new cell to see the full error")
 
 
-_PACKAGES = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (course_lib, coursework))
+_CHECKS = os.path.dirname(os.path.abspath(coursework.__file__)) + os.sep
+_LIBRARY = os.path.dirname(os.path.abspath(course_lib.__file__)) + os.sep
 
 
 @functools.cache
 def _library_dirs() -> tuple:
     """Folders of code that is not the learner's: course_lib, coursework, the standard library, installed packages."""
-    import sysconfig
-
     paths = sysconfig.get_paths()
     dirs = {os.path.abspath(paths[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
-    return tuple(sorted(dirs)) + _PACKAGES
+    return (*sorted(dirs), _LIBRARY, _CHECKS)
 
 
 def _in_library(filename: str | None) -> bool:
     return bool(filename) and os.path.abspath(filename).startswith(_library_dirs())
-
-
-def _learner_line(error: BaseException) -> str | None:
-    """The last line of the traceback outside course_lib, coursework, Python and the installed packages (the
-    learner's own line), if any."""
-    line = None
-    for frame in traceback.extract_tb(error.__traceback__):
-        if frame.line and not _in_library(frame.filename):
-            line = frame.line.strip()
-    return line
 
 
 TOLERANCES = {  # name: (rtol, atol) of `close`, by what is compared
@@ -161,8 +153,7 @@ def close(a, b, tol: str | tuple[float, float] = "float32", *, rtol: float | Non
     default_rtol, default_atol = TOLERANCES[tol] if isinstance(tol, str) else tol
     rtol, atol = default_rtol if rtol is None else rtol, default_atol if atol is None else atol
     try:
-        a = torch.as_tensor(a.detach() if torch.is_tensor(a) else a).double().cpu()
-        b = torch.as_tensor(b.detach() if torch.is_tensor(b) else b).double().cpu()
+        a, b = (torch.as_tensor(v.detach() if torch.is_tensor(v) else v).double().cpu() for v in (a, b))
     except (TypeError, ValueError, RuntimeError):
         return False
     if a.shape != b.shape or not (torch.isfinite(a).all() and torch.isfinite(b).all()):
@@ -190,17 +181,11 @@ def first_rule(rows, *, prefix: str = "", where: str = "") -> None:
             fail(f"{prefix}{message} {where}".strip(), hint)
 
 
+_TENSOR_HINT = "return a torch tensor"
+
+
 def tensor_rule(
-    got,
-    name,
-    shape=None,
-    hint="return a torch tensor",
-    *,
-    shape_hint=None,
-    shapes=None,
-    finite=None,
-    prefix="",
-    where="",
+    got, name, shape=None, hint=_TENSOR_HINT, *, shape_hint=None, shapes=None, finite=None, prefix="", where=""
 ):
     """`got.detach()` when the learner's result is a tensor (of `shape`, when given; with `finite`, of finite
     values), else fail with the first of: "<name> returned <type>, not a tensor" (Hint: `hint`); a named wrong
@@ -247,9 +232,7 @@ def fresh_seed() -> int:
 
 def fresh_generator(seed: int | None = None) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with `seed` or a fresh random seed."""
-    g = torch.Generator()
-    g.manual_seed(fresh_seed() if seed is None else seed)
-    return g
+    return torch.Generator().manual_seed(fresh_seed() if seed is None else seed)
 
 
 def isolated(check: Callable) -> Callable:
@@ -276,21 +259,18 @@ class _Watch:
     call to one of them that came from the learner's code (its name and the learner's line)."""
 
     def __init__(self, names: tuple[str, ...]):
-        self.names = names
         self.codes, self.classes, self.builtins = {}, {}, {}
         for name in names:
-            obj = _resolve(name)
+            obj = pkgutil.resolve_name(name)  # "course_lib.module.attribute[.attribute]"
+            members = [obj]
             if isinstance(obj, type):
                 self.classes[obj] = name
-                for member in vars(obj).values():
-                    for code in _codes_of(member):
-                        self.codes[code] = name
-            for code in _codes_of(obj):
-                self.codes[code] = name
+                members += vars(obj).values()
+            for member in members:
+                # only the library's own code: a decorator's wrapper (torch.no_grad's) is shared by many functions
+                self.codes.update({code: name for code in _codes_of(member) if code.co_filename.startswith(_LIBRARY)})
             if not name.startswith("course_lib."):  # a PyTorch function written in C: seen as a "c_call"
                 self.builtins[obj] = name
-        # only the library's own code: a decorator's wrapper (torch.no_grad's) is shared by many functions
-        self.codes = {code: name for code, name in self.codes.items() if code.co_filename.startswith(_LIBRARY)}
         self.found: tuple[str, str | None] | None = None
         self.learner_name = "your code"
         self.reported = False
@@ -311,43 +291,18 @@ def _hashable(obj) -> bool:
     return True
 
 
-def _resolve(name: str):
-    """The object `name` ("course_lib.module.attribute[.attribute]") names."""
-    import importlib
-
-    module, _, rest = name.partition(".")
-    obj = importlib.import_module(module)
-    for part in rest.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            obj = importlib.import_module(f"{obj.__name__}.{part}")
-    return obj
-
-
 def _codes_of(obj) -> list:
     """The code objects that run when `obj` (a function, method, property or decorated function) is called."""
-    codes, seen = [], set()
-    stack = [obj]
+    codes, seen, stack = [], set(), [obj]
     while stack:
         item = stack.pop()
-        if id(item) in seen or item is None:
+        if item is None or id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, property):
-            stack += [item.fget, item.fset]
-        elif isinstance(item, (staticmethod, classmethod)):
-            stack.append(item.__func__)
-        else:
-            if getattr(item, "__code__", None) is not None:
-                codes.append(item.__code__)
-            stack += [getattr(item, "__wrapped__", None), getattr(item, "__func__", None)]
+        if getattr(item, "__code__", None) is not None:
+            codes.append(item.__code__)
+        stack += [getattr(item, key, None) for key in ("__wrapped__", "__func__", "fget", "fset")]  # property: fget
     return codes
-
-
-_CHECKS = os.path.dirname(os.path.abspath(coursework.__file__)) + os.sep
-_LIBRARY = os.path.dirname(os.path.abspath(course_lib.__file__)) + os.sep
-_INVOKERS = {invoke.__code__}  # it calls the learner's object
 
 
 def _learner_caller(caller, stop, name: str):
@@ -358,18 +313,11 @@ def _learner_caller(caller, stop, name: str):
     while caller is not None and caller is not stop:
         filename = caller.f_code.co_filename
         if not _in_library(filename) and not filename.startswith("<frozen"):
-            return name, _frame_line(caller)
+            return name, linecache.getline(filename, caller.f_lineno).strip() or None
         if filename.startswith(_CHECKS):
-            return (name, None) if caller.f_code in _INVOKERS else None
+            return (name, None) if caller.f_code is invoke.__code__ else None  # `invoke` calls the learner's object
         caller = caller.f_back
     return None
-
-
-def _frame_line(frame) -> str | None:
-    import linecache
-
-    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
-    return line or None
 
 
 _WATCH: list[_Watch] = []  # the watch of the check running now (checks do not nest)
@@ -378,15 +326,12 @@ _WATCH: list[_Watch] = []  # the watch of the check running now (checks do not n
 def _static_delegation(obj, watch: _Watch) -> str | None:
     """The forbidden name when the learner's object itself is the library's (an alias, a partial, a
     subclass, a wrapped function)."""
-    for _ in range(10):
-        if isinstance(obj, functools.partial):
-            obj = obj.func
-        elif getattr(obj, "__wrapped__", None) is not None:
-            obj = obj.__wrapped__
-        elif getattr(obj, "__func__", None) is not None:
-            obj = obj.__func__
-        else:
+    for _ in range(10):  # unwrap partials, decorated functions and methods
+        inner = obj.func if isinstance(obj, functools.partial) else getattr(obj, "__wrapped__", None)
+        inner = getattr(obj, "__func__", None) if inner is None else inner
+        if inner is None:
             break
+        obj = inner
     if _hashable(obj) and obj in watch.builtins:
         return watch.builtins[obj]
     if isinstance(obj, type):
@@ -396,11 +341,7 @@ def _static_delegation(obj, watch: _Watch) -> str | None:
         members = [m for cls in obj.__mro__ if cls.__module__ != "builtins" for m in vars(cls).values()]
     else:
         members = [obj, vars(type(obj)).get("__call__")]
-    for member in members:
-        for code in _codes_of(member):
-            if code in watch.codes:
-                return watch.codes[code]
-    return None
+    return next((watch.codes[code] for member in members for code in _codes_of(member) if code in watch.codes), None)
 
 
 def _fail_delegation(learner_name: str, found: tuple[str, str | None]) -> None:
@@ -423,15 +364,14 @@ def _listed(names) -> str:
 def library_rule(check: Callable) -> str:
     """The sentence a task's text carries about the library: what it may use, and what does the task for
     the learner (and earns no points), generated from the check's `no_delegation` lists."""
-    allowed = check.allowed
     forbidden = [name for name in check.forbidden if name.startswith("course_lib.")]
     torch_own = [name for name in check.forbidden if not name.startswith("course_lib.")]
-    one = len(forbidden) + len(torch_own) == 1
+    one = len(check.forbidden) == 1
     listed = _listed(forbidden) + (f" and PyTorch's {_listed(torch_own)}" if torch_own else "")
     does = f"{listed} {'does' if one else 'do'} this task for you: calling {'it' if one else 'them'} earns no points"
     rest = "the rest of PyTorch" if torch_own else "PyTorch"
-    if allowed:
-        return f"**Library:** you may use {_listed(allowed)} from `course_lib`; its {does}."
+    if check.allowed:
+        return f"**Library:** you may use {_listed(check.allowed)} from `course_lib`; its {does}."
     return f"**Library:** `course_lib`'s {does}; {rest} is yours to use."
 
 
@@ -447,14 +387,10 @@ def no_delegation(*names: str, allowed: tuple[str, ...] = ()) -> Callable:
     def decorate(check: Callable) -> Callable:
         @functools.wraps(check)
         def wrapper(*args, **kwargs):
-            import sys
-            import threading
-
             watch = _Watch(names)
             learner = args[0] if args else next(iter(kwargs.values()), None)
             learner_name = watch.learner_name = getattr(learner, "__name__", None) or type(learner).__name__
-            found = _static_delegation(learner, watch)
-            if found:
+            if found := _static_delegation(learner, watch):
                 _fail_delegation(learner_name, (found, None))
             watch.frame = sys._getframe()
             previous, previous_threads = sys.getprofile(), threading.getprofile()

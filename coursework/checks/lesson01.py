@@ -1,12 +1,8 @@
-"""Checks for lesson 01 (likelihood): `nll`, `bits_per_dim`, the independent baseline by counting, and
-an evaluation loop over every image.
-
-Each check calls the learner's code on fresh random inputs and on the edges of the task's definition (logits
-far from the decision boundary, 256 levels, levels that never occur, a batch of one image, the input's type
-kept), compares with a float64 reference, and names the plausible mistake a wrong answer matches: a variant
-computed from the reference (the `_*_mistakes` tables, tried in order) or a rule. It prints one verdict line
-and raises `CheckFailed` on failure. The evaluation rules are shared with lesson 03 (`rules`).
-"""
+"""Checks for lesson 01 (likelihood): `nll`, `bits_per_dim`, the independent baseline by counting, and an
+evaluation loop over every image. Each calls the learner's code on fresh random inputs and on the edges of the
+task (each check's docstring lists them), compares with a float64 reference, and names the plausible mistake a
+wrong answer matches: a variant computed from the reference (the `_*_mistakes` tables, tried in order) or a
+rule (the evaluation rules are shared with lesson 03: `rules`)."""
 
 import math
 
@@ -91,34 +87,30 @@ def _diagnose_nll(got, logits, x, prefix):
     )
 
 
-def _nll_case(g, b, levels=None):
+def _nll_case(g, b, levels=None, used=None):
     """(logits, x) for `b` random images of random size: Bernoulli logits, or categorical ones over `levels`
-    levels, each of which occurs in x (when x has room for them all)."""
+    levels; x uses the first `used` levels only, or else all of them (each occurs, when x has room for all)."""
     c = int(torch.randint(1, 4, (), generator=g))
     h, w = (int(v) for v in torch.randint(2, 6, (2,), generator=g))
     logits = torch.randn(b, *([levels] if levels else []), c, h, w, generator=g) * 2
-    x = torch.randint(0, levels or 2, (b, c, h, w), generator=g)
-    if levels and x.numel() >= levels:
+    x = torch.randint(0, used or levels or 2, (b, c, h, w), generator=g)
+    if levels and not used and x.numel() >= levels:
         x.view(-1)[torch.randperm(x.numel(), generator=g)[:levels]] = torch.arange(levels)
     return logits, x
 
 
 def _nll_cases(g):
     """(what, logits, x) of every case: random Bernoulli and categorical logits, then the edges: levels absent
-    from x, 256 levels, a batch of one image, and logits far from the decision boundary, where the log of a
-    probability is -inf."""
+    from x, 256 levels, a batch of one image, logits so far from the boundary that the log of a probability is -inf."""
     b = [int(v) for v in torch.randint(3, 7, (5,), generator=g)]  # batch sizes
-    k, absent = int(torch.randint(2, 6, (), generator=g)), torch.randn(b[4], 6, 1, 3, 3, generator=g) * 2
+    k = int(torch.randint(2, 6, (), generator=g))
+    absent = "categorical logits of shape (B, K, C, H, W), K = 6 levels of which x uses only 0 to 2"
     far = torch.tensor([[100.0, -100.0], [-100.0, 100.0], [0.0, 0.0]]).reshape(1, 3, 1, 1, 2).expand(2, -1, -1, -1, -1)
     return [
         ("", *_nll_case(g, b[0])),
         ("", *_nll_case(g, b[1])),
         (f"categorical logits of shape (B, K, C, H, W), K = {k} (Bernoulli logits work)", *_nll_case(g, b[2], k)),
-        (
-            "categorical logits of shape (B, K, C, H, W), K = 6 levels of which x uses only 0 to 2",
-            absent,
-            torch.randint(0, 3, absent[:, 0].shape, generator=g),
-        ),
+        (absent, *_nll_case(g, b[4], 6, 3)),
         ("256-level categorical logits", *_nll_case(g, b[3], 256)),
         ("a batch of 1 image (Bernoulli logits)", *_nll_case(g, 1)),
         ("a batch of 1 image (categorical logits)", *_nll_case(g, 1, 4)),
@@ -197,11 +189,10 @@ def check_bits_per_dim(bits_per_dim):
     nats = torch.rand(5, generator=g, dtype=torch.float64) * 300 + 10
     d = int(torch.randint(50, 800, (), generator=g))
     for given in (nats, float(nats[0]), nats.float()):  # the tensor first: 5 values tell numerator from denominator
-        raw = call(bits_per_dim, given, d)
-        got = _as_float64(raw, "bits_per_dim")
-        ref = torch.as_tensor(given, dtype=torch.float64) / (d * LN2)
+        raw, exact = call(bits_per_dim, given, d), torch.as_tensor(given, dtype=torch.float64)
+        got, ref = _as_float64(raw, "bits_per_dim"), exact / (d * LN2)
         if not close(got, ref, "float64"):
-            _diagnose_bpd(got, torch.as_tensor(given, dtype=torch.float64), ref, d)
+            _diagnose_bpd(got, exact, ref, d)
         if _kind(raw) != _kind(given):
             fail(
                 f"bits_per_dim returned {_kind(raw)} for {_kind(given)}: the result must have the type of "
@@ -213,22 +204,13 @@ def check_bits_per_dim(bits_per_dim):
 
 
 # -- task 3: fit_independent(images, levels, alpha) -----------------------------------------------------
-def _counts(images, levels):
-    return F.one_hot(images.long(), levels).sum(0).permute(3, 0, 1, 2).double()  # (K, C, H, W)
-
-
-def _ref_independent(images, levels, alpha):
-    return (_counts(images, levels) + alpha) / (images.shape[0] + alpha * levels)
-
-
 def _fit_images(g, levels, c, absent):
     """Images (N, C, H, W) where some levels are rare, pixel (0, 0) only ever takes level 0, and level
     `absent` (if given) occurs nowhere."""
     n = int(torch.randint(20, 40, (), generator=g))
     h, w = (int(v) for v in torch.randint(3, 6, (2,), generator=g))
     p = torch.rand(levels, c, h, w, generator=g) ** 3  # some levels rare, so zero counts happen
-    p[:, :, 0, 0] = 0
-    p[0, :, 0, 0] = 1
+    p[:, :, 0, 0] = (torch.arange(levels) == 0)[:, None].float()  # pixel (0, 0): level 0 only
     if absent is not None:
         p[absent] = 0
         p[0] += 0.05  # every pixel keeps some level it can take
@@ -262,9 +244,8 @@ def _fit_shape_rules(got, ref, images, levels, where):
     tensor_rule(got, "fit_independent", ref.shape, hint, shapes=shapes, where=where)
 
 
-def _fit_mistakes(counts, n, levels, alpha):
-    """{name: (what the mistake returns, message, hint)} for the plausible mistakes of task 3."""
-    ref = (counts + alpha) / (n + alpha * levels)
+def _fit_mistakes(counts, ref, n, levels, alpha):
+    """{name: (what the mistake returns, message, hint)} for the plausible mistakes of task 3 (`ref`: the answer)."""
     return {
         "no pseudo-counts": (
             counts / n,
@@ -281,25 +262,16 @@ def _fit_mistakes(counts, n, levels, alpha):
     }
 
 
-def _smoothing_fit(got, counts):
-    """(a, D) when `got` is exactly (counts + a) / D for one pseudo-count a and one denominator D (a straight
-    line through every (count, probability) pair), else None: what the learner's formula computed."""
-    x, y = counts.flatten(), got.flatten()
-    if x.var() < 1e-9:
-        return None
-    slope = ((x - x.mean()) * (y - y.mean())).mean() / ((x - x.mean()) ** 2).mean()
-    intercept = y.mean() - slope * x.mean()
-    if slope <= 0 or (y - (slope * x + intercept)).abs().max() > 1e-6:
-        return None
-    return (intercept / slope).item(), (1 / slope).item()
-
-
 def _formula_rule(got, counts, n, levels, alpha, where):
-    """When the learner's probabilities are (count + a) / D for one a and one D: fail naming the wrong part of
+    """When the learner's probabilities are exactly (count + a) / D for one pseudo-count a and one denominator D
+    (a straight line through every (count, probability) pair): fail naming the wrong part of
     p = (count + alpha) / (N + K * alpha), and the right one."""
-    if (fitted := _smoothing_fit(got, counts)) is None:
+    x, y = counts.flatten(), got.flatten()
+    slope = ((x - x.mean()) * (y - y.mean())).mean() / ((x - x.mean()) ** 2).mean()  # (NaN when x is constant)
+    intercept = y.mean() - slope * x.mean()
+    if x.var() < 1e-9 or slope <= 0 or (y - (slope * x + intercept)).abs().max() > 1e-6:
         return
-    (a, d), want = fitted, n + alpha * levels
+    a, d, want = (intercept / slope).item(), (1 / slope).item(), n + alpha * levels
     yours, expected = f"(count + {a:.4g}) / {d:.4g}", f"(count + {alpha:g}) / {want:g}"
     if not math.isclose(a, alpha, rel_tol=1e-4, abs_tol=1e-4) and math.isclose(d, want, rel_tol=1e-4):
         fail(
@@ -331,13 +303,13 @@ def check_fit_independent(fit_independent):
     for levels, c, alpha, absent in ((2, 1, 1.0, None), (2, 1, 0.5, None), (4, 3, 1.0, None), (4, 2, 0.5, 3)):
         images = _fit_images(g, levels, c, absent)
         got = _as_float64(call(fit_independent, images.clone(), levels, alpha), "fit_independent")
-        ref = _ref_independent(images, levels, alpha)
+        counts, n = F.one_hot(images.long(), levels).sum(0).permute(3, 0, 1, 2).double(), len(images)  # (K, C, H, W)
+        ref = (counts + alpha) / (n + alpha * levels)
         if close(got, ref, "probability"):
             continue
-        counts, n = _counts(images, levels), len(images)
         where = f"({levels} levels, {c} channel{'s' * (c > 1)}, alpha={alpha})"
         _fit_shape_rules(got, ref, images, levels, where)
-        first_match(got, _fit_mistakes(counts, n, levels, alpha), "probability", where=where)
+        first_match(got, _fit_mistakes(counts, ref, n, levels, alpha), "probability", where=where)
         _formula_rule(got, counts, n, levels, alpha, where)
         if (got - ref.mean((1, 2, 3), keepdim=True)).abs().max() < 0.05 or got.flatten(1).std(1).max() < 1e-6:
             fail(

@@ -2,8 +2,7 @@
 `MaskedConv2d`, a receptive-field map from gradients, and a Jacobian causality test. Each compares with
 `course_lib.masks` / `course_lib.causality` on fresh cases and edge cases (channel counts not multiples of the
 colour groups, 1x1 and 9x9 kernels, batch 1, images not square), and names a wrong answer by the plausible
-mistake (a variant of the reference) that reproduces it.
-"""
+mistake (a variant of the reference) that reproduces it."""
 
 import torch
 import torch.nn as nn
@@ -15,21 +14,20 @@ from course_lib.masks import raster_mask, vertical_mask
 
 from .helpers import call, close, fail, fresh_generator, invoke, isolated, no_delegation, passed, tensor_rule
 
-
-def _other(mask_type):
-    return "B" if mask_type == "A" else "A"
+OTHER = {"A": "B", "B": "A"}  # the other mask type
 
 
-def _colours(dc):
-    return f"{dc} colour group{'s' * (dc > 1)}"
-
-
-def _attempt(fn, *args):
-    """`fn(*args)`, or None when it raises (a variant that does not apply, a learner's answer that crashes)."""
+def _attempt(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)`, or None when it raises (a variant that does not apply, a learner's crashing answer)."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception:
         return None
+
+
+def _draw(g, low, high):
+    """A random integer in [low, high] from the generator `g`."""
+    return int(torch.randint(low, high + 1, (), generator=g))
 
 
 # -- task 1: make_mask(kernel_size, mask_type, in_channels, out_channels, data_channels) -----------------------
@@ -38,6 +36,7 @@ GROUPINGS = {  # how the n channels of one side are split into dc colour groups
     "interleaved": lambda n, dc: torch.arange(n) % dc,
     "blocks of n // dc": lambda n, dc: torch.arange(n) // (n // dc),  # right only when dc divides n
     "blocks of ceil(n / dc)": lambda n, dc: torch.arange(n) // -(-n // dc),  # idem
+    "one": lambda n, dc: torch.zeros(n, dtype=torch.long),  # colour ignored: a single group
 }
 
 
@@ -45,98 +44,77 @@ def _variant(k, t, cin, cout, dc, swap=False, centre="rule", only="AB", groups="
     """The mask (cout, cin, k, k) of type `t` built with the given mistakes; the defaults give the reference.
     swap: the other type; centre (for the types in `only`): "rule" (the group order), "reversed", "all" or
     "none"; spatial: "past" (rows above, left of the centre), "past and right" or "future" (below, right)."""
-    c, t = k // 2, _other(t) if swap else t
+    c, t = k // 2, OTHER[t] if swap else t
     m = torch.zeros(cout, cin, k, k)
-    rows, left = (slice(c + 1, None), slice(c + 1, None)) if spatial == "future" else (slice(None, c), slice(None, c))
-    m[:, :, rows, :] = 1
-    m[:, :, c, left] = 1
-    if spatial == "past and right":
-        m[:, :, c, c + 1 :] = 1
+    m[:, :, :c] = 1
+    m[:, :, c, : k if spatial == "past and right" else c] = 1  # (the centre weight is set below)
+    m = m.flip(2, 3) if spatial == "future" else m
     g_out, g_in = GROUPINGS[groups](cout, dc)[:, None], GROUPINGS[groups](cin, dc)[None, :]
-    before, same = (g_out < g_in, g_out == g_in) if centre == "reversed" else (g_out > g_in, g_out == g_in)
-    rule = before | (same & (t == "B"))
-    m[:, :, c, c] = {"all": torch.ones_like(same), "none": torch.zeros_like(same)}.get(
-        centre if t in only else "", rule
-    )
+    before = g_out < g_in if centre == "reversed" else g_out > g_in
+    fixed = {"all": 1.0, "none": 0.0}.get(centre) if t in only else None
+    m[:, :, c, c] = before | ((g_out == g_in) & (t == "B")) if fixed is None else fixed
     return m
 
 
-MASK_MISTAKES = [  # (message, hint, the mistakes that produce it as options of _variant); {t}, {other}, {dc}: the case's
-    (
-        "masks A and B are swapped: you built mask {other} when mask {t} was asked for",
-        "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it",
+MASK_MISTAKES = {  # message: (the mistakes behind it, as options of _variant; hint); {t}, {other}, {dc}: the case's
+    "masks A and B are swapped: you built mask {other} when mask {t} was asked for": (
         [dict(swap=True)],
+        "mask A (first layer) hides the centre pixel's own channel; mask B (later layers) keeps it",
     ),
-    (
-        "your mask keeps the future (rows below, pixels to the right) instead of the past",
-        "keep the rows above the centre and the pixels left of it in the centre row",
+    "your mask keeps the future (rows below, pixels to the right) instead of the past": (
         [dict(spatial="future"), dict(spatial="future", centre="all")],
+        "keep the rows above the centre and the pixels left of it in the centre row",
     ),
-    (
-        "the centre row keeps pixels right of the centre: they come later in raster order",
-        "in the centre row keep only the weights left of the centre",
+    "the centre row keeps pixels right of the centre: they come later in raster order": (
         [dict(spatial="past and right")],
+        "in the centre row keep only the weights left of the centre",
     ),
-    (
-        "channel order ignored: with colour, the centre weight must follow R -> G -> B",
+    "channel order ignored: with colour, the centre weight must follow R -> G -> B": (
+        [dict(groups="one")],
         "split the channels into {dc} groups; at the centre, output group g may read input group g' only if g' < g "
         "(mask A) or g' <= g (mask B)",
-        [dict(dc=1)],
     ),
-    (
-        "channel order reversed: your blue sees green and red, but red must come first",
-        "an output of group g may read earlier groups (smaller g'), not later ones",
+    "channel order reversed: your blue sees green and red, but red must come first": (
         [dict(centre="reversed")],
+        "an output of group g may read earlier groups (smaller g'), not later ones",
     ),
-    (
-        "channel groups interleaved: group g must be a contiguous block of channels",
-        "channel n of C belongs to group n * data_channels // C",
+    "channel groups interleaved: group g must be a contiguous block of channels": (
         [dict(groups="interleaved")],
+        "channel n of C belongs to group n * data_channels // C",
     ),
-    (
-        "your colour groups are right only when the channel count is a multiple of data_channels",
-        "channel n of C belongs to group n * data_channels // C, for any C: 4 channels in 3 groups are R, R, G, B",
+    "your colour groups are right only when the channel count is a multiple of data_channels": (
         [dict(groups="blocks of n // dc"), dict(groups="blocks of ceil(n / dc)")],
+        "channel n of C belongs to group n * data_channels // C, for any C: 4 channels in 3 groups are R, R, G, B",
     ),
-    (
-        "mask A includes the centre pixel: the first layer would see the very value it must predict",
-        "at the centre, mask A keeps only input channel groups strictly before the output's group",
+    "mask A includes the centre pixel: the first layer would see the very value it must predict": (
         [dict(centre="all", only="A"), dict(centre="all")],
+        "at the centre, mask A keeps only input channel groups strictly before the output's group",
     ),
-    (
-        "mask B excludes the centre pixel: later layers would throw away what they already know about the past",
-        "at the centre, mask B keeps input groups up to and including the output's group",
+    "mask B excludes the centre pixel: later layers would throw away what they already know about the past": (
         [dict(centre="none", only="B"), dict(centre="none")],
+        "at the centre, mask B keeps input groups up to and including the output's group",
     ),
-]
-
-
-def _mistaken_mask(options, k, t, cin, cout, dc):
-    """The mask of case (k, t, cin, cout, dc) with the mistake `options`, or None where it cannot be built."""
-    return _attempt(lambda: _variant(**{"k": k, "t": t, "cin": cin, "cout": cout, "dc": dc, **options}))
+}
 
 
 def _same(got, variant):
-    return torch.is_tensor(got) and variant is not None and got.shape == variant.shape and torch.equal(got, variant)
-
-
-def _as_mask(got):
-    return got.detach().float() if torch.is_tensor(got) else got
+    """Whether `got` is a tensor with the values of `variant` (None: one that cannot be built), whatever its dtype."""
+    comparable = torch.is_tensor(got) and variant is not None and got.shape == variant.shape
+    return comparable and torch.equal(got.detach().float(), variant.float())
 
 
 def _diagnose_mask(make_mask, cases, n, got):
-    """Fail for case `n`, where `got` is wrong: a variant that reproduces the learner's answer on every case
-    (`make_mask` is run on all of them) is named first, then one that reproduces it on case `n`, then where
-    the mask differs."""
+    """Fail for case `n`, where `got` is wrong, naming a variant that reproduces `make_mask` on every case, else
+    one that reproduces `got`, else where the mask differs."""
     k, t, cin, cout, dc = cases[n]
-    answers = [_as_mask(_attempt(invoke, make_mask, *case)) for case in cases]
-    names = {"t": t, "other": _other(t), "dc": dc}
-    for message, hint, mistakes in MASK_MISTAKES:  # the same mistake on every case
-        for found in ([_mistaken_mask(options, *case) for case in cases] for options in mistakes):
+    answers = [_attempt(invoke, make_mask, *case) for case in cases]
+    names = {"t": t, "other": OTHER[t], "dc": dc}
+    for message, (mistakes, hint) in MASK_MISTAKES.items():  # the same mistake on every case
+        for found in ([_attempt(_variant, *case, **options) for case in cases] for options in mistakes):
             if _same(got, found[n]) and all(v is None or _same(a, v) for a, v in zip(answers, found)):
                 fail(message.format(**names), hint.format(**names))
-    for message, hint, mistakes in MASK_MISTAKES:  # on this case
-        if any(_same(got, _mistaken_mask(options, *cases[n])) for options in mistakes):
+    for message, (mistakes, hint) in MASK_MISTAKES.items():  # on this case
+        if any(_same(got, _attempt(_variant, *cases[n], **options)) for options in mistakes):
             fail(message.format(**names), hint.format(**names))
     diff, c = got != raster_mask(k, t, cin, cout, dc), k // 2
     regions = {
@@ -147,7 +125,7 @@ def _diagnose_mask(make_mask, cases, n, got):
         | diff[:, :, c + 1 :].any(),
     }
     fail(
-        f"mask {t} (k={k}, {cin}->{cout} channels, {_colours(dc)}) is wrong in "
+        f"mask {t} (k={k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)}) is wrong in "
         + "; ".join(region for region, wrong in regions.items() if wrong),
         "compare your mask with the pictures of the lesson, printed as integers",
     )
@@ -170,16 +148,13 @@ EDGE_MASKS = [  # (k, type, in, out, data channels): any odd k, any channel coun
 
 
 def _mask_cases(g):
-    def pick(options):
-        return options[int(torch.randint(0, len(options), (), generator=g))]
-
     cases = []
     for t in ("A", "B"):
-        k, (a, b) = pick((3, 5, 7)), (torch.randperm(4, generator=g)[:2] + 2).tolist()  # a != b
+        k, (a, b) = (3, 5, 7)[_draw(g, 0, 2)], (torch.randperm(4, generator=g)[:2] + 2).tolist()  # a != b
         cases += [(k, t, 1, 1, 1), (k, t, a, b, 1)]
     for t in ("A", "B"):
-        k = pick((3, 5))
-        cases += [(k, t, 3, 3, 3), (k, t, 3 * pick((2, 3)), 3 * pick((2, 3)), 3)]  # data -> hidden -> hidden
+        k = (3, 5)[_draw(g, 0, 1)]
+        cases += [(k, t, 3, 3, 3), (k, t, 3 * _draw(g, 2, 3), 3 * _draw(g, 2, 3), 3)]  # data -> hidden -> hidden
     return cases + EDGE_MASKS
 
 
@@ -191,11 +166,8 @@ def check_mask(make_mask):
     any channel count and odd kernel size."""
     cases = _mask_cases(fresh_generator())
     for n, (k, t, cin, cout, dc) in enumerate(cases):
-        shapes = {(cin, cout, k, k): SWAPPED} if cin != cout else None
-        got = tensor_rule(
-            call(make_mask, k, t, cin, cout, dc), "make_mask", (cout, cin, k, k), **MASK_SHAPE, shapes=shapes
-        )
-        got = got.float()
+        got, shapes = call(make_mask, k, t, cin, cout, dc), {(cin, cout, k, k): SWAPPED} if cin != cout else None
+        got = tensor_rule(got, "make_mask", (cout, cin, k, k), **MASK_SHAPE, shapes=shapes).float()
         if not torch.equal(got, raster_mask(k, t, cin, cout, dc)):
             _diagnose_mask(make_mask, cases, n, got)
     passed(
@@ -209,20 +181,17 @@ def _conv_with(conv, mask, x, k):
     return F.conv2d(x, conv.weight * mask, conv.bias, padding=k // 2)
 
 
-CONV_MISTAKES = {  # name: (the mask the layer used, message, hint); {where}, {other}: the failing case's
-    "no mask": (
+CONV_MISTAKES = {  # message: (the mask the layer used, hint); {where}, {other}: the failing case's
+    "the layer is not masked: it sees the present and the future {where}": (
         lambda k, t, i, o, dc: torch.ones(o, i, k, k),
-        "the layer is not masked: it sees the present and the future {where}",
         "multiply the weight by the mask in forward",
     ),
-    "A and B swapped": (
-        lambda k, t, i, o, dc: raster_mask(k, _other(t), i, o, dc),
-        "masks A and B are swapped: the layer used mask {other} {where}",
+    "masks A and B are swapped: the layer used mask {other} {where}": (
+        lambda k, t, i, o, dc: raster_mask(k, OTHER[t], i, o, dc),
         "mask A hides the centre pixel's own channel group, mask B keeps it",
     ),
-    "colour ignored": (
+    "channel order ignored: the centre weight does not follow R -> G -> B {where}": (
         lambda k, t, i, o, dc: raster_mask(k, t, i, o, 1),  # (with one group: the reference, already ruled out)
-        "channel order ignored: the centre weight does not follow R -> G -> B {where}",
         "pass data_channels on to your mask",
     ),
 }
@@ -247,12 +216,11 @@ def _require_output(conv, x, case, where):
     cin, cout, k, t, dc = case
     pad, shape = "pad by kernel_size // 2 so every pixel gets an output ('same' padding)", (len(x), cout, *x.shape[2:])
     out = tensor_rule(call(conv, x), "MaskedConv2d", shape, pad, where=f"for input {tuple(x.shape)} {where}")
-    with torch.no_grad():
-        if close(out, _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)):
-            return
-        for mask, message, hint in CONV_MISTAKES.values():
-            if close(out, _conv_with(conv, mask(k, t, cin, cout, dc), x, k)):
-                fail(message.format(where=where, other=_other(t)), hint)
+    if close(out, _conv_with(conv, raster_mask(k, t, cin, cout, dc), x, k)):
+        return
+    for message, (mask, hint) in CONV_MISTAKES.items():
+        if close(out, _conv_with(conv, mask(k, t, cin, cout, dc), x, k)):
+            fail(message.format(where=where, other=OTHER[t]), hint)
     fail(
         f"the output differs from a convolution with the weight times the mask {where}",
         "forward = the usual convolution, with self.weight * self.mask as the kernel",
@@ -286,23 +254,19 @@ def _require_training_step(conv, x, mask, g, where):
     the bias gets its own, and after the step the layer is still masked."""
     if not conv.weight.requires_grad:
         fail("the weight is not trainable", "keep self.weight an nn.Parameter")
-    k, opt = mask.shape[-1], torch.optim.SGD(conv.parameters(), lr=1.0)
-    opt.zero_grad()
+    k, opt = mask.shape[-1], torch.optim.SGD(conv.parameters(), lr=1.0)  # (a new layer has no gradients yet)
     direction = torch.randn(x.shape[0], mask.shape[0], *x.shape[2:], generator=g)
     (call(conv, x) * direction).sum().backward()
     weight, bias = (None if p is None else p.detach().clone().requires_grad_(True) for p in (conv.weight, conv.bias))
     (F.conv2d(x, weight * mask, bias, padding=k // 2) * direction).sum().backward()
-    grad, bias_grad = (
-        None if p is None or p.grad is None else p.grad.detach().clone() for p in (conv.weight, conv.bias)
-    )
+    grad, bias_grad = (None if p is None or p.grad is None else p.grad.clone() for p in (conv.weight, conv.bias))
     opt.step()
-    with torch.no_grad():
-        if not close(call(conv, x), _conv_with(conv, mask, x, k), atol=1e-4):
-            fail(
-                f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
-                "and the optimiser brought the hidden weights back",
-                "apply the mask inside forward, every time",
-            )
+    if not close(call(conv, x), _conv_with(conv, mask, x, k), atol=1e-4):
+        fail(
+            f"after one training step the layer sees masked inputs {where}: the mask was applied only once, "
+            "and the optimiser brought the hidden weights back",
+            "apply the mask inside forward, every time",
+        )
     if grad is None or not grad.abs().sum() > 0:
         fail(
             f"no gradient reaches the weight {where}: your forward pass uses a copy that is cut off from the "
@@ -339,18 +303,13 @@ def check_masked_conv(MaskedConv2d):
     """Task 2: `MaskedConv2d(in_channels, out_channels, kernel_size, mask_type, data_channels=1)`, a 'same'
     padded nn.Conv2d whose kernel is multiplied by the causal mask in every forward pass, a buffer."""
     g = fresh_generator()
-
-    def draw(low, high):
-        return int(torch.randint(low, high + 1, (), generator=g))
-
-    cases = [(1, draw(2, 5), 5, "A", 1, 2), (draw(2, 4), draw(2, 4), 3, "B", 1, 2), (3, 6, 3, "A", 3, 2)]
+    cases = [(1, _draw(g, 2, 5), 5, "A", 1, 2), (_draw(g, 2, 4), _draw(g, 2, 4), 3, "B", 1, 2), (3, 6, 3, "A", 3, 2)]
     for cin, cout, k, t, dc, batch in cases + [(6, 9, 3, "B", 3, 2)] + EDGE_CONVS:
-        with torch.random.fork_rng():  # leave the notebook's random state alone
-            torch.manual_seed(draw(0, 2**31 - 2))
-            conv = call(MaskedConv2d, cin, cout, k, t, dc)
-        where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {_colours(dc)})"
+        torch.manual_seed(_draw(g, 0, 2**31 - 2))  # (@isolated: the notebook's random state is restored)
+        conv = call(MaskedConv2d, cin, cout, k, t, dc)
+        where = f"(mask {t}, {k}x{k}, {cin}->{cout} channels, {dc} colour group{'s' * (dc > 1)})"
         _require_conv(conv)
-        x = torch.randn(batch, cin, draw(8, 10), draw(8, 10), generator=g)
+        x = torch.randn(batch, cin, _draw(g, 8, 10), _draw(g, 8, 10), generator=g)
         _require_output(conv, x, (cin, cout, k, t, dc), where)
         _require_training_step(conv, x, raster_mask(k, t, cin, cout, dc), g, where)
         _require_mask_buffer(conv, where)
@@ -362,12 +321,13 @@ def check_masked_conv(MaskedConv2d):
 
 # -- the models of tasks 3 and 4 ----------------------------------------------------------------------------
 class _Stack(nn.Module):
-    """A small causal stack with smooth activations (no exact zero gradients by chance): one mask-A layer,
-    then mask-B layers, then a 1x1 mask-B head; Bernoulli logits (B, C, H, W). `bug` breaks the whole model;
-    `leak` = (out, src) adds one forbidden connection: the logit of sub-pixel `out` = (c, i, j) also reads the
-    input sub-pixel `src`, `out` itself or a later one, so that only the map of that one output shows it."""
+    """A small causal stack (in eval mode) with weights drawn from `g` and smooth activations (no exact zero
+    gradients by chance): one mask-A layer, then mask-B layers, then a 1x1 mask-B head; Bernoulli logits
+    (B, C, H, W). `bug` breaks the whole model; `leak` = (out, src) adds one forbidden connection: the logit of
+    sub-pixel `out` = (c, i, j) also reads the input sub-pixel `src`, `out` itself or a later one, so that only
+    the map of that one output shows it."""
 
-    def __init__(self, image_shape, channels=6, n_layers=2, k=3, first="A", first_scale=1.0, bug=None, leak=None):
+    def __init__(self, g, image_shape, channels=6, n_layers=2, k=3, first="A", first_scale=1.0, bug=None, leak=None):
         super().__init__()
         c = image_shape[0]
         self.image_shape, self.levels, self.num_classes, self.bug = tuple(image_shape), 2, None, bug
@@ -378,14 +338,13 @@ class _Stack(nn.Module):
             self.first.mask.copy_(vertical_mask(k, c, channels, include_centre_row=True))
         self.layers = nn.ModuleList(_RefConv(channels, channels, k, "B", c) for _ in range(n_layers - 1))
         self.head = _RefConv(channels, c, 1, "B", c)
-        for p in self.parameters():
-            nn.init.normal_(p, std=0.5)
-        with torch.no_grad():  # first_scale < 1: every gradient with respect to the input is small (never 0)
-            self.first.weight.mul_(first_scale)
+        for name, p in self.named_parameters():  # first_scale < 1: every gradient with respect to the input is small
+            nn.init.normal_(p, std=0.5 * (first_scale if name == "first.weight" else 1.0), generator=g)
         self.out, self.src = leak or (None, None)
         self.register_buffer("pick", torch.zeros(2, *image_shape))  # where the leak reads and writes
         if leak:
             self.pick[(0, *self.src)] = self.pick[(1, *self.out)] = 1.0
+        self.eval()
 
     def forward(self, x, labels=None):
         h = torch.tanh(self.first(x))
@@ -398,34 +357,22 @@ class _Stack(nn.Module):
         return (out + x if self.bug == "residual" else out) + 0.8 * leaked * self.pick[1]
 
 
-def _leaky(g, where, image_shape=(1, 5, 4), channels=6):
+def _leaky(g, where):
     """(description, model): a causal stack with one leak at a random place of the kind `where` names, away
     from the corners, so that only a test that skips that row, column or channel misses it."""
-    ch, h, w = image_shape
-
-    def pick(low, high):  # an integer in [low, high]
-        return int(torch.randint(low, high + 1, (), generator=g))
-
-    i, j = pick(1, h - 2), pick(1, w - 2)
+    ch, h, w = image_shape = (3, 3, 3) if where == "last channel" else (1, 5, 4)
+    i, j = _draw(g, 1, h - 2), _draw(g, 1, w - 2)
     out, src = {
         "last row": ((0, h - 1, j), (0, h - 1, j)),
-        "last column": ((0, i, w - 1), (0, i + 1, pick(0, w - 1))),
-        "first row": ((0, 0, j), (0, pick(0, 1), j)),
-        "first column": ((0, i, 0), (0, pick(i, i + 1), 0)),
+        "last column": ((0, i, w - 1), (0, i + 1, _draw(g, 0, w - 1))),
+        "first row": ((0, 0, j), (0, _draw(g, 0, 1), j)),
+        "first column": ((0, i, 0), (0, _draw(g, i, i + 1), 0)),
         "next pixel": ((0, i, j), (0, i, j + 1)),
         "last channel": ((ch - 1, i, j), (ch - 1, i, j)),  # blue sees its own value at an inner pixel
     }[where]
-    model = _fresh_stack(g, image_shape, channels=channels, leak=(out, src))
-    seen = (
-        "its own sub-pixel" if src == out else f"the later sub-pixel (channel {src[0]}, row {src[1]}, column {src[2]})"
-    )
+    model = _Stack(g, image_shape, leak=(out, src))
+    seen = "its own sub-pixel" if src == out else "the later sub-pixel (channel {}, row {}, column {})".format(*src)
     return f"output (channel {out[0]}, row {out[1]}, column {out[2]}) of a {ch}x{h}x{w} model sees {seen}", model
-
-
-def _fresh_stack(g, *args, **kwargs):
-    with torch.random.fork_rng():  # leave the notebook's random state alone
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (), generator=g)))
-        return _Stack(*args, **kwargs).eval()
 
 
 def _ref_field(model, i, j, c):
@@ -433,12 +380,15 @@ def _ref_field(model, i, j, c):
 
 
 # -- task 3: receptive_field_map(model, i, j, c=0) ------------------------------------------------------------
-def _field_shapes(shape):
-    """{wrong shape: (message, hint)}: the map with the batch dimension kept, or (one channel) without C."""
+def _field_rule(got, shape):
+    """The learner's map as a tensor of `shape` (C, H, W), else fail; the hint names the batch dimension kept,
+    or with one channel, the channel dimension dropped."""
     hints = {(1, *shape): "drop the batch dimension of the gradient: (C, H, W)"}
     if shape[0] == 1:
         hints[shape[1:]] = "keep the channel dimension: (C, H, W)"
-    return {s: (f"receptive_field_map returned shape {s}, expected {tuple(shape)}", h) for s, h in hints.items()}
+    shapes = {s: (f"receptive_field_map returned shape {s}, expected {tuple(shape)}", h) for s, h in hints.items()}
+    hint, shape_hint = "return a boolean tensor of shape (C, H, W)", "one entry per input sub-pixel: (C, H, W)"
+    return tensor_rule(got, "receptive_field_map", shape, hint, shape_hint=shape_hint, shapes=shapes)
 
 
 def _diagnose_field(got, model, case, where):
@@ -454,8 +404,7 @@ def _diagnose_field(got, model, case, where):
         )
     if got.all():
         fail(f"every input is marked as seen {where}", "mark only inputs whose gradient is exactly non-zero")
-    future = torch.zeros_like(ref)
-    future.view(channels, -1)[:, i * width + j :] = True
+    future = torch.arange(ref[0].numel()).reshape(ref.shape[1:]) >= i * width + j  # (H, W): at or after (i, j)
     if (got & ~ref & future).any():
         fail(
             f"your map marks the output's own pixel or later ones {where}: did you differentiate the sum of all "
@@ -485,19 +434,14 @@ def check_receptive_field(receptive_field_map):
     cases = [
         ((1, 7, 7), dict(n_layers=3), (4, 2, 0)),
         ((1, 6, 6), dict(n_layers=2, first_scale=1e-4), (3, 1, 0)),  # gradients around 1e-4
-        ((3, 5, 5), dict(n_layers=2), (2, 1, int(torch.randint(0, 2, (), generator=g)))),
+        ((3, 5, 5), dict(n_layers=2), (2, 1, _draw(g, 0, 1))),
         ((2, 4, 7), dict(n_layers=2), (2, 5, 1)),  # edge: two colour channels, wider than tall
         ((1, 7, 3), dict(n_layers=2), (5, 1, 0)),  # edge: taller than wide
     ]
     for shape, options, (i, j, c) in cases:
-        model = _fresh_stack(g, shape, **options)
-        with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = call(receptive_field_map, model, i, j, c)
-        ref, hint = _ref_field(model, i, j, c), "return a boolean tensor of shape (C, H, W)"
-        shape_hint = "one entry per input sub-pixel: (C, H, W)"
-        got = tensor_rule(
-            got, "receptive_field_map", ref.shape, hint, shape_hint=shape_hint, shapes=_field_shapes(ref.shape)
-        )
+        model = _Stack(g, shape, **options)
+        ref = _ref_field(model, i, j, c)
+        got = _field_rule(call(receptive_field_map, model, i, j, c), ref.shape)
         got = got if got.dtype == torch.bool else got != 0
         if not torch.equal(got, ref):
             where = f"(output channel {c}, row {i}, column {j} of a {'x'.join(map(str, shape))} model)"
@@ -536,12 +480,12 @@ WHOLE_MODELS = {  # what a test that labels the model wrong does: (_Stack option
     ),
 }
 SINGLE_LEAKS = {  # where: the advice when a test misses a leak there
-    "next pixel": "the pixel right after the output in raster order is already forbidden",
-    "last channel": "check every channel of every output, and its own channel at its own pixel",
-    "last row": "check every row, the last one included",
-    "last column": "check every column, the last one included",
-    "first row": "check every row, the first one included",
-    "first column": "check every column, the first one included",
+    "next pixel": "The pixel right after the output in raster order is already forbidden",
+    "last channel": "Check every channel of every output, and its own channel at its own pixel",
+    "last row": "Check every row, the last one included",
+    "last column": "Check every column, the last one included",
+    "first row": "Check every row, the first one included",
+    "first column": "Check every column, the first one included",
 }
 
 
@@ -581,15 +525,13 @@ def check_is_causal(is_causal):
     (raster order, then R -> G -> B inside a pixel), False otherwise: on correct stacks (square or not),
     whole-model leaks and single leaks placed where only a test that skips some outputs misses them."""
     g = fresh_generator()
-    cases = [(None, _fresh_stack(g, **kw), causal, message) for message, (kw, causal) in WHOLE_MODELS.items()]
+    cases = [(None, _Stack(g, **kw), causal, message) for message, (kw, causal) in WHOLE_MODELS.items()]
     for where, advice in SINGLE_LEAKS.items():
-        what, model = _leaky(g, where, (3, 3, 3) if where == "last channel" else (1, 5, 4))
-        msg = f"your test misses a single leak in the {where}: {what}. {advice[0].upper() + advice[1:]}"
-        cases.append(((where, what), model, False, msg))
+        what, model = _leaky(g, where)
+        cases.append(((where, what), model, False, f"your test misses a single leak in the {where}: {what}. {advice}"))
     wrong = []
     for n, (_, model, causal, _) in enumerate(cases):
-        with torch.random.fork_rng():  # leave the notebook's random state alone
-            got = call(is_causal, model)
+        got = call(is_causal, model)
         if not isinstance(got, (bool, torch.Tensor)) or (torch.is_tensor(got) and got.numel() != 1):
             fail(f"is_causal returned {type(got).__name__}, not True or False", "return a bool")
         if bool(got) != causal:

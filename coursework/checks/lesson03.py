@@ -14,7 +14,7 @@ import functools
 import math
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -145,7 +145,8 @@ def _update_rules(update, ref_update, raw, clip, where):
         (
             clip > 0 and ratio > 1.5,
             f"the gradient was not clipped to norm {clip:.3g}: the step is {ratio:.1f}x too long",
-            "call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) after backward() and before optimizer.step()",
+            "call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) after backward() and before "
+            "optimizer.step()",
         ),
         (
             clip == 0 and ratio < 0.67,
@@ -195,27 +196,24 @@ def _probe_step_device(train_step, model, x):
         "not to a hard-coded 'cuda' or 'cpu'",
     )
     hint = "device = next(model.parameters()).device, then torch.autocast(device.type, dtype=torch.bfloat16)"
-    entered = [(kind, dtype) for kind, dtype, enabled in (record["autocast"] if record else []) if enabled]
-    for device_type, dtype in entered:
-        if device_type != "meta":
+    for device_type, dtype, enabled in record["autocast"] if record else []:
+        if enabled and device_type != "meta":
             fail(
                 f"torch.autocast was given the device type '{device_type}', not the type of the model's device "
                 "(the check moved the model to PyTorch's 'meta' device): on any other device the forward pass "
                 "would run without mixed precision",
                 hint,
             )
-        if dtype is None:
+        if enabled and dtype is None:
             fail("torch.autocast was called without dtype=torch.bfloat16: its default is float16 on a GPU", hint)
-        if dtype != torch.bfloat16:
+        if enabled and dtype != torch.bfloat16:
             fail(f"precision='bf16' asked torch.autocast for {dtype}, not torch.bfloat16", hint)
 
 
 def _quietly(train_step, *args):
     """Run the learner's step; an error says nothing here (the checked steps report it with their context)."""
-    try:
+    with suppress(Exception):
         invoke(train_step, *args, precision="fp32", clip=1.0)
-    except Exception:
-        pass
 
 
 @no_delegation("course_lib.train.Trainer", "course_lib.train.fit", allowed=("course_lib.models.log_prob_from_logits",))
@@ -360,12 +358,11 @@ def _payload(seed, epoch):
 
 def _holds(path, payload):
     """True when `path` loads (weights_only) as `payload`."""
-    try:
+    with suppress(Exception):  # (a file that does not load, or holds something else, does not)
         loaded = torch.load(path, weights_only=True)
-    except Exception:
-        return False
-    same_weight = torch.equal(loaded["state_dict"]["weight"], payload["state_dict"]["weight"])
-    return loaded["epoch"] == payload["epoch"] and same_weight
+        same_weight = torch.equal(loaded["state_dict"]["weight"], payload["state_dict"]["weight"])
+        return loaded["epoch"] == payload["epoch"] and same_weight
+    return False
 
 
 def _leftovers(path):
@@ -559,8 +556,8 @@ def _resume_from_nothing(resume, seed, path):
 
 
 def _hostile_files(resume, seed, checkpoint, folder):
-    """Offer resume a checkpoint that runs code when unpickled and one that lacks a weight: (did the code
-    run?, was the partial file accepted?, the missing weight's name)."""
+    """Offer resume a checkpoint that runs code when unpickled and one that lacks a weight: {"ran_code": did
+    the code run?, "accepted_partial": was the partial file accepted?, "missing": the missing weight's name}."""
     hostile, partial = folder / "downloaded.pt", folder / "other_model.pt"
     torch.save({**checkpoint, "note": _RunsCodeWhenLoaded()}, hostile)
     missing = sorted(checkpoint["state_dict"])[-1]
@@ -568,16 +565,15 @@ def _hostile_files(resume, seed, checkpoint, folder):
     torch.save({**checkpoint, "state_dict": weights}, partial)
 
     def accepts(path):  # refusing the file (raising) is the right answer
-        try:
+        with suppress(Exception):
             return invoke(resume, *_trained(seed + 1, 0), path) or True
-        except Exception:
-            return False
+        return False
 
     _CODE_RAN.clear()
     accepts(hostile)
-    ran_code = bool(_CODE_RAN)
+    seen = dict(ran_code=bool(_CODE_RAN), accepted_partial=accepts(partial), missing=missing)
     _CODE_RAN.clear()
-    return ran_code, accepts(partial), missing
+    return seen
 
 
 def _resume_verdicts(seen, saved_model, saved_opt, epoch):
@@ -672,10 +668,9 @@ def check_resume(resume):
 
         with patched(torch, load=spied_load) as real:
             start = _call(resume, model, optimizer, path)
-        ran_code, accepted_partial, missing = _hostile_files(resume, seed, checkpoint, folder)
-        as_string = _with_str_path(resume, *_trained(seed + 1, 0), path)
-    seen = dict(start=start, model=model, optimizer=optimizer, loads=loads, as_string=as_string)
-    seen.update(ran_code=ran_code, accepted_partial=accepted_partial, missing=missing)
+        seen = dict(start=start, model=model, optimizer=optimizer, loads=loads)
+        seen.update(_hostile_files(resume, seed, checkpoint, folder))
+        seen["as_string"] = _with_str_path(resume, *_trained(seed + 1, 0), path)
     first_rule(_resume_verdicts(seen, saved_model, saved_opt, epoch))
     passed(
         "resume: weights and optimizer state restored, training continues after the last finished epoch, "

@@ -1,17 +1,16 @@
 """Checks for lesson 04 (sampling): temperature on one sub-pixel's logits, the ancestral sampling loop, and
-completion of partly given images.
-
-With the same generator and the same `draw` calls in the same order, a correct loop reproduces `course_lib.sample`
-draw for draw on fresh tiny models (binary, 1-channel 256-level, 3-channel 4-level; images not square, batches of
-one), so any difference is real: the check then names the known buggy loop, computed here, that the answer
-matches (the verdicts are the table `SAYS`). Forward passes, the caller's tensors and the device are watched too.
-"""
+completion of partly given images. With the same generator and the same `draw` calls in the same order, a
+correct loop reproduces `course_lib.sample` draw for draw on fresh tiny models (binary, 1-channel 256-level,
+3-channel 4-level; images not square, batches of one), so any difference is real: the check then names the
+known buggy loop, computed here, that the answer matches (the verdicts are the table `SAYS`). Forward passes,
+the caller's tensors and the device are watched too."""
 
 import functools
 import re
 
 import torch
 
+from course_lib.models import eval_mode
 from course_lib.sampling import draw, sample
 
 from .helpers import call, close, fail, fresh_seed, isolated, no_delegation, passed, tensor_rule
@@ -77,6 +76,8 @@ _SAMPLERS = (
     "course_lib.sampling.sample_cached",
     "course_lib.stepping.AncestralStepper",
 )
+KINDS = "tell the two kinds apart by the logits' shape: (B,) is Bernoulli, torch.sigmoid(logits / T); (B, K) is categorical, torch.softmax(logits / T, dim=1)"
+SMALL = dict(channels=6, dilations=(1,))  # the layers of the tiny categorical models
 _GLOBAL_SEED = 7919  # torch's global generator is seeded with (the draw seed + this) before the learner's call
 
 
@@ -93,49 +94,41 @@ def _diagnose(rows, fallback, where="", **fields):
 
 
 def _error_hint(message, line, model):
-    """A hint for an error of the learner's loop: rows and columns, the mask's shape, or the logits' layout."""
+    """A hint for an error of the learner's loop (rows and columns, the mask's shape, the logits' layout), or None."""
     text, line = message.lower(), (line or "")
     bounds = re.search(r"out of bounds for dimension \d+ with size (\d+)", text)
     if "built for" in text or (bounds and int(bounds.group(1)) > 1 and int(bounds.group(1)) in model.image_shape[1:]):
-        return (
-            "i runs over the H rows and j over the W columns: C, H, W = model.image_shape (images need not be square)"
-        )
+        return "i runs over the H rows, j over the W columns: C, H, W = model.image_shape (images need not be square)"
     if "known" in line or "given" in line or "dimension 1 with size 1" in text:
         return "`known` may have one channel and one image, (1, 1, H, W): expand it to the images' shape before indexing it: known = known.expand_as(x)"
     if "logits" in line or "too many indices" in text or "dimension 2 with size 1" in text or model.levels > 2:
         return "decide from model.levels, not from the number of channels: a binary model (model.levels == 2) gives logits (B, C, H, W), read logits[:, c, i, j]; a K-level one (B, K, C, H, W), even with one channel, read logits[:, :, c, i, j]"
-    return "run your function on a small input in a new cell to see the full error"
 
 
-def _run_watched(fn, model, *args, training, where, **kwargs):
-    """Call the learner's `fn` with `model` arriving in training (or eval) mode, watching every forward pass.
-    An error names the case it happened in. Returns (result, the forward passes)."""
+def _run_watched(fn, model, *args, seed, training, where, **kwargs):
+    """Call the learner's `fn` with a generator seeded with `seed` and `model` arriving in training (or eval)
+    mode, watching every forward pass. An error names the case it happened in. Returns (result, the passes)."""
     model.train(training)
     caller = functools.partial(call, hint=lambda m, line: _error_hint(m, line, model), context=where)
-    return run_watched(caller, fn, model, *args, **kwargs)
+    return run_watched(caller, fn, model, *args, generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
-def _check_passes(calls, name, model, what, training):
-    """The classic sampling mistakes visible from the forward passes alone; returns their number."""
+def _passes_and_images(calls, result, name, what, model, training, shape):
+    """The rules of the forward passes (some made, in eval mode, without gradients, the caller's mode restored)
+    and of the result (integer images of `shape`): (the number of passes, the images as a CPU int64 tensor)."""
     if not calls:
         _fail("never called", name=name)
     eval_rules(calls, name, doing=f"run for {what}")
     mode_restored_rule(model, training, name)
-    return len(calls)
-
-
-def _as_images(result, shape, name):
-    """The learner's result as a CPU int64 tensor of `shape`, or a clear failure."""
-    hint, fields = f"return the images as a tensor of shape {tuple(shape)}", dict(name=name)
+    hint = f"return the images as a tensor of shape {tuple(shape)}"
     shape_hint = (
         "the shape is (n, C, H, W): start from x = torch.zeros(n, C, H, W, dtype=torch.long) and fill it in place"
     )
     result = tensor_rule(result, name, shape, hint, shape_hint=shape_hint).cpu()
-    if result.is_floating_point() and not torch.equal(result, result.round()):
-        _fail("not integers", **fields)
     if result.is_floating_point() or result.dtype == torch.bool:
-        _fail("dtype", dtype=result.dtype, **fields)
-    return result.long()
+        fraction = result.is_floating_point() and not torch.equal(result, result.round())
+        _diagnose([(fraction, "not integers")], "dtype", name=name, dtype=result.dtype)
+    return len(calls), result.long()
 
 
 def _sites(c, h, w, order):
@@ -171,31 +164,29 @@ def _variant_loop(model, images, known, labels, temperature, seed, *, order="ras
     known = known.expand(n, c, h, w)
     x = torch.zeros_like(images) if paste_at_end else torch.where(known, images, torch.zeros_like(images))
     x = images.clone() if skip_known == "any" else x
-    was_training = model.training
-    model.eval()
-    for ch, i, j in _sites(c, h, w, order):
-        todo = ~known[:, ch, i, j] if skip_known else torch.ones(n, dtype=torch.bool)
-        if not todo.any() or (skip_known == "any" and known[:, ch, i, j].any()):
-            continue
-        value = draw(_variant_probs(model(x, labels), i, j, ch, temperature, variant), g)
-        # a loop that draws known sub-pixels too still keeps the given values (unless it pastes them at the end)
-        keep = todo if paste_at_end else ~known[:, ch, i, j]
-        x[:, ch, i, j] = torch.where(keep, value, x[:, ch, i, j])
-    model.train(was_training)
+    with eval_mode(model):
+        for ch, i, j in _sites(c, h, w, order):
+            todo = ~known[:, ch, i, j] if skip_known else torch.ones(n, dtype=torch.bool)
+            if not todo.any() or (skip_known == "any" and known[:, ch, i, j].any()):
+                continue
+            value = draw(_variant_probs(model(x, labels), i, j, ch, temperature, variant), g)
+            # a loop that draws known sub-pixels too still keeps the given values (unless it pastes them at the end)
+            keep = todo if paste_at_end else ~known[:, ch, i, j]
+            x[:, ch, i, j] = torch.where(keep, value, x[:, ch, i, j])
     return torch.where(known, images, x) if paste_at_end else x
 
 
 def _setup(seed, reference, variants, **model_config):
-    """A sharpened model and a draw seed for which `reference(model, seed)` and every tensor of
-    `variants(model, seed)` (None ignored) all differ, so that every known bug is recognisable (16 tries; one try fails at most about
-    a third of the time, for the 256-level completion)."""
+    """(a sharpened model, a draw seed, `reference(model, seed)`) for which the reference and every tensor of
+    `variants(model, seed)` all differ, so that every known bug is recognisable (16 tries; one try fails at
+    most about a third of the time, for the 256-level completion)."""
     for attempt in range(16):
         model = tiny_gated(seed + 1009 * attempt, sharpen=True, **model_config)
         draw_seed = seed + 1 + 1009 * attempt
-        outputs = [o for o in [reference(model, draw_seed), *variants(model, draw_seed)] if o is not None]
+        outputs = [reference(model, draw_seed), *variants(model, draw_seed)]
         if all(not torch.equal(a, b) for k, a in enumerate(outputs) for b in outputs[k + 1 :]):
             break
-    return model, draw_seed
+    return model, draw_seed, outputs[0]
 
 
 def _where(model, labels, temperature, n, extra=""):
@@ -207,35 +198,24 @@ def _where(model, labels, temperature, n, extra=""):
 
 # -- task 1: temperature_probs -------------------------------------------------------------------------------
 def _probs_mistakes(logits, t):
-    """[(probabilities, name in SAYS)] of the plausible mistakes of temperature_probs, float64."""
+    """{name in SAYS: probabilities} of the plausible mistakes of temperature_probs, float64, in order."""
     kind = "sigmoid" if logits.dim() == 1 else "softmax"
     p = torch.sigmoid if kind == "sigmoid" else functools.partial(torch.softmax, dim=1)
+    wrong = {f"{kind} / T": p(logits) / t, f"{kind} ** 1/T": p(logits) ** (1 / t), f"{kind}, T ignored": p(logits)}
+    wrong["logits * T"] = p(logits * t)
     if kind == "sigmoid":
-        own = [(1 - p(logits / t), "P(x = 0)")]
+        wrong["P(x = 0)"] = 1 - p(logits / t)
     else:
-        own = [
-            (torch.softmax(logits / t, dim=0), "softmax over the batch"),
-            (torch.log_softmax(logits / t, dim=1), "log_softmax"),
-        ]
-    common = [
-        (p(logits) / t, f"{kind} / T"),
-        (p(logits) ** (1 / t), f"{kind} ** 1/T"),
-        (p(logits), f"{kind}, T ignored"),
-    ]
-    return [*common, (p(logits * t), "logits * T"), *own, (logits / t, f"{kind} missing")]
+        wrong["softmax over the batch"] = torch.softmax(logits / t, dim=0)
+        wrong["log_softmax"] = torch.log_softmax(logits / t, dim=1)
+    return {**wrong, f"{kind} missing": logits / t}
 
 
 def _probs_case(temperature_probs, logits, t):
     """temperature_probs on `logits` ((B,) Bernoulli or (B, K) categorical, float32) at temperature `t`."""
     kind = "Bernoulli" if logits.dim() == 1 else "categorical"
     shape = tuple(logits.shape)
-    got = call(
-        temperature_probs,
-        logits.clone(),
-        t,
-        context=f"on {kind} logits of shape {shape}",
-        hint="tell the two kinds apart by the logits' shape: (B,) is Bernoulli, torch.sigmoid(logits / T); (B, K) is categorical, torch.softmax(logits / T, dim=1)",
-    )
+    got = call(temperature_probs, logits.clone(), t, context=f"on {kind} logits of shape {shape}", hint=KINDS)
     got, logits = tensor_rule(got, "temperature_probs").double().cpu(), logits.double()
     ref = torch.sigmoid(logits / t) if kind == "Bernoulli" else torch.softmax(logits / t, dim=1)
     fields = dict(kind=kind, shape=shape, t=t, got=tuple(got.shape), want=tuple(ref.shape))
@@ -244,8 +224,8 @@ def _probs_case(temperature_probs, logits, t):
     if not torch.isfinite(got).all():
         _fail("overflow", **fields)
     if not close(got, ref, "probability"):
-        mistakes = _probs_mistakes(logits, t)
-        _diagnose([(close(got, wrong, "probability"), name) for wrong, name in mistakes], "wrong probs", **fields)
+        mistakes = _probs_mistakes(logits, t).items()
+        _diagnose([(close(got, wrong, "probability"), name) for name, wrong in mistakes], "wrong probs", **fields)
 
 
 @isolated
@@ -269,7 +249,7 @@ def check_temperature_probs(temperature_probs):
 
 # -- task 2: ancestral_sample ----------------------------------------------------------------------------
 def _sample_mistakes(model, n, temperature, labels, seed):
-    """[(samples, name in SAYS)] of the known buggy sampling loops (samples None where one cannot run)."""
+    """[(samples, name in SAYS)] of the known buggy sampling loops that apply to this model and temperature."""
     c, h, w = model.image_shape
     loops = [  # (applies to this model and temperature, the loop's options, name)
         (temperature != 1 and model.levels == 2, dict(variant="after"), "after"),
@@ -280,52 +260,33 @@ def _sample_mistakes(model, n, temperature, labels, seed):
         (c > 1, dict(order="channels"), "channels"),
         (True, dict(seed=seed + _GLOBAL_SEED), "global generator"),
     ]
-    known, blank = torch.zeros(1, 1, 1, 1, dtype=torch.bool), torch.zeros(n, c, h, w, dtype=torch.long)
-    mistakes = []
-    for applies, options, name in loops:
-        if applies:
-            try:
-                wrong = _variant_loop(
-                    model, blank, known, labels, **{"temperature": temperature, "seed": seed, **options}
-                )
-            except RuntimeError:  # e.g. probabilities above 1 for a variant: it cannot be what they did
-                wrong = None
-            mistakes.append((wrong, name))
-    return mistakes
+    blank, known = torch.zeros(n, c, h, w, dtype=torch.long), torch.zeros(1, 1, 1, 1, dtype=torch.bool)
+    loop = functools.partial(_variant_loop, model, blank, known, labels, temperature=temperature, seed=seed)
+    return [(loop(**options), name) for applies, options, name in loops if applies]
 
 
-def _sample_setup(seed, n, t, labels, **model_config):
-    """A model and a draw seed for which the correct samples, every known bug's and all zeros all differ."""
+def _sample_case(ancestral_sample, seed, n, temperature, labels, training=True, **model_config):
+    """Sample with a model of `model_config` and a draw seed for which the correct samples, every known bug's
+    and all zeros all differ (`_setup`); returns the model."""
     blank = torch.zeros(n, *model_config["image_shape"], dtype=torch.long)
-    return _setup(
+    model, seed, reference = _setup(
         seed,
-        lambda model, s: sample(model, n, temperature=t, labels=labels, seed=s, method="naive"),
-        lambda model, s: [blank] + [wrong for wrong, _ in _sample_mistakes(model, n, t, labels, s)],
+        lambda model, s: sample(model, n, temperature=temperature, labels=labels, seed=s, method="naive"),
+        lambda model, s: [blank] + [wrong for wrong, _ in _sample_mistakes(model, n, temperature, labels, s)],
         **model_config,
     )
-
-
-def _sample_case(ancestral_sample, model, n, temperature, labels, seed, training=True):
     c, h, w = model.image_shape
-    reference = sample(model, n, temperature=temperature, labels=labels, seed=seed, method="naive")
     where = _where(model, labels, temperature, n)
     torch.manual_seed(seed + _GLOBAL_SEED)  # (check_sample is @isolated: the caller's global state is restored)
-    generator = torch.Generator().manual_seed(seed)
-    kwargs = dict(temperature=temperature, labels=labels, generator=generator, training=training, where=where)
+    kwargs = dict(temperature=temperature, labels=labels, seed=seed, training=training, where=where)
     result, calls = _run_watched(ancestral_sample, model, n, **kwargs)
-    passes = _check_passes(calls, "ancestral_sample", model, "sampling", training)
-    got = _as_images(result, (n, c, h, w), "ancestral_sample")
-    fields = dict(passes=passes, d=c * h * w, t=temperature)
-    if passes == 1:
-        _fail("single pass", where)
+    passes, got = _passes_and_images(calls, result, "ancestral_sample", "sampling", model, training, (n, c, h, w))
     if torch.equal(got, reference) and passes == c * h * w:
-        return
-    rows = [
-        (wrong is not None and torch.equal(got, wrong), name)
-        for wrong, name in _sample_mistakes(model, n, temperature, labels, seed)
-    ]
+        return model
+    rows = [(passes == 1, "single pass")]
+    rows += [(torch.equal(got, wrong), name) for wrong, name in _sample_mistakes(model, n, temperature, labels, seed)]
     rows += [(passes != c * h * w, "pass count"), (not got.any() and reference.any(), "all zeros")]
-    _diagnose(rows, "wrong samples", where, **fields)
+    _diagnose(rows, "wrong samples", where, passes=passes, d=c * h * w, t=temperature)
 
 
 @isolated
@@ -334,18 +295,15 @@ def check_sample(ancestral_sample):
     """ancestral_sample(model, n, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W) levels."""
     seed = fresh_seed()
     labels = torch.randint(0, 3, (8,), generator=torch.Generator().manual_seed(seed))
-    small = dict(channels=6, dilations=(1,))
-    binary, draw_seed = _sample_setup(seed, 8, 1.5, labels, image_shape=(1, 4, 5), num_classes=3)
-    _sample_case(ancestral_sample, binary, 8, 1.5, labels, draw_seed)
+    _sample_case(ancestral_sample, seed, 8, 1.5, labels, image_shape=(1, 4, 5), num_classes=3)
     # one channel, 256 levels (the lesson's tutorial model): categorical although it has a single channel
-    grey, draw_seed = _sample_setup(seed + 3, 3, 0.8, None, image_shape=(1, 3, 3), levels=256, **small)
-    _sample_case(ancestral_sample, grey, 3, 0.8, None, draw_seed, training=False)
-    colour, draw_seed = _sample_setup(seed + 2, 3, 0.6, None, image_shape=(3, 2, 3), levels=4, **small)
-    _sample_case(ancestral_sample, colour, 3, 0.6, None, draw_seed)
-    _sample_case(ancestral_sample, colour, 1, 1.0, None, draw_seed + 1, training=False)
+    _sample_case(ancestral_sample, seed + 3, 3, 0.8, None, training=False, image_shape=(1, 3, 3), levels=256, **SMALL)
+    colour = dict(image_shape=(3, 2, 3), levels=4, **SMALL)
+    model = _sample_case(ancestral_sample, seed + 2, 3, 0.6, None, **colour)
+    _sample_case(ancestral_sample, seed + 2, 1, 1.0, None, training=False, **colour)  # a batch of one
     probe_device(
         ancestral_sample,
-        colour,
+        model,
         (2,),
         dict(temperature=1.0, generator=torch.Generator()),
         what="the image x",
@@ -364,15 +322,10 @@ def _masks(n, h, w, g):
     """Per-image masks (n, 1, h, w), True where given: bottom half hidden, a box, the right half, random pixels;
     the pixel (h // 2, w // 2) hidden in every image (a loop that skips what ANY image knows still draws it)."""
     known = torch.ones(n, 1, h, w, dtype=torch.bool)
-    for k in range(n):
-        if k % 4 == 0:
-            known[k, :, h // 2 :, :] = False
-        elif k % 4 == 1:
-            known[k, :, h // 4 : h // 4 + max(1, h // 2), w // 4 : w // 4 + max(1, w // 2)] = False
-        elif k % 4 == 2:
-            known[k, :, :, w // 2 :] = False
-        else:
-            known[k] = torch.rand(1, h, w, generator=g) < 0.5
+    known[0::4, :, h // 2 :] = False
+    known[1::4, :, h // 4 : h // 4 + max(1, h // 2), w // 4 : w // 4 + max(1, w // 2)] = False
+    known[2::4, :, :, w // 2 :] = False
+    known[3::4] = torch.rand(len(known[3::4]), 1, h, w, generator=g) < 0.5
     known[:, :, h // 2, w // 2] = False
     return known
 
@@ -380,8 +333,7 @@ def _masks(n, h, w, g):
 def _complete_variants(model, images, known, temperature, labels, seed):
     """{name: completions} of the known buggy completion loops."""
     loop = functools.partial(_variant_loop, model, images, known, labels)
-    n, c, h, w = images.shape
-    full = known.expand(n, c, h, w).flatten(2)
+    full = known.expand(images.shape).flatten(2)
     variants = {"pasted": loop(temperature, seed, paste_at_end=True)}
     if full.all(0).any():  # some sub-pixel every image knows (without one, not skipping changes nothing)
         variants["no skip"] = loop(temperature, seed, skip_known=False)
@@ -393,18 +345,13 @@ def _complete_variants(model, images, known, temperature, labels, seed):
     return variants
 
 
-def _complete_reference(model, images, known, temperature, labels, seed):
-    given = (images, known)
-    return sample(model, len(images), temperature=temperature, labels=labels, given=given, seed=seed, method="naive")
-
-
 def _complete_setup(seed, images, known, t, labels, **model_config):
-    """A model and a draw seed for which the correct completions and every known bug's all differ."""
-    args = (images, known, t, labels)
+    """(a model, a draw seed, the correct completions) for which the completions and every known bug's differ."""
+    given = dict(temperature=t, labels=labels, given=(images, known), method="naive")
     return _setup(
         seed,
-        lambda model, s: _complete_reference(model, *args, s),
-        lambda model, s: list(_complete_variants(model, *args, s).values()),
+        lambda model, s: sample(model, len(images), seed=s, **given),
+        lambda model, s: list(_complete_variants(model, images, known, t, labels, s).values()),
         **model_config,
     )
 
@@ -428,50 +375,43 @@ def _diagnose_completion(got, reference, passes, todo, case, where):
     _diagnose(rows, "wrong completions", where, passes=passes, todo=todo)
 
 
-def _complete_case(complete, model, images, known, temperature, labels, seed, training=True):
+def _complete_case(complete, seed, images, known, temperature, labels, training=True, **model_config):
+    """Complete with a model of `model_config` and a draw seed chosen by `_complete_setup`; returns the model."""
+    model, seed, reference = _complete_setup(seed, images, known, temperature, labels, **model_config)
     n, c, h, w = images.shape
-    known_full = known.expand(n, c, h, w)
-    reference = _complete_reference(model, images, known, temperature, labels, seed)
+    known_full, case = known.expand(n, c, h, w), (model, images, known, temperature, labels, seed)
     masks = ", one mask for all images" if known.shape[0] == 1 else ", a different mask for every image"
     where = _where(model, labels, temperature, n, masks if n > 1 else "")
     given_images, given_known = images.clone(), known.clone()
-    generator = torch.Generator().manual_seed(seed)
-    kwargs = dict(temperature=temperature, labels=labels, generator=generator, training=training, where=where)
+    kwargs = dict(temperature=temperature, labels=labels, seed=seed, training=training, where=where)
     result, calls = _run_watched(complete, model, given_images, given_known, **kwargs)
     for tensor, original, what in ((given_images, images, "images"), (given_known, known, "known")):
         if tensor.shape != original.shape or not torch.equal(tensor, original):
             _fail("in place", where, what=what)
     if not calls and torch.is_tensor(result) and result.shape == images.shape:
         kept = result.detach().cpu().long()
-        rows = [
-            (torch.equal(kept, images), "no calls, unchanged"),
-            (torch.equal(kept[known_full], images[known_full]), "no calls, given kept"),
-        ]
-        _diagnose(rows, "no calls", where)
-    passes = _check_passes(calls, "complete", model, "completion", training)
-    got = _as_images(result, (n, c, h, w), "complete")
+        unchanged, given_kept = torch.equal(kept, images), torch.equal(kept[known_full], images[known_full])
+        _diagnose([(unchanged, "no calls, unchanged"), (given_kept, "no calls, given kept")], "no calls", where)
+    passes, got = _passes_and_images(calls, result, "complete", "completion", model, training, (n, c, h, w))
     if not torch.equal(got[known_full], images[known_full]):
         zeros = bool((got[known_full] == 0).all() and images[known_full].any())
         wrong = int(((got != images) & known_full).sum())
         _diagnose([(zeros, "given missing")], "given overwritten", where, wrong=wrong, given=int(known_full.sum()))
-    todo = sum(1 for ch, i, j in _sites(c, h, w, "raster") if not known_full[:, ch, i, j].all())
+    todo = int((~known_full.all(0)).sum())  # the sub-pixels some image lacks
     if not torch.equal(got, reference):
-        _diagnose_completion(got, reference, passes, todo, (model, images, known, temperature, labels, seed), where)
+        _diagnose_completion(got, reference, passes, todo, case, where)
     if passes != todo:
         _fail("completion pass count", where, passes=passes, todo=todo)
+    return model
 
 
-GREY_COMPLETION = dict(image_shape=(1, 4, 4), levels=256)
+GREY_COMPLETION = dict(image_shape=(1, 4, 4), levels=256, **SMALL)
 
 
 def _grey_completion(g):
-    """One 4x4 256-level image (1, 1, 4, 4) and its mask, ten sub-pixels hidden (with fewer, a confident model
-    often draws the same at T = 0.8 as at T = 1, and the bugs cannot be told apart)."""
-    images = torch.randint(0, 256, (1, 1, 4, 4), generator=g)
-    known = torch.ones(1, 1, 4, 4, dtype=torch.bool)
-    known[..., 1, 2:] = False
-    known[..., 2:, :] = False
-    return images, known
+    """One 4x4 256-level image (1, 1, 4, 4) and its mask: the first six sub-pixels in raster order given, ten hidden
+    (with fewer, a confident model often draws the same at T = 0.8 as at T = 1, and the bugs cannot be told apart)."""
+    return torch.randint(0, 256, (1, 1, 4, 4), generator=g), torch.arange(16).reshape(1, 1, 4, 4) < 6
 
 
 @isolated
@@ -480,25 +420,15 @@ def check_complete(complete):
     """complete(model, images, known, *, temperature=1.0, labels=None, generator=None) -> (n, C, H, W)."""
     seed = fresh_seed()
     g = torch.Generator().manual_seed(seed)
-    small = dict(channels=6, dilations=(1,))
     images = torch.randint(0, 2, (8, 1, 6, 5), generator=g)
-    bottom = torch.ones(1, 1, 6, 5, dtype=torch.bool)
-    bottom[..., 4:, :] = False
+    bottom = torch.arange(30).reshape(1, 1, 6, 5) < 20  # the bottom two rows hidden
     for k, known in enumerate((bottom, _masks(8, 6, 5, g))):  # one mask for all images, then one for each
-        binary, draw_seed = _complete_setup(seed + 2 * k, images, known, 1.0, None, image_shape=(1, 6, 5))
-        _complete_case(complete, binary, images, known, 1.0, None, draw_seed, training=k == 0)
+        _complete_case(complete, seed + 2 * k, images, known, 1.0, None, training=k == 0, image_shape=(1, 6, 5))
     # one channel, 256 levels (categorical although it has a single channel), a single image
-    grey_images, grey_known = _grey_completion(g)
-    grey, draw_seed = _complete_setup(seed + 6, grey_images, grey_known, 0.8, None, **GREY_COMPLETION, **small)
-    _complete_case(complete, grey, grey_images, grey_known, 0.8, None, draw_seed)
-    images, labels, masks = (
-        torch.randint(0, 4, (4, 3, 3, 4), generator=g),
-        torch.randint(0, 2, (4,), generator=g),
-        _masks(4, 3, 4, g),
-    )
-    colour_config = dict(image_shape=(3, 3, 4), levels=4, num_classes=2, **small)
-    colour, draw_seed = _complete_setup(seed + 4, images, masks, 0.7, labels, **colour_config)
-    _complete_case(complete, colour, images, masks, 0.7, labels, draw_seed)
+    _complete_case(complete, seed + 6, *_grey_completion(g), 0.8, None, **GREY_COMPLETION)
+    images, labels = torch.randint(0, 4, (4, 3, 3, 4), generator=g), torch.randint(0, 2, (4,), generator=g)
+    config = dict(image_shape=(3, 3, 4), levels=4, num_classes=2, **SMALL)
+    colour = _complete_case(complete, seed + 4, images, _masks(4, 3, 4, g), 0.7, labels, **config)
     # the model on the meta device, the images and the mask on the CPU; a meta tensor has no value:
     # `if known[:, c, i, j].all()` reads as False (some image lacks it)
     probe_device(

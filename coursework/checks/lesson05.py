@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from course_lib.data import ImageDataset
 from course_lib.likelihood import log_prob_from_logits
 
+from . import helpers
 from .helpers import LN2, call, close, fail, first_match, fresh_seed, isolated, no_delegation, passed, tensor_rule
 from .probes import probe_device, tiny_gated
 from .rules import LOSS_MISTAKES, as_float, eval_rules, learning_rate_rule, mode_restored_rule, training_rules, watching
@@ -64,10 +65,12 @@ class _RecordingDataset(ImageDataset):
         return super().__getitem__(i)
 
 
-def _order(n, batch_size, seed):
-    """The order in which DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed)) reads n images."""
-    loader = DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    return [int(i) for batch in loader for i in batch]
+def _orders(n, epochs, batch_size, seed):
+    """Epoch by epoch, the order in which DataLoader(shuffle=True) reads n images with the generator
+    torch.Generator().manual_seed(seed + epoch)."""
+    generators = [torch.Generator().manual_seed(seed + e) for e in range(epochs)]
+    loaders = [DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=g) for g in generators]
+    return [[int(i) for batch in loader for i in batch] for loader in loaders]
 
 
 def _reference_fine_tune(model, dataset, train, epochs, lr, batch_size, seed, zero_grad="before"):
@@ -104,17 +107,9 @@ def _update(model, before, names):
 
 
 def _same_update(a, b):
-    """True when two parameter updates agree (direction and length within 1%)."""
-    na, nb = a.norm().item(), b.norm().item()
-    if na == 0 or nb == 0:
-        return na == nb
-    return torch.nn.functional.cosine_similarity(a, b, dim=0).item() > 0.999 and abs(na / nb - 1) < 0.01
-
-
-def _same_run(a, b):
-    """True when two runs of the same code agree to rounding: a rerun must reproduce its update, and two shuffles
-    of the same images can agree within `_same_update`'s 1% (Adam's first steps hardly depend on the batch)."""
-    return (a - b).norm().item() <= 1e-6 * max(a.norm().item(), b.norm().item(), 1e-12)
+    """True when two nonzero parameter updates agree (direction and length within 1%)."""
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+    return cos > 0.999 and abs(a.norm().item() / b.norm().item() - 1) < 0.01
 
 
 def _order_rule(reads, n, epochs, batch_size, seed):
@@ -122,35 +117,26 @@ def _order_rule(reads, n, epochs, batch_size, seed):
     by a generator seeded with seed + epoch). Returns False when the reads tell nothing (no dataset reads)."""
     if len(reads) != n * epochs:
         return False
-    got = [reads[e * n : (e + 1) * n] for e in range(epochs)]
-    want = [_order(n, batch_size, seed + e) for e in range(epochs)]
+    got, want = [reads[e * n : (e + 1) * n] for e in range(epochs)], _orders(n, epochs, batch_size, seed)
     if got == want:
         return True
-    if all(order == list(range(n)) for order in got):
-        fail("the images were not shuffled: every epoch read them in the order of the data set", SHUFFLE_HINT)
-    if got[0] == want[0] and all(order == got[0] for order in got):
-        fail(
-            "every epoch shuffled the images in the same order: the generator's seed must change with the epoch",
-            SHUFFLE_HINT,
-        )
-    for other in (0, 1, 42):
-        if other != seed and got == [_order(n, batch_size, other + e) for e in range(epochs)]:
-            fail(
-                f"the seed argument was ignored: the shuffling used the seed {other} + epoch, not seed + epoch",
-                SHUFFLE_HINT,
-            )
-    if got[0] != want[0]:
-        fail(
-            "the first epoch did not read the images in the order of a DataLoader shuffled by "
-            "torch.Generator().manual_seed(seed): the seed argument does not decide the shuffling",
-            SHUFFLE_HINT,
-        )
+    other = next((s for s in (0, 1, 42) if s != seed and got == _orders(n, epochs, batch_size, s)), None)
     bad = next(e for e in range(epochs) if got[e] != want[e])
-    fail(
-        f"epoch {bad} did not read the images in the order of a DataLoader shuffled by a generator seeded with "
-        f"seed + {bad}",
-        "a new generator for every epoch: " + SHUFFLE_HINT,
-    )
+    helpers.first_rule([
+        (all(order == list(range(n)) for order in got),
+         "the images were not shuffled: every epoch read them in the order of the data set", SHUFFLE_HINT),
+        (bad > 0 and all(order == got[0] for order in got),
+         "every epoch shuffled the images in the same order: the generator's seed must change with the epoch",
+         SHUFFLE_HINT),
+        (other is not None,
+         f"the seed argument was ignored: the shuffling used the seed {other} + epoch, not seed + epoch", SHUFFLE_HINT),
+        (bad == 0,
+         "the first epoch did not read the images in the order of a DataLoader shuffled by "
+         "torch.Generator().manual_seed(seed): the seed argument does not decide the shuffling", SHUFFLE_HINT),
+        (True,
+         f"epoch {bad} did not read the images in the order of a DataLoader shuffled by a generator seeded with "
+         f"seed + {bad}", "a new generator for every epoch: " + SHUFFLE_HINT),
+    ])  # fmt: skip
 
 
 def _loss_mistakes(batches_per_epoch, n, dims):
@@ -166,25 +152,34 @@ def _loss_mistakes(batches_per_epoch, n, dims):
 
     want, weigh = weighed(lambda loss, d, size: loss), "total += loss.item() * x.shape[0]"
     return want, {
-        "negative": ([-w for w in want], "the returned losses are negative: the total (or the count) went down instead of up",
-                     f"{weigh} and count += x.shape[0] for every batch"),
+        "negative": ([-w for w in want],
+            "the returned losses are negative: the total (or the count) went down instead of up",
+            f"{weigh} and count += x.shape[0] for every batch"),
         **{message: (weighed(wrong), message, hint) for wrong, message, hint in LOSS_MISTAKES},
-        "mean of means": (each(lambda b: sum(loss for loss, _ in b) / len(b)), "you averaged the batch means, so the smaller last batch weighs as much as a full one",
-                          f"weigh each batch's mean loss by its size: {weigh}, then divide by the count"),
-        "unweighted": (each(lambda b: sum(loss for loss, _ in b) / n), "each batch's mean loss was added without weighting it by the number of images in the batch",
-                       f"{weigh} (x.shape[0] is the batch size), then divide by the count of images"),
-        "per batch": (each(lambda b: sum(loss * size for loss, size in b) / len(b)), "the epoch's total loss was divided by the number of batches, not by the number of images",
-                      "count the images: count += x.shape[0] for every batch"),
-        "last batch": (each(lambda b: b[-1][0]), "each epoch reported the loss of its last batch, not the mean over all its images",
-                       "add up loss.item() * x.shape[0] over the epoch's batches and divide by the number of images"),
-        "divided": (each(lambda b: sum(loss / size for loss, size in b) / n), "each batch's mean loss was divided by the batch size instead of multiplied by it",
-                    f"{weigh}: the batch's summed NLL, then divide by the count of images"),
-        "times n": ([w * n * n for w in want], "the epoch's total loss was multiplied by the number of images instead of divided by it",
-                    "the epoch's loss is total / count"),
+        "mean of means": (each(lambda b: sum(loss for loss, _ in b) / len(b)),
+            "you averaged the batch means, so the smaller last batch weighs as much as a full one",
+            f"weigh each batch's mean loss by its size: {weigh}, then divide by the count"),
+        "unweighted": (each(lambda b: sum(loss for loss, _ in b) / n),
+            "each batch's mean loss was added without weighting it by the number of images in the batch",
+            f"{weigh} (x.shape[0] is the batch size), then divide by the count of images"),
+        "per batch": (each(lambda b: sum(loss * size for loss, size in b) / len(b)),
+            "the epoch's total loss was divided by the number of batches, not by the number of images",
+            "count the images: count += x.shape[0] for every batch"),
+        "last batch": (each(lambda b: b[-1][0]),
+            "each epoch reported the loss of its last batch, not the mean over all its images",
+            "add up loss.item() * x.shape[0] over the epoch's batches and divide by the number of images"),
+        "divided": (each(lambda b: sum(loss / size for loss, size in b) / n),
+            "each batch's mean loss was divided by the batch size instead of multiplied by it",
+            f"{weigh}: the batch's summed NLL, then divide by the count of images"),
+        "times n": ([w * n * n for w in want],
+            "the epoch's total loss was multiplied by the number of images instead of divided by it",
+            "the epoch's loss is total / count"),
         "total": ([w * n for w in want], "the returned losses are totals over the epoch, not means per image",
-                  "divide the epoch's total by the number of images it saw"),
-        "sum of means": (each(lambda b: sum(loss for loss, _ in b)), "the returned losses add up the batch means of an epoch: far too large",
-                         f"average over the epoch: {weigh}, then total / count"),
+            "divide the epoch's total by the number of images it saw"),
+        "sum of means": (each(lambda b: sum(loss for loss, _ in b)),
+            "the returned losses add up the batch means of an epoch: far too large",
+            f"average over the epoch: {weigh}, then total / count"),
+        "zero": ([0.0] * len(want), "the returned losses are all 0: nothing was added to the epoch's total", weigh),
     }  # fmt: skip
 
 
@@ -198,24 +193,17 @@ def _diagnose_losses(losses, batches_per_epoch, n, dims):
         return
     where = f"(got {losses[0]:.4g}, expected {want[0]:.4g} for the first epoch)"
     first_match(losses, mistakes, rounding, where=where)
-    if all(g == 0 for g in losses):
-        fail(
-            "the returned losses are all 0: nothing was added to the epoch's total", "total += loss.item() * x.shape[0]"
-        )
     divisors = [sum(loss * size for loss, size in b) / g if g else 0.0 for b, g in zip(batches_per_epoch, losses)]
-    if round(divisors[0]) not in (0, n) and all(abs(d - round(divisors[0])) < 1e-3 * abs(d) for d in divisors):
-        fail(
-            f"the epoch's total loss was divided by {round(divisors[0])}, not by the number of images ({n}): the "
-            "count of images is wrong (does it start at 0, and grow by x.shape[0] per batch?)",
-            "total, count = 0.0, 0 at the start of each epoch; count += x.shape[0] for every batch",
-        )
-    diffs = [g - w for g, w in zip(losses, want)]
-    if all(abs(d - diffs[0]) <= 1e-5 * abs(w) + 1e-6 for d, w in zip(diffs, want)) and abs(diffs[0] * n) > 1e-3:
-        fail(
-            f"the returned losses are off by {diffs[0]:+.4g} nats in every epoch: the epoch's total does not start "
-            "at 0 (or the count does not)",
-            "total, count = 0.0, 0 at the start of every epoch",
-        )
+    divisor, diffs = round(divisors[0]), [g - w for g, w in zip(losses, want)]
+    helpers.first_rule([
+        (divisor not in (0, n) and all(abs(d - divisor) < 1e-3 * abs(d) for d in divisors),
+         f"the epoch's total loss was divided by {divisor}, not by the number of images ({n}): the count of images "
+         "is wrong (does it start at 0, and grow by x.shape[0] per batch?)",
+         "total, count = 0.0, 0 at the start of each epoch; count += x.shape[0] for every batch"),
+        (all(abs(d - diffs[0]) <= 1e-5 * abs(w) + 1e-6 for d, w in zip(diffs, want)) and abs(diffs[0] * n) > 1e-3,
+         f"the returned losses are off by {diffs[0]:+.4g} nats in every epoch: the epoch's total does not start "
+         "at 0 (or the count does not)", "total, count = 0.0, 0 at the start of every epoch"),
+    ])  # fmt: skip
     first_match(losses, mistakes, drift, where=where)
     fail(
         f"the first epoch's loss ({losses[0]:.4f}) is not the mean NLL per image over its batches ({want[0]:.4f} nats)",
@@ -229,48 +217,34 @@ def _frozen_rule(model, before, train):
     names, params = list(before), dict(model.named_parameters())
     changed = [n for n in names if not torch.equal(params[n].detach().cpu(), before[n])]
     meant = [n for n in names if any(_matches(n, p) for p in train)]
-    frozen_changed = [n for n in changed if n not in meant]
-    loose = [n for n in frozen_changed if any(n.startswith(p) for p in train)]
-    if frozen_changed and len(loose) == len(frozen_changed):
-        fail(
-            f"layers meant to be frozen still changed: the prefix 'layers.1' also matched {_examples(loose)}",
-            "match whole parts of the name: name == prefix or name.startswith(prefix + '.')",
-        )
-    still = [n for n in frozen_changed if params[n].requires_grad]
-    if still:
-        fail(
-            f"layers meant to be frozen still changed: {len(frozen_changed)} of {len(names) - len(meant)} frozen "
-            f"parameter tensors were updated (e.g. {_examples(frozen_changed)}), and requires_grad is still True "
-            f"on {len(still)} of them",
-            "call p.requires_grad_(False) on every parameter outside the listed modules "
-            "(setting module.requires_grad = False only adds an attribute), and give the optimizer the trainable ones",
-        )
-    if frozen_changed:
-        fail(
-            f"layers meant to be frozen still changed although their requires_grad is False (e.g. "
-            f"{_examples(frozen_changed)}): the optimizer updated them from gradients already in .grad",
-            "build the optimizer from the trainable parameters only, and zero the gradients before every backward",
-        )
+    moved = [n for n in changed if n not in meant]  # meant to be frozen, yet changed
+    loose = [n for n in moved if any(n.startswith(p) for p in train)]
+    still = [n for n in moved if params[n].requires_grad]
     unchanged = [n for n in meant if n not in changed]
-    if len(unchanged) == len(meant):
-        fail(
-            "the layers meant to train did not change",
-            "make their parameters require gradients, give them to "
-            "the optimizer, and call loss.backward() and optimizer.step() for every batch",
-        )
-    if unchanged:
-        fail(
-            f"some parameters of the layers meant to train did not change: {_examples(unchanged)}",
-            "train every parameter whose name is a listed module or starts with it followed by a dot",
-        )
-    loose = [n for n in names if n not in meant and params[n].requires_grad]
-    if loose:
-        fail(
-            f"the layers meant to be frozen did not move, but {len(loose)} of their parameter tensors still require "
-            f"gradients (e.g. {_examples(loose)}): backward() computes gradients for them, and any optimizer that "
-            "sees them will update them",
-            "freeze them with p.requires_grad_(False)",
-        )
+    needs_grad = [n for n in names if n not in meant and params[n].requires_grad]
+    helpers.first_rule([
+        (moved and loose == moved,
+         f"layers meant to be frozen still changed: the prefix 'layers.1' also matched {_examples(loose)}",
+         "match whole parts of the name: name == prefix or name.startswith(prefix + '.')"),
+        (still,
+         f"layers meant to be frozen still changed: {len(moved)} of {len(names) - len(meant)} frozen parameter "
+         f"tensors were updated (e.g. {_examples(moved)}), and requires_grad is still True on {len(still)} of them",
+         "call p.requires_grad_(False) on every parameter outside the listed modules (setting module.requires_grad "
+         "= False only adds an attribute), and give the optimizer the trainable ones"),
+        (moved,
+         f"layers meant to be frozen still changed although their requires_grad is False (e.g. {_examples(moved)}): "
+         "the optimizer updated them from gradients already in .grad",
+         "build the optimizer from the trainable parameters only, and zero the gradients before every backward"),
+        (unchanged == meant, "the layers meant to train did not change",
+         "make their parameters require gradients, give them to the optimizer, and call loss.backward() and "
+         "optimizer.step() for every batch"),
+        (unchanged, f"some parameters of the layers meant to train did not change: {_examples(unchanged)}",
+         "train every parameter whose name is a listed module or starts with it followed by a dot"),
+        (needs_grad,
+         f"the layers meant to be frozen did not move, but {len(needs_grad)} of their parameter tensors still "
+         f"require gradients (e.g. {_examples(needs_grad)}): backward() computes gradients for them, and any "
+         "optimizer that sees them will update them", "freeze them with p.requires_grad_(False)"),
+    ])  # fmt: skip
     return meant
 
 
@@ -281,47 +255,35 @@ def _losses_rule(losses, epochs):
             f"fine_tune returned {type(losses).__name__} {losses!r:.80}, not a list of {epochs} per-epoch losses",
             "return one float per epoch: the mean training loss of that epoch",
         )
-    if any(torch.is_tensor(v) for v in losses):
-        fail(
-            "the per-epoch losses are tensors, not Python floats: a loss tensor keeps its batch's whole graph "
-            "(activations included) in memory for as long as you hold on to it",
-            "add up loss.item() (a float): total += loss.item() * x.shape[0]",
-        )
-    losses = [as_float(v) for v in losses]
-    if None in losses:
-        fail("the per-epoch losses are not numbers", "append loss.item()-based averages, one float per epoch")
-    if not all(math.isfinite(v) for v in losses):
-        fail(
-            f"the losses are not finite: {losses}", "check the loss: -log-likelihood, sum over pixels, mean over images"
-        )
-    return losses
+    floats = [as_float(v) for v in losses]
+    helpers.first_rule([
+        (any(torch.is_tensor(v) for v in losses),
+         "the per-epoch losses are tensors, not Python floats: a loss tensor keeps its batch's whole graph "
+         "(activations included) in memory for as long as you hold on to it",
+         "add up loss.item() (a float): total += loss.item() * x.shape[0]"),
+        (None in floats, "the per-epoch losses are not numbers",
+         "append loss.item()-based averages, one float per epoch"),
+        (not all(math.isfinite(v) for v in floats if v is not None), f"the losses are not finite: {floats}",
+         "check the loss: -log-likelihood, sum over pixels, mean over images"),
+    ])  # fmt: skip
+    return floats
 
 
 ZEROING_MISTAKES = {  # the recipe's zero_grad when the gradients are not cleared before every backward
-    "never": (
-        "the gradients were never cleared: each step applied the sum of all earlier batches' gradients (and the "
-        "stale ones the model arrived with)",
-        "optimizer.zero_grad() before every loss.backward()",
-    ),
-    "after": (
-        "the gradients already in .grad when fine_tune was called reached the first step: they were only cleared "
-        "after it",
-        "optimizer.zero_grad() before every loss.backward(), not after optimizer.step()",
-    ),
-}
+    "never": ("the gradients were never cleared: each step applied the sum of all earlier batches' gradients (and "
+              "the stale ones the model arrived with)", "optimizer.zero_grad() before every loss.backward()"),
+    "after": ("the gradients already in .grad when fine_tune was called reached the first step: they were only "
+              "cleared after it", "optimizer.zero_grad() before every loss.backward(), not after optimizer.step()"),
+}  # fmt: skip
 
 
-def _seeds_rule(fine_tune, trained, names, before, start, args, kwargs, seed):
-    """When the reads of the data set tell nothing: the same seed must reproduce the run, another must not."""
-    first = _update(trained, before, names)
-
-    def rerun(s):
-        again = copy.deepcopy(start)
-        call(fine_tune, again, *args, **kwargs, seed=s)
-        return _update(again, before, names)
-
+def _seeds_rule(rerun, first, seed):
+    """When the reads of the data set tell nothing: the same seed must reproduce the run's update `first` (to
+    rounding: two shuffles of the same images can agree within `_same_update`'s 1%, Adam's first steps hardly
+    depend on the batch), another seed must not. rerun(s): the learner's update from the same start, data seed s."""
+    again = rerun(seed)
     hint = "shuffle with DataLoader(..., shuffle=True, generator=torch.Generator().manual_seed(seed + epoch))"
-    if not _same_run(rerun(seed), first):
+    if not (again - first).norm().item() <= 1e-6 * max(again.norm().item(), first.norm().item(), 1e-12):
         fail("the same seed did not reproduce the same training run: the shuffling does not follow the seed", hint)
     if torch.equal(rerun(seed + 1), first):
         fail("another seed gave exactly the same training run: the data is not shuffled, or not by the seed", hint)
@@ -331,22 +293,19 @@ def _conditional_rule(fine_tune, seed, image, dataset):
     """On a class-conditional model the labels reach the model, and every batch goes to the model's device."""
     model = tiny_gated(seed + 1, image, channels=4, dilations=(1,), num_classes=2)
     labelled = ImageDataset("check", dataset.intensities[:8], torch.arange(8) % 2)
-    out2 = model.out2.weight.detach().clone()
-    call(fine_tune, model, labelled, ["out2"], epochs=1, lr=1e-2, batch_size=4, seed=0)
+    out2, args = model.out2.weight.detach().clone(), (labelled, ["out2"])
+    kwargs = dict(epochs=1, lr=1e-2, batch_size=4, seed=0)
+    call(fine_tune, model, *args, **kwargs)
     if torch.equal(model.out2.weight.detach(), out2):
         fail(
             "fine-tuning a class-conditional model did not train the layers meant to train",
             "pass the batch's labels to the model when model.num_classes is set",
         )
-    probe_device(
-        fine_tune,
-        model,
-        (labelled, ["out2"]),
-        dict(epochs=1, lr=1e-2, batch_size=4, seed=0),
-        what="a batch (images or labels)",
-        hint="move every batch to the model's device: x = x.to(device), "
-        "and labels = y.to(device) for a class-conditional model, with device = next(model.parameters()).device",
+    hint = (
+        "move every batch to the model's device: x = x.to(device), and labels = y.to(device) for a class-conditional "
+        "model, with device = next(model.parameters()).device"
     )
+    probe_device(fine_tune, model, args, kwargs, what="a batch (images or labels)", hint=hint)
 
 
 def _fine_tune_case(seed):
@@ -356,12 +315,10 @@ def _fine_tune_case(seed):
     image = (1, 6, 6)
     model = tiny_gated(seed, image, channels=4, dilations=(1,) * 12)
     dataset = _RecordingDataset(_patterned_data(g, 22, image))
-    for p in model.parameters():  # gradients left over from earlier training
+    start = copy.deepcopy(model.eval())  # (deepcopy drops .grad)
+    for p, q in zip(model.parameters(), start.parameters()):  # gradients left over from earlier training
         p.grad = torch.randn(p.shape, generator=g)
-    model.eval()
-    start = copy.deepcopy(model)
-    for p, q in zip(start.parameters(), model.parameters()):
-        p.grad = q.grad.clone()
+        q.grad = p.grad.clone()
     return image, model, dataset, start
 
 
@@ -377,10 +334,11 @@ def check_fine_tune(fine_tune):
     seed = fresh_seed()
     image, model, dataset, start = _fine_tune_case(seed)
     n, train, epochs, batch_size, lr, data_seed = len(dataset), ["layers.1", "out2"], 2, 8, 1e-2, seed % 1000
+    args = dict(epochs=epochs, lr=lr, batch_size=batch_size, seed=data_seed)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     nll_before = _data_nll(model, dataset)
     with watching(model) as calls:
-        losses = call(fine_tune, model, dataset, train, epochs=epochs, lr=lr, batch_size=batch_size, seed=data_seed)
+        losses = call(fine_tune, model, dataset, train, **args)
     meant = _frozen_rule(model, before, train)
     losses = _losses_rule(losses, epochs)
     training_rules(calls, "fine_tune")
@@ -393,12 +351,13 @@ def check_fine_tune(fine_tune):
     order_known = _order_rule(list(dataset.reads), n, epochs, batch_size, data_seed)
     nll_after = _data_nll(model, dataset)
     plain = ImageDataset("check", dataset.intensities, dataset.labels)
-    learning_rate_rule(
-        lambda m, rate: call(fine_tune, m, plain, train, epochs=1, lr=rate, batch_size=batch_size, seed=data_seed),
-        start,
-        "fine_tune",
-        hint="torch.optim.Adam(trainable_parameters, lr=lr)",
-    )
+
+    def rerun(copy_of_start, **changes):  # fine_tune once more, from the start, with some arguments changed
+        call(fine_tune, copy_of_start, plain, train, **{**args, **changes})
+        return copy_of_start
+
+    lr_hint = "torch.optim.Adam(trainable_parameters, lr=lr)"
+    learning_rate_rule(lambda m, rate: rerun(m, epochs=1, lr=rate), start, "fine_tune", hint=lr_hint)
     recipe = (start, plain, train, epochs, lr, batch_size, data_seed)
     reference, batches = _reference_fine_tune(*recipe)
     got = _update(model, before, meant)
@@ -412,16 +371,7 @@ def check_fine_tune(fine_tune):
             "minimise the negative log-likelihood: loss = -log_prob_from_logits(model(x), x).mean()",
         )
     if not order_known:  # a shuffle that ignores the seed also changes every loss
-        _seeds_rule(
-            fine_tune,
-            model,
-            meant,
-            before,
-            start,
-            (plain, train),
-            dict(epochs=epochs, lr=lr, batch_size=batch_size),
-            data_seed,
-        )
+        _seeds_rule(lambda s: _update(rerun(copy.deepcopy(start), seed=s), before, meant), got, data_seed)
     _diagnose_losses(losses, batches, n, math.prod(image))  # a summed loss moves Adam's steps only a little
     if not right:
         fail(
@@ -457,17 +407,14 @@ def _scoring_mistakes(ref, dims):
 
 def _diagnose_scores(got, ref, dims, b, k):
     first_match(got, _scoring_mistakes(ref, dims), "log_prob")
-    if b > 1 and k > 1 and bool((got - got[:, :1]).abs().max() < 1e-6):
-        fail(
-            "every class got the same log-likelihood: the labels do not reach the model",
-            "for column y call model(x, labels) with labels = torch.full((B,), y)",
-        )
-    for y in range(k):
-        if not close(got[:, y], ref[:, y], "summed"):
-            fail(
-                f"column {y} is not log p(x | y = {y})",
-                "column y must score the images with labels = y for every image",
-            )
+    column = next((y for y in range(k) if not close(got[:, y], ref[:, y], "summed")), None)
+    helpers.first_rule([
+        (b > 1 and k > 1 and bool((got - got[:, :1]).abs().max() < 1e-6),
+         "every class got the same log-likelihood: the labels do not reach the model",
+         "for column y call model(x, labels) with labels = torch.full((B,), y)"),
+        (column is not None, f"column {column} is not log p(x | y = {column})",
+         "column y must score the images with labels = y for every image"),
+    ])  # fmt: skip
     fail("class_log_likelihoods differs from log p(x | y)", "log p(x | y) = log_prob_from_logits(model(x, labels), x)")
 
 
@@ -476,12 +423,11 @@ def _scoring_case(seed):
     g = torch.Generator().manual_seed(seed)
     k, image = int(torch.randint(3, 6, (), generator=g)), (1, 6, 6)
     model = tiny_gated(seed, image, channels=8, dilations=(1, 2), num_classes=k)
+    x = (torch.rand(k + 2, *image, generator=g) < 0.4).long()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("class_bias.weight"):
                 p.mul_(3)
-    x = (torch.rand(k + 2, *image, generator=g) < 0.4).long()
-    with torch.no_grad():
         model.eval()
         ref = torch.stack([log_prob_from_logits(model(x, torch.full((k + 2,), y)), x) for y in range(k)], 1).double()
     model.train()
@@ -505,10 +451,9 @@ def check_class_log_likelihoods(class_log_likelihoods):
             result = call(class_log_likelihoods, model, x.clone())
     finally:
         hook.remove()
-    rows = "one row per image and one column per class"
+    rows, where = "one row per image and one column per class", f"for {b} images and {k} classes"
     transposed = f"the result has shape (K, B) = {(k, b)}: one row per class"
     shapes = {(k, b): (transposed, f"return {rows}, shape (B, K): torch.stack(columns, dim=1)")}
-    where = f"for {b} images and {k} classes"
     tensor_rule(
         result, "class_log_likelihoods", (b, k), "return a (B, K) tensor", shape_hint=rows, shapes=shapes, where=where
     )
@@ -517,17 +462,14 @@ def check_class_log_likelihoods(class_log_likelihoods):
     got = result.detach().double().cpu()
     if not close(got, ref, "summed"):
         _diagnose_scores(got, ref, dims, b, k)
-    odd = [shape for shape in labels if shape != (b,)]
-    if odd:
-        fail(
-            f"the model got labels of shape {odd[0]} for {b} images: one label per image, shape (B,)",
-            "labels = torch.full((x.shape[0],), y): x.shape[0] is the number of images",
-        )
-    if result.requires_grad:
-        fail(
-            "the log-likelihoods still require gradients: they carry the graph of every forward pass",
-            "compute them under `with torch.no_grad():`",
-        )
+    odd = next((shape for shape in labels if shape != (b,)), (b,))  # (None: a forward pass without labels)
+    helpers.first_rule([
+        (odd != (b,), f"the model got labels of shape {odd} for {b} images: one label per image, shape (B,)",
+         "labels = torch.full((x.shape[0],), y): x.shape[0] is the number of images"),
+        (result.requires_grad,
+         "the log-likelihoods still require gradients: they carry the graph of every forward pass",
+         "compute them under `with torch.no_grad():`"),
+    ])  # fmt: skip
     model.eval()
     one = call(class_log_likelihoods, model, x[:1].clone())  # a batch of one image keeps its batch dimension
     mode_restored_rule(model, False, "class_log_likelihoods")
@@ -557,53 +499,37 @@ def _bayes_mistakes(ll, prior, given_prior, where):
     joint = ll + prior
     unnormalised = (
         f"the posterior is not normalised {where}: exp() of a row does not sum to one",
-        "subtract log p(x) = logsumexp over the classes of log p(x | y) + log p(y) (or use torch.log_softmax(..., dim=1))",
+        "subtract log p(x) = logsumexp over the classes of log p(x | y) + log p(y) "
+        "(or use torch.log_softmax(..., dim=1))",
     )
-    wrong_prior = (torch.log_softmax(ll, dim=1), torch.log_softmax(ll - prior, dim=1)) if given_prior else (None, None)
     return {
-        "probabilities": (
-            torch.log_softmax(joint, dim=1).exp(),
-            "you returned probabilities p(y | x), not log-probabilities",
-            "return log p(y | x); leave out the exp()",
-        ),
+        "probabilities": (torch.log_softmax(joint, dim=1).exp(),
+            "you returned probabilities p(y | x), not log-probabilities", "return log p(y | x); leave out the exp()"),
         "joint": (joint, *unnormalised),
         "likelihood": (ll, *unnormalised),
-        "over the images": (
-            torch.log_softmax(joint, dim=0),
+        "over the images": (torch.log_softmax(joint, dim=0),
             "you normalised over the images (dim 0), not over the classes",
-            "each row is one image: normalise over dim=1",
-        ),
-        "nll": (
-            torch.log_softmax(-ll + prior, dim=1),
+            "each row is one image: normalise over dim=1"),
+        "nll": (torch.log_softmax(-ll + prior, dim=1),
             "you used the negative log-likelihood: the least likely class got the highest posterior",
-            "log_lik already holds log p(x | y); add log p(y), do not negate",
-        ),
-        "evidence added": (
-            joint + torch.logsumexp(joint, dim=1, keepdim=True),
+            "log_lik already holds log p(x | y); add log p(y), do not negate"),
+        "evidence added": (joint + torch.logsumexp(joint, dim=1, keepdim=True),
             f"log p(x) was added instead of subtracted {where}",
-            "log p(y | x) = log p(x | y) + log p(y) - logsumexp over y' of (log p(x | y') + log p(y'))",
-        ),
-        "prior ignored": (
-            wrong_prior[0],
-            "the prior was ignored",
-            "add log_prior (shape (K,)) to every row of log_lik before normalising",
-        ),
-        "prior subtracted": (
-            wrong_prior[1],
-            "the prior was subtracted instead of added",
-            "log p(y | x) = log p(x | y) + log p(y) - log p(x)",
-        ),
-    }
+            "log p(y | x) = log p(x | y) + log p(y) - logsumexp over y' of (log p(x | y') + log p(y'))"),
+        "prior ignored": (torch.log_softmax(ll, dim=1) if given_prior else None, "the prior was ignored",
+            "add log_prior (shape (K,)) to every row of log_lik before normalising"),
+        "prior subtracted": (torch.log_softmax(ll - prior, dim=1) if given_prior else None,
+            "the prior was subtracted instead of added", "log p(y | x) = log p(x | y) + log p(y) - log p(x)"),
+    }  # fmt: skip
 
 
 def _bayes_case(bayes_log_posterior, log_lik, log_prior):
-    args = (log_lik.clone(),) if log_prior is None else (log_lik.clone(), log_prior.clone())
     context = f"on log_lik of shape {tuple(log_lik.shape)} (B, K)" + (
         " and no prior" if log_prior is None else f" and log_prior of shape {tuple(log_prior.shape)}"
     )
     got = call(
         bayes_log_posterior,
-        *args,
+        *[t.clone() for t in (log_lik, log_prior) if t is not None],
         context=context,
         hint="K = log_lik.shape[1] classes; the prior (K,) adds to every row; normalise each row with "
         "torch.logsumexp(joint, dim=1, keepdim=True) (keepdim keeps the shape (B, 1), which broadcasts)",

@@ -5,6 +5,8 @@ formula to underflow or cancel in float32, channel counts that are not multiples
 a wrong answer by the plausible mistake, computed here as a variant of the reference, that reproduces it.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,7 @@ LOG_SPACE = (
 )
 
 
-# -- references and plausible mistakes, all float64 ------------------------------------------------------------------------------------------------------------
+# -- references and plausible mistakes, all float64 --------------------------------------------------------------------
 def _edges(mean, log_scale, levels, centres=None, half=None, inv_s=None):
     """Standardised lower and upper bin edges, each (..., K)."""
     half = 1.0 / (levels - 1) if half is None else half
@@ -44,30 +46,27 @@ def reference(mean, log_scale, levels):
 def _mistakes(mean, log_scale, levels):
     """{name: (log-probabilities, what is wrong, hint)} for the plausible mistakes of task 1."""
     m, ls, k = mean.double(), log_scale.double(), levels
-    ref = reference(m, ls, k)
     unit = torch.linspace(0.0, 1.0, k, dtype=torch.float64)
-    z = (torch.linspace(-1.0, 1.0, k, dtype=torch.float64) - m[..., None]) * torch.exp(-ls)[..., None]
-    log_density = -z - ls[..., None] - 2 * F.softplus(-z)  # log of the logistic pdf at the centres
+    z = _edges(m, ls, k, half=0.0)[0]  # the standardised centres of the levels
     no_tails = _bins(*_edges(m, ls, k), tails=False)
+    width = ("the bins have the wrong width",
+             "levels are 2/(K-1) apart on [-1, 1], so each bin reaches d = 1/(K-1) to either side")  # fmt: skip
+    on_01 = ("the levels sit on [0, 1], not on [-1, 1]", "level k sits at x_k = 2k/(K-1) - 1")
     return {
-        "probabilities": (ref.exp(), "you returned probabilities, not log-probabilities", "return the log of each level's probability"),
+        "probabilities": (reference(m, ls, k).exp(), "you returned probabilities, not log-probabilities", "return the log of each level's probability"),
         "no tails": (no_tails, "the edge levels 0 and K-1 lack their tails: the probabilities sum to less than 1",
                      "give level 0 everything below its upper edge (logsigmoid(hi)) and level K-1 everything above its lower edge"),
         "renormalised": (no_tails.log_softmax(-1), "the edge levels lack their tails (renormalising the bins does not replace them)",
                          "give level 0 everything below its upper edge and level K-1 everything above its lower edge"),
-        "half-width 1/K": (_bins(*_edges(m, ls, k, half=1.0 / k)), "the bins have the wrong width",
-                           "levels are 2/(K-1) apart on [-1, 1], so each bin reaches d = 1/(K-1) to either side"),
-        "half-width 2/(K-1)": (_bins(*_edges(m, ls, k, half=2.0 / (k - 1))), "the bins have the wrong width",
-                               "levels are 2/(K-1) apart on [-1, 1], so each bin reaches d = 1/(K-1) to either side"),
-        "levels on [0, 1]": (_bins(*_edges(m, ls, k, centres=unit, half=0.5 / (k - 1))), "the levels sit on [0, 1], not on [-1, 1]",
-                             "level k sits at x_k = 2k/(K-1) - 1"),
-        "levels on [0, 1], wide bins": (_bins(*_edges(m, ls, k, centres=unit)), "the levels sit on [0, 1], not on [-1, 1]",
-                                        "level k sits at x_k = 2k/(K-1) - 1"),
+        "half-width 1/K": (_bins(*_edges(m, ls, k, half=1.0 / k)), *width),
+        "half-width 2/(K-1)": (_bins(*_edges(m, ls, k, half=2.0 / (k - 1))), *width),
+        "levels on [0, 1]": (_bins(*_edges(m, ls, k, centres=unit, half=0.5 / (k - 1))), *on_01),
+        "levels on [0, 1], wide bins": (_bins(*_edges(m, ls, k, centres=unit)), *on_01),
         "log-scale as scale": (_bins(*_edges(m, ls, k, inv_s=1 / ls)), "the log-scale was used as the scale",
                                "the scale is s = exp(log_scale)"),
         "multiplied by the scale": (_bins(*_edges(m, -ls, k)), "the bin edges were multiplied by the scale instead of divided",
                                     "standardise as (x - mean) / s, i.e. multiply by exp(-log_scale)"),
-        "density": (log_density + torch.log(torch.tensor(2.0 / (k - 1), dtype=torch.float64)),
+        "density": (-z - ls[..., None] - 2 * F.softplus(-z) + math.log(2.0 / (k - 1)),  # pdf at the centre x width
                     "you used the density at each level's centre, not the probability mass of its bin",
                     "a bin's mass is a difference of two CDFs: sigmoid(upper edge) - sigmoid(lower edge)"),
         "mirrored": (reference(-m, ls, k), "the distribution is mirrored: its mass sits on the wrong side of the mean",
@@ -86,10 +85,8 @@ def _diagnose(got, mean, log_scale, levels, what):
         fail(f"{what}: your log-probabilities are right for likely levels but wrong for unlikely ones", LOG_SPACE)
     first_match(got, _mistakes(mean, log_scale, levels), prefix=f"{what}: ", reference=ref)
     if close(got, ref, (0.0, 0.05)):
-        fail(
-            f"{what}: your log-probabilities are near the reference but further from it than float32 rounding",
-            LOG_SPACE,
-        )
+        fail(f"{what}: your log-probabilities are near the reference but further from it than float32 rounding",
+             LOG_SPACE)  # fmt: skip
     fail(f"{what}: your log-probabilities differ from the reference",
          "bin edges x_k ± 1/(K-1) with x_k = 2k/(K-1) - 1, standardised by exp(log_scale); edge levels take the tails")  # fmt: skip
 
@@ -114,7 +111,7 @@ def _draw(g, shape, low, high, signed=False):
     return x * (torch.randint(0, 2, shape, generator=g) * 2 - 1) if signed else x
 
 
-# -- task 1 ------------------------------------------------------------------------------------------------------------------------------------------------
+# -- task 1 ------------------------------------------------------------------------------------------------------------
 LOGISTICS = [  # (what, shape, levels, means (low, high, signed), log-scales); the first keeps every mistake finite
     ("7 levels, wide logistics", (3, 4), 7, (-0.6, 0.6, False), (0.3, 1.5)),
     ("5 levels, inputs of shape (2, 1, 3)", (2, 1, 3), 5, (-0.9, 0.9, False), (-2.5, -0.5)),
@@ -147,7 +144,7 @@ def check_discretized_logistic(discretized_logistic):
                   "logistics and means inside and far outside [-1, 1]")  # fmt: skip
 
 
-# -- task 2 ------------------------------------------------------------------------------------------------------------------------------------------------
+# -- task 2 ------------------------------------------------------------------------------------------------------------
 def reference_mixture(logit_pi, mean, log_scale, levels):
     """Log-probabilities (..., K) of a mixture of discretized logistics; inputs (..., M)."""
     components = reference(mean, log_scale, levels)  # (..., M, K)
@@ -197,49 +194,43 @@ def check_mixture(mixture):
                       what, "replace the last dimension (the M components) by the K levels",
                       "combine the components in log space with torch.logsumexp: exp() of log-probabilities near -1000 "
                       "is 0, and so is a sum of such probabilities")  # fmt: skip
-        if got is None:
-            continue
-        first_match(got, _mixture_mistakes(logit_pi, mean, log_scale, levels), prefix=f"{what}: ")
-        fail(f"{what}: your mixture's log-probabilities differ from the reference",
-             "check your discretized_logistic first (its check must pass), then logsumexp over the components "
-             "of log_softmax(logit_pi) + their log-probabilities")  # fmt: skip
+        if got is not None:
+            first_match(got, _mixture_mistakes(logit_pi, mean, log_scale, levels), prefix=f"{what}: ")
+            fail(f"{what}: your mixture's log-probabilities differ from the reference",
+                 "check your discretized_logistic first (its check must pass), then logsumexp over the components "
+                 "of log_softmax(logit_pi) + their log-probabilities")  # fmt: skip
     return passed("mixture matches the reference for 1 to 5 components at 2, 5, 7 and 256 levels")
 
 
-# -- task 3 ------------------------------------------------------------------------------------------------------------------------------------------------
+# -- task 3 ------------------------------------------------------------------------------------------------------------
 def reference_centre_mask(in_channels, out_channels, data_channels, mask_type):
     """(out, in) centre-pixel mask of `course_lib.masks.raster_mask`: contiguous colour groups."""
     return raster_mask(1, mask_type, in_channels, out_channels, data_channels)[:, :, 0, 0]
 
 
-ANY_SIZE = (
-    "your colour groups are right only when the channel count is a multiple of data_channels",
-    "channel j of n belongs to group j * data_channels // n, for any n: 4 channels in 3 groups are R, R, G, B",
-)
-
-
 def _centre_mistakes(n_in, n_out, groups, mask_type):
     other = "B" if mask_type == "A" else "A"
+    any_size = (
+        "your colour groups are right only when the channel count is a multiple of data_channels",
+        "channel j of n belongs to group j * data_channels // n, for any n: 4 channels in 3 groups are R, R, G, B",
+    )
 
-    def allowed(g_out, g_in):  # (out, in): the link rule of this mask type for the given group indices
-        return ((g_out[:, None] > g_in[None, :]) if mask_type == "A" else (g_out[:, None] >= g_in[None, :])).float()
+    def allowed(group):  # (out, in): the link rule of this mask type, channel j of n being in group(j, n)
+        g_out, g_in = group(torch.arange(n_out), n_out)[:, None], group(torch.arange(n_in), n_in)[None, :]
+        return (g_out > g_in if mask_type == "A" else g_out >= g_in).float()
 
-    block_in, block_out = torch.arange(n_in) * groups // n_in, torch.arange(n_out) * groups // n_out
-    inter = allowed(torch.arange(n_out) % groups, torch.arange(n_in) % groups)
-    reversed_order = allowed(groups - 1 - block_out, groups - 1 - block_in)
-    even = (torch.arange(n_out) // (n_out // groups), torch.arange(n_in) // (n_in // groups))
-    ceil = (torch.arange(n_out) // -(-n_out // groups), torch.arange(n_in) // -(-n_in // groups))
     return {
         "A and B swapped": (reference_centre_mask(n_in, n_out, groups, other), f"this is the centre of mask {other}, not mask {mask_type}",
                             "mask A allows strictly earlier colour groups (<), mask B also the same group (<=)"),
-        "order reversed": (reversed_order, "the colour order is reversed (B -> G -> R)",
+        "order reversed": (allowed(lambda j, n: groups - 1 - j * groups // n),
+                           "the colour order is reversed (B -> G -> R)",
                            "output group g may see input groups before it (mask A) or up to it (mask B)"),
-        "interleaved groups": (inter, "the channels are grouped by j % data_channels (interleaved), not in contiguous blocks",
+        "interleaved groups": (allowed(lambda j, n: j % groups), "the channels are grouped by j % data_channels (interleaved), not in contiguous blocks",
                                "channel j of n belongs to group j * data_channels // n"),
         "all ones": (torch.ones(n_out, n_in), "every link is open: the output sees its own colour and later ones",
                      "compare the colour groups of input and output"),
-        "groups of n // groups channels": (allowed(*even), *ANY_SIZE),
-        "groups of ceil(n / groups) channels": (allowed(*ceil), *ANY_SIZE),
+        "groups of n // groups channels": (allowed(lambda j, n: j // (n // groups)), *any_size),
+        "groups of ceil(n / groups) channels": (allowed(lambda j, n: j // -(-n // groups)), *any_size),
     }  # fmt: skip
 
 
@@ -252,15 +243,13 @@ def check_centre_mask(centre_mask):
              (7, 9, 5, "A"), (4, 5, 3, "A"), (5, 3, 2, "B")]  # fmt: skip
     for n_in, n_out, groups, mask_type in cases:
         what = f"mask {mask_type}, {n_in} -> {n_out} channels, {groups} colour group{'s' * (groups > 1)}"
-        ref = reference_centre_mask(n_in, n_out, groups, mask_type)
         swapped = ("rows and columns are swapped", "return shape (out_channels, in_channels), like a conv weight")
         got = tensor_rule(call(centre_mask, n_in, n_out, groups, mask_type), "centre_mask", (n_out, n_in), "return a float tensor of ones and zeros",
                           shape_hint="rows are output channels, columns input channels", shapes={(n_in, n_out): swapped}, prefix=f"{what}: ")  # fmt: skip
         if not got.is_floating_point():
             fail(f"centre_mask returned a {got.dtype} tensor, not a float one", "return the mask as ones and zeros: .float()")  # fmt: skip
-        if torch.equal(got.float(), ref):
-            continue
-        first_match(got.float(), _centre_mistakes(n_in, n_out, groups, mask_type), prefix=f"{what}: ")
-        fail(f"{what}: the mask differs from the reference", "channel j of n is in group j * data_channels // n; "
-             "mask A: group(in) < group(out), mask B: group(in) <= group(out)")  # fmt: skip
+        if not torch.equal(got.float(), reference_centre_mask(n_in, n_out, groups, mask_type)):
+            first_match(got.float(), _centre_mistakes(n_in, n_out, groups, mask_type), prefix=f"{what}: ")
+            fail(f"{what}: the mask differs from the reference", "channel j of n is in group j * data_channels // n; "
+                 "mask A: group(in) < group(out), mask B: group(in) <= group(out)")  # fmt: skip
     return passed("centre_mask matches masks A and B for colour and grey layers, even and uneven channel counts")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 
@@ -54,17 +55,12 @@ def _recording_autocast(record: list):
     """A stand-in for ``torch.autocast`` (which refuses the meta device) that appends (device_type, dtype,
     enabled) to `record` for every context made, and does nothing else."""
 
-    class RecordingAutocast:
+    class RecordingAutocast(contextlib.nullcontext):
         def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=None):
+            super().__init__(self)  # `with` gives the context itself, as torch.autocast does
             record.append((str(device_type), dtype, bool(enabled)))
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def __call__(self, func):
+        def __call__(self, func):  # as a decorator
             return func
 
     return RecordingAutocast
@@ -115,9 +111,7 @@ def probe_forward(fn, model, *args, meta_bool=None, **kwargs):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 invoke(fn, *args, **kwargs)
-    except ProbeStop:
-        pass
-    except Exception:  # code that cannot run on the meta device: the probe tells nothing
+    except (ProbeStop, Exception):  # Exception: code that cannot run on the meta device, the probe tells nothing
         pass
     finally:
         handle.remove()

@@ -263,6 +263,7 @@ def _nll_variants(per_image, batch_size, dims):
     batches = [per_image[i : i + batch_size] for i in range(0, n, batch_size)]
     means = [b.mean().item() for b in batches]
     smaller = kept < n  # a smaller last batch: the mistakes about it show
+    divide = "divide the summed NLL by the number of images"
     return {
         "dropped": (per_image[:kept].mean().item() if smaller else None, *_dropped(n, batch_size)),
         "batch means": (
@@ -271,16 +272,8 @@ def _nll_variants(per_image, batch_size, dims):
             "add up the NLL of every image and divide by the number of images at the end",
         ),
         **unit_mistakes(full, dims),
-        "total": (
-            total,
-            "you returned the total, not the average per image",
-            "divide the summed NLL by the number of images",
-        ),
-        "batch total": (
-            full * batch_size,
-            "you returned a total over a batch, not the average per image",
-            "divide the summed NLL by the number of images",
-        ),
+        "total": (total, "you returned the total, not the average per image", divide),
+        "batch total": (full * batch_size, "you returned a total over a batch, not the average per image", divide),
         "times n": (
             total * n,
             "you multiplied the summed NLL by the number of images instead of dividing by it",
@@ -433,7 +426,6 @@ class GradWatch:
     def __exit__(self, *exc):
         for handle in self.handles:
             handle.remove()
-        return False
 
 
 def why_no_update(events, where=""):
