@@ -242,7 +242,7 @@ def photo_patches(split):
     patches = region.unfold(2, PATCH, PATCH).unfold(3, PATCH, PATCH)  # (2, 3, rows, cols, PATCH, PATCH)
     patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(2, -1, 3, PATCH, PATCH)
     labels = torch.arange(2).repeat_interleave(patches.shape[1])
-    return patches.reshape(-1, 3, PATCH, PATCH).contiguous(), labels
+    return patches.reshape(-1, 3, PATCH, PATCH), labels  # the permuted reshape above copied: contiguous
 
 
 # -- subsets: small target sets that are still ImageDatasets -----------------------------------------------------------------------------------------

@@ -48,3 +48,11 @@ def test_the_usual_options_apply():
     assert set(binary.images.unique().tolist()) == {0, 1}
     with pytest.raises(CourseError, match="colour already"):
         load_dataset("photos", color=True)
+
+
+def test_the_photographs_are_read_once_and_handed_out_as_copies():
+    """Editing what halved_photos() returned leaves the data set alone (it is read once and cached)."""
+    first = halved_photos()
+    first.zero_()
+    assert halved_photos().max() > 0
+    assert photo_patches("train")[0].is_contiguous()

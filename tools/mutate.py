@@ -63,7 +63,7 @@ MODULES = {
     ],
     "device": ["tests/test_device.py", "tests/test_sampling.py"],  # the cached sampler's thread policy
     "likelihood": ["tests/test_likelihood.py"],
-    "data": ["tests/test_data.py"],
+    "data": ["tests/test_data.py", "tests/test_natural_images.py"],
     "train": ["tests/test_training.py"],
     "checkpoint": ["tests/test_checkpoint.py", "tests/test_training.py"],
     "sampling": ["tests/test_sampling.py"],
