@@ -76,15 +76,11 @@ def _diagnose_nll(got, logits, x, prefix):
     hint = "one value per image: sum over every dimension but the batch, and keep it even for one image (no squeeze())"
     tensor_rule(got, "nll", ref.shape, hint, shapes={tuple(x.shape): per_sub_pixel}, prefix=prefix)
     if logits.dim() == 5:
-        fail(
-            f"{prefix}wrong values for categorical logits of shape (B, K, C, H, W)",
-            "the K levels are dimension 1 of the logits; the target x holds integer levels 0..K-1",
-        )
+        fail(f"{prefix}wrong values for categorical logits of shape (B, K, C, H, W)",
+             "the K levels are dimension 1 of the logits; the target x holds integer levels 0..K-1")  # fmt: skip
     i = int((got - ref).abs().argmax())
-    fail(
-        f"{prefix}wrong values: image {i} got {got[i].item():.4f}, expected {ref[i].item():.4f} nats",
-        "per sub-pixel, -log p(x) with p = sigmoid(logit) for x = 1 and 1 - sigmoid(logit) for x = 0",
-    )
+    fail(f"{prefix}wrong values: image {i} got {got[i].item():.4f}, expected {ref[i].item():.4f} nats",
+         "per sub-pixel, -log p(x) with p = sigmoid(logit) for x = 1 and 1 - sigmoid(logit) for x = 0")  # fmt: skip
 
 
 def _nll_case(g, b, levels=None, used=None):
@@ -318,10 +314,8 @@ def check_fit_independent(fit_independent):
                 "count over the images only (dimension 0)",
             )
         if not close(got.sum(0), torch.ones_like(ref[0]), "log_prob"):
-            fail(
-                f"the probabilities of a sub-pixel do not sum to 1 over the levels {where}",
-                "normalise the smoothed counts by N + K * alpha",
-            )
+            fail(f"the probabilities of a sub-pixel do not sum to 1 over the levels {where}",
+                 "normalise the smoothed counts by N + K * alpha")  # fmt: skip
         k, ch, i, j = (int(v) for v in torch.nonzero((got - ref).abs() > 1e-5)[0])
         fail(
             f"wrong probability for level {k} at (c={ch}, i={i}, j={j}) {where}: got {got[k, ch, i, j].item():.4f}, "

@@ -199,10 +199,8 @@ CONV_MISTAKES = {  # message: (the mask the layer used, hint); {where}, {other}:
 
 def _require_conv(conv):
     if not isinstance(conv, nn.Conv2d):
-        fail(
-            f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
-            "subclass nn.Conv2d so the layer keeps its weight and bias",
-        )
+        fail(f"MaskedConv2d(...) built a {type(conv).__name__}, not an nn.Conv2d",
+             "subclass nn.Conv2d so the layer keeps its weight and bias")  # fmt: skip
     names = [n for n, _ in conv.named_parameters()]
     if any(n not in ("weight", "bias") for n in names):
         fail(
@@ -221,10 +219,8 @@ def _require_output(conv, x, case, where):
     for message, (mask, hint) in CONV_MISTAKES.items():
         if close(out, _conv_with(conv, mask(k, t, cin, cout, dc), x, k)):
             fail(message.format(where=where, other=OTHER[t]), hint)
-    fail(
-        f"the output differs from a convolution with the weight times the mask {where}",
-        "forward = the usual convolution, with self.weight * self.mask as the kernel",
-    )
+    fail(f"the output differs from a convolution with the weight times the mask {where}",
+         "forward = the usual convolution, with self.weight * self.mask as the kernel")  # fmt: skip
 
 
 def _require_mask_buffer(conv, where):
@@ -243,10 +239,8 @@ def _require_mask_buffer(conv, where):
             "state_dict(), so a saved model loses it, and .to(device) leaves it behind on the CPU",
             'keep it with self.register_buffer("mask", make_mask(...))',
         )
-    fail(
-        f"the layer has no mask buffer of the weight's shape {tuple(shape)} {where}",
-        'make the mask once in __init__ and keep it with self.register_buffer("mask", make_mask(...))',
-    )
+    fail(f"the layer has no mask buffer of the weight's shape {tuple(shape)} {where}",
+         'make the mask once in __init__ and keep it with self.register_buffer("mask", make_mask(...))')  # fmt: skip
 
 
 def _require_training_step(conv, x, mask, g, where):
@@ -280,15 +274,11 @@ def _require_training_step(conv, x, mask, g, where):
             "gradient",
         )
     if not close(grad, weight.grad):
-        fail(
-            f"the weight's gradient differs from that of a convolution with weight * mask {where}",
-            "forward = the usual convolution, with self.weight * self.mask as the kernel",
-        )
+        fail(f"the weight's gradient differs from that of a convolution with weight * mask {where}",
+             "forward = the usual convolution, with self.weight * self.mask as the kernel")  # fmt: skip
     if bias is not None and not close(bias_grad, bias.grad):
-        fail(
-            f"no gradient reaches the bias {where}: forward uses a copy of it that is cut off from the parameter",
-            "pass the parameter self.bias itself to the convolution (not self.bias.data)",
-        )
+        fail(f"no gradient reaches the bias {where}: forward uses a copy of it that is cut off from the parameter",
+             "pass the parameter self.bias itself to the convolution (not self.bias.data)")  # fmt: skip
 
 
 EDGE_CONVS = [  # (in, out, k, type, data channels, batch): beyond the lesson's layers
@@ -398,10 +388,8 @@ def _diagnose_field(got, model, case, where):
     if _same(got, _attempt(_ref_field, model, j, i, c)):
         fail(f"rows and columns swapped {where}", "i is the row (dimension H), j the column (dimension W)")
     if channels > 1 and _same(got, torch.stack([_ref_field(model, i, j, cc) for cc in range(channels)]).any(0)):
-        fail(
-            f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
-            "select the one logit [0, c, i, j] before calling backward",
-        )
+        fail(f"you took the gradient of all channels of the output pixel, not channel {c} alone {where}",
+             "select the one logit [0, c, i, j] before calling backward")  # fmt: skip
     if got.all():
         fail(f"every input is marked as seen {where}", "mark only inputs whose gradient is exactly non-zero")
     future = torch.arange(ref[0].numel()).reshape(ref.shape[1:]) >= i * width + j  # (H, W): at or after (i, j)

@@ -110,18 +110,14 @@ def _run_learner_step(train_step, model, x, precision, clip, stale_seed):
 def _autocast_rules(calls, precision, where):
     """The forward passes ran under bf16 autocast for 'bf16', and only then."""
     rows = (
-        (
-            precision == "fp32" and any(c["autocast"] for c in calls),
-            "precision='fp32' still ran the forward pass under autocast",
-            "enable autocast only for 'bf16' (and 'fp16'): torch.autocast(..., enabled=precision != 'fp32')",
-        ),
-        (
-            precision == "bf16" and not all(c["autocast"] and c["dtype"] == torch.bfloat16 for c in calls),
-            "the forward pass did not run under bf16 autocast on the model's device",
-            "wrap the forward pass in torch.autocast(device.type, dtype=torch.bfloat16), "
-            "with device = the model's device (not a hard-coded 'cuda' or 'cpu')",
-        ),
-    )
+        (precision == "fp32" and any(c["autocast"] for c in calls),
+         "precision='fp32' still ran the forward pass under autocast",
+         "enable autocast only for 'bf16' (and 'fp16'): torch.autocast(..., enabled=precision != 'fp32')"),
+        (precision == "bf16" and not all(c["autocast"] and c["dtype"] == torch.bfloat16 for c in calls),
+         "the forward pass did not run under bf16 autocast on the model's device",
+         "wrap the forward pass in torch.autocast(device.type, dtype=torch.bfloat16), "
+         "with device = the model's device (not a hard-coded 'cuda' or 'cpu')"),
+    )  # fmt: skip
     first_rule(rows, where=where)
 
 
@@ -132,34 +128,22 @@ def _update_rules(update, ref_update, raw, clip, where):
     clip = clip or 0.0
     rows = (
         (cos < -0.9, "the parameters moved uphill (the NLL went up)", "minimise the negative log-likelihood"),
-        (
-            clip > 0 and not 0.9 < ratio < 1.1 and 0.9 < ratio * clip < 1.1,
-            f"the gradient was clipped to norm 1.0, not to clip={clip:.3g}: the clip argument was ignored",
-            "torch.nn.utils.clip_grad_norm_(model.parameters(), clip)",
-        ),
-        (
-            0 < raw < clip and ratio > 1.5 and close(ratio, clip / raw, rtol=0.1),
-            "the gradient was stretched to norm clip although it was shorter: clipping only ever shortens a gradient",
-            "torch.nn.utils.clip_grad_norm_(model.parameters(), clip) leaves a gradient shorter than clip as it is",
-        ),
-        (
-            clip > 0 and ratio > 1.5,
-            f"the gradient was not clipped to norm {clip:.3g}: the step is {ratio:.1f}x too long",
-            "call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) after backward() and before "
-            "optimizer.step()",
-        ),
-        (
-            clip == 0 and ratio < 0.67,
-            f"clip=None must turn clipping off, but the step is {1 / ratio:.1f}x too short",
-            "clip only when clip is set: if clip: torch.nn.utils.clip_grad_norm_(...)",
-        ),
-        (
-            cos < 0.99 or not 0.9 < ratio < 1.1,
-            f"the parameter update differs from one correct step (cosine {cos:.3f}, length ratio {ratio:.2f})",
-            "zero_grad -> forward under autocast -> NLL in float32, mean over images -> backward -> "
-            "clip_grad_norm_ -> optimizer.step()",
-        ),
-    )
+        (clip > 0 and not 0.9 < ratio < 1.1 and 0.9 < ratio * clip < 1.1,
+         f"the gradient was clipped to norm 1.0, not to clip={clip:.3g}: the clip argument was ignored",
+         "torch.nn.utils.clip_grad_norm_(model.parameters(), clip)"),
+        (0 < raw < clip and ratio > 1.5 and close(ratio, clip / raw, rtol=0.1),
+         "the gradient was stretched to norm clip although it was shorter: clipping only ever shortens a gradient",
+         "torch.nn.utils.clip_grad_norm_(model.parameters(), clip) leaves a gradient shorter than clip as it is"),
+        (clip > 0 and ratio > 1.5,
+         f"the gradient was not clipped to norm {clip:.3g}: the step is {ratio:.1f}x too long",
+         "call torch.nn.utils.clip_grad_norm_(model.parameters(), clip) after backward() and before optimizer.step()"),
+        (clip == 0 and ratio < 0.67, f"clip=None must turn clipping off, but the step is {1 / ratio:.1f}x too short",
+         "clip only when clip is set: if clip: torch.nn.utils.clip_grad_norm_(...)"),
+        (cos < 0.99 or not 0.9 < ratio < 1.1,
+         f"the parameter update differs from one correct step (cosine {cos:.3f}, length ratio {ratio:.2f})",
+         "zero_grad -> forward under autocast -> NLL in float32, mean over images -> backward -> "
+         "clip_grad_norm_ -> optimizer.step()"),
+    )  # fmt: skip
     first_rule(rows, where=where)
 
 
@@ -269,10 +253,8 @@ def _evaluate(evaluate_nll, model, dataset, batch_size):
     passes)."""
     result, calls = rules.run_watched(_call, evaluate_nll, model, dataset, batch_size)
     if not isinstance(result, dict) or not {"nats", "bpd", "n_images"} <= set(result):
-        fail(
-            f"evaluate_nll returned {type(result).__name__}, not a dict with keys 'nats', 'bpd', 'n_images'",
-            "return {'nats': nats_per_image, 'bpd': bits_per_dim, 'n_images': count}",
-        )
+        fail(f"evaluate_nll returned {type(result).__name__}, not a dict with keys 'nats', 'bpd', 'n_images'",
+             "return {'nats': nats_per_image, 'bpd': bits_per_dim, 'n_images': count}")  # fmt: skip
     nats, bpd, count = (rules.as_float(result[key]) for key in ("nats", "bpd", "n_images"))
     count = int(count) if count is not None and math.isfinite(count) else count
     return result, nats, bpd, count, calls
@@ -328,10 +310,8 @@ def check_evaluate(evaluate_nll):
     if not close(nats, full, "log_prob"):
         rules.diagnose_nll(nats, per_image, batch_size, dims=math.prod(IMAGE), count=count, what="'nats'")
     if count != n:
-        fail(
-            f"'n_images' is {count!r} but the data set has {n} images",
-            "count the images you scored: count += x.shape[0] for every batch",
-        )
+        fail(f"'n_images' is {count!r} but the data set has {n} images",
+             "count the images you scored: count += x.shape[0] for every batch")  # fmt: skip
     rules.bpd_rule(bpd, full, IMAGE)
     rules.images_rule(calls, n, batch_size, "evaluate_nll")
     _evaluate(evaluate_nll, model.eval(), dataset, batch_size)
@@ -412,10 +392,8 @@ def _first_save(save_checkpoint_atomically, good, path):
     if not path.is_file():
         fail("no file was written at `path`", "save the payload with torch.save(...) and end with the file at `path`")
     if not _holds(path, good):
-        fail(
-            "the saved file does not load back with torch.load(path, weights_only=True) as the same payload",
-            "write the payload with torch.save(payload, file)",
-        )
+        fail("the saved file does not load back with torch.load(path, weights_only=True) as the same payload",
+             "write the payload with torch.save(payload, file)")  # fmt: skip
     elsewhere = [t for t in targets if t is not None and t.parent != path.parent.resolve()]
     if elsewhere:
         fail(
@@ -425,31 +403,20 @@ def _first_save(save_checkpoint_atomically, good, path):
             "put the temporary file next to the checkpoint, e.g. tmp = path.with_name(path.name + '.tmp')",
         )
     if _leftovers(path):
-        fail(
-            f"a successful save left extra files behind: {_leftovers(path)}",
-            "move the temporary file onto `path` with os.replace(tmp, path)",
-        )
+        fail(f"a successful save left extra files behind: {_leftovers(path)}",
+             "move the temporary file onto `path` with os.replace(tmp, path)")  # fmt: skip
 
 
 _CLEAN_UP = "on failure delete the temporary file (try/except, then re-raise)"
 _RERAISE = "after cleaning up, re-raise the very error you caught: a bare `raise`"
 _FAILED_SAVES = [  # (makes the error torch.save raises, after writing half a file?, what the verdicts call it, hints)
     (lambda: RuntimeError("simulated crash while saving"), True, "a failed save", _CLEAN_UP, _RERAISE),
-    (
-        _SimulatedCtrlC,
-        True,
-        "a Ctrl-C (KeyboardInterrupt) in the middle of torch.save",
-        "KeyboardInterrupt is not an Exception: clean up in `except BaseException:` (then re-raise)",
-        _RERAISE,
-    ),
-    (
-        lambda: OSError(errno.ENOSPC, "No space left on device (simulated by the check)"),
-        False,
-        "a full disk (torch.save failed before creating the temporary file)",
-        _CLEAN_UP,
-        "the temporary file may not exist yet: delete it with tmp.unlink(missing_ok=True), then re-raise",
-    ),
-]
+    (_SimulatedCtrlC, True, "a Ctrl-C (KeyboardInterrupt) in the middle of torch.save",
+     "KeyboardInterrupt is not an Exception: clean up in `except BaseException:` (then re-raise)", _RERAISE),
+    (lambda: OSError(errno.ENOSPC, "No space left on device (simulated by the check)"), False,
+     "a full disk (torch.save failed before creating the temporary file)", _CLEAN_UP,
+     "the temporary file may not exist yet: delete it with tmp.unlink(missing_ok=True), then re-raise"),
+]  # fmt: skip
 
 
 def _failed_save(save_checkpoint_atomically, good, path, payload, error, half, what, cleanup_hint, reraise_hint):
@@ -458,31 +425,18 @@ def _failed_save(save_checkpoint_atomically, good, path, payload, error, half, w
     error = error()
     raised, _ = _save(save_checkpoint_atomically, payload, path, error, half)
     left = _leftovers(path)
-    first_rule(
-        [
-            (
-                not path.exists(),
-                f"{what} deleted the good checkpoint",
-                "never delete or open the old file: write a temporary file, then os.replace it onto `path`",
-            ),
-            (
-                not _holds(path, good),
-                f"{what} overwrote the good checkpoint: `path` no longer loads as the previous good checkpoint",
-                "write to a temporary file in the same folder and os.replace(tmp, path) only once it is complete",
-            ),
-            (bool(left), f"{what} left a temporary file behind: {left}", cleanup_hint),
-            (
-                raised is None,
-                f"{what} returned silently: the caller believes the checkpoint is written",
-                "clean up, then re-raise the error (`raise` inside the except block)",
-            ),
-            (
-                not isinstance(raised, type(error)) or getattr(raised, "errno", None) != getattr(error, "errno", None),
-                f"{what} did not reach the caller: it became {type(raised).__name__}: {raised}",
-                reraise_hint,
-            ),
-        ]
-    )
+    first_rule([
+        (not path.exists(), f"{what} deleted the good checkpoint",
+         "never delete or open the old file: write a temporary file, then os.replace it onto `path`"),
+        (not _holds(path, good),
+         f"{what} overwrote the good checkpoint: `path` no longer loads as the previous good checkpoint",
+         "write to a temporary file in the same folder and os.replace(tmp, path) only once it is complete"),
+        (bool(left), f"{what} left a temporary file behind: {left}", cleanup_hint),
+        (raised is None, f"{what} returned silently: the caller believes the checkpoint is written",
+         "clean up, then re-raise the error (`raise` inside the except block)"),
+        (not isinstance(raised, type(error)) or getattr(raised, "errno", None) != getattr(error, "errno", None),
+         f"{what} did not reach the caller: it became {type(raised).__name__}: {raised}", reraise_hint),
+    ])  # fmt: skip
 
 
 @no_delegation("course_lib.checkpoint.save_checkpoint")
@@ -509,10 +463,8 @@ def check_save_checkpoint(save_checkpoint_atomically):
                 "a second save did not replace the old checkpoint", "os.replace(tmp, path) overwrites an existing file"
             )
         if _leftovers(path):
-            fail(
-                f"a save to a path given as a string left extra files behind: {_leftovers(path)}",
-                "accept both: path = Path(path)",
-            )
+            fail(f"a save to a path given as a string left extra files behind: {_leftovers(path)}",
+                 "accept both: path = Path(path)")  # fmt: skip
     passed(
         "save_checkpoint_atomically: writes a loadable file via a temporary file in the same folder; a crash, a "
         "Ctrl-C or a full disk mid-save keeps the good checkpoint, leaves no temporary file and re-raises the error"
@@ -582,60 +534,36 @@ def _resume_verdicts(seen, saved_model, saved_opt, epoch):
     start, state, want = seen["start"], seen["optimizer"].state_dict()["state"], saved_opt.state_dict()["state"]
     load = "torch.load(path, map_location=next(model.parameters()).device, weights_only=True)"
     weights = zip(seen["model"].state_dict().values(), saved_model.state_dict().values())
+    moments = set(state) == set(want) and all(torch.equal(state[k]["exp_avg"], want[k]["exp_avg"]) for k in want)
     return [
-        (
-            start == epoch,
-            f"resume returned {start}, the epoch that was already finished: it would be trained twice",
-            "the checkpoint stores the last finished epoch; return epoch + 1",
-        ),
-        (
-            start != epoch + 1,
-            f"resume returned {start!r}; the checkpoint's last finished epoch is {epoch}",
-            "return checkpoint['epoch'] + 1",
-        ),
-        (
-            any(not torch.equal(a, b) for a, b in weights),
-            "the model's weights were not restored",
-            "model.load_state_dict(checkpoint['state_dict'])",
-        ),
-        (
-            not state
-            or set(state) != set(want)
-            or any(not torch.equal(state[k]["exp_avg"], want[k]["exp_avg"]) for k in want),
-            "the optimizer state was not restored: Adam restarts with empty moment estimates and its step count at 0",
-            "optimizer.load_state_dict(checkpoint['optimizer'])",
-        ),
-        (
-            seen["accepted_partial"],
-            f"resume accepted a checkpoint that lacks one of the model's weights ('{seen['missing']}') without an "
-            "error: load_state_dict(..., strict=False) silently keeps the fresh, untrained values for it",
-            "model.load_state_dict(checkpoint['state_dict']): strict (the default) refuses missing or unexpected keys",
-        ),
-        (
-            seen["ran_code"],
-            "resume ran code hidden in a checkpoint file: torch.load(..., weights_only=False) unpickles any object, "
-            "and unpickling can run any code (a checkpoint downloaded from the internet could delete your files)",
-            "load with torch.load(path, map_location=..., weights_only=True): it refuses anything but tensors and "
-            "plain containers",
-        ),
-        (
-            any(c.get("weights_only") is not True for c in seen["loads"]),
-            "resume called torch.load without weights_only=True: PyTorch before 2.6 then unpickles any object, "
-            "so loading a checkpoint from someone else could run their code",
-            load,
-        ),
-        (
-            any(c["map_location"] is None for c in seen["loads"]),
-            "resume called torch.load without map_location: a checkpoint saved on a GPU then loads onto that GPU, "
-            "and fails on a machine without one",
-            load,
-        ),
-        (
-            seen["as_string"] != epoch + 1,
-            f"with `path` given as a string, resume returned {seen['as_string']!r}, not {epoch + 1}",
-            "accept both: path = Path(path) at the start",
-        ),
-    ]
+        (start == epoch, f"resume returned {start}, the epoch that was already finished: it would be trained twice",
+         "the checkpoint stores the last finished epoch; return epoch + 1"),
+        (start != epoch + 1, f"resume returned {start!r}; the checkpoint's last finished epoch is {epoch}",
+         "return checkpoint['epoch'] + 1"),
+        (any(not torch.equal(a, b) for a, b in weights), "the model's weights were not restored",
+         "model.load_state_dict(checkpoint['state_dict'])"),
+        (not state or not moments,
+         "the optimizer state was not restored: Adam restarts with empty moment estimates and its step count at 0",
+         "optimizer.load_state_dict(checkpoint['optimizer'])"),
+        (seen["accepted_partial"],
+         f"resume accepted a checkpoint that lacks one of the model's weights ('{seen['missing']}') without an "
+         "error: load_state_dict(..., strict=False) silently keeps the fresh, untrained values for it",
+         "model.load_state_dict(checkpoint['state_dict']): strict (the default) refuses missing or unexpected keys"),
+        (seen["ran_code"],
+         "resume ran code hidden in a checkpoint file: torch.load(..., weights_only=False) unpickles any object, "
+         "and unpickling can run any code (a checkpoint downloaded from the internet could delete your files)",
+         "load with torch.load(path, map_location=..., weights_only=True): it refuses anything but tensors and "
+         "plain containers"),
+        (any(c.get("weights_only") is not True for c in seen["loads"]),
+         "resume called torch.load without weights_only=True: PyTorch before 2.6 then unpickles any object, "
+         "so loading a checkpoint from someone else could run their code", load),
+        (any(c["map_location"] is None for c in seen["loads"]),
+         "resume called torch.load without map_location: a checkpoint saved on a GPU then loads onto that GPU, "
+         "and fails on a machine without one", load),
+        (seen["as_string"] != epoch + 1,
+         f"with `path` given as a string, resume returned {seen['as_string']!r}, not {epoch + 1}",
+         "accept both: path = Path(path) at the start"),
+    ]  # fmt: skip
 
 
 @no_delegation(

@@ -251,10 +251,8 @@ def _frozen_rule(model, before, train):
 def _losses_rule(losses, epochs):
     """One finite Python float per epoch; returns them as floats."""
     if not isinstance(losses, (list, tuple)) or len(losses) != epochs:
-        fail(
-            f"fine_tune returned {type(losses).__name__} {losses!r:.80}, not a list of {epochs} per-epoch losses",
-            "return one float per epoch: the mean training loss of that epoch",
-        )
+        fail(f"fine_tune returned {type(losses).__name__} {losses!r:.80}, not a list of {epochs} per-epoch losses",
+             "return one float per epoch: the mean training loss of that epoch")  # fmt: skip
     floats = [as_float(v) for v in losses]
     helpers.first_rule([
         (any(torch.is_tensor(v) for v in losses),
@@ -297,10 +295,8 @@ def _conditional_rule(fine_tune, seed, image, dataset):
     kwargs = dict(epochs=1, lr=1e-2, batch_size=4, seed=0)
     call(fine_tune, model, *args, **kwargs)
     if torch.equal(model.out2.weight.detach(), out2):
-        fail(
-            "fine-tuning a class-conditional model did not train the layers meant to train",
-            "pass the batch's labels to the model when model.num_classes is set",
-        )
+        fail("fine-tuning a class-conditional model did not train the layers meant to train",
+             "pass the batch's labels to the model when model.num_classes is set")  # fmt: skip
     hint = (
         "move every batch to the model's device: x = x.to(device), and labels = y.to(device) for a class-conditional "
         "model, with device = next(model.parameters()).device"
@@ -366,10 +362,8 @@ def check_fine_tune(fine_tune):
         if _same_update(got, _update(_reference_fine_tune(*recipe, zero_grad)[0], before, meant)):
             fail(message, hint)
     if not right and nll_after >= nll_before:
-        fail(
-            f"fine-tuning made the NLL of the training images worse ({nll_before:.2f} -> {nll_after:.2f} nats/image)",
-            "minimise the negative log-likelihood: loss = -log_prob_from_logits(model(x), x).mean()",
-        )
+        fail(f"fine-tuning made the NLL of the training images worse ({nll_before:.2f} -> {nll_after:.2f} nats/image)",
+             "minimise the negative log-likelihood: loss = -log_prob_from_logits(model(x), x).mean()")  # fmt: skip
     if not order_known:  # a shuffle that ignores the seed also changes every loss
         _seeds_rule(lambda s: _update(rerun(copy.deepcopy(start), seed=s), before, meant), got, data_seed)
     _diagnose_losses(losses, batches, n, math.prod(image))  # a summed loss moves Adam's steps only a little
@@ -475,10 +469,8 @@ def check_class_log_likelihoods(class_log_likelihoods):
     mode_restored_rule(model, False, "class_log_likelihoods")
     if not (torch.is_tensor(one) and tuple(one.shape) == (1, k) and close(one.double().cpu(), ref[:1], "summed")):
         shape = tuple(one.shape) if torch.is_tensor(one) else type(one).__name__
-        fail(
-            f"for a batch of one image class_log_likelihoods returned {shape}, not the row (1, {k}) of log p(x | y)",
-            "keep the batch dimension (no squeeze()): torch.stack(columns, dim=1) is (B, K) for any B",
-        )
+        fail(f"for a batch of one image class_log_likelihoods returned {shape}, not the row (1, {k}) of log p(x | y)",
+             "keep the batch dimension (no squeeze()): torch.stack(columns, dim=1) is (B, K) for any B")  # fmt: skip
     probe_device(
         class_log_likelihoods,
         model,

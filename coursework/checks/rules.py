@@ -113,10 +113,8 @@ def images_rule(calls, n, batch_size, name):
         fail(f"the model scored {seen} images but the data set has {n}: some were scored twice", "one pass only")
     largest = max((c["batch"] for c in calls), default=0)
     if largest != batch_size:
-        fail(
-            f"batch_size={batch_size} was ignored: the model saw at most {largest} images per batch",
-            "pass it on: DataLoader(dataset, batch_size=batch_size)",
-        )
+        fail(f"batch_size={batch_size} was ignored: the model saw at most {largest} images per batch",
+             "pass it on: DataLoader(dataset, batch_size=batch_size)")  # fmt: skip
 
 
 def _dropped(n, batch_size):
@@ -148,10 +146,8 @@ def on_device_rule(calls, device, where=""):
     """Every forward pass got its input on `device`, the model's (for a model really on a GPU; without one,
     `probes.probe_device` tests the same on the meta device)."""
     if any(c["device"] != device for c in calls):
-        fail(
-            f"the batch was not moved to the model's device {where}".strip(),
-            "x = x.to(next(model.parameters()).device) before the forward pass",
-        )
+        fail(f"the batch was not moved to the model's device {where}".strip(),
+             "x = x.to(next(model.parameters()).device) before the forward pass")  # fmt: skip
 
 
 DEVICE_HINTS = [  # (does an error message (lower case) say this?, what is actually wrong)
@@ -245,10 +241,8 @@ def bpd_rule(bpd, nats, shape, what="'bpd'"):
     d, want = math.prod(shape), nats / (math.prod(shape) * LN2)
     if not close(bpd, want, "log_prob"):
         first_match(bpd, bpd_mistakes(want, d, hw=math.prod(shape[1:])), "loose", prefix=f"{what}: ")
-        fail(
-            f"{what} is {bpd!r}, expected {want:.5f} for {nats:.4f} nats per image and D = {d}",
-            "bits/dim = nats per image / (D * ln 2) with D = C*H*W",
-        )
+        fail(f"{what} is {bpd!r}, expected {want:.5f} for {nats:.4f} nats per image and D = {d}",
+             "bits/dim = nats per image / (D * ln 2) with D = C*H*W")  # fmt: skip
 
 
 _COUNT_HINT = "count the images: count = 0 before the loop, count += x.shape[0] for every batch"
@@ -324,14 +318,10 @@ def diagnose_nll(got, per_image, batch_size, *, dims, count=None, what="the mean
     if count is not None and count not in (0, n) and close(got * count, total, "log_prob"):
         fail(f"you divided the summed NLL by {count}, not by the number of images ({n})", _COUNT_HINT)
     if count == n:  # the count is right: the summed NLL is wrong
-        fail(
-            f"the summed NLL is off by {got * n - total:+.3g} nats (the count of {n} images is right)",
-            "start from total = 0 and add -log_prob_from_logits(model(x), x).sum() for every batch",
-        )
-    fail(
-        f"{what} is {got:.6g}, but the mean NLL of the {n} images is {full:.6g} nats per image",
-        "mean over every image of its NLL summed over its C*H*W sub-pixels, in nats",
-    )
+        fail(f"the summed NLL is off by {got * n - total:+.3g} nats (the count of {n} images is right)",
+             "start from total = 0 and add -log_prob_from_logits(model(x), x).sum() for every batch")  # fmt: skip
+    fail(f"{what} is {got:.6g}, but the mean NLL of the {n} images is {full:.6g} nats per image",
+         "mean over every image of its NLL summed over its C*H*W sub-pixels, in nats")  # fmt: skip
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -345,10 +335,8 @@ def training_rules(calls, name, where=""):
             f"{name} must call model.train() itself: the model may arrive in eval mode, as after an evaluation",
         )
     if not all(c["grad"] for c in calls):
-        fail(
-            f"the forward pass ran without gradients (under torch.no_grad) {where}".strip(),
-            "no_grad belongs to evaluation; the training forward pass must record gradients",
-        )
+        fail(f"the forward pass ran without gradients (under torch.no_grad) {where}".strip(),
+             "no_grad belongs to evaluation; the training forward pass must record gradients")  # fmt: skip
 
 
 LOSS_MISTAKES = [  # (the wrong loss of one batch from the right one `ref`, D = C*H*W, batch size; message; hint)
@@ -389,10 +377,8 @@ def diagnose_loss(got, ref, dims, batch):
         fail(f"the returned loss is {got!r}, not a finite number", "return the batch loss as a float, e.g. loss.item()")
     values = {message: (wrong(ref, dims, batch), message, hint) for wrong, message, hint in LOSS_MISTAKES}
     first_match(got, values, (2e-2, 1e-6), where=f"(got {got:.4g}, expected about {ref:.4g})")
-    fail(
-        f"the returned loss is {got:.4g} but the mean NLL of the batch is {ref:.4g} nats per image",
-        "loss = mean over images of the NLL summed over all pixels, in nats, computed in float32",
-    )
+    fail(f"the returned loss is {got:.4g} but the mean NLL of the batch is {ref:.4g} nats per image",
+         "loss = mean over images of the NLL summed over all pixels, in nats, computed in float32")  # fmt: skip
 
 
 class GradWatch:
@@ -473,10 +459,8 @@ def stale_gradients_rule(events, name, where=""):
             f"after it {where}".strip(),
             "optimizer.zero_grad() before every loss.backward(), not after optimizer.step()",
         )
-    fail(
-        f"old gradients were added to the new ones: .grad was not cleared before loss.backward() {where}".strip(),
-        "call optimizer.zero_grad() before loss.backward(): .backward() adds into .grad",
-    )
+    fail(f"old gradients were added to the new ones: .grad was not cleared before loss.backward() {where}".strip(),
+         "call optimizer.zero_grad() before loss.backward(): .backward() adds into .grad")  # fmt: skip
 
 
 def learning_rate_rule(train_with_lr, model, name, hint="build the optimiser with lr=lr"):
@@ -486,7 +470,5 @@ def learning_rate_rule(train_with_lr, model, name, hint="build the optimiser wit
     before = [p.detach().clone() for p in still.parameters()]
     train_with_lr(still, 0.0)
     if any(not torch.equal(p.detach(), b) for p, b in zip(still.parameters(), before)):
-        fail(
-            f"with lr=0 the weights still changed: the learning rate does not reach the optimizer {name} steps with",
-            hint,
-        )
+        fail(f"with lr=0 the weights still changed: the learning rate does not reach the optimizer {name} steps with",
+             hint)  # fmt: skip
