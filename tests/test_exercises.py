@@ -1,8 +1,8 @@
 """The graded exercises: exercises/ is exactly what `make exercises` generates from solutions/, every cell
 carries nbgrader metadata, and the autograder gives the solutions full marks and the exercises zero.
 
-The grading tests execute every lesson twice (fast mode, about a minute each); deselect them with
-`-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
+The grading tests grade every solution and every exercise notebook once, in fast mode and two at a time
+(about a minute in all on two cores); deselect them with `-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
 while solutions/ holds none."""
 
 import ast
@@ -17,7 +17,7 @@ import pytest
 import torch
 from sandbox_support import require_sandbox
 
-from coursework import grade
+from coursework import classroom, grade
 from tools import make_exercises
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,16 +157,34 @@ def test_exercises_hide_every_solution(source):
 
 
 # ------------------------------------------------------------------------------- grading (slow)
-@pytest.fixture
-def fast_mode(monkeypatch):
+@pytest.fixture(scope="module")
+def graded():
+    """Every solution and every exercise notebook graded in fast mode, two at a time (as `pixelcnn-grade
+    --jobs 2` grades a class: each kernel with its share of the cores): {(folder, lesson): report}."""
     require_sandbox()  # the grader grades in a bubblewrap sandbox
-    monkeypatch.setenv("COURSE_FAST", "1")
-    monkeypatch.setenv("TQDM_DISABLE", "1")
+    references = grade.load_references(ROOT / "solutions")
+    isolation = grade.Isolation.sandboxed(grade.Limits(threads=classroom.job_threads(2)))
+    snapshot = grade.Snapshot.take()  # the checks and the library as they are, taken once as a class run does
+    todo = [(folder, s.stem) for s in SOLUTIONS for folder in ("solutions", "exercises")]
+    reports = {}
+
+    def grade_one(path):
+        return grade.grade_notebook(path, references, timeout=600, snapshot=snapshot, isolation=isolation)
+
+    def record(position, report):
+        reports[todo[position]] = report
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COURSE_FAST", "1")
+        env.setenv("TQDM_DISABLE", "1")
+        paths = [(k, ROOT / folder / f"{stem}.ipynb") for k, (folder, stem) in enumerate(todo)]
+        assert not classroom.grade_in_threads(paths, grade_one, 2, record), "grading was interrupted"
+    return reports
 
 
 @lessons()
-def test_solution_scores_full_points(source, fast_mode):
-    report = grade.grade_notebook(source.with_suffix(".ipynb"), grade.load_references(ROOT / "solutions"), timeout=600)
+def test_solution_scores_full_points(source, graded):
+    report = graded["solutions", source.stem]
     assert report.reference is not None and Path(report.reference).stem == source.stem
     assert report.max > 0 and report.total == report.max, grade.format_report(report)
     assert report.status == "ok", grade.format_report(report)
@@ -174,10 +192,9 @@ def test_solution_scores_full_points(source, fast_mode):
 
 
 @lessons()
-def test_exercise_scores_zero_without_crashing(source, fast_mode):
-    notebook = ROOT / "exercises" / source.with_suffix(".ipynb").name
-    assert notebook.exists(), "run `make exercises`"
-    report = grade.grade_notebook(notebook, grade.load_references(ROOT / "solutions"), timeout=600)
+def test_exercise_scores_zero_without_crashing(source, graded):
+    assert (ROOT / "exercises" / f"{source.stem}.ipynb").exists(), "run `make exercises`"
+    report = graded["exercises", source.stem]
     assert report.max > 0 and report.total == 0, grade.format_report(report)
     assert report.status == "ok", grade.format_report(report)
     assert all(t.message and not t.message.startswith(("not executed", "time limit")) for t in report.tasks), (
