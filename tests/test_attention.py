@@ -20,7 +20,7 @@ from course_lib import (
     sample_with_cache,
     save_checkpoint,
 )
-from course_lib.attention import AttentionCache, CausalSelfAttention, attend, causal_mask
+from course_lib.attention import AttentionCache, CausalSelfAttention, TransformerBlock, attend, causal_mask
 from course_lib.causality import causality_violations, dependency_matrix
 
 CONFIGS = {
@@ -41,8 +41,9 @@ def build(name, seed=0, dtype=torch.float64, **changes):
     return model
 
 
-def test_the_causal_mask_forbids_the_future_only():
+def test_the_causal_mask_forbids_the_future_only_on_the_device_asked_for():
     assert causal_mask(3).tolist() == [[False, True, True], [False, False, True], [False, False, False]]
+    assert causal_mask(3, device="meta").device.type == "meta"  # PyTorch's shape-only device: no GPU needed
 
 
 def test_attend_is_scaled_dot_product_attention():
@@ -51,6 +52,25 @@ def test_attend_is_scaled_dot_product_attention():
     want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert torch.allclose(attend(q, k, v, causal_mask(5)), want, atol=1e-12)
     assert torch.allclose(attend(q, k, v), F.scaled_dot_product_attention(q, k, v), atol=1e-12)
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_attend_takes_any_number_of_leading_dimensions(lead):
+    """q, k, v of shape (..., T, dh) with no batch or one batch dimension: softmax(q k^T / sqrt(dh)) v."""
+    torch.manual_seed(1)
+    q, k, v = torch.randn(3, *lead, 4, 6, dtype=torch.float64)
+    want = torch.softmax(q @ k.mT / 6**0.5, -1) @ v
+    assert torch.allclose(attend(q, k, v), want, atol=1e-12)
+
+
+def test_a_block_is_pre_norm_attention_then_a_gelu_mlp():
+    """h + attention(LN1(h)), then + Linear(GELU(Linear(LN2(h)))), the MLP four times wider."""
+    torch.manual_seed(2)
+    block, h = TransformerBlock(8, 2).double(), torch.randn(2, 5, 8, dtype=torch.float64)
+    wide, narrow = [m for m in block.mlp if isinstance(m, torch.nn.Linear)]
+    assert (wide.in_features, wide.out_features, narrow.out_features) == (8, 32, 8)
+    h1 = h + block.attn(block.ln1(h))
+    assert torch.allclose(block(h), h1 + narrow(F.gelu(wide(block.ln2(h1)))), atol=1e-12)
 
 
 def test_self_attention_layer_shapes_and_heads():
@@ -131,6 +151,16 @@ def test_cached_sampling_runs_the_model_in_eval_mode():
     model.head_out.register_forward_hook(lambda module, inputs, output: modes.append(model.training))
     sample_with_cache(model, 2, seed=0)
     assert modes and not any(modes) and model.training
+
+
+def test_cached_sampling_builds_no_autograd_graph(monkeypatch):
+    import course_lib.attention as attention
+
+    grad = []
+    real = attention.probabilities
+    monkeypatch.setattr(attention, "probabilities", lambda *a: grad.append(torch.is_grad_enabled()) or real(*a))
+    sample_with_cache(build("binary", dtype=torch.float32), 2, seed=0)
+    assert grad and not any(grad)
 
 
 def test_cached_completion_keeps_the_given_pixels_and_matches_naive():

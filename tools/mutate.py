@@ -72,6 +72,8 @@ MODULES = {
     "distributed": ["tests/test_distributed.py"],
     "causality": ["tests/test_causality.py"],
     "logistic": ["tests/test_logistic.py", "tests/test_cached_sampling.py", "tests/test_causality.py"],
+    "made": ["tests/test_made.py"],
+    "attention": ["tests/test_attention.py"],
 }
 
 METHODS = {**mutation.METHODS, "relu": "elu", "elu": "relu"}
