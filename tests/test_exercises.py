@@ -2,8 +2,8 @@
 carries nbgrader metadata, and the autograder gives the solutions full marks and the exercises zero.
 
 The grading tests grade every solution and every exercise notebook once, in fast mode and two at a time
-(about a minute in all on two cores); deselect them with `-k "not scores"` when iterating on something else. Tests that need the lesson notebooks are skipped
-while solutions/ holds none."""
+(about a minute in all on two cores); deselect them with `-k "not scores"` when iterating on something
+else. Tests that need the lesson notebooks are skipped while solutions/ holds none."""
 
 import ast
 import difflib
